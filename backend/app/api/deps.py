@@ -1,0 +1,24 @@
+"""Typed dependencies: the manager, and a job looked up once (404 naming the id)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from .sft_job_manager import SFTJob, SFTJobManager, get_sft_job_manager
+
+
+def get_manager(request: Request) -> SFTJobManager:
+    manager = getattr(request.app.state, "manager", None)
+    return manager if manager is not None else get_sft_job_manager()
+
+
+ManagerDep = Annotated[SFTJobManager, Depends(get_manager)]
+
+
+def valid_job(job_id: str, manager: ManagerDep) -> SFTJob:
+    return manager.get_job(job_id)
+
+
+ValidJob = Annotated[SFTJob, Depends(valid_job)]

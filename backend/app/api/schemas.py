@@ -1,0 +1,172 @@
+"""Request and response models of the SFT API (the seed's names, plus what was added)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+JobStatusName = Literal["pending", "running", "stopping", "completed", "failed", "stopped"]
+
+DEMO_CONFIG = {
+    "base_model": "smollm2-135m-instruct",
+    "dataset_name": "bundled:json-extract",
+    "max_steps": 40,
+    "per_device_train_batch_size": 8,
+    "learning_rate": 1e-3,
+}
+
+
+class JobStartRequest(BaseModel):
+    """Start a job from a full ``config``, or from a saved config (``config_id``) plus ``overrides``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"config": DEMO_CONFIG},
+                                        {"config_id": "xyz-789", "overrides": {"max_steps": 10}}]},
+    )
+
+    config: dict[str, Any] | None = Field(
+        None, description="The training config: fields of SFTConfig (see GET /api/sft/config-schema)."
+    )
+    config_id: str | None = Field(None, description="Id of a saved config to start from.")
+    overrides: dict[str, Any] | None = Field(
+        None, description="Fields that replace the saved config's (only with config_id)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JobStartRequest:
+        if (self.config is None) == (self.config_id is None):
+            raise ValueError("give exactly one of config and config_id")
+        if self.overrides is not None and self.config_id is None:
+            raise ValueError("overrides only apply with config_id")
+        return self
+
+
+class JobStartResponse(BaseModel):
+    job_id: str = Field(..., description="The new job's id.", examples=["abc-123-def-456"])
+    status: JobStatusName = Field(..., description="'running', or 'pending' while it waits in the queue.")
+    queue_position: int | None = Field(None, description="1 = next to start; null when not queued.")
+
+
+class JobProgress(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    phase: str | None = Field(
+        None, description="starting, loading_model, preparing_dataset, training, saving, or the final status."
+    )
+    current_step: int | None = Field(None, description="Optimizer steps done.")
+    max_steps: int | None = Field(None, description="Steps the job trains for.")
+    epoch: float | None = Field(None, description="Epochs done (fractional).")
+    percent: float | None = Field(None, description="current_step / max_steps, in percent.")
+    eta_seconds: float | None = Field(None, description="Estimated seconds left at the current pace.")
+    steps_per_second: float | None = Field(None, description="Average pace of this attempt.")
+    tokens_per_second: float | None = Field(None, description="Training tokens per second of this attempt.")
+    tokens_seen: float | None = Field(None, description="Training tokens seen so far.")
+    metrics: dict[str, float] | None = Field(
+        None, description="Latest logged values: loss, learning_rate, grad_norm, eval_loss, epoch."
+    )
+
+
+class JobError(BaseModel):
+    category: Literal["out_of_memory", "dataset", "model", "config", "interrupted", "internal"] = Field(
+        ..., description="What kind of failure."
+    )
+    message: str = Field(..., description="What went wrong and what to do about it.")
+    log_tail: list[str] = Field(default_factory=list, description="The job's last log lines.")
+
+
+class JobStatusResponse(BaseModel):
+    job_id: str = Field(..., description="Job id.")
+    status: JobStatusName = Field(..., description="pending → running → completed | failed | stopped.")
+    created_at: str = Field(..., description="ISO 8601, UTC.")
+    started_at: str | None = Field(None, description="When its first attempt started.")
+    completed_at: str | None = Field(None, description="When it reached a terminal status.")
+    error: str | None = Field(None, description="Why it failed.")
+    result: dict[str, Any] | None = Field(
+        None,
+        description="train_loss, eval_loss, adapter_path, global_step, train_runtime, "
+        "train_tokens_per_second, stopped, ... (set when the job ends).",
+        examples=[{"train_loss": 0.5, "eval_loss": 0.6, "adapter_path": "./data/outputs/abc/adapter"}],
+    )
+    error_detail: JobError | None = Field(None, description="The failure's category, message and log tail.")
+    queue_position: int | None = Field(None, description="Place in the queue while pending (1 = next).")
+    progress: JobProgress | None = Field(None, description="Live progress while it runs; last values after.")
+    attempts: list[dict[str, Any]] = Field(default_factory=list, description="Each run of this job.")
+    config: dict[str, Any] = Field(..., description="The config as submitted, with its output_dir.")
+
+
+class JobListResponse(BaseModel):
+    jobs: list[JobStatusResponse] = Field(..., description="This page of jobs.")
+    total: int = Field(..., description="Jobs matching the filter, over all pages.")
+    offset: int = Field(..., description="Index of the first job of this page.")
+    limit: int = Field(..., description="Page size asked for.")
+
+
+class StopResponse(BaseModel):
+    message: str = Field(..., examples=["Job abc-123 stopped"])
+    status: JobStatusName = Field(..., description="'stopped' for a pending job, 'stopping' for a running one.")
+
+
+class DeleteResponse(BaseModel):
+    message: str = Field(..., examples=["Job abc-123 deleted; its files stay in ./data/outputs/abc-123"])
+
+
+class ConfigSaveRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "demo_lora", "config": DEMO_CONFIG}]},
+    )
+
+    name: str = Field(..., min_length=1, max_length=200, description="Unique name of the template.")
+    config: dict[str, Any] = Field(..., description="SFTConfig fields; a template may leave some out.")
+
+
+class ConfigSaveResponse(BaseModel):
+    config_id: str = Field(..., examples=["xyz-789"])
+    name: str = Field(..., examples=["alpaca_qlora_gpt2"])
+
+
+class ConfigResponse(BaseModel):
+    config_id: str = Field(..., description="Config id.")
+    name: str = Field(..., description="Template name.")
+    config: dict[str, Any] = Field(..., description="The saved fields.")
+    created_at: str = Field(..., description="ISO 8601, UTC.")
+
+
+class EventResponse(BaseModel):
+    seq: int = Field(..., description="Sequence number within the job (the SSE event id).")
+    time: str = Field(..., description="ISO 8601, UTC.")
+    type: str = Field(
+        ...,
+        description="created, queued, started, model_loaded, dataset_ready, metrics, eval, checkpoint_saved, "
+        "stopping, resumed, completed, failed, stopped.",
+    )
+    level: Literal["info", "warning", "error"] = Field(..., description="Severity.")
+    message: str = Field(..., description="What happened, for people.")
+    data: dict[str, Any] = Field(default_factory=dict, description="Structured details.")
+
+
+class EventListResponse(BaseModel):
+    events: list[EventResponse]
+    next_after: int = Field(..., description="Pass as ?after= to get the events after this page.")
+
+
+class MetricsResponse(BaseModel):
+    job_id: str
+    metrics: list[dict[str, Any]] = Field(
+        ..., description="One point per log: step, loss, learning_rate, grad_norm, eval_loss, num_tokens, "
+        "epoch, elapsed_seconds, attempt."
+    )
+
+
+class LogsResponse(BaseModel):
+    job_id: str
+    lines: list[str] = Field(..., description="The job's log lines (its own thread's only).")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    max_concurrent_jobs: int
+    jobs: dict[str, int] = Field(..., description="Jobs by status.")

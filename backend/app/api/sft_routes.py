@@ -1,0 +1,185 @@
+"""SFT REST API: thin routes that parse, call the job manager and return a response model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from ..sft.config import SFTConfig
+from .deps import ManagerDep, ValidJob
+from .schemas import (
+    ConfigResponse,
+    ConfigSaveRequest,
+    ConfigSaveResponse,
+    DeleteResponse,
+    EventListResponse,
+    JobListResponse,
+    JobStartRequest,
+    JobStartResponse,
+    JobStatusName,
+    JobStatusResponse,
+    LogsResponse,
+    MetricsResponse,
+    StopResponse,
+)
+
+router = APIRouter(prefix="/api/sft", tags=["sft"])
+
+SSE_POLL_SECONDS = 0.2
+SSE_KEEPALIVE_SECONDS = 15.0
+TERMINAL_EVENTS = {"completed", "failed", "stopped"}
+
+
+@router.post("/train", response_model=JobStartResponse)
+def start_training(
+    request: JobStartRequest,
+    manager: ManagerDep,
+    idempotency_key: Annotated[
+        str | None, Header(max_length=200, description="Retries with the same key return the same job.")
+    ] = None,
+) -> JobStartResponse:
+    """Start a new SFT training job (validated and pre-flighted; 400 names what is wrong)."""
+    config = request.config
+    if request.config_id is not None:
+        config = manager.config_from_template(request.config_id, request.overrides)
+    job = manager.submit(config, idempotency_key=idempotency_key)
+    return JobStartResponse(job_id=job.job_id, status=job.status.value, queue_position=job.queue_position)
+
+
+@router.get("/jobs", response_model=JobListResponse)
+def list_jobs(
+    manager: ManagerDep,
+    status: Annotated[JobStatusName | None, Query(description="Only jobs in this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="Jobs to skip.")] = 0,
+    order: Annotated[Literal["asc", "desc"], Query(description="By creation time.")] = "desc",
+) -> JobListResponse:
+    """List jobs, newest first by default, optionally of one status."""
+    jobs, total = manager.select_jobs(status=status, limit=limit, offset=offset, newest_first=order == "desc")
+    return JobListResponse(jobs=[job.to_dict() for job in jobs], total=total, offset=offset, limit=limit)
+
+
+@router.get("/jobs/{job_id}", response_model=JobStatusResponse)
+def get_job(job: ValidJob) -> dict:
+    """Get a job's status, progress and result."""
+    return job.to_dict()
+
+
+@router.post("/jobs/{job_id}/stop", response_model=StopResponse)
+def stop_job(job: ValidJob, manager: ManagerDep) -> StopResponse:
+    """Stop a job: a pending one at once, a running one at its next step (its adapter is saved)."""
+    status = manager.stop_job(job.job_id)
+    if status.value == "stopped":
+        return StopResponse(message=f"Job {job.job_id} stopped", status=status.value)
+    return StopResponse(message=f"Job {job.job_id} stopping: it stops at the next step and saves its adapter",
+                        status=status.value)
+
+
+@router.delete("/jobs/{job_id}", response_model=DeleteResponse)
+def delete_job(job: ValidJob, manager: ManagerDep) -> DeleteResponse:
+    """Delete a finished job's record, events and metrics (its output files stay on disk)."""
+    manager.delete_job(job.job_id)
+    return DeleteResponse(message=f"Job {job.job_id} deleted; its files stay in {job.output_dir}")
+
+
+@router.get("/jobs/{job_id}/metrics", response_model=MetricsResponse)
+def get_metrics(job: ValidJob, manager: ManagerDep) -> MetricsResponse:
+    """The job's whole metrics series (persisted)."""
+    return MetricsResponse(job_id=job.job_id, metrics=manager.metrics(job.job_id))
+
+
+@router.get("/jobs/{job_id}/logs", response_model=LogsResponse)
+def get_logs(
+    job: ValidJob,
+    manager: ManagerDep,
+    tail: Annotated[int | None, Query(ge=1, le=100_000, description="Only the last N lines.")] = None,
+) -> LogsResponse:
+    """The job's own log lines (transformers, TRL and service messages of its thread)."""
+    return LogsResponse(job_id=job.job_id, lines=manager.logs.read(job.job_id, tail=tail))
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    response_model=EventListResponse,
+    responses={200: {"content": {"text/event-stream": {}},
+                     "description": "JSON page of events, or a Server-Sent Events stream when asked for."}},
+)
+async def get_events(
+    job: ValidJob,
+    manager: ManagerDep,
+    request: Request,
+    after: Annotated[int, Query(ge=0, le=2**31, description="Only events with seq greater than this.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size (JSON only).")] = 100,
+    last_event_id: Annotated[int | None, Header(ge=0, le=2**31, description="SSE resume point.")] = None,
+):
+    """The job's events: JSON pages, or a live SSE stream with ``Accept: text/event-stream``."""
+    if "text/event-stream" in request.headers.get("accept", ""):
+        start = last_event_id if last_event_id is not None else after
+        return StreamingResponse(
+            _event_stream(manager, job.job_id, start, request),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    events = manager.events(job.job_id, after=after, limit=limit)
+    return EventListResponse(events=events, next_after=events[-1]["seq"] if events else after)
+
+
+async def _event_stream(manager, job_id: str, after: int, request: Request):
+    last = after
+    idle = 0.0
+    while True:
+        events = manager.store.events(job_id, after=last, limit=500)
+        for event in events:
+            last = event["seq"]
+            yield f"id: {last}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
+            if event["type"] in TERMINAL_EVENTS:
+                return
+        if not events:
+            job = manager.jobs.get(job_id)
+            if job is None or (job.status.is_terminal() and manager.store.max_event_seq(job_id) <= last):
+                return
+            if await request.is_disconnected():
+                return
+            idle += SSE_POLL_SECONDS
+            if idle >= SSE_KEEPALIVE_SECONDS:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(SSE_POLL_SECONDS)
+        else:
+            idle = 0.0
+
+
+@router.post("/configs", response_model=ConfigSaveResponse)
+def save_config(request: ConfigSaveRequest, manager: ManagerDep) -> ConfigSaveResponse:
+    """Save a named configuration template."""
+    config_id = manager.save_config(request.name, request.config)
+    return ConfigSaveResponse(config_id=config_id, name=request.name)
+
+
+@router.get("/configs", response_model=list[ConfigResponse])
+def list_configs(manager: ManagerDep) -> list[dict]:
+    """List saved configuration templates."""
+    return manager.list_configs()
+
+
+@router.get("/configs/{config_id}", response_model=ConfigResponse)
+def get_config(config_id: str, manager: ManagerDep) -> dict:
+    """Get a saved configuration template."""
+    return manager.get_config(config_id)
+
+
+@router.delete("/configs/{config_id}", response_model=DeleteResponse)
+def delete_config(config_id: str, manager: ManagerDep) -> DeleteResponse:
+    """Delete a saved configuration template (jobs started from it keep their config)."""
+    manager.delete_config(config_id)
+    return DeleteResponse(message=f"Config {config_id} deleted")
+
+
+@router.get("/config-schema")
+def config_schema() -> dict:
+    """The JSON schema of a training config: every field, its default, bounds and meaning."""
+    return SFTConfig.model_json_schema()

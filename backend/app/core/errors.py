@@ -1,0 +1,66 @@
+"""Domain errors and their HTTP mapping, registered once on the app.
+
+The exceptions import nothing from FastAPI so the job manager can raise them anywhere.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+
+class ServiceError(Exception):
+    """Base of the errors the service raises on purpose; ``status_code`` is the HTTP mapping."""
+
+    status_code = 500
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidConfig(ServiceError, ValueError):
+    """The submitted config or request cannot run; ``detail`` names the field, file and line."""
+
+    status_code = 400
+
+
+class JobNotFound(ServiceError, LookupError):
+    status_code = 404
+
+    def __init__(self, job_id: str):
+        super().__init__(f"Job {job_id} not found")
+        self.job_id = job_id
+
+
+class ConfigNotFound(ServiceError, LookupError):
+    status_code = 404
+
+    def __init__(self, config_id: str):
+        super().__init__(f"Config {config_id} not found")
+        self.config_id = config_id
+
+
+class JobConflict(ServiceError):
+    """The request does not fit the job's state (stop a finished job, delete a running one...)."""
+
+    status_code = 409
+
+
+class ServiceBusy(ServiceError):
+    """The request could run, but not now."""
+
+    status_code = 503
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """Map every ``ServiceError`` to its status with ``{"detail": ...}``."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    async def handle(request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+
+    app.add_exception_handler(ServiceError, handle)

@@ -1,0 +1,95 @@
+"""Per-job log files: every log record made on a job's thread goes to that job's file only.
+
+transformers keeps its own logger tree (``propagate=False`` outside CI), so the router is attached
+to it as well as to the root logger, and a record reaching both is written once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TAIL_LINES = 200
+
+
+class JobLogRouter(logging.Handler):
+    """Routes records by the thread they were made on to ``<log_dir>/<job_id>.log``."""
+
+    def __init__(self, log_dir: Path):
+        super().__init__(level=logging.INFO)
+        self.log_dir = log_dir
+        self.setFormatter(logging.Formatter(FORMAT))
+        self._threads: dict[int, str] = {}
+        self._tails: dict[str, deque[str]] = {}
+        self._files_lock = threading.Lock()
+
+    def bind(self, job_id: str) -> None:
+        """Send records of the calling thread to ``job_id``'s log."""
+        self._threads[threading.get_ident()] = job_id
+        self._tails.setdefault(job_id, deque(maxlen=TAIL_LINES))
+
+    def unbind(self) -> None:
+        self._threads.pop(threading.get_ident(), None)
+
+    def path(self, job_id: str) -> Path:
+        return self.log_dir / f"{job_id}.log"
+
+    def write(self, job_id: str, line: str) -> None:
+        """Append a line to a job's log (the manager logs its events here too)."""
+        self._tails.setdefault(job_id, deque(maxlen=TAIL_LINES)).append(line)
+        with self._files_lock:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with self.path(job_id).open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        job_id = self._threads.get(record.thread)
+        if job_id is None or getattr(record, "_sft_job_logged", False):
+            return
+        record._sft_job_logged = True
+        try:
+            self.write(job_id, self.format(record))
+        except Exception:  # a log write must never break training
+            self.handleError(record)
+
+    def tail(self, job_id: str, lines: int = 20) -> list[str]:
+        """The last ``lines`` lines of a job's log, from memory or from its file."""
+        if job_id in self._tails and self._tails[job_id]:
+            return list(self._tails[job_id])[-lines:]
+        return self.read(job_id, tail=lines)
+
+    def read(self, job_id: str, *, tail: int | None = None) -> list[str]:
+        path = self.path(job_id)
+        if not path.exists():
+            return []
+        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return text[-tail:] if tail else text
+
+    def forget(self, job_id: str) -> None:
+        self._tails.pop(job_id, None)
+        self.path(job_id).unlink(missing_ok=True)
+
+
+_installed: dict[str, JobLogRouter] = {}
+_install_lock = threading.Lock()
+
+
+def install(log_dir: Path) -> JobLogRouter:
+    """The router for ``log_dir``, attached to the root and transformers loggers once."""
+    key = str(log_dir.resolve())
+    with _install_lock:
+        if key in _installed:
+            return _installed[key]
+        router = JobLogRouter(log_dir)
+        logging.captureWarnings(True)
+        for name in ("", "transformers"):
+            logging.getLogger(name).addHandler(router)
+        for name in ("app", "trl", "transformers", "peft", "datasets", "py.warnings"):
+            logger = logging.getLogger(name)
+            if logger.level == logging.NOTSET or logger.level > logging.INFO:
+                logger.setLevel(logging.INFO)
+        _installed[key] = router
+        return router

@@ -1,0 +1,52 @@
+"""The FastAPI application: routers, error mapping, and the job manager's lifetime."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+
+from .api.deps import ManagerDep
+from .api.schemas import HealthResponse
+from .api.sft_job_manager import SFTJobManager, get_sft_job_manager
+from .api.sft_routes import router as sft_router
+from .core.errors import register_error_handlers
+
+try:
+    VERSION = version("sft-service")
+except PackageNotFoundError:
+    VERSION = "0.0.0"
+
+
+def create_app(manager: SFTJobManager | None = None) -> FastAPI:
+    """Build the app. Without ``manager`` the process-wide one is created (and recovers its jobs)
+    when the app starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if getattr(app.state, "manager", None) is None:
+            app.state.manager = get_sft_job_manager()
+        yield
+
+    app = FastAPI(
+        title="SFT job service",
+        version=VERSION,
+        description="Fine-tune Hugging Face causal LMs (LoRA, QLoRA, full) on your own machine: "
+        "submit a job, watch it train, stop it, take the adapter away.",
+        lifespan=lifespan,
+    )
+    app.state.manager = manager
+    register_error_handlers(app)
+    app.include_router(sft_router)
+
+    @app.get("/health", response_model=HealthResponse, tags=["service"])
+    def health(manager: ManagerDep) -> HealthResponse:
+        """Liveness, version and job counts."""
+        return HealthResponse(version=VERSION, max_concurrent_jobs=manager.max_concurrent_jobs,
+                              jobs=manager.counts())
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,229 @@
+"""SFTConfig: the validated, documented training config, and its mapping onto ``trl.SFTConfig``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import trl
+
+DatasetFormat = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+SchedulerType = Literal[
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+]
+ReportTarget = Literal["wandb", "tensorboard"]
+
+_LORA_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
+_EVAL_FIELDS = ("eval_steps",)
+
+
+class SFTConfig(BaseModel):
+    """One supervised fine-tuning run: which model, which data, how to train it."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # Model
+    base_model: str = Field(
+        ...,
+        min_length=1,
+        description="Hugging Face Hub id (e.g. 'HuggingFaceTB/SmolLM2-135M-Instruct'), a local model "
+        "directory, a .gguf file, or the bundled alias 'smollm2-135m-instruct'.",
+        examples=["smollm2-135m-instruct"],
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run code shipped with the model repo. Needs the server setting allow_remote_code."
+    )
+
+    # Data
+    dataset_name: str = Field(
+        ...,
+        min_length=1,
+        description="Hub dataset id, a local .json/.jsonl/.csv/.parquet file, a local directory "
+        "(save_to_disk output or data files), or a bundled dataset such as 'bundled:json-extract'.",
+        examples=["bundled:json-extract"],
+    )
+    dataset_format: DatasetFormat = Field(
+        "auto",
+        description="Row format: alpaca (instruction/input/output), sharegpt (conversations of from/value), "
+        "messages (role/content chat), prompt_completion, text, or auto (detected from the columns).",
+    )
+    dataset_split: str = Field("train", min_length=1, description="Split of dataset_name to train on.")
+    column_mapping: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rename your columns to the format's names, e.g. {'instruction': 'question', "
+        "'output': 'answer'} maps format field -> your column.",
+    )
+    max_samples: int | None = Field(
+        None, ge=1, description="Use at most this many training rows (the first ones)."
+    )
+    eval_dataset_name: str | None = Field(
+        None, min_length=1, description="A separate evaluation dataset (same kinds of source as dataset_name)."
+    )
+    eval_dataset_split: str = Field("train", min_length=1, description="Split of eval_dataset_name.")
+    validation_split: float | None = Field(
+        None, gt=0, lt=1, description="Hold out this fraction of the training rows for evaluation."
+    )
+    completion_only_loss: bool = Field(
+        True,
+        description="Compute the loss on the completion / final assistant turn only (formats that have one).",
+    )
+
+    # Length of training
+    max_steps: int | None = Field(None, ge=1, le=10_000_000, description="Optimizer steps to train.")
+    num_train_epochs: float | None = Field(
+        None, gt=0, le=10_000, description="Epochs to train (when max_steps is not set)."
+    )
+
+    # Optimisation
+    learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate.")
+    per_device_train_batch_size: int = Field(4, ge=1, le=4096, description="Rows per step per device.")
+    per_device_eval_batch_size: int = Field(8, ge=1, le=4096, description="Rows per eval batch per device.")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=4096, description="Batches per optimizer step.")
+    max_length: int = Field(1024, ge=8, le=1_048_576, description="Tokens per row; longer rows are truncated.")
+    packing: bool = Field(False, description="Pack several rows into each max_length sequence.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps spent warming up the LR.")
+    lr_scheduler_type: SchedulerType = Field("linear", description="Learning-rate schedule.")
+    weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed: same config and seed give the same loss curve.")
+    precision: Precision = Field(
+        "auto", description="auto picks bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."
+    )
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+
+    # Adapters
+    use_lora: bool = Field(True, description="Train a LoRA adapter (false: full fine-tuning).")
+    use_qlora: bool = Field(False, description="Load the base in 4-bit NF4 (bitsandbytes) and train LoRA on it.")
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA scaling alpha.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    lora_target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear' for every linear layer but the head."
+    )
+
+    # Evaluation, checkpoints, logging
+    eval_steps: int | None = Field(
+        None, ge=1, description="Evaluate every N steps (needs eval_dataset_name or validation_split)."
+    )
+    save_steps: int | None = Field(None, ge=1, description="Save a checkpoint every N steps.")
+    save_total_limit: int | None = Field(None, ge=1, description="Keep at most this many checkpoints.")
+    logging_steps: int = Field(1, ge=1, description="Log metrics every N steps.")
+    report_to: list[ReportTarget] = Field(default_factory=list, description="Extra metric sinks.")
+    output_dir: str | None = Field(
+        None, description="Where the adapter, logs and checkpoints go. The service defaults it per job."
+    )
+
+    @model_validator(mode="after")
+    def _check_cross_field_rules(self) -> SFTConfig:
+        if self.max_steps is None and self.num_train_epochs is None:
+            raise ValueError("set max_steps or num_train_epochs")
+        if self.max_steps is not None and self.num_train_epochs is not None:
+            raise ValueError("set only one of max_steps and num_train_epochs")
+        if self.use_qlora and not self.use_lora:
+            raise ValueError("use_qlora trains a LoRA adapter on a 4-bit base: it needs use_lora=true")
+        if not self.use_lora:
+            set_lora = [name for name in _LORA_FIELDS if name in self.model_fields_set]
+            if set_lora:
+                raise ValueError(f"{', '.join(set_lora)} only apply with use_lora=true")
+        if self.eval_dataset_name and self.validation_split:
+            raise ValueError("set only one of eval_dataset_name and validation_split")
+        if not self.has_eval_set:
+            set_eval = [name for name in _EVAL_FIELDS if getattr(self, name) is not None]
+            if set_eval:
+                raise ValueError(f"{', '.join(set_eval)} needs eval_dataset_name or validation_split")
+        if self.save_total_limit is not None and self.save_steps is None:
+            raise ValueError("save_total_limit needs save_steps")
+        if self.lora_target_modules != "all-linear" and not self.lora_target_modules:
+            raise ValueError("lora_target_modules must name at least one module, or be 'all-linear'")
+        return self
+
+    @property
+    def has_eval_set(self) -> bool:
+        return bool(self.eval_dataset_name or self.validation_split)
+
+    # YAML
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SFTConfig:
+        """Read a config from a YAML mapping."""
+        data = yaml.safe_load(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a YAML mapping of config fields")
+        return cls.model_validate(data)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """Render the config as YAML (all fields, defaults included); write it to ``path`` if given."""
+        text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    # TRL
+
+    def resolve_precision(self, device: str) -> Literal["bf16", "fp16", "fp32"]:
+        """Choose the training precision for ``device`` ('cuda' or 'cpu')."""
+        if self.precision == "auto":
+            if device != "cuda":
+                return "fp32"
+            import torch
+
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if self.precision in ("bf16", "fp16") and device != "cuda":
+            raise ConfigError(
+                f"precision {self.precision} needs a CUDA GPU and this machine has none; use 'auto' or 'fp32'",
+                field="precision",
+            )
+        return self.precision
+
+    def to_trl(self, *, output_dir: str | Path, device: str, disable_tqdm: bool = True) -> trl.SFTConfig:
+        """Map onto ``trl.SFTConfig``; precision is chosen from ``device`` (TRL 1.16 defaults to bf16)."""
+        import trl
+
+        precision = self.resolve_precision(device)
+        has_eval = self.has_eval_set
+        return trl.SFTConfig(
+            output_dir=str(output_dir),
+            max_steps=self.max_steps if self.max_steps is not None else -1,
+            num_train_epochs=self.num_train_epochs if self.num_train_epochs is not None else 1.0,
+            learning_rate=self.learning_rate,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            per_device_eval_batch_size=self.per_device_eval_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            max_length=self.max_length,
+            packing=self.packing,
+            # transformers 5 folded warmup_ratio into warmup_steps: a float below 1 is a ratio.
+            warmup_steps=self.warmup_ratio,
+            lr_scheduler_type=self.lr_scheduler_type,
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            seed=self.seed,
+            data_seed=self.seed,
+            bf16=precision == "bf16",
+            fp16=precision == "fp16",
+            gradient_checkpointing=self.gradient_checkpointing,
+            eval_strategy="steps" if has_eval and self.eval_steps else "no",
+            eval_steps=self.eval_steps,
+            save_strategy="steps" if self.save_steps else "no",
+            save_steps=self.save_steps or 500,
+            save_total_limit=self.save_total_limit,
+            logging_steps=self.logging_steps,
+            logging_first_step=True,
+            report_to=list(self.report_to) or "none",
+            completion_only_loss=self.completion_only_loss,
+            disable_tqdm=disable_tqdm,
+            dataloader_num_workers=0,
+            use_cpu=device != "cuda",
+        )

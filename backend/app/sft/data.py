@@ -1,0 +1,422 @@
+"""Load a dataset from a source and turn each row format into the shape TRL trains on.
+
+Conversational rows become TRL's conversational prompt/completion pairs (the prompt is every turn
+before the final assistant turn), so by default the loss covers the final assistant turn only and
+no chat template needs generation markers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import DatasetError
+
+if TYPE_CHECKING:
+    import datasets
+
+DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+BUNDLED_PREFIX = "bundled:"
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "demo"
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system", "tool": "tool"}
+MESSAGE_ROLES = {"system", "user", "assistant", "tool"}
+
+#: Columns that identify each format, in the order auto-detection tries them.
+FORMAT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "messages": ("messages",),
+    "sharegpt": ("conversations",),
+    "alpaca": ("instruction", "output"),
+    "prompt_completion": ("prompt", "completion"),
+    "text": ("text",),
+}
+
+
+@dataclass(frozen=True)
+class RawRows:
+    """Rows as read from a source, plus how to name row ``i`` in an error ("line 17", "row 3")."""
+
+    source: str
+    rows: list[dict[str, Any]]
+    locate: Callable[[int], str]
+
+
+def bundled_datasets() -> list[str]:
+    """Names of the datasets shipped with the service."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(BUNDLED_PREFIX + p.name for p in BUNDLED_DIR.iterdir() if p.is_dir())
+
+
+def looks_local(name: str) -> bool:
+    """Whether ``name`` is meant as a local path rather than a Hub id."""
+    return (
+        name.startswith(("/", "./", "../", "~"))
+        or name.lower().endswith(DATA_FILE_SUFFIXES)
+        or Path(name).expanduser().exists()
+    )
+
+
+def resolve_local_path(name: str, *, allowed_roots: list[Path] | None = None) -> Path:
+    """Resolve a local dataset path; refuse one outside ``allowed_roots`` (None allows any)."""
+    if name.startswith(BUNDLED_PREFIX):
+        path = BUNDLED_DIR / name[len(BUNDLED_PREFIX):]
+        if not path.is_dir():
+            known = ", ".join(bundled_datasets()) or "none"
+            raise DatasetError(f"no bundled dataset '{name}' (bundled: {known})", source=name)
+        return path
+    path = Path(name).expanduser().resolve()
+    if allowed_roots is not None and not any(path.is_relative_to(root) for root in allowed_roots):
+        roots = ", ".join(str(r) for r in allowed_roots)
+        raise DatasetError(f"local datasets must be under an allowed root ({roots})", source=name)
+    if not path.exists():
+        raise DatasetError("file or directory not found", source=name)
+    return path
+
+
+def read_rows(
+    name: str,
+    split: str = "train",
+    *,
+    limit: int | None = None,
+    allowed_roots: list[Path] | None = None,
+) -> RawRows:
+    """Read up to ``limit`` raw rows of ``split`` from a bundled name, local path or Hub id."""
+    if name.startswith(BUNDLED_PREFIX) or looks_local(name):
+        path = resolve_local_path(name, allowed_roots=allowed_roots)
+        if path.is_dir():
+            return _read_directory(path, split, limit=limit, label=name)
+        return _read_file(path, limit=limit, label=name)
+    return _read_hub(name, split, limit=limit)
+
+
+def _read_file(path: Path, *, limit: int | None, label: str) -> RawRows:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl" or (suffix == ".json" and _first_char(path) == "{"):
+        return RawRows(label, list(_iter_jsonl(path, label, limit)), lambda i: f"line {i + 1}")
+    if suffix == ".json":
+        return _read_json_array(path, label, limit)
+    if suffix == ".csv":
+        return _read_csv(path, label, limit)
+    if suffix == ".parquet":
+        return _read_parquet(path, label, limit)
+    raise DatasetError(
+        f"unsupported file type '{suffix or path.name}' (use {', '.join(DATA_FILE_SUFFIXES)})", source=label
+    )
+
+
+def _first_char(path: Path) -> str:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                return line.strip()[0]
+    return ""
+
+
+def _iter_jsonl(path: Path, label: str, limit: int | None) -> Iterator[dict[str, Any]]:
+    count = 0
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if limit is not None and count >= limit:
+                return
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"not JSON ({exc.msg})", source=label, location=f"line {lineno}") from None
+            if not isinstance(row, dict):
+                raise DatasetError(
+                    f"expected a JSON object, got {type(row).__name__}", source=label, location=f"line {lineno}"
+                )
+            count += 1
+            yield row
+    if count == 0:
+        raise DatasetError("the file has no rows", source=label)
+
+
+def _read_json_array(path: Path, label: str, limit: int | None) -> RawRows:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"not JSON ({exc.msg})", source=label, location=f"line {exc.lineno}") from None
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise DatasetError("expected a JSON array of objects (or JSON Lines)", source=label)
+        data = lists[0]
+    if not isinstance(data, list) or not data:
+        raise DatasetError("expected a non-empty JSON array of objects (or JSON Lines)", source=label)
+    rows = data[:limit] if limit is not None else data
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DatasetError(
+                f"expected a JSON object, got {type(row).__name__}", source=label, location=f"item {i + 1}"
+            )
+    return RawRows(label, rows, lambda i: f"item {i + 1}")
+
+
+def _read_csv(path: Path, label: str, limit: int | None) -> RawRows:
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames:
+            raise DatasetError("the CSV file has no header row", source=label)
+        for row in reader:
+            if limit is not None and len(rows) >= limit:
+                break
+            if None in row:
+                raise DatasetError(
+                    "more values than header columns", source=label, location=f"line {reader.line_num}"
+                )
+            rows.append(row)
+    if not rows:
+        raise DatasetError("the file has no rows", source=label)
+    # Header is line 1; without multi-line cells row i sits on line i + 2.
+    return RawRows(label, rows, lambda i: f"line {i + 2}")
+
+
+def _read_parquet(path: Path, label: str, limit: int | None) -> RawRows:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise DatasetError(f"not a readable Parquet file ({exc})", source=label) from None
+    if limit is not None:
+        table = table.slice(0, limit)
+    rows = table.to_pylist()
+    if not rows:
+        raise DatasetError("the file has no rows", source=label)
+    return RawRows(label, rows, lambda i: f"row {i + 1}")
+
+
+def _read_directory(path: Path, split: str, *, limit: int | None, label: str) -> RawRows:
+    if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+        import datasets
+
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise DatasetError(
+                    f"no split '{split}' (splits: {', '.join(loaded)})", source=label
+                )
+            loaded = loaded[split]
+        if limit is not None:
+            loaded = loaded.select(range(min(limit, len(loaded))))
+        return RawRows(label, loaded.to_list(), lambda i: f"row {i + 1}")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in DATA_FILE_SUFFIXES)
+    matching = [p for p in files if p.stem == split]
+    if matching:
+        chosen = matching[0]
+    elif len(files) == 1:
+        chosen = files[0]
+    elif not files:
+        raise DatasetError(f"no data files ({', '.join(DATA_FILE_SUFFIXES)}) in the directory", source=label)
+    else:
+        names = ", ".join(p.name for p in files)
+        raise DatasetError(f"no file for split '{split}' among {names}", source=label)
+    return _read_file(chosen, limit=limit, label=f"{label}/{chosen.name}" if label.startswith(BUNDLED_PREFIX)
+                      else str(chosen))
+
+
+def _read_hub(name: str, split: str, *, limit: int | None) -> RawRows:
+    import datasets
+
+    try:
+        if limit is not None:
+            stream = datasets.load_dataset(name, split=split, streaming=True)
+            rows = [dict(row) for _, row in zip(range(limit), stream)]
+        else:
+            rows = datasets.load_dataset(name, split=split).to_list()
+    except Exception as exc:  # datasets raises many types: connection, missing repo, bad split
+        raise DatasetError(
+            f"could not load from the Hugging Face Hub or its cache ({type(exc).__name__}: {exc}). "
+            "Check the id, the split, and that the Hub is reachable (or use a local file)",
+            source=name,
+        ) from None
+    if not rows:
+        raise DatasetError(f"split '{split}' has no rows", source=name)
+    return RawRows(name, rows, lambda i: f"row {i + 1}")
+
+
+# Formats
+
+
+def detect_format(columns: list[str] | set[str], *, source: str = "") -> str:
+    """Pick the row format from the columns present."""
+    present = set(columns)
+    for fmt, needed in FORMAT_COLUMNS.items():
+        if all(col in present for col in needed):
+            return fmt
+    raise DatasetError(
+        f"cannot detect the format from columns {sorted(present)}; expected one of: "
+        + "; ".join(f"{fmt} ({', '.join(cols)})" for fmt, cols in FORMAT_COLUMNS.items())
+        + ". Set dataset_format, or column_mapping to rename your columns",
+        source=source or None,
+    )
+
+
+def convert_rows(
+    raw: RawRows, *, dataset_format: str = "auto", column_mapping: dict[str, str] | None = None
+) -> tuple[list[dict[str, Any]], str]:
+    """Convert raw rows to TRL rows; return them and the format used (detected when 'auto')."""
+    mapping = column_mapping or {}
+    rows = [_apply_mapping(row, mapping) for row in raw.rows] if mapping else raw.rows
+    fmt = dataset_format
+    if fmt == "auto":
+        fmt = detect_format(rows[0].keys() if rows else [], source=raw.source)
+    convert = _CONVERTERS[fmt]
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            out.append(convert(row))
+        except _RowError as exc:
+            raise DatasetError(str(exc), source=raw.source, location=raw.locate(i)) from None
+    return out, fmt
+
+
+def _apply_mapping(row: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
+    renamed = dict(row)
+    for target, column in mapping.items():
+        if column in row:
+            renamed[target] = row[column]
+    return renamed
+
+
+class _RowError(Exception):
+    pass
+
+
+def _text_field(row: dict[str, Any], field: str, *, required: bool = True) -> str:
+    if field not in row or row[field] is None:
+        if required:
+            raise _RowError(f"missing field '{field}'")
+        return ""
+    value = row[field]
+    if not isinstance(value, str):
+        raise _RowError(f"field '{field}' must be text, got {type(value).__name__}")
+    if required and not value.strip():
+        raise _RowError(f"field '{field}' is empty")
+    return value
+
+
+def _split_conversation(messages: list[dict[str, str]]) -> dict[str, Any]:
+    if messages[-1]["role"] != "assistant":
+        raise _RowError(f"the last turn must be the assistant's, got '{messages[-1]['role']}'")
+    if not any(m["role"] == "user" for m in messages[:-1]):
+        raise _RowError("a conversation needs a user turn before the assistant's")
+    return {"prompt": messages[:-1], "completion": messages[-1:]}
+
+
+def _turns(row: dict[str, Any], field: str, role_key: str, text_key: str, roles: dict[str, str]) -> list:
+    turns = row.get(field)
+    if turns is None:
+        raise _RowError(f"missing field '{field}'")
+    if not isinstance(turns, list) or not turns:
+        raise _RowError(f"field '{field}' must be a non-empty list of turns")
+    messages = []
+    for n, turn in enumerate(turns, start=1):
+        if not isinstance(turn, dict):
+            raise _RowError(f"{field}[{n}] must be an object with '{role_key}' and '{text_key}'")
+        role = turn.get(role_key)
+        if role not in roles:
+            raise _RowError(
+                f"{field}[{n}] has {role_key} {role!r}; expected one of {', '.join(sorted(roles))}"
+            )
+        text = turn.get(text_key)
+        if not isinstance(text, str) or not text.strip():
+            raise _RowError(f"{field}[{n}] ({role}) has empty or missing '{text_key}'")
+        messages.append({"role": roles[role], "content": text})
+    return messages
+
+
+def _from_messages(row: dict[str, Any]) -> dict[str, Any]:
+    return _split_conversation(_turns(row, "messages", "role", "content", {r: r for r in MESSAGE_ROLES}))
+
+
+def _from_sharegpt(row: dict[str, Any]) -> dict[str, Any]:
+    return _split_conversation(_turns(row, "conversations", "from", "value", SHAREGPT_ROLES))
+
+
+def _from_alpaca(row: dict[str, Any]) -> dict[str, Any]:
+    instruction = _text_field(row, "instruction")
+    extra = _text_field(row, "input", required=False)
+    output = _text_field(row, "output")
+    system = _text_field(row, "system", required=False)
+    prompt = [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra.strip() else instruction}]
+    if system.strip():
+        prompt.insert(0, {"role": "system", "content": system})
+    return {"prompt": prompt, "completion": [{"role": "assistant", "content": output}]}
+
+
+def _from_prompt_completion(row: dict[str, Any]) -> dict[str, Any]:
+    return {"prompt": _text_field(row, "prompt", required=False), "completion": _text_field(row, "completion")}
+
+
+def _from_text(row: dict[str, Any]) -> dict[str, Any]:
+    return {"text": _text_field(row, "text")}
+
+
+_CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "messages": _from_messages,
+    "sharegpt": _from_sharegpt,
+    "alpaca": _from_alpaca,
+    "prompt_completion": _from_prompt_completion,
+    "text": _from_text,
+}
+
+
+# Whole datasets
+
+
+@dataclass
+class PreparedData:
+    """What the trainer needs: TRL-shaped train (and eval) datasets and what was detected."""
+
+    train: datasets.Dataset
+    eval: datasets.Dataset | None
+    dataset_format: str
+    train_rows: int
+    eval_rows: int
+
+
+def prepare_datasets(config: Any, *, allowed_roots: list[Path] | None = None) -> PreparedData:
+    """Load, convert and split the datasets an ``SFTConfig`` names."""
+    import datasets
+
+    raw = read_rows(config.dataset_name, config.dataset_split, limit=config.max_samples,
+                    allowed_roots=allowed_roots)
+    rows, fmt = convert_rows(raw, dataset_format=config.dataset_format, column_mapping=config.column_mapping)
+    train = datasets.Dataset.from_list(rows)
+    evaluation = None
+    if config.eval_dataset_name:
+        eval_raw = read_rows(config.eval_dataset_name, config.eval_dataset_split, allowed_roots=allowed_roots)
+        eval_rows, _ = convert_rows(eval_raw, dataset_format=fmt, column_mapping=config.column_mapping)
+        evaluation = datasets.Dataset.from_list(eval_rows)
+    elif config.validation_split:
+        if len(train) < 2:
+            raise DatasetError("validation_split needs at least 2 rows", source=config.dataset_name)
+        parts = train.train_test_split(test_size=config.validation_split, seed=config.seed)
+        train, evaluation = parts["train"], parts["test"]
+    return PreparedData(train, evaluation, fmt, len(train), len(evaluation) if evaluation is not None else 0)
+
+
+def check_dataset(
+    name: str,
+    split: str,
+    *,
+    dataset_format: str = "auto",
+    column_mapping: dict[str, str] | None = None,
+    rows: int = 1000,
+    allowed_roots: list[Path] | None = None,
+) -> str:
+    """Parse the first ``rows`` rows in the declared (or detected) format; return the format."""
+    raw = read_rows(name, split, limit=rows, allowed_roots=allowed_roots)
+    _, fmt = convert_rows(raw, dataset_format=dataset_format, column_mapping=column_mapping)
+    return fmt

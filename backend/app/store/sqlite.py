@@ -1,0 +1,180 @@
+"""SQLite persistence for jobs, saved configs, job events and metrics.
+
+One connection shared by the API and the worker threads behind a lock; WAL mode and a commit on
+every change, so a record survives ``kill -9`` of the server the moment the call returns.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id          TEXT PRIMARY KEY,
+    seq             INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    config          TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    started_at      TEXT,
+    completed_at    TEXT,
+    error           TEXT,
+    error_detail    TEXT,
+    result          TEXT,
+    progress        TEXT,
+    attempts        TEXT,
+    idempotency_key TEXT UNIQUE,
+    request_hash    TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+CREATE TABLE IF NOT EXISTS configs (
+    config_id   TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    config      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    job_id   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    time     TEXT NOT NULL,
+    type     TEXT NOT NULL,
+    level    TEXT NOT NULL,
+    message  TEXT NOT NULL,
+    data     TEXT,
+    PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    job_id  TEXT NOT NULL,
+    step    INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    data    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_job ON metrics(job_id, step);
+"""
+
+_JSON_JOB_FIELDS = ("config", "error_detail", "result", "progress", "attempts")
+JOB_FIELDS = (
+    "job_id", "seq", "status", "config", "created_at", "started_at", "completed_at", "error",
+    "error_detail", "result", "progress", "attempts", "idempotency_key", "request_hash",
+)
+
+
+class SQLiteStore:
+    """Durable records of jobs, configs, events and metrics."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a commit survives a killed process (not a power cut) without an fsync each.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _execute(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._conn.execute(sql, params)
+
+    def _query(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # Jobs
+
+    def insert_job(self, record: dict[str, Any]) -> None:
+        row = {field: record.get(field) for field in JOB_FIELDS}
+        for field in _JSON_JOB_FIELDS:
+            row[field] = _dumps(row[field])
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self._execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", list(row.values()))
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        unknown = set(fields) - set(JOB_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown job fields: {sorted(unknown)}")
+        values = [_dumps(v) if k in _JSON_JOB_FIELDS else v for k, v in fields.items()]
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        self._execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", [*values, job_id])
+
+    def delete_job(self, job_id: str) -> None:
+        with self._lock:
+            self._conn.execute("BEGIN")
+            for table in ("jobs", "events", "metrics"):
+                self._conn.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+            self._conn.execute("COMMIT")
+
+    def load_jobs(self) -> list[dict[str, Any]]:
+        rows = self._query(f"SELECT {', '.join(JOB_FIELDS)} FROM jobs ORDER BY seq")
+        return [_job_from_row(row) for row in rows]
+
+    def max_job_seq(self) -> int:
+        return self._query("SELECT COALESCE(MAX(seq), 0) FROM jobs")[0][0]
+
+    # Configs
+
+    def insert_config(self, config_id: str, name: str, config: dict[str, Any], created_at: str) -> None:
+        self._execute(
+            "INSERT INTO configs (config_id, name, config, created_at) VALUES (?, ?, ?, ?)",
+            (config_id, name, _dumps(config), created_at),
+        )
+
+    def delete_config(self, config_id: str) -> None:
+        self._execute("DELETE FROM configs WHERE config_id = ?", (config_id,))
+
+    def load_configs(self) -> list[dict[str, Any]]:
+        rows = self._query("SELECT config_id, name, config, created_at FROM configs ORDER BY created_at, rowid")
+        return [{**dict(row), "config": json.loads(row["config"])} for row in rows]
+
+    # Events and metrics
+
+    def add_event(self, job_id: str, seq: int, time: str, type: str, level: str, message: str,
+                  data: dict[str, Any] | None) -> None:
+        self._execute(
+            "INSERT INTO events (job_id, seq, time, type, level, message, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (job_id, seq, time, type, level, message, _dumps(data)),
+        )
+
+    def events(self, job_id: str, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT seq, time, type, level, message, data FROM events WHERE job_id = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (job_id, after, limit),
+        )
+        return [{**dict(row), "data": json.loads(row["data"]) if row["data"] else {}} for row in rows]
+
+    def max_event_seq(self, job_id: str) -> int:
+        return self._query("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?", (job_id,))[0][0]
+
+    def add_metric(self, job_id: str, step: int, attempt: int, data: dict[str, Any]) -> None:
+        self._execute(
+            "INSERT INTO metrics (job_id, step, attempt, data) VALUES (?, ?, ?, ?)",
+            (job_id, step, attempt, _dumps(data)),
+        )
+
+    def metrics(self, job_id: str) -> list[dict[str, Any]]:
+        rows = self._query("SELECT data FROM metrics WHERE job_id = ? ORDER BY rowid", (job_id,))
+        return [json.loads(row["data"]) for row in rows]
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _job_from_row(row: sqlite3.Row) -> dict[str, Any]:
+    record = dict(row)
+    for field in _JSON_JOB_FIELDS:
+        if record[field] is not None:
+            record[field] = json.loads(record[field])
+    return record
