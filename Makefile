@@ -25,7 +25,7 @@ install: $(STAMP)
 # One worker: the job manager (queue, threads, running trainers) lives in the server process;
 # several workers would each run their own queue over the same database.
 run: $(STAMP)
-	cd backend && ../$(PY) -m uvicorn app.main:app --host $(HOST) --port $(PORT) --workers 1
+	$(PY) -m uvicorn app.main:app --app-dir backend --host $(HOST) --port $(PORT) --workers 1
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -8,10 +8,13 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 
 from .api.deps import ManagerDep
+from .api.model_routes import router as model_router
 from .api.schemas import HealthResponse
 from .api.sft_job_manager import SFTJobManager, get_sft_job_manager
 from .api.sft_routes import router as sft_router
 from .core.errors import register_error_handlers
+from .core.settings import settings as default_settings
+from .sft.inference import ModelCache
 
 try:
     VERSION = version("sft-service")
@@ -37,8 +40,12 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.manager = manager
+    app.state.model_cache = ModelCache(
+        max_models=(manager.settings if manager is not None else default_settings).generation_cache_size
+    )
     register_error_handlers(app)
     app.include_router(sft_router)
+    app.include_router(model_router)
 
     @app.get("/health", response_model=HealthResponse, tags=["service"])
     def health(manager: ManagerDep) -> HealthResponse:

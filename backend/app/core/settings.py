@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     allow_remote_code: bool = Field(
         False, description="Allow configs with trust_remote_code=true (runs the model repo's code)."
     )
+    generation_cache_size: int = Field(
+        2, ge=1, le=64, description="Models kept loaded for generation and evaluation (least recently used go)."
+    )
+    generate_while_training: bool = Field(
+        False,
+        description="Serve generation and evaluation while every training slot is busy "
+        "(they compete with training for the GPU; refused with 503 otherwise).",
+    )
 
     @property
     def resolved_data_dir(self) -> Path:

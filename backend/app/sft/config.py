@@ -213,7 +213,8 @@ class SFTConfig(BaseModel):
             data_seed=self.seed,
             bf16=precision == "bf16",
             fp16=precision == "fp16",
-            gradient_checkpointing=self.gradient_checkpointing,
+            # transformers 5 renamed gradient_checkpointing to activation_checkpointing.
+            activation_checkpointing=self.gradient_checkpointing,
             eval_strategy="steps" if has_eval and self.eval_steps else "no",
             eval_steps=self.eval_steps,
             save_strategy="steps" if self.save_steps else "no",

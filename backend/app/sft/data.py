@@ -50,7 +50,7 @@ def bundled_datasets() -> list[str]:
     """Names of the datasets shipped with the service."""
     if not BUNDLED_DIR.is_dir():
         return []
-    return sorted(BUNDLED_PREFIX + p.name for p in BUNDLED_DIR.iterdir() if p.is_dir())
+    return sorted(BUNDLED_PREFIX + p.name.replace("_", "-") for p in BUNDLED_DIR.iterdir() if p.is_dir())
 
 
 def looks_local(name: str) -> bool:
@@ -65,7 +65,8 @@ def looks_local(name: str) -> bool:
 def resolve_local_path(name: str, *, allowed_roots: list[Path] | None = None) -> Path:
     """Resolve a local dataset path; refuse one outside ``allowed_roots`` (None allows any)."""
     if name.startswith(BUNDLED_PREFIX):
-        path = BUNDLED_DIR / name[len(BUNDLED_PREFIX):]
+        # Bundled names use hyphens; their folders, underscores.
+        path = BUNDLED_DIR / name[len(BUNDLED_PREFIX):].replace("-", "_")
         if not path.is_dir():
             known = ", ".join(bundled_datasets()) or "none"
             raise DatasetError(f"no bundled dataset '{name}' (bundled: {known})", source=name)

@@ -129,12 +129,17 @@ class SFTTrainer:
             artifact_dir = self.output_dir / ("adapter" if cfg.use_lora else "model")
             trainer.save_model(str(artifact_dir))
             tokenizer.save_pretrained(str(artifact_dir))
-            eval_loss = None
-            if data.eval is not None and not stop.stopped:
-                eval_loss = float(trainer.evaluate()["eval_loss"])
-            elif data.eval is not None:
-                eval_loss = _last(trainer.state.log_history, "eval_loss")
             state = trainer.state
+            eval_loss = None
+            if data.eval is not None:
+                evaluated_now = [e["eval_loss"] for e in state.log_history
+                                 if "eval_loss" in e and e.get("step") == state.global_step]
+                if evaluated_now:
+                    eval_loss = float(evaluated_now[-1])
+                elif not stop.stopped:
+                    eval_loss = float(trainer.evaluate()["eval_loss"])
+                else:
+                    eval_loss = _last(state.log_history, "eval_loss")
             runtime = float(output.metrics.get("train_runtime", time.perf_counter() - started))
             tokens = _last(state.log_history, "num_tokens")
             return SFTResult(

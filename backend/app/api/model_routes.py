@@ -1,0 +1,122 @@
+"""Routes that use a trained job: generate, evaluate, merge, download; and the models on hand.
+
+Thin: each route resolves the job's artifact and calls ``app.sft.inference``. The routes are plain
+``def``s, so FastAPI runs them (model loading and generation included) in its thread pool.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+
+from ..core.errors import ServiceBusy
+from ..sft import inference
+from .deps import ManagerDep, ValidJob
+from .schemas import (
+    EvaluateRequest,
+    EvaluateResponse,
+    GenerateRequest,
+    GenerateResponse,
+    MergeResponse,
+    ModelInfo,
+)
+from .sft_job_manager import SFTJobManager
+
+router = APIRouter(prefix="/api/sft", tags=["models"])
+
+
+def get_model_cache(request: Request) -> inference.ModelCache:
+    cache = getattr(request.app.state, "model_cache", None)
+    if cache is None:
+        manager = getattr(request.app.state, "manager", None)
+        size = manager.settings.generation_cache_size if manager is not None else 2
+        cache = request.app.state.model_cache = inference.ModelCache(max_models=size)
+    return cache
+
+
+CacheDep = Annotated[inference.ModelCache, Depends(get_model_cache)]
+
+
+def check_not_busy(manager: SFTJobManager) -> None:
+    """503 while every training slot is taken, unless the settings allow generating alongside."""
+    if manager.settings.generate_while_training:
+        return
+    counts = manager.counts()
+    training = counts.get("running", 0) + counts.get("stopping", 0)
+    if training >= manager.max_concurrent_jobs:
+        raise ServiceBusy(
+            f"{training} job(s) are training and every training slot is taken; generation would compete "
+            "with them for memory. Try again when a job ends (or set SFT_GENERATE_WHILE_TRAINING=true)"
+        )
+
+
+@router.post("/jobs/{job_id}/generate", response_model=GenerateResponse)
+def generate(job: ValidJob, request: GenerateRequest, manager: ManagerDep, cache: CacheDep) -> dict:
+    """Generate with a finished job's model (greedy by default), optionally beside its base model."""
+    artifact = inference.job_artifact(job, checkpoint=request.checkpoint)
+    check_not_busy(manager)
+    messages = [m.model_dump() for m in request.messages] if request.messages is not None else None
+    return inference.generate(
+        cache, artifact, cache_dir=manager.settings.resolved_model_cache_dir, messages=messages,
+        prompt=request.prompt, max_new_tokens=request.max_new_tokens, temperature=request.temperature,
+        top_p=request.top_p, seed=request.seed, compare_base=request.compare_base,
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/adapter",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/gzip": {}},
+                     "description": "The adapter (or full model) directory as a .tar.gz, root folder adapter/."}},
+)
+def download_adapter(job: ValidJob, manager: ManagerDep) -> FileResponse:
+    """Download the job's adapter directory (the model directory for a full fine-tune) as .tar.gz."""
+    artifact = inference.job_artifact(job)
+    folder = manager.settings.resolved_data_dir / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    # The archive can be as big as a full model: build it beside the data, not in a small /tmp.
+    fd, name = tempfile.mkstemp(prefix=f"{job.job_id}-{uuid.uuid4().hex[:6]}-", suffix=".tar.gz", dir=folder)
+    os.close(fd)
+    try:
+        inference.archive_adapter(artifact.path, Path(name))
+    except BaseException:
+        os.unlink(name)
+        raise
+    return FileResponse(name, media_type="application/gzip", filename=f"{job.job_id}-adapter.tar.gz",
+                        background=BackgroundTask(os.unlink, name))
+
+
+@router.post("/jobs/{job_id}/merge", response_model=MergeResponse)
+def merge(job: ValidJob, manager: ManagerDep) -> dict:
+    """Merge the LoRA adapter into its base (fp32, also for QLoRA) and save it to <output_dir>/merged."""
+    artifact = inference.job_artifact(job)
+    return inference.merge_adapter(artifact, cache_dir=manager.settings.resolved_model_cache_dir)
+
+
+@router.post("/evaluate", response_model=EvaluateResponse)
+def evaluate(request: EvaluateRequest, manager: ManagerDep, cache: CacheDep) -> dict:
+    """Exact-match score of the base model and of the job's model on a conversational dataset."""
+    job = manager.get_job(request.job_id)
+    artifact = inference.job_artifact(job, checkpoint=request.checkpoint)
+    settings = manager.settings
+    rows = inference.chat_rows(request.dataset_name, request.split, limit=request.max_samples,
+                               allowed_roots=settings.resolved_dataset_roots)
+    check_not_busy(manager)
+    scores = inference.evaluate(cache, artifact, rows, cache_dir=settings.resolved_model_cache_dir,
+                                max_new_tokens=request.max_new_tokens)
+    return {"job_id": job.job_id, "dataset_name": request.dataset_name, "split": request.split, **scores}
+
+
+@router.get("/models", response_model=list[ModelInfo])
+def list_models(manager: ManagerDep) -> list[dict]:
+    """Models usable offline: bundled aliases, converted and local model directories, the Hub cache."""
+    settings = manager.settings
+    return inference.list_models(cache_dir=settings.resolved_model_cache_dir,
+                                 dataset_roots=settings.resolved_dataset_roots)

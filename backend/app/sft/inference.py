@@ -1,0 +1,508 @@
+"""Use a trained job: generate with it (and its base), score it, merge it, archive it, list models.
+
+A job's *artifact* is what its training saved: a LoRA adapter, loaded on top of its base model, or
+a full model directory. Loaded models live in a ``ModelCache``. A LoRA entry also gives the base
+model's output through PEFT's ``disable_adapter()``, so comparing with the base costs no second load.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+import shutil
+import tarfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ..core.errors import InvalidConfig, JobConflict, ServiceError
+from .data import convert_rows, read_rows
+from .errors import DatasetError, ModelError
+from .models import BUNDLED_MODELS, ModelRef, load_model, load_tokenizer, resolve_model
+
+CHECKPOINT_NAME = re.compile(r"^checkpoint-\d+$")
+USABLE_STATUSES = ("completed", "stopped")
+ARCHIVE_ROOT = "adapter"
+
+# Seeded sampling sets torch's global RNG; two seeded requests at once would interleave draws.
+_rng_lock = threading.Lock()
+# A merge holds a full-precision copy of the base; two at once could double peak memory.
+_merge_lock = threading.Lock()
+
+
+class CheckpointNotFound(ServiceError, LookupError):
+    """The job has no checkpoint of that name."""
+
+    status_code = 404
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What a finished job saved, and how its base model is loaded."""
+
+    job_id: str
+    kind: Literal["lora_adapter", "full_model"]
+    path: Path
+    base_model: str
+    output_dir: Path
+    quantize_4bit: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass
+class Loaded:
+    """A model ready to generate, its tokenizer, and whether it carries a LoRA adapter."""
+
+    model: Any
+    tokenizer: Any
+    has_adapter: bool
+
+
+# Jobs -> artifacts
+
+
+def job_artifact(job: Any, *, checkpoint: str | None = None) -> Artifact:
+    """The artifact of a completed or stopped job, or of one of its checkpoints.
+
+    Raises:
+        JobConflict: the job has not finished, or saved no adapter.
+        CheckpointNotFound: ``checkpoint`` is not one of the job's checkpoints.
+    """
+    status = getattr(job.status, "value", job.status)
+    result = job.result or {}
+    if status not in USABLE_STATUSES:
+        raise JobConflict(f"Job {job.job_id} is {status}; only a completed or stopped job with an adapter "
+                          "can be used")
+    if not result.get("adapter_path"):
+        raise JobConflict(f"Job {job.job_id} ({status}) saved no adapter: it stopped before training began")
+    config = job.config
+    kind = result.get("artifact") or ("lora_adapter" if config.get("use_lora", True) else "full_model")
+    output_dir = Path(result.get("output_dir") or config["output_dir"])
+    path = Path(result["adapter_path"])
+    if checkpoint is not None:
+        path = checkpoint_dir(job.job_id, output_dir, checkpoint, kind=kind)
+    elif not path.is_dir():
+        raise JobConflict(f"Job {job.job_id}'s adapter directory {path} is no longer on disk")
+    return Artifact(job_id=job.job_id, kind=kind, path=path, base_model=config["base_model"],
+                    output_dir=output_dir, quantize_4bit=bool(config.get("use_qlora")),
+                    trust_remote_code=bool(config.get("trust_remote_code")))
+
+
+def list_checkpoints(output_dir: Path) -> list[str]:
+    """Checkpoint directory names under ``<output_dir>/checkpoints``, by step."""
+    folder = output_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    names = [p.name for p in folder.iterdir() if p.is_dir() and CHECKPOINT_NAME.match(p.name)]
+    return sorted(names, key=lambda name: int(name.split("-")[1]))
+
+
+def checkpoint_dir(job_id: str, output_dir: Path, name: str, *, kind: str) -> Path:
+    """The directory of checkpoint ``name``; CheckpointNotFound (listing the real ones) otherwise."""
+    marker = "adapter_config.json" if kind == "lora_adapter" else "config.json"
+    # The name must match the pattern before it touches a path, so '../x' cannot escape.
+    path = output_dir / "checkpoints" / name
+    if CHECKPOINT_NAME.match(name) and (path / marker).is_file():
+        return path
+    available = list_checkpoints(output_dir)
+    hint = f"available: {', '.join(available)}" if available else "it saved none; set save_steps to keep some"
+    raise CheckpointNotFound(f"Checkpoint {name!r} not found for job {job_id} ({hint})")
+
+
+# The cache
+
+
+class _Entry:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.value: Any = None
+
+
+class ModelCache:
+    """Loaded models by key; beyond ``max_models`` the least recently used is dropped.
+
+    A request holds its entry's lock while it generates: PEFT's ``disable_adapter()`` switches the
+    shared model's state, so two requests must not use one entry at once. An entry dropped while
+    in use stays alive until that request ends, so memory may briefly hold one model more.
+    """
+
+    def __init__(self, *, max_models: int = 2):
+        if max_models < 1:
+            raise ValueError("max_models must be at least 1")
+        self.max_models = max_models
+        self.loads = 0
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def use(self, key: Hashable, load: Callable[[], Any]) -> Iterator[Any]:
+        """Hold the value under ``key``, loading it with ``load()`` first when it is not cached."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = _Entry()
+            self._entries.move_to_end(key)
+            evicted = self._evict()
+        if evicted:
+            release_memory()
+        with entry.lock:
+            if entry.value is None:
+                try:
+                    entry.value = load()
+                except BaseException:
+                    self._forget(key, entry)
+                    raise
+                self.loads += 1
+            yield entry.value
+
+    def keys(self) -> list[Hashable]:
+        """Cached keys, least recently used first."""
+        with self._lock:
+            return list(self._entries)
+
+    def clear(self) -> None:
+        """Drop every model."""
+        with self._lock:
+            self._entries.clear()
+        release_memory()
+
+    def _evict(self) -> int:
+        dropped = 0
+        while len(self._entries) > self.max_models:
+            self._entries.popitem(last=False)
+            dropped += 1
+        return dropped
+
+    def _forget(self, key: Hashable, entry: _Entry) -> None:
+        with self._lock:
+            if self._entries.get(key) is entry:
+                del self._entries[key]
+
+
+def release_memory() -> None:
+    """Return freed model memory (and the GPU's cached blocks) after models are dropped."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _fingerprint(path: Path) -> int:
+    # A new job may reuse an output_dir: the files' times tell a retrained adapter from the cached one.
+    return max((p.stat().st_mtime_ns for p in path.iterdir() if p.is_file()), default=0)
+
+
+def _use_tuned(cache: ModelCache, artifact: Artifact, *, cache_dir: Path, device: str):
+    key = ("tuned", artifact.kind, str(artifact.path), _fingerprint(artifact.path), artifact.base_model,
+           artifact.quantize_4bit, device)
+    return cache.use(key, lambda: _load_tuned(artifact, cache_dir=cache_dir, device=device))
+
+
+def _use_base(cache: ModelCache, artifact: Artifact, *, cache_dir: Path, device: str):
+    key = ("base", artifact.base_model, artifact.quantize_4bit, device)
+    return cache.use(key, lambda: _load_base(artifact, cache_dir=cache_dir, device=device))
+
+
+def _load_tuned(artifact: Artifact, *, cache_dir: Path, device: str) -> Loaded:
+    if artifact.kind == "full_model":
+        ref = ModelRef(str(artifact.path), "local", str(artifact.path))
+        model = _load(ref, artifact, device=device, quantize_4bit=False)
+        return Loaded(model, _tokenizer(_resolve(artifact, cache_dir), artifact), has_adapter=False)
+    from peft import PeftModel
+
+    base = _load_base(artifact, cache_dir=cache_dir, device=device)
+    model = PeftModel.from_pretrained(base.model, str(artifact.path), is_trainable=False)
+    model.eval()
+    return Loaded(model, base.tokenizer, has_adapter=True)
+
+
+def _load_base(artifact: Artifact, *, cache_dir: Path, device: str) -> Loaded:
+    ref = _resolve(artifact, cache_dir)
+    model = _load(ref, artifact, device=device, quantize_4bit=artifact.quantize_4bit)
+    return Loaded(model, _tokenizer(ref, artifact), has_adapter=False)
+
+
+def _resolve(artifact: Artifact, cache_dir: Path) -> ModelRef:
+    try:
+        return resolve_model(artifact.base_model, cache_dir=cache_dir)
+    except ModelError as exc:
+        raise JobConflict(f"Job {artifact.job_id}'s base model cannot be used now: {exc}") from None
+
+
+def _tokenizer(ref: ModelRef, artifact: Artifact):
+    try:
+        return load_tokenizer(ref, trust_remote_code=artifact.trust_remote_code)
+    except ModelError as exc:
+        raise JobConflict(f"Job {artifact.job_id}'s tokenizer cannot be loaded: {exc}") from None
+
+
+def _load(ref: ModelRef, artifact: Artifact, *, device: str, quantize_4bit: bool, dtype: Any = None):
+    import torch
+
+    if dtype is None:
+        dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    try:
+        model = load_model(ref, device=device, dtype=dtype, quantize_4bit=quantize_4bit,
+                           trust_remote_code=artifact.trust_remote_code)
+    except ModelError as exc:
+        raise JobConflict(f"Job {artifact.job_id}'s model cannot be loaded: {exc}") from None
+    if not quantize_4bit:
+        model.to(device)
+    model.eval()
+    return model
+
+
+def default_device() -> str:
+    """'cuda' when torch sees a GPU, else 'cpu'."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# Generation
+
+
+def generate(
+    cache: ModelCache,
+    artifact: Artifact,
+    *,
+    cache_dir: Path,
+    messages: list[dict[str, str]] | None = None,
+    prompt: str | None = None,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float | None = None,
+    seed: int | None = None,
+    compare_base: bool = False,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Complete ``messages`` (chat template, generation prompt) or a raw ``prompt`` with the job's
+    model, and with its base too when ``compare_base``. ``temperature`` 0 is greedy."""
+    if (messages is None) == (prompt is None):
+        raise InvalidConfig("give exactly one of messages and prompt")
+    device = device or default_device()
+    sampling = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
+    base = None
+    with _use_tuned(cache, artifact, cache_dir=cache_dir, device=device) as loaded:
+        text, special = _render(loaded.tokenizer, messages=messages, prompt=prompt)
+        tuned = _complete(loaded, text, add_special_tokens=special, **sampling)
+        if compare_base and loaded.has_adapter:
+            with loaded.model.disable_adapter():
+                base = _complete(loaded, text, add_special_tokens=special, **sampling)
+    if compare_base and base is None:
+        with _use_base(cache, artifact, cache_dir=cache_dir, device=device) as loaded:
+            base = _complete(loaded, text, add_special_tokens=special, **sampling)
+    return {
+        "completion": tuned["text"],
+        "prompt_tokens": tuned["prompt_tokens"],
+        "completion_tokens": tuned["completion_tokens"],
+        "latency_ms": tuned["latency_ms"],
+        "base_completion": base["text"] if base else None,
+        "base_completion_tokens": base["completion_tokens"] if base else None,
+        "base_latency_ms": base["latency_ms"] if base else None,
+    }
+
+
+def _render(tokenizer: Any, *, messages: list[dict[str, str]] | None, prompt: str | None) -> tuple[str, bool]:
+    """The prompt text, and whether tokenizing it should add the tokenizer's special tokens."""
+    if prompt is not None:
+        return prompt, True
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # jinja raises its own types from the model's template
+        raise InvalidConfig(f"messages: the model's chat template rejected them: {exc}") from None
+    # The template already wrote the BOS and role markers the model was trained with.
+    return text, False
+
+
+def _complete(loaded: Loaded, text: str, *, add_special_tokens: bool, max_new_tokens: int,
+              temperature: float, top_p: float | None, seed: int | None) -> dict[str, Any]:
+    import torch
+
+    model, tokenizer = loaded.model, loaded.tokenizer
+    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=add_special_tokens).to(model.device)
+    prompt_tokens = int(inputs["input_ids"].shape[1])
+    if prompt_tokens == 0:
+        raise InvalidConfig("prompt: it tokenizes to nothing")
+    options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
+                               "eos_token_id": _eos_ids(model, tokenizer)}
+    if temperature > 0:
+        options.update(do_sample=True, temperature=temperature, top_p=1.0 if top_p is None else top_p)
+    else:
+        # The model's own generation config may ask for sampling; a greedy request overrides it.
+        options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    started = time.perf_counter()
+    with _seeded(seed if temperature > 0 else None, model.device), torch.inference_mode():
+        output = model.generate(**inputs, **options)
+    latency = (time.perf_counter() - started) * 1000
+    new_tokens = output[0, prompt_tokens:]
+    return {
+        "text": tokenizer.decode(new_tokens, skip_special_tokens=True),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": int(new_tokens.shape[0]),
+        "latency_ms": round(latency, 1),
+    }
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    configured = model.generation_config.eos_token_id
+    ids = configured if isinstance(configured, list) else [configured]
+    ids = [i for i in ids if i is not None]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+@contextmanager
+def _seeded(seed: int | None, device: Any) -> Iterator[None]:
+    if seed is None:
+        yield
+        return
+    import torch
+
+    devices = [device.index or 0] if getattr(device, "type", None) == "cuda" else []
+    # fork_rng puts the global RNG back afterwards, so a seeded request leaves no trace on others.
+    with _rng_lock, torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+# Evaluation
+
+
+def chat_rows(dataset_name: str, split: str, *, limit: int | None,
+              allowed_roots: list[Path] | None) -> list[dict[str, Any]]:
+    """Rows of a conversational dataset (messages, sharegpt or alpaca) as ``{"messages": [...]}``."""
+    try:
+        raw = read_rows(dataset_name, split, limit=limit, allowed_roots=allowed_roots)
+        rows, fmt = convert_rows(raw)
+    except DatasetError as exc:
+        raise InvalidConfig(f"dataset_name: {exc}") from None
+    if fmt not in ("messages", "sharegpt", "alpaca"):
+        raise InvalidConfig(f"dataset_name: {dataset_name} is in the {fmt} format; evaluation needs "
+                            "conversational rows (messages, sharegpt or alpaca) with a final assistant answer")
+    return [{"messages": row["prompt"] + row["completion"]} for row in rows]
+
+
+def evaluate(cache: ModelCache, artifact: Artifact, rows: list[dict[str, Any]], *, cache_dir: Path,
+             max_new_tokens: int = 64, device: str | None = None) -> dict[str, Any]:
+    """Exact-match scores of the base model and of the job's model on ``rows``."""
+    from .evaluation import score_exact_match
+
+    device = device or default_device()
+    base = None
+    with _use_tuned(cache, artifact, cache_dir=cache_dir, device=device) as loaded:
+        if loaded.has_adapter:
+            with loaded.model.disable_adapter():
+                base = score_exact_match(loaded.model, loaded.tokenizer, rows, max_new_tokens=max_new_tokens)
+        tuned = score_exact_match(loaded.model, loaded.tokenizer, rows, max_new_tokens=max_new_tokens)
+    if base is None:
+        with _use_base(cache, artifact, cache_dir=cache_dir, device=device) as loaded:
+            base = score_exact_match(loaded.model, loaded.tokenizer, rows, max_new_tokens=max_new_tokens)
+    return {"base": base, "tuned": tuned}
+
+
+# Merge and archive
+
+
+def merge_adapter(artifact: Artifact, *, cache_dir: Path) -> dict[str, Any]:
+    """Merge the LoRA adapter into its base and save a standalone model to ``<output_dir>/merged``.
+
+    The base is loaded in fp32 on the CPU, also for QLoRA jobs: merging into 4-bit weights would
+    round the adapter's update away, and the saved model would need bitsandbytes to load.
+    """
+    import torch
+    from peft import PeftModel
+
+    if artifact.kind != "lora_adapter":
+        raise JobConflict(f"Job {artifact.job_id} is a full fine-tune: {artifact.path} is already a "
+                          "standalone model, there is no adapter to merge")
+    ref = _resolve(artifact, cache_dir)
+    target = artifact.output_dir / "merged"
+    staging = artifact.output_dir / f".merged-{uuid.uuid4().hex[:8]}"
+    with _merge_lock:
+        try:
+            base = _load(ref, artifact, device="cpu", quantize_4bit=False, dtype=torch.float32)
+            merged = PeftModel.from_pretrained(base, str(artifact.path)).merge_and_unload()
+            merged.save_pretrained(staging)
+            _tokenizer(ref, artifact).save_pretrained(staging)
+            del base, merged
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            release_memory()
+    return {"merged_path": str(target), "size_bytes": dir_size(target)}
+
+
+def dir_size(path: Path) -> int:
+    """Bytes of the files under ``path``."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def archive_adapter(path: Path, destination: Path) -> Path:
+    """Write ``path`` as a gzipped tar with one root folder, ``adapter/``."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(destination, "w:gz") as tar:
+        tar.add(path, arcname=ARCHIVE_ROOT)
+    return destination
+
+
+# Models
+
+
+def list_models(*, cache_dir: Path, dataset_roots: list[Path]) -> list[dict[str, Any]]:
+    """Models usable without the Hub; ``name`` is what a config's ``base_model`` takes.
+
+    Bundled aliases (``ready`` once converted into the model cache), other converted model
+    directories in the model cache, model directories (with a config.json) directly under a
+    ``models/`` folder of an allowed dataset root, and models in the local Hugging Face cache.
+    """
+    items: list[dict[str, Any]] = []
+    seen: set[Path] = set()
+    for alias in BUNDLED_MODELS:
+        path = (cache_dir / alias).resolve()
+        seen.add(path)
+        items.append({"name": alias, "kind": "bundled", "path": str(path),
+                      "ready": (path / "config.json").is_file()})
+    folders = [(cache_dir, "converted")] + [(root / "models", "local") for root in dataset_roots]
+    for folder, kind in folders:
+        for path in _model_dirs(folder):
+            if path not in seen:
+                seen.add(path)
+                items.append({"name": str(path), "kind": kind, "path": str(path), "ready": True})
+    items.extend(_hub_cached_models())
+    return items
+
+
+def _model_dirs(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p.resolve() for p in folder.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and not p.name.endswith(".converting")
+                  and (p / "config.json").is_file())
+
+
+def _hub_cached_models() -> list[dict[str, Any]]:
+    from huggingface_hub import scan_cache_dir
+
+    try:
+        info = scan_cache_dir()
+    except Exception:  # no cache directory yet, or an unreadable one: nothing cached to offer
+        return []
+    items = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        snapshots = [rev for rev in repo.revisions if any(f.file_name == "config.json" for f in rev.files)]
+        if snapshots:
+            latest = max(snapshots, key=lambda rev: rev.last_modified)
+            items.append({"name": repo.repo_id, "kind": "hub", "path": str(latest.snapshot_path), "ready": True})
+    return items

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from app.sft import (CheckpointCallback, ConfigError, SFTCallback, SFTConfig, SFTTrainer, ValidationCallback,
+                     WandBCallback)
+from app.sft.trainer import read_log
+
+
+def run(config: dict, tmp_path, name="out", **kwargs):
+    cfg = SFTConfig.model_validate({**config, "output_dir": str(tmp_path / name)})
+    return SFTTrainer(cfg, model_cache_dir=tmp_path / "cache", **kwargs).train()
+
+
+def losses(result) -> list[float]:
+    return [entry["loss"] for entry in read_log(result.output_dir) if "loss" in entry]
+
+
+def greedy(model, tokenizer, text="hello 3"):
+    import torch
+
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                           add_generation_prompt=True)
+    ids = tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("mode", [{}, {"use_qlora": True}, {"use_lora": False}], ids=["lora", "qlora", "full"])
+def test_training_modes_learn_and_save(tiny_config, tmp_path, mode):
+    result = run({**tiny_config, "max_steps": 12, **mode}, tmp_path)
+    curve = losses(result)
+    assert len(curve) == 12
+    assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3
+    assert result.global_step == 12 and not result.stopped
+    assert result.train_loss is not None and result.train_tokens_per_second > 0
+    out = tmp_path / "out"
+    assert (out / "config.yaml").exists() and (out / "log.jsonl").exists()
+    weights = "adapter_model.safetensors" if mode.get("use_lora", True) else "model.safetensors"
+    assert (out / ("adapter" if mode.get("use_lora", True) else "model") / weights).exists()
+    assert result.artifact == ("lora_adapter" if mode.get("use_lora", True) else "full_model")
+
+
+def test_adapter_reloads_and_generates(tiny_config, tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result = run({**tiny_config, "max_steps": 30, "learning_rate": 2e-2}, tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(result.adapter_path)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    before = greedy(base, tokenizer)
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), result.adapter_path)
+    after = greedy(tuned, tokenizer)
+    assert after != before
+    assert after.startswith('{"')
+
+
+def test_stop_mid_training_saves_the_adapter(tiny_config, tmp_path):
+    stop = threading.Event()
+
+    class StopDuringStepThree(SFTCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                stop.set()
+
+    result = run({**tiny_config, "max_steps": 50}, tmp_path, stop_event=stop, callbacks=[StopDuringStepThree()])
+    assert result.stopped and result.global_step == 3
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_stop_before_training_returns_without_training(tiny_config, tmp_path):
+    stop = threading.Event()
+    stop.set()
+    result = run(tiny_config, tmp_path, stop_event=stop)
+    assert result.stopped and result.global_step == 0 and result.adapter_path is None
+
+
+def test_same_seed_same_curve(tiny_config, tmp_path):
+    a = losses(run({**tiny_config, "seed": 3}, tmp_path, "a"))
+    b = losses(run({**tiny_config, "seed": 3}, tmp_path, "b"))
+    c = losses(run({**tiny_config, "seed": 4}, tmp_path, "c"))
+    assert a == b
+    assert a != c
+
+
+def test_events_reach_the_sink(tiny_config, tmp_path):
+    kinds = []
+    run(tiny_config, tmp_path, on_event=lambda kind, payload: kinds.append(kind))
+    for kind in ("phase", "model_loaded", "dataset_ready", "training_started", "step", "metrics"):
+        assert kind in kinds
+
+
+def test_callbacks_fire(tiny_config, tmp_path):
+    seen = []
+
+    class Recorder(SFTCallback):
+        def on_metrics(self, step, metrics):
+            seen.append((step, metrics))
+
+    validation = ValidationCallback(eval_steps=2)
+    checkpoints = CheckpointCallback(save_steps=2, keep_best=2)
+    result = run({**tiny_config, "max_steps": 6, "validation_split": 0.25}, tmp_path,
+                 callbacks=[Recorder(), validation, checkpoints])
+    assert any("loss" in metrics for _, metrics in seen)
+    assert [step for step, _ in validation.history] == [2, 4, 6]
+    kept = sorted(p.name for p in (tmp_path / "out" / "checkpoints").glob("checkpoint-*"))
+    assert len(kept) == 2 and kept == sorted(p.name for p in checkpoints.best_checkpoints)
+    best = sorted(validation.history, key=lambda entry: entry[1])[:2]
+    assert sorted(f"checkpoint-{step}" for step, _ in best) == kept
+    assert result.eval_loss is not None
+
+
+def test_wandb_callback_without_wandb_fails_at_construction():
+    pytest.importorskip("pytest")
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="WandBCallback needs the wandb package"):
+            WandBCallback(project="p")
+    else:
+        pytest.skip("wandb is installed")
+
+
+def test_eval_loss_with_eval_dataset(tiny_config, tmp_path, chat_jsonl):
+    result = run({**tiny_config, "eval_dataset_name": str(chat_jsonl), "eval_steps": 2}, tmp_path)
+    assert result.eval_loss is not None and result.eval_rows == 32
+    assert any("eval_loss" in entry for entry in read_log(result.output_dir))
