@@ -149,6 +149,11 @@ def ensure_converted(ref: ModelRef) -> None:
             model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
         except Exception as exc:
             raise ModelError(f"could not read the GGUF file {ref.gguf_file}: {exc}") from exc
+        # transformers dequantises GGUF weights to fp32 on load but keeps a "gguf" quantizer marker,
+        # which makes save_pretrained refuse and the Trainer treat the model as quantized (5.x).
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         staging.mkdir(parents=True)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
