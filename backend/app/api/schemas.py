@@ -165,6 +165,18 @@ class LogsResponse(BaseModel):
     lines: list[str] = Field(..., description="The job's log lines (its own thread's only).")
 
 
+class CheckpointInfo(BaseModel):
+    step: int = Field(..., description="Optimizer step it was saved at.")
+    path: str = Field(..., description="Checkpoint directory (adapter or model, optimizer, scheduler, RNG).")
+    eval_loss: float | None = Field(None, description="Eval loss at that step, when evaluated.")
+    created_at: str = Field(..., description="ISO 8601, UTC.")
+
+
+class CheckpointListResponse(BaseModel):
+    job_id: str
+    checkpoints: list[CheckpointInfo] = Field(..., description="Oldest first.")
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
     version: str

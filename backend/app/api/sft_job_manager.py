@@ -34,6 +34,7 @@ from ..store import SQLiteStore
 logger = logging.getLogger(__name__)
 
 INTERRUPTED_ERROR = "interrupted: the server stopped while this job was running"
+INTERRUPTED_DETAIL = {"category": "interrupted", "message": INTERRUPTED_ERROR, "log_tail": []}
 
 
 class JobStatus(str, Enum):
@@ -95,6 +96,8 @@ class SFTJob:
         self.request_hash: str | None = None
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
+        #: Checkpoint the current attempt continues from (None: from the first step).
+        self.resume_from: str | None = None
 
     @property
     def sft_config(self) -> SFTConfig:
@@ -116,7 +119,7 @@ class SFTJob:
             "result": self.result,
             "error_detail": self.error_detail,
             "queue_position": self.queue_position,
-            "progress": self.progress or None,
+            "progress": _public_progress(self.progress) or None,
             "attempts": self.attempts,
             "config": self.config,
         }
@@ -200,9 +203,10 @@ class SFTJobManager:
             self.jobs[job.job_id] = job
             self._event_seq[job.job_id] = self.store.max_event_seq(job.job_id)
             if job.status in (JobStatus.RUNNING, JobStatus.STOPPING):
-                self._finish(job, JobStatus.FAILED, error=INTERRUPTED_ERROR,
-                             error_detail={"category": "interrupted", "message": INTERRUPTED_ERROR,
-                                           "log_tail": []})
+                if self.settings.auto_resume_interrupted and job.status is JobStatus.RUNNING:
+                    self._requeue(job, attempt_status="interrupted", reason=INTERRUPTED_ERROR)
+                else:
+                    self._finish(job, JobStatus.FAILED, error=INTERRUPTED_ERROR, error_detail=INTERRUPTED_DETAIL)
             elif job.status is JobStatus.PENDING:
                 self._queue.append(job.job_id)
         self._next_seq = self.store.max_job_seq()
@@ -300,6 +304,57 @@ class SFTJobManager:
                 self.store.update_job(job_id, status=job.status.value)
                 self._emit(job, "stopping", "Stop requested: training ends at the next step and saves")
             return job.status
+
+    def resume_job(self, job_id: str) -> SFTJob:
+        """Queue a stopped or failed job again; it continues from its latest checkpoint.
+
+        Without a checkpoint it trains again from the first step. Each run is one entry of ``attempts``.
+
+        Raises:
+            JobNotFound: no such job.
+            JobConflict: the job is not stopped or failed.
+        """
+        with self._lock:
+            job = self._get(job_id)
+            if job.status not in (JobStatus.STOPPED, JobStatus.FAILED):
+                raise JobConflict(
+                    f"Job {job_id} is {job.status.value}; only a stopped or failed job can be resumed"
+                )
+            self._requeue(job, attempt_status=None, reason="Resume requested")
+            self._schedule()
+            return job
+
+    def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's checkpoints, oldest first."""
+        from ..sft.trainer import list_checkpoints
+
+        return list_checkpoints(self.get_job(job_id).output_dir)
+
+    def _requeue(self, job: SFTJob, *, attempt_status: str | None, reason: str) -> None:
+        """Put an ended (or interrupted) job back in the queue for another attempt. Caller holds the lock."""
+        if job.attempts and job.attempts[-1]["ended_at"] is None:
+            job.attempts[-1].update(ended_at=utcnow(), status=attempt_status)
+        job.status = JobStatus.PENDING
+        job.completed_at = None
+        job.error = None
+        job.error_detail = None
+        job.stop_event = threading.Event()
+        latest = self._latest_checkpoint(job)
+        where = f"from checkpoint {Path(latest['path']).name} (step {latest['step']})" if latest \
+            else "from the first step (no checkpoint)"
+        self.store.update_job(job.job_id, status=job.status.value, completed_at=None, error=None,
+                              error_detail=None, attempts=job.attempts)
+        if attempt_status == "interrupted":
+            self._emit(job, "interrupted", INTERRUPTED_ERROR, level="warning")
+        self._emit(job, "resumed", f"{reason}: resuming {where}")
+        self._queue.append(job.job_id)
+        self._update_queue_positions()
+
+    def _latest_checkpoint(self, job: SFTJob) -> dict[str, Any] | None:
+        from ..sft.trainer import list_checkpoints
+
+        found = list_checkpoints(job.output_dir)
+        return found[-1] if found else None
 
     def get_job(self, job_id: str) -> SFTJob:
         """The job object. Raises JobNotFound."""
@@ -478,8 +533,10 @@ class SFTJobManager:
             job.status = JobStatus.RUNNING
             job.started_at = job.started_at or utcnow()
             job.queue_position = None
+            resume = self._latest_checkpoint(job) if job.attempts else None
+            job.resume_from = resume["path"] if resume else None
             job.attempts.append({"attempt": len(job.attempts) + 1, "started_at": utcnow(), "ended_at": None,
-                                 "status": None})
+                                 "status": None, "resumed_from_step": resume["step"] if resume else None})
             job.progress = {"phase": "starting"}
             self.store.update_job(job.job_id, status=job.status.value, started_at=job.started_at,
                                   attempts=job.attempts, progress=job.progress)
@@ -539,7 +596,7 @@ class SFTJobManager:
             job.attempts[-1].update(ended_at=job.completed_at, status=status.value)
         self.store.update_job(job.job_id, status=status.value, completed_at=job.completed_at,
                               result=job.result, error=error, error_detail=error_detail,
-                              progress=job.progress, attempts=job.attempts)
+                              progress=_public_progress(job.progress), attempts=job.attempts)
         level = "error" if status is JobStatus.FAILED else "info"
         default = {JobStatus.COMPLETED: "Training completed", JobStatus.FAILED: f"Failed: {error}",
                    JobStatus.STOPPED: "Stopped"}[status]
@@ -573,6 +630,10 @@ class SFTJobManager:
                             start_step=payload["global_step"])
         elif kind == "step":
             _update_step_progress(progress, payload)
+            if progress.get("steps_per_second"):
+                rows_per_step = job.config.get("per_device_train_batch_size", 4) * job.config.get(
+                    "gradient_accumulation_steps", 1)
+                progress["samples_per_second"] = round(progress["steps_per_second"] * rows_per_step, 2)
         elif kind in ("metrics", "eval"):
             self._record_metrics(job, kind, payload)
         elif kind == "checkpoint_saved":
@@ -615,6 +676,7 @@ class SFTJobManager:
             on_event=emit,
             model_cache_dir=self.settings.resolved_model_cache_dir,
             allowed_dataset_roots=self.settings.resolved_dataset_roots,
+            resume_from_checkpoint=job.resume_from,
         )
         return trainer.train().to_dict()
 
@@ -646,7 +708,8 @@ def _update_step_progress(progress: dict[str, Any], payload: dict[str, Any]) -> 
 
 
 def _public_progress(progress: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in progress.items() if k not in ("started_monotonic", "start_step")}
+    snapshot = dict(progress)  # one C-level copy: the job's thread may be adding keys meanwhile
+    return {k: v for k, v in snapshot.items() if k not in ("started_monotonic", "start_step")}
 
 
 def classify_error(exc: BaseException) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from ..sft.config import SFTConfig
 from .deps import ManagerDep, ValidJob
 from .schemas import (
+    CheckpointListResponse,
     ConfigResponse,
     ConfigSaveRequest,
     ConfigSaveResponse,
@@ -77,6 +78,19 @@ def stop_job(job: ValidJob, manager: ManagerDep) -> StopResponse:
         return StopResponse(message=f"Job {job.job_id} stopped", status=status.value)
     return StopResponse(message=f"Job {job.job_id} stopping: it stops at the next step and saves its adapter",
                         status=status.value)
+
+
+@router.post("/jobs/{job_id}/resume", response_model=JobStartResponse)
+def resume_job(job: ValidJob, manager: ManagerDep) -> JobStartResponse:
+    """Continue a stopped or failed job from its latest checkpoint (optimizer state included)."""
+    manager.resume_job(job.job_id)
+    return JobStartResponse(job_id=job.job_id, status=job.status.value, queue_position=job.queue_position)
+
+
+@router.get("/jobs/{job_id}/checkpoints", response_model=CheckpointListResponse)
+def list_checkpoints(job: ValidJob, manager: ManagerDep) -> CheckpointListResponse:
+    """The job's checkpoints: step, path, eval loss, time."""
+    return CheckpointListResponse(job_id=job.job_id, checkpoints=manager.checkpoints(job.job_id))
 
 
 @router.delete("/jobs/{job_id}", response_model=DeleteResponse)

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
         "Default: the data directory and the current working directory.",
     )
     max_concurrent_jobs: int = Field(1, ge=1, le=64, description="Jobs that train at once.")
+    auto_resume_interrupted: bool = Field(
+        True,
+        description="When the server starts, resume jobs it was running when it stopped (from their "
+        "last checkpoint, or from the start when they have none). Off: they are marked failed.",
+    )
     allow_remote_code: bool = Field(
         False, description="Allow configs with trust_remote_code=true (runs the model repo's code)."
     )

@@ -114,7 +114,10 @@ class WandBCallback(SFTCallback):
 
 
 class StopCallback(TrainerCallback):
-    """Ends training at the next step boundary once ``stop_event`` is set."""
+    """Ends training at the next step boundary once ``stop_event`` is set.
+
+    It also asks for a checkpoint there, so a stopped job can resume with its optimizer state.
+    """
 
     def __init__(self, stop_event: threading.Event):
         self.stop_event = stop_event
@@ -124,7 +127,7 @@ class StopCallback(TrainerCallback):
         if self.stop_event.is_set():
             self.stopped = True
             control.should_training_stop = True
-            control.should_save = False
+            control.should_save = True
 
 
 class ReportingCallback(TrainerCallback):

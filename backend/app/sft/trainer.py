@@ -12,6 +12,7 @@ from typing import Any
 
 from .callbacks import EventSink, ReportingCallback, StopCallback
 from .config import SFTConfig
+from .errors import ConfigError
 from .data import PreparedData, prepare_datasets
 from .models import load_model, load_tokenizer, resolve_model
 
@@ -198,15 +199,20 @@ class SFTTrainer:
                      ReportingCallback(self.output_dir / "log.jsonl", self.on_event), *self.callbacks]
         with _seeded_init_lock:
             set_seed(cfg.seed)
-            return trl.SFTTrainer(
-                model=model,
-                args=args,
-                train_dataset=data.train,
-                eval_dataset=data.eval,
-                processing_class=tokenizer,
-                peft_config=peft_config,
-                callbacks=callbacks,
-            )
+            try:
+                return trl.SFTTrainer(
+                    model=model,
+                    args=args,
+                    train_dataset=data.train,
+                    eval_dataset=data.eval,
+                    processing_class=tokenizer,
+                    peft_config=peft_config,
+                    callbacks=callbacks,
+                )
+            except ValueError as exc:
+                # PEFT and TRL raise ValueError for what the config asks and the model cannot do
+                # (unknown lora_target_modules, a pad token outside the vocabulary...).
+                raise ConfigError(f"the trainer refused this config for {cfg.base_model}: {exc}") from exc
 
     def _stopped_before_training(self, started: float, data: PreparedData | None = None) -> SFTResult:
         _release_memory()
@@ -240,6 +246,25 @@ def _release_memory() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def list_checkpoints(output_dir: str | Path) -> list[dict[str, Any]]:
+    """Checkpoints under ``output_dir/checkpoints``, oldest first: step, path, eval_loss, created_at."""
+    from datetime import datetime, timezone
+
+    folder = Path(output_dir) / "checkpoints"
+    found = []
+    for path in folder.glob("checkpoint-*"):
+        state_file = path / "trainer_state.json"
+        if not path.name.removeprefix("checkpoint-").isdigit() or not state_file.exists():
+            continue  # a checkpoint still being written has no trainer_state.json yet
+        step = int(path.name.removeprefix("checkpoint-"))
+        history = json.loads(state_file.read_text()).get("log_history", [])
+        eval_losses = [e["eval_loss"] for e in history if "eval_loss" in e and e.get("step") == step]
+        created = datetime.fromtimestamp(state_file.stat().st_mtime, timezone.utc).isoformat()
+        found.append({"step": step, "path": str(path), "eval_loss": eval_losses[-1] if eval_losses else None,
+                      "created_at": created})
+    return sorted(found, key=lambda c: c["step"])
 
 
 def read_log(output_dir: str | Path) -> list[dict[str, Any]]:
