@@ -28,6 +28,9 @@ CHATML_TEMPLATE = (
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _conversion_lock = threading.Lock()
+#: from_pretrained builds models under process-wide patches (meta-device init); two threads loading at
+#: once corrupt each other's models ("Cannot copy out of meta tensor"), so loads take turns.
+model_load_lock = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ def ensure_converted(ref: ModelRef) -> None:
         try:
             folder, name = str(ref.gguf_file.parent), ref.gguf_file.name
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+            with model_load_lock:
+                model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
         except Exception as exc:
             raise ModelError(f"could not read the GGUF file {ref.gguf_file}: {exc}") from exc
         # transformers dequantises GGUF weights to fp32 on load but keeps a "gguf" quantizer marker,
@@ -203,7 +207,8 @@ def load_model(
         )
         kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
     try:
-        model = AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
+        with model_load_lock:
+            model = AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
     except Exception as exc:
         raise _load_error(ref, "model", exc) from exc
     return model

@@ -16,6 +16,21 @@ from .errors import ConfigError
 from .data import PreparedData, prepare_datasets
 from .models import load_model, load_tokenizer, resolve_model
 
+def _thread_local_accelerate_state() -> None:
+    """Give each thread its own accelerate state (as accelerate does for multithreaded TPUs).
+
+    accelerate keeps PartialState / AcceleratorState / GradientState as process-wide singletons;
+    two jobs training in two threads would share gradient-sync flags and mixed-precision settings.
+    """
+    from accelerate import state
+
+    for cls in (state.PartialState, state.AcceleratorState, state.GradientState):
+        if not isinstance(cls.__dict__.get("_shared_state"), state.ThreadLocalSharedDict):
+            cls._shared_state = state.ThreadLocalSharedDict()
+
+
+_thread_local_accelerate_state()
+
 # Seeding and LoRA initialisation use torch's global RNG: two jobs building trainers at the same
 # moment in two threads would interleave their draws, so that stretch runs one job at a time.
 _seeded_init_lock = threading.Lock()
