@@ -62,6 +62,7 @@ class JobProgress(BaseModel):
     eta_seconds: float | None = Field(None, description="Estimated seconds left at the current pace.")
     steps_per_second: float | None = Field(None, description="Average pace of this attempt.")
     tokens_per_second: float | None = Field(None, description="Training tokens per second of this attempt.")
+    samples_per_second: float | None = Field(None, description="Training rows per second of this attempt.")
     tokens_seen: float | None = Field(None, description="Training tokens seen so far.")
     metrics: dict[str, float] | None = Field(
         None, description="Latest logged values: loss, learning_rate, grad_norm, eval_loss, epoch."

@@ -540,7 +540,7 @@ class SFTJobManager:
             job.progress = {"phase": "starting"}
             self.store.update_job(job.job_id, status=job.status.value, started_at=job.started_at,
                                   attempts=job.attempts, progress=job.progress)
-            self._emit(job, "started", f"Training started (attempt {len(job.attempts)})")
+            self._emit(job, "started", f"Job started (attempt {len(job.attempts)}): loading the model")
             job.thread = threading.Thread(target=self._run, args=(job,), name=f"sft-job-{job.job_id}",
                                           daemon=True)
             job.thread.start()
@@ -625,9 +625,10 @@ class SFTJobManager:
             self._emit(job, "dataset_ready", f"Dataset ready: {payload['train_rows']} training rows, "
                        f"{payload['eval_rows']} eval rows ({payload['dataset_format']})", data=payload)
         elif kind == "training_started":
-            progress.update(phase="training", current_step=payload["global_step"],
-                            max_steps=payload["max_steps"], started_monotonic=time.monotonic(),
-                            start_step=payload["global_step"])
+            max_steps = payload["max_steps"]
+            progress.update(phase="training", current_step=payload["global_step"], max_steps=max_steps,
+                            percent=round(100.0 * payload["global_step"] / max_steps, 1) if max_steps else None,
+                            started_monotonic=time.monotonic(), start_step=payload["global_step"])
         elif kind == "step":
             _update_step_progress(progress, payload)
             if progress.get("steps_per_second"):
@@ -666,19 +667,43 @@ class SFTJobManager:
             self._emit(job, "metrics", text, data=point)
 
     def _train(self, job: SFTJob, emit: EventSink) -> dict[str, Any]:
-        """The default runner: train with ``app.sft.SFTTrainer``."""
-        from ..sft.trainer import SFTTrainer
+        """The default runner: train with ``app.sft.SFTTrainer``.
 
-        trainer = SFTTrainer(
-            job.sft_config,
-            callbacks=job.callbacks,
-            stop_event=job.stop_event,
-            on_event=emit,
-            model_cache_dir=self.settings.resolved_model_cache_dir,
-            allowed_dataset_roots=self.settings.resolved_dataset_roots,
-            resume_from_checkpoint=job.resume_from,
-        )
-        return trainer.train().to_dict()
+        Jobs set up (imports, model load, data, trainer build) one at a time: transformers'
+        ``from_pretrained`` swaps torch's init functions and ``PreTrainedModel`` methods process-wide
+        while it loads, so two loads in two threads restore each other's patches (models left on the
+        meta device, init functions left as no-ops), and racing first imports of trl fail. The setup
+        lock is released when training starts, so the training steps themselves overlap.
+        """
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                _SETUP_LOCK.release()
+
+        def sink(kind: str, payload: dict[str, Any]) -> None:
+            if kind == "phase" and payload.get("phase") == "training":
+                release()
+            emit(kind, payload)
+
+        _SETUP_LOCK.acquire()
+        try:
+            from ..sft.trainer import SFTTrainer
+
+            trainer = SFTTrainer(
+                job.sft_config,
+                callbacks=job.callbacks,
+                stop_event=job.stop_event,
+                on_event=sink,
+                model_cache_dir=self.settings.resolved_model_cache_dir,
+                allowed_dataset_roots=self.settings.resolved_dataset_roots,
+                resume_from_checkpoint=job.resume_from,
+            )
+            return trainer.train().to_dict()
+        finally:
+            release()
 
     # Helpers
 
@@ -764,6 +789,9 @@ def _check_partial_config(config: dict[str, Any]) -> None:
 def _hash(value: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
+
+#: Held by a job's thread from the start of its setup until its training steps begin (see ``_train``).
+_SETUP_LOCK = threading.Lock()
 
 _DEVICE: str | None = None
 

@@ -1,0 +1,82 @@
+"""Fixtures of the job-service tests: managers that clean up after themselves, HTTP clients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api_helpers import GateRunner, quiesce
+from app.api.sft_job_manager import SFTJobManager
+from app.core.settings import Settings
+from app.main import create_app
+from app.store import SQLiteStore
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "x.db"
+
+
+@pytest.fixture
+def make_manager(settings: Settings, db_path: Path):
+    """``make_manager(**kwargs)``: an SFTJobManager on ``tmp_path/x.db`` with a GateRunner, no pre-flight.
+
+    Every manager made is stopped (jobs ended, threads exited) after the test.
+    """
+    made: list[SFTJobManager] = []
+
+    def make(**kwargs: Any) -> SFTJobManager:
+        kwargs.setdefault("settings", settings)
+        if "store" not in kwargs:
+            kwargs["store"] = SQLiteStore(db_path)
+        if "runner" not in kwargs:
+            kwargs["runner"] = GateRunner()
+        kwargs.setdefault("max_concurrent_jobs", 1)
+        kwargs.setdefault("preflight", False)
+        manager = SFTJobManager(**kwargs)
+        made.append(manager)
+        return manager
+
+    yield make
+    quiesce(*made)
+    for manager in made:
+        manager.store.close()
+
+
+@pytest.fixture
+def manager(make_manager) -> SFTJobManager:
+    return make_manager()
+
+
+@pytest.fixture
+def gate(manager: SFTJobManager) -> GateRunner:
+    return manager.runner
+
+
+@pytest.fixture
+def client_for():
+    """``client_for(manager)``: a TestClient on ``create_app(manager=manager)``."""
+    clients: list[TestClient] = []
+
+    def make(manager: SFTJobManager) -> TestClient:
+        client = TestClient(create_app(manager=manager))
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def client(manager: SFTJobManager, client_for) -> TestClient:
+    return client_for(manager)
+
+
+@pytest.fixture
+def fake_config() -> dict[str, Any]:
+    """A config that validates (pre-flight off: its model and dataset need not exist)."""
+    return {"base_model": "tiny-model", "dataset_name": "data.jsonl", "max_steps": 3}
