@@ -20,6 +20,7 @@ from ..core.errors import ServiceBusy
 from ..sft import inference
 from .deps import ManagerDep, ValidJob
 from .schemas import (
+    ErrorResponse,
     EvaluateRequest,
     EvaluateResponse,
     GenerateRequest,
@@ -28,8 +29,11 @@ from .schemas import (
     ModelInfo,
 )
 from .sft_job_manager import SFTJobManager
+from .sft_routes import ERROR_RESPONSES
 
-router = APIRouter(prefix="/api/sft", tags=["models"])
+router = APIRouter(prefix="/api/sft", tags=["models"],
+                   responses={**ERROR_RESPONSES, 503: {"model": ErrorResponse,
+                                                       "description": "Every training slot is busy"}})
 
 
 def get_model_cache(request: Request) -> inference.ModelCache:

@@ -17,6 +17,11 @@ DEMO_CONFIG = {
 }
 
 
+class ErrorResponse(BaseModel):
+    detail: str = Field(..., description="What is wrong, naming the field, file and line or id.",
+                        examples=["config.lora_rank: unknown field (did you mean lora_r?)"])
+
+
 class JobStartRequest(BaseModel):
     """Start a job from a full ``config``, or from a saved config (``config_id``) plus ``overrides``."""
 

@@ -38,7 +38,7 @@ INTERRUPTED_DETAIL = {"category": "interrupted", "message": INTERRUPTED_ERROR, "
 
 
 class JobStatus(str, Enum):
-    """Where a job is in its life. Terminal states never change."""
+    """Where a job is in its life. Terminal states never change, except by an explicit resume."""
 
     #: Created, waiting for a free training slot.
     PENDING = "pending"
@@ -667,43 +667,19 @@ class SFTJobManager:
             self._emit(job, "metrics", text, data=point)
 
     def _train(self, job: SFTJob, emit: EventSink) -> dict[str, Any]:
-        """The default runner: train with ``app.sft.SFTTrainer``.
+        """The default runner: train with ``app.sft.SFTTrainer``."""
+        from ..sft.trainer import SFTTrainer
 
-        Jobs set up (imports, model load, data, trainer build) one at a time: transformers'
-        ``from_pretrained`` swaps torch's init functions and ``PreTrainedModel`` methods process-wide
-        while it loads, so two loads in two threads restore each other's patches (models left on the
-        meta device, init functions left as no-ops), and racing first imports of trl fail. The setup
-        lock is released when training starts, so the training steps themselves overlap.
-        """
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                _SETUP_LOCK.release()
-
-        def sink(kind: str, payload: dict[str, Any]) -> None:
-            if kind == "phase" and payload.get("phase") == "training":
-                release()
-            emit(kind, payload)
-
-        _SETUP_LOCK.acquire()
-        try:
-            from ..sft.trainer import SFTTrainer
-
-            trainer = SFTTrainer(
-                job.sft_config,
-                callbacks=job.callbacks,
-                stop_event=job.stop_event,
-                on_event=sink,
-                model_cache_dir=self.settings.resolved_model_cache_dir,
-                allowed_dataset_roots=self.settings.resolved_dataset_roots,
-                resume_from_checkpoint=job.resume_from,
-            )
-            return trainer.train().to_dict()
-        finally:
-            release()
+        trainer = SFTTrainer(
+            job.sft_config,
+            callbacks=job.callbacks,
+            stop_event=job.stop_event,
+            on_event=emit,
+            model_cache_dir=self.settings.resolved_model_cache_dir,
+            allowed_dataset_roots=self.settings.resolved_dataset_roots,
+            resume_from_checkpoint=job.resume_from,
+        )
+        return trainer.train().to_dict()
 
     # Helpers
 
@@ -789,9 +765,6 @@ def _check_partial_config(config: dict[str, Any]) -> None:
 def _hash(value: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
-
-#: Held by a job's thread from the start of its setup until its training steps begin (see ``_train``).
-_SETUP_LOCK = threading.Lock()
 
 _DEVICE: str | None = None
 

@@ -7,6 +7,7 @@ import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from ..sft.config import SFTConfig
@@ -17,6 +18,7 @@ from .schemas import (
     ConfigSaveRequest,
     ConfigSaveResponse,
     DeleteResponse,
+    ErrorResponse,
     EventListResponse,
     JobListResponse,
     JobStartRequest,
@@ -28,7 +30,12 @@ from .schemas import (
     StopResponse,
 )
 
-router = APIRouter(prefix="/api/sft", tags=["sft"])
+ERROR_RESPONSES = {
+    400: {"model": ErrorResponse, "description": "The request cannot run; detail names the field"},
+    404: {"model": ErrorResponse, "description": "Unknown job or config id"},
+    409: {"model": ErrorResponse, "description": "The job's state does not allow it"},
+}
+router = APIRouter(prefix="/api/sft", tags=["sft"], responses=ERROR_RESPONSES)
 
 SSE_POLL_SECONDS = 0.2
 SSE_KEEPALIVE_SECONDS = 15.0
@@ -146,7 +153,7 @@ async def _event_stream(manager, job_id: str, after: int, request: Request):
     last = after
     idle = 0.0
     while True:
-        events = manager.store.events(job_id, after=last, limit=500)
+        events = await run_in_threadpool(manager.store.events, job_id, after=last, limit=500)
         for event in events:
             last = event["seq"]
             yield f"id: {last}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"

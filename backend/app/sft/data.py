@@ -226,8 +226,34 @@ def _read_directory(path: Path, split: str, *, limit: int | None, label: str) ->
                       else str(chosen))
 
 
+def _check_hub_dataset(name: str) -> None:
+    """Fail in seconds, with a reason, when the Hub does not have ``name`` or cannot be reached.
+
+    Without it, ``datasets`` retries an unreachable Hub for about half a minute before failing.
+    """
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        return  # datasets reads its local cache
+    try:
+        HfApi().dataset_info(name, timeout=5)
+    except RepositoryNotFoundError:
+        raise DatasetError("not found on the Hugging Face Hub", source=name) from None
+    except GatedRepoError:
+        raise DatasetError("gated on the Hugging Face Hub: accept its terms and set HF_TOKEN", source=name) from None
+    except Exception as exc:  # connection errors come in many types
+        raise DatasetError(
+            f"the Hugging Face Hub could not be reached ({type(exc).__name__}). Connect to it, set "
+            "HF_HUB_OFFLINE=1 to use a copy in your local cache, or use a local file",
+            source=name,
+        ) from None
+
+
 def _read_hub(name: str, split: str, *, limit: int | None) -> RawRows:
     import datasets
+
+    _check_hub_dataset(name)
 
     try:
         if limit is not None:

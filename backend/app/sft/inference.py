@@ -24,7 +24,7 @@ from typing import Any, Literal
 from ..core.errors import InvalidConfig, JobConflict, ServiceError
 from .data import convert_rows, read_rows
 from .errors import DatasetError, ModelError
-from .models import BUNDLED_MODELS, ModelRef, load_model, load_tokenizer, resolve_model
+from .models import BUNDLED_MODELS, ModelRef, load_model, load_tokenizer, model_load_lock, resolve_model
 
 CHECKPOINT_NAME = re.compile(r"^checkpoint-\d+$")
 USABLE_STATUSES = ("completed", "stopped")
@@ -218,7 +218,8 @@ def _load_tuned(artifact: Artifact, *, cache_dir: Path, device: str) -> Loaded:
     from peft import PeftModel
 
     base = _load_base(artifact, cache_dir=cache_dir, device=device)
-    model = PeftModel.from_pretrained(base.model, str(artifact.path), is_trainable=False)
+    with model_load_lock:
+        model = PeftModel.from_pretrained(base.model, str(artifact.path), is_trainable=False)
     model.eval()
     return Loaded(model, base.tokenizer, has_adapter=True)
 
@@ -430,7 +431,8 @@ def merge_adapter(artifact: Artifact, *, cache_dir: Path) -> dict[str, Any]:
     with _merge_lock:
         try:
             base = _load(ref, artifact, device="cpu", quantize_4bit=False, dtype=torch.float32)
-            merged = PeftModel.from_pretrained(base, str(artifact.path)).merge_and_unload()
+            with model_load_lock:
+                merged = PeftModel.from_pretrained(base, str(artifact.path)).merge_and_unload()
             merged.save_pretrained(staging)
             _tokenizer(ref, artifact).save_pretrained(staging)
             del base, merged

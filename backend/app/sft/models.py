@@ -28,8 +28,10 @@ CHATML_TEMPLATE = (
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _conversion_lock = threading.Lock()
-#: from_pretrained builds models under process-wide patches (meta-device init); two threads loading at
-#: once corrupt each other's models ("Cannot copy out of meta tensor"), so loads take turns.
+#: transformers 5's from_pretrained swaps torch's init functions and PreTrainedModel methods for the
+#: whole process while it loads; two threads loading at once restore each other's patches wrongly
+#: (models left on the meta device: "Cannot copy out of meta tensor"). Every load takes this lock;
+#: a training job holds it through its whole setup (see trainer.py).
 model_load_lock = threading.RLock()
 
 

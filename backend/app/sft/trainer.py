@@ -14,7 +14,7 @@ from .callbacks import EventSink, ReportingCallback, StopCallback
 from .config import SFTConfig
 from .errors import ConfigError
 from .data import PreparedData, prepare_datasets
-from .models import load_model, load_tokenizer, resolve_model
+from .models import load_model, load_tokenizer, model_load_lock, resolve_model
 
 def _thread_local_accelerate_state() -> None:
     """Give each thread its own accelerate state (as accelerate does for multithreaded TPUs).
@@ -31,9 +31,6 @@ def _thread_local_accelerate_state() -> None:
 
 _thread_local_accelerate_state()
 
-# Seeding and LoRA initialisation use torch's global RNG: two jobs building trainers at the same
-# moment in two threads would interleave their draws, so that stretch runs one job at a time.
-_seeded_init_lock = threading.Lock()
 
 
 @dataclass
@@ -121,20 +118,25 @@ class SFTTrainer:
         precision = cfg.resolve_precision(self.device)
 
         self._emit("phase", {"phase": "loading_model"})
-        model, tokenizer = self._load(precision)
-        self._emit("model_loaded", {"base_model": cfg.base_model, "parameters": model.num_parameters()})
-        if self.stop_event.is_set():
-            return self._stopped_before_training(started)
+        # Setup (first imports of trl, model load, PEFT wrapping, seeding) is not thread-safe in
+        # transformers 5, so concurrent jobs set up one at a time; their training steps overlap.
+        with model_load_lock:
+            if self.stop_event.is_set():
+                return self._stopped_before_training(started)
+            model, tokenizer = self._load(precision)
+            self._emit("model_loaded", {"base_model": cfg.base_model, "parameters": model.num_parameters()})
+            if self.stop_event.is_set():
+                return self._stopped_before_training(started)
 
-        self._emit("phase", {"phase": "preparing_dataset"})
-        data = prepare_datasets(cfg, allowed_roots=self.allowed_dataset_roots)
-        self._emit("dataset_ready", {"dataset_format": data.dataset_format, "train_rows": data.train_rows,
-                                     "eval_rows": data.eval_rows})
-        if self.stop_event.is_set():
-            return self._stopped_before_training(started, data)
+            self._emit("phase", {"phase": "preparing_dataset"})
+            data = prepare_datasets(cfg, allowed_roots=self.allowed_dataset_roots)
+            self._emit("dataset_ready", {"dataset_format": data.dataset_format, "train_rows": data.train_rows,
+                                         "eval_rows": data.eval_rows})
+            if self.stop_event.is_set():
+                return self._stopped_before_training(started, data)
 
-        trainer = self._build_trainer(model, tokenizer, data)
-        del model
+            trainer = self._build_trainer(model, tokenizer, data)
+            del model
         self._emit("phase", {"phase": "training"})
         stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopCallback))
         try:
@@ -212,22 +214,21 @@ class SFTTrainer:
             )
         callbacks = [StopCallback(self.stop_event),
                      ReportingCallback(self.output_dir / "log.jsonl", self.on_event), *self.callbacks]
-        with _seeded_init_lock:
-            set_seed(cfg.seed)
-            try:
-                return trl.SFTTrainer(
-                    model=model,
-                    args=args,
-                    train_dataset=data.train,
-                    eval_dataset=data.eval,
-                    processing_class=tokenizer,
-                    peft_config=peft_config,
-                    callbacks=callbacks,
-                )
-            except ValueError as exc:
-                # PEFT and TRL raise ValueError for what the config asks and the model cannot do
-                # (unknown lora_target_modules, a pad token outside the vocabulary...).
-                raise ConfigError(f"the trainer refused this config for {cfg.base_model}: {exc}") from exc
+        set_seed(cfg.seed)  # LoRA init draws from torch's global RNG; the setup lock keeps it ours
+        try:
+            return trl.SFTTrainer(
+                model=model,
+                args=args,
+                train_dataset=data.train,
+                eval_dataset=data.eval,
+                processing_class=tokenizer,
+                peft_config=peft_config,
+                callbacks=callbacks,
+            )
+        except ValueError as exc:
+            # PEFT and TRL raise ValueError for what the config asks and the model cannot do
+            # (unknown lora_target_modules, a pad token outside the vocabulary...).
+            raise ConfigError(f"the trainer refused this config for {cfg.base_model}: {exc}") from exc
 
     def _stopped_before_training(self, started: float, data: PreparedData | None = None) -> SFTResult:
         _release_memory()

@@ -16,7 +16,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from api_helpers import quiesce
 from app.api.sft_job_manager import SFTJob, SFTJobManager
@@ -106,5 +110,6 @@ def test_no_request_gets_a_server_error(case, fuzz):
         params["config_id"] = fuzz.config_id()
     case.call_and_validate(
         headers={"Accept": "application/json"},  # the JSON events page, never the live SSE stream
-        checks=[not_a_server_error, response_schema_conformance, content_type_conformance],
+        checks=[not_a_server_error, status_code_conformance, response_schema_conformance,
+                content_type_conformance],
     )
