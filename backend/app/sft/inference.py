@@ -94,15 +94,6 @@ def job_artifact(job: Any, *, checkpoint: str | None = None) -> Artifact:
                     trust_remote_code=bool(config.get("trust_remote_code")))
 
 
-def list_checkpoints(output_dir: Path) -> list[str]:
-    """Checkpoint directory names under ``<output_dir>/checkpoints``, by step."""
-    folder = output_dir / "checkpoints"
-    if not folder.is_dir():
-        return []
-    names = [p.name for p in folder.iterdir() if p.is_dir() and CHECKPOINT_NAME.match(p.name)]
-    return sorted(names, key=lambda name: int(name.split("-")[1]))
-
-
 def checkpoint_dir(job_id: str, output_dir: Path, name: str, *, kind: str) -> Path:
     """The directory of checkpoint ``name``; CheckpointNotFound (listing the real ones) otherwise."""
     marker = "adapter_config.json" if kind == "lora_adapter" else "config.json"
@@ -110,7 +101,9 @@ def checkpoint_dir(job_id: str, output_dir: Path, name: str, *, kind: str) -> Pa
     path = output_dir / "checkpoints" / name
     if CHECKPOINT_NAME.match(name) and (path / marker).is_file():
         return path
-    available = list_checkpoints(output_dir)
+    from .trainer import list_checkpoints
+
+    available = [Path(c["path"]).name for c in list_checkpoints(output_dir)]
     hint = f"available: {', '.join(available)}" if available else "it saved none; set save_steps to keep some"
     raise CheckpointNotFound(f"Checkpoint {name!r} not found for job {job_id} ({hint})")
 

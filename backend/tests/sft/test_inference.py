@@ -12,6 +12,7 @@ from app.api.sft_job_manager import SFTJobManager
 from app.core.errors import InvalidConfig, JobConflict
 from app.core.settings import Settings
 from app.sft import inference
+from app.sft.trainer import list_checkpoints
 from app.store import SQLiteStore
 from factories import build_tiny_model, contact_rows, write_jsonl
 
@@ -96,7 +97,7 @@ def test_checkpoints_are_found_and_unknown_ones_named(trained):
     job = trained.jobs["lora"]
     artifact = inference.job_artifact(job, checkpoint="checkpoint-20")
     assert artifact.path == Path(job.output_dir) / "checkpoints" / "checkpoint-20"
-    assert inference.list_checkpoints(Path(job.output_dir)) == ["checkpoint-20", "checkpoint-40"]
+    assert [c["step"] for c in list_checkpoints(job.output_dir)] == [20, 40]
     for name in ("checkpoint-7", "../adapter", "checkpoints"):
         with pytest.raises(inference.CheckpointNotFound) as exc:
             inference.job_artifact(job, checkpoint=name)

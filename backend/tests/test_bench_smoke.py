@@ -1,0 +1,100 @@
+"""The benchmark harness (``make bench``) in smoke mode: tiny model, tiny counts, every section reported.
+
+Also checks that the bare TRL baseline trains with exactly the arguments the service gives TRL, so the
+overhead comparison stays fair when either side changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+
+SECTION_HEADINGS = [
+    "## Machine",
+    "## Summary",
+    "## 1. Training overhead",
+    "## 2. Responsiveness under training",
+    "## 3. Submit and list at scale",
+    "## 4. Memory across jobs",
+    "## 5. Throughput knobs",
+    "## 6. Training overhead on a CUDA GPU",
+]
+
+
+@pytest.fixture(scope="module")
+def smoke(tiny_model_dir: Path, tmp_path_factory) -> tuple[str, dict]:
+    out = tmp_path_factory.mktemp("bench")
+    report, raw = out / "benchmarks.md", out / "results.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFT_")}
+    process = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--smoke", "--tiny-model", str(tiny_model_dir),
+         "--out", str(report), "--json", str(raw)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert process.returncode == 0, process.stderr[-4000:]
+    return report.read_text(), json.loads(raw.read_text())
+
+
+def test_smoke_report_has_every_section_and_target(smoke):
+    report, results = smoke
+    for heading in SECTION_HEADINGS:
+        assert heading in report, heading
+    for figure in ("CPU", "Cores", "RAM", "torch / transformers / trl / peft", "Date"):
+        assert f"| {figure}" in report, figure
+    assert "Not run: not run in smoke mode." in report  # the GPU section says why it did not run
+
+    sections = {t["section"] for t in results["targets"]}
+    assert sections == {"overhead", "latency", "scale", "memory"}
+    keys = {t["key"] for t in results["targets"]}
+    assert {"steps_ratio", "ttr", "p99_job", "p99_list", "p99_factor_job", "p99_factor_list", "list_top",
+            "rss"} <= keys
+    assert sum(k.startswith("submit_") for k in keys) == 3  # one per stored-job level
+    for target in results["targets"]:
+        assert isinstance(target["met"], bool)
+        assert ("**met**" if target["met"] else "**missed**") in report
+        if not target["met"]:
+            assert target["why"] and f"*Why {target['figure']} was missed:*" in report
+
+
+def test_smoke_figures_are_sane(smoke):
+    _, results = smoke
+    overhead = results["overhead"]
+    assert overhead["same_loss"], "the bare script and the service job trained different things"
+    for run in overhead["runs"]:
+        assert run["a"]["global_step"] == run["b"]["global_step"] == overhead["steps"]
+        assert run["a"]["ttr_s"] > 0 and run["b"]["ttr_s"] > 0
+    assert results["latency"]["idle"]["job"]["n"] > 0 and results["latency"]["training"]["job"]["n"] > 0
+    assert results["latency"]["idle"]["errors"] == results["latency"]["training"]["errors"] == 0
+    levels = results["scale"]["levels"]
+    assert [lv["stored_at_list"] for lv in levels] == [lv["level"] for lv in levels]
+    assert all(rss > 0 for rss in results["memory"]["after_mb"])
+    assert [run["name"] for run in results["knobs"]["runs"]] == ["baseline", "packing", "gradient checkpointing"]
+    assert all(run["train_tokens_per_second"] for run in results["knobs"]["runs"])
+
+
+def test_bare_baseline_gives_trl_what_the_service_gives_it():
+    """bench/bare_sft.py's trl.SFTConfig arguments equal app.sft.config.SFTConfig.to_trl's for the demo job."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from bare_sft import trl_args
+    finally:
+        sys.path.remove(str(BENCH))
+    from app.sft.config import SFTConfig
+
+    for packing, checkpointing in ((False, False), (True, False), (False, True)):
+        service = SFTConfig(base_model="m", dataset_name="d", max_steps=20, per_device_train_batch_size=8,
+                            learning_rate=1e-3, lora_r=16, lora_alpha=32, lora_dropout=0.05, max_length=256,
+                            seed=42, precision="fp32", packing=packing, gradient_checkpointing=checkpointing,
+                            output_dir="/tmp/x").to_trl(output_dir="/tmp/x/checkpoints", device="cpu")
+        bare = type(service)(**trl_args(output_dir="/tmp/x/checkpoints", max_steps=20, learning_rate=1e-3,
+                                         batch_size=8, max_length=256, seed=42, precision="fp32", packing=packing,
+                                         gradient_checkpointing=checkpointing, use_cpu=True))
+        assert bare.to_dict() == service.to_dict()
