@@ -57,7 +57,7 @@ def main() -> None:
         max_length=256,
         bf16=False,
         fp16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         seed=args.seed,
         logging_steps=10,
         save_strategy="no",

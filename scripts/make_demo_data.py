@@ -21,16 +21,27 @@ TRAIN_FIRST = [
     "Kenji", "Laura", "Mateo", "Nina", "Oscar", "Priya", "Quinn", "Rosa", "Samuel", "Tara",
     "Umar", "Vera", "Walter", "Ximena", "Yusuf", "Zoe", "Aiko", "Bruno", "Chloe", "Diego",
     "Elena", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Kira", "Leo", "Mira", "Noah",
+    "Olga", "Pablo", "Rania", "Stefan", "Talia", "Uma", "Viktor", "Wen", "Yara", "Zane", "Abel", "Bianca",
+    "Cyrus", "Delia", "Enzo", "Freya", "Gustavo", "Helga", "Idris", "Jana", "Kofi", "Lena", "Milan", "Nadia",
+    "Omar", "Paula", "Rafael", "Sofia", "Theo", "Ulla", "Valentin", "Wanda", "Yosef", "Zara", "Arjun",
+    "Beatriz", "Colin", "Dalia", "Elif", "Frank",
 ]
 TRAIN_LAST = [
     "Smith", "Garcia", "Novak", "Kim", "Okafor", "Rossi", "Schmidt", "Tanaka", "Haddad", "Jensen",
     "Costa", "Ivanova", "Nguyen", "Patel", "Moreau", "Kowalski", "Silva", "Berg", "Murphy", "Sato",
     "Fischer", "Lopez", "Adeyemi", "Horvat", "Lindqvist", "Duarte", "Brennan", "Yilmaz", "Weber", "Castillo",
+    "Olsen", "Petrov", "Quintero", "Romano", "Svensson", "Takahashi", "Ueda", "Varga", "Walsh", "Xu", "Young",
+    "Zapata", "Abbasi", "Becker", "Cohen", "Dubois", "Eze", "Fontaine", "Grant", "Hakimi",
 ]
 TRAIN_CITIES = [
     "Berlin", "Madrid", "Toronto", "Osaka", "Lagos", "Lima", "Oslo", "Denver", "Porto", "Nairobi",
     "Krakow", "Dublin", "Seoul", "Austin", "Lyon", "Cape Town", "Hamburg", "Melbourne", "Bogota", "Helsinki",
     "San Diego", "Munich", "Vancouver", "Accra", "Quito", "Tallinn", "New Orleans", "Glasgow", "Perth", "Valencia",
+    "Athens", "Bangkok", "Cairo", "Dallas", "Florence", "Geneva", "Hanoi", "Istanbul", "Jakarta", "Kyiv",
+    "Lisbon", "Marseille", "Naples", "Ottawa", "Prague", "Riga", "Seville", "Tokyo", "Utrecht", "Warsaw",
+    "Bilbao", "Calgary", "Durban", "Gdansk", "Havana", "Leeds", "Montreal", "Nantes", "Phoenix", "Sydney",
+    "Turin", "Vilnius", "Auckland", "Boston", "Cologne", "Bristol", "Mumbai", "Oaxaca", "Pune", "Reykjavik",
+    "Buenos Aires", "Las Vegas", "Hong Kong", "Tel Aviv", "Kuala Lumpur",
 ]
 EVAL_FIRST = [
     "Amara", "Boris", "Celine", "Dmitri", "Esther", "Felix", "Gloria", "Hiroshi", "Isla", "Joaquin",
