@@ -14,6 +14,8 @@ DEMO_CONFIG = {
     "max_steps": 40,
     "per_device_train_batch_size": 8,
     "learning_rate": 1e-3,
+    "max_length": 256,
+    "lora_dropout": 0.0,
 }
 
 
