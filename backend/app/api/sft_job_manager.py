@@ -197,7 +197,7 @@ class SFTJobManager:
     # Start-up
 
     def _recover(self) -> None:
-        """Load records; queue pending jobs again; fail the ones a dead process was running."""
+        """Load records; queue pending jobs again; resume (or fail) the ones a dead process was running."""
         for record in self.store.load_jobs():
             job = SFTJob.from_record(record)
             self.jobs[job.job_id] = job
