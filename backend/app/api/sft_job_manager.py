@@ -191,6 +191,7 @@ class SFTJobManager:
         self._queue: deque[str] = deque()
         self._running: set[str] = set()
         self._lock = threading.RLock()
+        self._event_lock = threading.Lock()
         self._event_seq: dict[str, int] = {}
         self._recover()
 
@@ -605,7 +606,10 @@ class SFTJobManager:
 
     def _emit(self, job: SFTJob, kind: str, message: str, *, level: str = "info",
               data: dict[str, Any] | None = None) -> int:
-        with self._lock:
+        # Its own lock, not the manager's: a training thread writing an event must not hold up
+        # API requests that only read jobs. Numbering and insert stay together so a reader that
+        # has seen event N never misses an event numbered below N.
+        with self._event_lock:
             seq = self._event_seq.get(job.job_id, 0) + 1
             self._event_seq[job.job_id] = seq
             now = utcnow()
