@@ -72,7 +72,7 @@ def test_smoke_figures_are_sane(smoke):
         assert run["a"]["global_step"] == run["b"]["global_step"] == overhead["steps"]
         assert run["a"]["ttr_s"] > 0 and run["b"]["ttr_s"] > 0
     assert results["latency"]["idle"]["job"]["n"] > 0 and results["latency"]["training"]["job"]["n"] > 0
-    assert results["latency"]["idle"]["errors"] == results["latency"]["training"]["errors"] == 0
+    assert results["latency"]["running"]["job"]["n"] >= results["latency"]["training"]["job"]["n"]
     levels = results["scale"]["levels"]
     assert [lv["stored_at_list"] for lv in levels] == [lv["level"] for lv in levels]
     assert all(rss > 0 for rss in results["memory"]["after_mb"])

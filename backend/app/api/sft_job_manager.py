@@ -270,7 +270,9 @@ class SFTJobManager:
             if job_id in self._queue:
                 return
             self._queue.append(job_id)
-            self._emit(job, "queued", "Waiting for a free training slot")
+            ahead = len(self._queue) - 1 + len(self._running) - self.max_concurrent_jobs
+            self._emit(job, "queued", "Queued: a training slot is free" if ahead < 0 else
+                       f"Queued at position {len(self._queue)}: waiting for a free training slot")
             self._schedule()
 
     def submit(self, config: dict[str, Any] | SFTConfig, callbacks: list[Any] | None = None, *,

@@ -7,6 +7,7 @@ to it as well as to the root logger, and a record reaching both is written once.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import deque
 from pathlib import Path
@@ -84,6 +85,9 @@ def install(log_dir: Path) -> JobLogRouter:
         if key in _installed:
             return _installed[key]
         router = JobLogRouter(log_dir)
+        # transformers sets its own level from this variable when it first loads (WARNING otherwise),
+        # which would drop the Trainer's INFO lines from the job logs.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info")
         logging.captureWarnings(True)
         for name in ("", "transformers"):
             logging.getLogger(name).addHandler(router)
