@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
@@ -29,9 +28,6 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # A training thread holds the GIL for most of each step; handing it over every 1 ms
-        # instead of 5 ms keeps API requests quick while a job trains (docs/benchmarks.md).
-        sys.setswitchinterval(0.001)
         if getattr(app.state, "manager", None) is None:
             app.state.manager = get_sft_job_manager()
         yield
