@@ -306,6 +306,10 @@ def _knobs(w, results: dict) -> None:
                      _f(run["steps_per_s"], 3), _f(run.get("peak_rss_mb"), 0), _f(run.get("other_cores"), 2)])
     _table(w, ["Run", "Packing", "Gradient checkpointing", "Steps", "Tokens/s", "Steady tokens/s", "vs baseline",
                "Steps/s", "Peak RSS (MiB)", "Other load (cores)"], rows)
+    if any((run.get("other_cores") or 0) > 0.15 for run in k["runs"]):
+        w("**Some runs shared the CPU with other processes** (other load above 0.15 cores): their figures are "
+          "lower than the machine can do.")
+        w("")
     w("Packing concatenates examples into rows of up to `max_length` tokens, so a step trains more tokens and "
       "pads fewer; gradient checkpointing recomputes activations in the backward pass, trading speed for "
       "activation memory.")

@@ -301,11 +301,16 @@ class Bench:
         started = time.perf_counter()
         process = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
         result = None
-        for line in process.stdout:
-            if line.startswith("BENCH_RESULT "):
-                result = json.loads(line.removeprefix("BENCH_RESULT "))
-                result["ttr_s"] = time.perf_counter() - started
-        process.wait()
+        try:
+            for line in process.stdout:
+                if line.startswith("BENCH_RESULT "):
+                    result = json.loads(line.removeprefix("BENCH_RESULT "))
+                    result["ttr_s"] = time.perf_counter() - started
+        except BaseException:
+            process.kill()
+            raise
+        finally:
+            process.wait()
         stderr.close()
         if result is not None:
             others = (machine_busy_seconds() - busy) - (_children_cpu() + time.process_time() - own)
@@ -589,14 +594,23 @@ def knobs_section(bench: Bench) -> dict:
     fresh server, so that its peak RSS is its own (a server keeps the heap its earlier jobs freed)."""
     plan = bench.plan
     runs = []
-    for name, overrides in (("baseline", {}), ("packing", {"packing": True}),
-                            ("gradient checkpointing", {"gradient_checkpointing": True})):
-        log(f"knobs: {name}")
-        with bench.server(f"knobs-{name.split()[0]}") as server:
-            run = server.run_job(bench.config(plan.knob_steps, **overrides), poll=plan.poll, sample_rss=True)
-        runs.append({"name": name, "packing": bool(overrides.get("packing")),
-                     "gradient_checkpointing": bool(overrides.get("gradient_checkpointing")),
-                     **service_run_summary(run)})
+    shared = bench.server("knobs").start() if plan.mode == "smoke" else None  # smoke: seconds matter more
+    try:
+        for name, overrides in (("baseline", {}), ("packing", {"packing": True}),
+                                ("gradient checkpointing", {"gradient_checkpointing": True})):
+            log(f"knobs: {name}")
+            server = shared or bench.server(f"knobs-{name.split()[0]}").start()
+            try:
+                run = server.run_job(bench.config(plan.knob_steps, **overrides), poll=plan.poll, sample_rss=True)
+            finally:
+                if server is not shared:
+                    server.stop()
+            runs.append({"name": name, "packing": bool(overrides.get("packing")),
+                         "gradient_checkpointing": bool(overrides.get("gradient_checkpointing")),
+                         **service_run_summary(run)})
+    finally:
+        if shared is not None:
+            shared.stop()
     return {"steps": plan.knob_steps, "runs": runs}
 
 

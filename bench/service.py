@@ -102,6 +102,7 @@ class Service:
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
+                self.stop()
                 raise RuntimeError(f"the server exited with {self.process.returncode}; see {self.data_dir}/server.log")
             try:
                 if self.client.get("/health").status_code == 200:
@@ -109,6 +110,7 @@ class Service:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError(f"the server did not answer /health within {timeout}s")
             time.sleep(0.05)
 
