@@ -132,7 +132,8 @@ def _overhead(w, results: dict) -> None:
       "the completion only, a log every step).")
     w("")
     w("- *Time to result*: (a) launch of the script's process to its JSON line (imports, load, train, save); "
-      "(b) just before `POST /api/sft/train` to the poll (every 50 ms) that sees `completed`.")
+      f"(b) just before `POST /api/sft/train` to the poll (every {results['plan']['poll'] * 1000:.0f} ms) that "
+      "sees `completed`.")
     w("- *Steps/s*: `global_step / train_runtime` (TRL's training-loop time) for both.")
     w("")
     rows = []
@@ -192,7 +193,8 @@ def _overhead(w, results: dict) -> None:
     w("Differences that remain between (a) and (b), by design: the service runs the trainer in a job thread of "
       "the server process, adds two callbacks (stop at a step boundary; progress, metrics and events into "
       "SQLite and `log.jsonl` at every step, as `logging_steps=1` asks), writes `config.yaml`, checks the model "
-      "and dataset at submit, and answers the benchmark's polls (20 a second) while it trains. The bare script "
+      f"and dataset at submit, and answers the benchmark's polls ({1 / results['plan']['poll']:.0f} a second) "
+      "while it trains. The bare script "
       "pays for its imports on every run; the service once per process.")
     w("")
 

@@ -70,23 +70,26 @@ _CPU_CONTENTION = (
     "Cause found by profiling (py-spy, and A/B runs of this section on the 2-core reference machine): torch "
     "trains with one intra-op thread per core, so while a job trains both cores are busy and the API's threads "
     "wait for CPU time. It is not the GIL: a 1 ms switch interval (sys.setswitchinterval) changed nothing. "
-    "With the server's training threads reniced to +10 the same run gave p99 8.4-9.0 ms (about 2.2x idle) at "
-    "unchanged steps/s; with OMP_NUM_THREADS=1, p99 5.8 ms but slower training. Possible fix in the service: "
-    "lower the job thread's scheduling priority (os.setpriority on its native thread id, before torch starts "
-    "the OpenMP workers that thread then owns)."
+    "Before job threads ran at niceness 10 (app.api.sft_job_manager.JOB_THREAD_NICENESS), p99 was 13-17 ms "
+    "(3.5-4.2x idle); renicing the training threads to +10 by hand gave 8.4-9.0 ms at unchanged steps/s, and "
+    "OMP_NUM_THREADS=1 gave 5.8 ms but slower training. If this is missed again, check that the job thread and "
+    "its OpenMP workers run at niceness 10 (ps -L -o tid,ni,pcpu -p SERVER_PID) and that no other process "
+    "competes for the cores (the other-load figure above)."
 )
 _POLLING = (
     "Cause found by profiling: the service's own per-step work does not show (py-spy: its callbacks are absent "
-    "from the job thread's samples); what the bare script does not have is the client polling "
-    "GET /api/sft/jobs/{id} 20 times a second. Each poll costs the server about 2.5 ms of CPU (routing, "
-    "response validation, JSON, access log), some 5% of a core, and with torch's two threads on both cores that "
-    "time comes out of training. An A/B on one server (4 jobs each, 8 steps, alternating) gave medians of 0.269 "
-    "steps/s polled once a second and 0.251 polled 20 times a second (-7%). This VM's run-to-run noise is of the "
-    "same size (identical runs ranged 0.23-0.28 steps/s), so one pair decides little. Polling less often, or "
-    "following the SSE event stream, leaves training its full speed."
+    "from the job thread's samples); what the bare script does not have is this benchmark polling "
+    "GET /api/sft/jobs/{id} 20 times a second. A poll costs 0.9 ms of server CPU and 0.5 ms of client CPU on an "
+    "idle server (py-spy counted about 2.5 ms of API-thread time per poll while training), and with torch's two "
+    "OpenMP threads on both cores every preemption stalls the step. An A/B on one server (4 jobs each, 8 "
+    "steps, alternating) gave medians of 0.269 steps/s polled once a second and 0.251 polled 20 times a second "
+    "(-7%). This VM's run-to-run noise is of the same size (identical runs ranged 0.23-0.28 steps/s), so one "
+    "pair decides little. Poll less often (bench/run.py --poll 1 shows the difference), or follow the SSE "
+    "event stream."
 )
 KNOWN_CAUSES: dict[str, str] = {
     "steps_ratio": _POLLING,
+    "ttr": "The training part of the gap is the steps/s gap above (the 20 polls a second).",
     "gpu_ratio": _POLLING,
     "p99_job": _CPU_CONTENTION,
     "p99_list": _CPU_CONTENTION,
@@ -666,11 +669,16 @@ def targets(results: dict) -> list[dict[str, Any]]:
         stages = median_stages([r["b"]["stages"] for r in o["runs"]])
         bare = median_stages([{k: r["a"][k] for k in ("import_s", "load_s", "data_s", "build_s", "save_s")}
                               for r in o["runs"]])
+        train_a = median([r["a"]["train_runtime"] for r in o["runs"]])
+        train_b = median([r["b"]["train_runtime"] for r in o["runs"]])
         add("ttr", "overhead", "time to result, service − bare (median)", f"{o['median_extra_ttr_s']:+.1f} s",
             f"≤ +{TARGET_EXTRA_TTR_S:.0f} s", o["median_extra_ttr_s"] <= TARGET_EXTRA_TTR_S,
-            f"service {o['median_b_ttr_s']:.1f} s vs bare {o['median_a_ttr_s']:.1f} s; service stages "
-            + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
-            + "; bare stages " + ", ".join(f"{k} {v:.1f} s" for k, v in bare.items()) + ".")
+            f"service {o['median_b_ttr_s']:.1f} s vs bare {o['median_a_ttr_s']:.1f} s: training (train_runtime) "
+            f"{train_b - train_a:+.1f} s, everything else "
+            f"{(o['median_b_ttr_s'] - train_b) - (o['median_a_ttr_s'] - train_a):+.1f} s (service: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()
+                        if k not in ("build_train_save_s", "server_total_s"))
+            + "; bare: " + ", ".join(f"{k} {v:.1f} s" for k, v in bare.items()) + ").")
     lat = results.get("latency")
     if lat:
         for key, name in (("job", "GET /api/sft/jobs/{id}"), ("list", "GET /api/sft/jobs")):
@@ -738,6 +746,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gpu-model", default=DEFAULT_GPU_MODEL,
                         help="the larger model of the GPU section (Hub id in the local cache, or a directory)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the server and the bare script")
+    parser.add_argument("--poll", type=float, help="seconds between a job's status polls (default 0.05)")
     parser.add_argument("--keep-work", action="store_true", help="keep the work directory (server logs, outputs)")
     for name in ("pairs", "steps", "memory_jobs", "memory_steps", "knob_steps",
                  "latency_idle_requests", "scale_submits", "scale_lists"):
@@ -756,6 +765,9 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             setattr(plan, name, value)
             overridden = True
+    if args.poll is not None:
+        plan.poll = args.poll
+        overridden = True
     if args.scale_levels:
         plan.scale_levels = tuple(int(x) for x in args.scale_levels.split(","))
         overridden = True
