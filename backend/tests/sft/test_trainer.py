@@ -114,7 +114,6 @@ def test_callbacks_fire(tiny_config, tmp_path):
 
 
 def test_wandb_callback_without_wandb_fails_at_construction():
-    pytest.importorskip("pytest")
     try:
         import wandb  # noqa: F401
     except ImportError:
