@@ -102,7 +102,7 @@ NOTES: dict[str, str] = {
     "latency": (
         "The slowest requests while a job runs fall outside its training phase: full garbage collections that "
         "hold the GIL for 0.2-0.5 s over the server's large heap (torch, transformers, TRL): the service's own "
-        "`gc.collect()` in `app.sft.trainer._release_memory` when a job ends, accelerate's "
+        "`gc.collect()` in `app.sft.models.release_memory` when a job ends, accelerate's "
         "`Accelerator.free_memory()` when `Trainer.train` starts, and the dataset tokenisation "
         "(`Dataset.map`) while the trainer is built (py-spy `--gil`). The first job of a server also imports "
         "torch, transformers and TRL in its thread. Freezing the import-time objects (`gc.freeze()` once they "
@@ -112,7 +112,7 @@ NOTES: dict[str, str] = {
         "No model stays alive, but the RSS after a job sits about 1.5 GiB above the ~0.5 GiB of the imports: "
         "glibc keeps the heap the job freed. Calling `malloc_trim(0)` in the server (gdb) after two jobs took "
         "it from 2103 to 573 MiB; the next job grew it back to 2102 MiB. A `malloc_trim(0)` after "
-        "`_release_memory` would hand it back to the system between jobs."
+        "`release_memory` would hand it back to the system between jobs."
     ),
     "knobs": (
         "Packing is slower per token here with bare TRL as well (bench/bare_sft.py --packing: 95 vs 161 "

@@ -7,7 +7,6 @@ model's output through PEFT's ``disable_adapter()``, so comparing with the base 
 
 from __future__ import annotations
 
-import gc
 import re
 import shutil
 import tarfile
@@ -24,7 +23,16 @@ from typing import Any, Literal
 from ..core.errors import InvalidConfig, JobConflict, ServiceError
 from .data import convert_rows, read_rows
 from .errors import DatasetError, ModelError
-from .models import BUNDLED_MODELS, ModelRef, load_model, load_tokenizer, model_load_lock, resolve_model
+from .models import (
+    BUNDLED_MODELS,
+    ModelRef,
+    default_device,
+    load_model,
+    load_tokenizer,
+    model_load_lock,
+    release_memory,
+    resolve_model,
+)
 
 CHECKPOINT_NAME = re.compile(r"^checkpoint-\d+$")
 USABLE_STATUSES = ("completed", "stopped")
@@ -178,15 +186,6 @@ class ModelCache:
                 del self._entries[key]
 
 
-def release_memory() -> None:
-    """Return freed model memory (and the GPU's cached blocks) after models are dropped."""
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def _fingerprint(path: Path) -> int:
     # A new job may reuse an output_dir: the files' times tell a retrained adapter from the cached one.
     return max((p.stat().st_mtime_ns for p in path.iterdir() if p.is_file()), default=0)
@@ -251,13 +250,6 @@ def _load(ref: ModelRef, artifact: Artifact, *, device: str, quantize_4bit: bool
         model.to(device)
     model.eval()
     return model
-
-
-def default_device() -> str:
-    """'cuda' when torch sees a GPU, else 'cpu'."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # Generation

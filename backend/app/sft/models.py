@@ -54,6 +54,24 @@ class ModelRef:
         return _hub_cached(self.path)
 
 
+def default_device() -> str:
+    """'cuda' when torch sees a GPU, else 'cpu'."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def release_memory() -> None:
+    """Return freed model memory (and the GPU's cached blocks) once models are dropped."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def bundled_gguf(alias: str) -> Path:
     """Path of a bundled alias' GGUF file inside its installed package."""
     package, filename = BUNDLED_MODELS[alias]

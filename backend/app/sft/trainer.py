@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import threading
 import time
@@ -14,7 +13,7 @@ from .callbacks import EventSink, ReportingCallback, StopCallback
 from .config import SFTConfig
 from .errors import ConfigError
 from .data import PreparedData, prepare_datasets
-from .models import load_model, load_tokenizer, model_load_lock, resolve_model
+from .models import default_device, load_model, load_tokenizer, model_load_lock, release_memory, resolve_model
 
 def _thread_local_accelerate_state() -> None:
     """Give each thread its own accelerate state (as accelerate does for multithreaded TPUs).
@@ -53,12 +52,6 @@ class SFTResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class SFTTrainer:
@@ -178,7 +171,7 @@ class SFTTrainer:
             )
         finally:
             del trainer
-            _release_memory()
+            release_memory()
 
     def _load(self, precision: str):
         import torch
@@ -231,7 +224,7 @@ class SFTTrainer:
             raise ConfigError(f"the trainer refused this config for {cfg.base_model}: {exc}") from exc
 
     def _stopped_before_training(self, started: float, data: PreparedData | None = None) -> SFTResult:
-        _release_memory()
+        release_memory()
         return SFTResult(
             train_loss=None,
             eval_loss=None,
@@ -254,14 +247,6 @@ def _last(history: list[dict[str, Any]], key: str) -> float | None:
         if key in entry:
             return float(entry[key])
     return None
-
-
-def _release_memory() -> None:
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def list_checkpoints(output_dir: str | Path) -> list[dict[str, Any]]:
