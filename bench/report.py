@@ -72,6 +72,14 @@ def _targets_of(w, results: dict, section: str) -> None:
         w("")
 
 
+def _wait_text(poll: float | None) -> str:
+    """How the benchmark waited for a service job, for the report."""
+    if poll is None:
+        return ("the job's terminal event on its SSE stream (`GET /api/sft/jobs/{id}/events` with "
+                "`Accept: text/event-stream`, opened right after the submit, as a client watching a job does)")
+    return f"the status poll (`GET /api/sft/jobs/{{id}}` every {poll * 1000:.0f} ms) that sees `completed`"
+
+
 def _not_run(w, results: dict, section: str) -> bool:
     if section in results and results[section]:
         return False
@@ -132,8 +140,7 @@ def _overhead(w, results: dict) -> None:
       "the completion only, a log every step).")
     w("")
     w("- *Time to result*: (a) launch of the script's process to its JSON line (imports, load, train, save); "
-      f"(b) just before `POST /api/sft/train` to the poll (every {results['plan']['poll'] * 1000:.0f} ms) that "
-      "sees `completed`.")
+      "(b) just before `POST /api/sft/train` to " + _wait_text(results["plan"]["poll"]) + ".")
     w("- *Steps/s*: `global_step / train_runtime` (TRL's training-loop time) for both.")
     w("")
     rows = []
@@ -193,8 +200,8 @@ def _overhead(w, results: dict) -> None:
     w("Differences that remain between (a) and (b), by design: the service runs the trainer in a job thread of "
       "the server process, adds two callbacks (stop at a step boundary; progress, metrics and events into "
       "SQLite and `log.jsonl` at every step, as `logging_steps=1` asks), writes `config.yaml`, checks the model "
-      f"and dataset at submit, and answers the benchmark's polls ({1 / results['plan']['poll']:.0f} a second) "
-      "while it trains. The bare script "
+      "and dataset at submit, and streams the job's events to the benchmark (or answers its polls, with "
+      "`--poll`) while it trains. The bare script "
       "pays for its imports on every run; the service once per process.")
     w("")
 

@@ -139,7 +139,8 @@ class Plan:
     scale_levels: tuple[int, ...] = (0, 100, 1000)
     scale_submits: int = 30
     scale_lists: int = 60
-    poll: float = 0.05
+    #: None: wait for a job by following its SSE event stream; seconds: poll GET /jobs/{id} that often.
+    poll: float | None = None
     sections: tuple[str, ...] = SECTIONS
 
 
@@ -746,7 +747,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gpu-model", default=DEFAULT_GPU_MODEL,
                         help="the larger model of the GPU section (Hub id in the local cache, or a directory)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the server and the bare script")
-    parser.add_argument("--poll", type=float, help="seconds between a job's status polls (default 0.05)")
+    parser.add_argument("--poll", type=float, help="poll a job's status every POLL seconds instead of following its SSE event stream "
+                        "(shows what polling costs the training)")
     parser.add_argument("--keep-work", action="store_true", help="keep the work directory (server logs, outputs)")
     for name in ("pairs", "steps", "memory_jobs", "memory_steps", "knob_steps",
                  "latency_idle_requests", "scale_submits", "scale_lists"):

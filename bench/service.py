@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -181,35 +182,42 @@ class Service:
         response.raise_for_status()
         return response.json()["total"]
 
-    def run_job(self, config: dict[str, Any], *, poll: float = 0.05, timeout: float = 1800.0,
+    def run_job(self, config: dict[str, Any], *, poll: float | None = None, timeout: float = 1800.0,
                 sample_rss: bool = False) -> JobRun:
-        """Submit ``config`` and poll GET /jobs/{id} every ``poll`` s until it ends.
+        """Submit ``config`` and wait for it to end: follow its SSE event stream (as a client watching a
+        job does), or, with ``poll``, poll GET /jobs/{id} every ``poll`` s.
 
-        ``wall_s`` runs from just before the POST to the poll that sees the job ended. With ``sample_rss``,
-        ``peak_rss_mb`` is the server's peak RSS during the run (VmHWM reset before it; sampled at each
-        poll where the reset is not allowed).
+        ``wall_s`` runs from just before the POST to the terminal event (or the poll that sees the job
+        ended). With ``sample_rss``, ``peak_rss_mb`` is the server's peak RSS during the run (VmHWM reset
+        before it; sampled every 50 ms from /proc where the reset is not allowed).
         """
         run = JobRun()
         exact_peak = sample_rss and reset_peak_rss(self.pid)
+        sampler = _RssSampler(self.pid) if sample_rss and not exact_peak else None
         busy, own = machine_busy_seconds(), cpu_seconds(self.pid) + time.process_time()
         started = time.perf_counter()
         run.job_id, run.submit_s = self.submit(config)
-        deadline = time.monotonic() + timeout
-        while True:
+        if poll is None:
+            self._follow_events(run.job_id, timeout=timeout)
+            run.wall_s = time.perf_counter() - started
             job = self.job(run.job_id)
-            if sample_rss:
-                run.peak_rss_mb = max(run.peak_rss_mb or 0.0, self.rss_mb())
-            if job["status"] in TERMINAL:
-                run.wall_s = time.perf_counter() - started
-                run.job = job
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {run.job_id} still {job['status']} after {timeout}s")
-            time.sleep(poll)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                job = self.job(run.job_id)
+                if job["status"] in TERMINAL:
+                    run.wall_s = time.perf_counter() - started
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"job {run.job_id} still {job['status']} after {timeout}s")
+                time.sleep(poll)
+        run.job = job
         others = (machine_busy_seconds() - busy) - (cpu_seconds(self.pid) + time.process_time() - own)
         run.other_cores = max(0.0, others) / run.wall_s
         if exact_peak:
             run.peak_rss_mb = peak_rss_mb(self.pid)
+        elif sampler is not None:
+            run.peak_rss_mb = sampler.stop()
         if job["status"] != "completed":
             raise RuntimeError(f"job {run.job_id} ended {job['status']}: {job.get('error')}")
         run.events = self.events(run.job_id)
@@ -217,6 +225,37 @@ class Service:
         response.raise_for_status()
         run.metrics = response.json()["metrics"]
         return run
+
+    def _follow_events(self, job_id: str, *, timeout: float) -> str:
+        """Read the job's SSE stream until its terminal event; returns that event's type."""
+        headers = {"Accept": "text/event-stream"}
+        with self.client.stream("GET", f"/api/sft/jobs/{job_id}/events", headers=headers,
+                                timeout=httpx.Timeout(60.0, read=timeout)) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if line.startswith("event: ") and line.removeprefix("event: ") in TERMINAL:
+                    return line.removeprefix("event: ")
+        raise RuntimeError(f"the event stream of job {job_id} closed before its terminal event")
+
+
+class _RssSampler:
+    """The peak RSS of ``pid``, sampled from /proc every ``interval`` s in a thread (no request to it)."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        self.pid, self.interval, self.peak = pid, interval, 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, rss_mb(self.pid))
+            self._done.wait(self.interval)
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return max(self.peak, rss_mb(self.pid))
 
 
 @dataclass

@@ -422,6 +422,20 @@ class SFTJobManager:
         self.get_job(job_id)
         return self.store.events(job_id, after=after, limit=limit)
 
+    def last_event_seq(self, job_id: str) -> int:
+        """Number of the job's latest event (0 for none or an unknown job), from memory: cheap to poll."""
+        return self._event_seq.get(job_id, 0)
+
+    def event_cursor(self, job_id: str) -> tuple[int, bool]:
+        """The job's latest event number and whether it has ended (True once deleted), read together.
+
+        ``_finish`` sets a terminal status and writes its terminal event under the manager lock, so a
+        reader that sees the job ended here also sees that event's number.
+        """
+        with self._lock:
+            job = self.jobs.get(job_id)
+            return self._event_seq.get(job_id, 0), job is None or job.status.is_terminal()
+
     def metrics(self, job_id: str) -> list[dict[str, Any]]:
         self.get_job(job_id)
         return self.store.metrics(job_id)

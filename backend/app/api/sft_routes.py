@@ -37,7 +37,7 @@ ERROR_RESPONSES = {
 }
 router = APIRouter(prefix="/api/sft", tags=["sft"], responses=ERROR_RESPONSES)
 
-SSE_POLL_SECONDS = 0.2
+SSE_POLL_SECONDS = 0.05
 SSE_KEEPALIVE_SECONDS = 15.0
 TERMINAL_EVENTS = {"completed", "failed", "stopped"}
 
@@ -150,28 +150,37 @@ async def get_events(
 
 
 async def _event_stream(manager, job_id: str, after: int, request: Request):
+    # Waits on the manager's in-memory event counter (a dict read every SSE_POLL_SECONDS) and reads
+    # the store only when there is something new: a client following a job costs the server next to
+    # nothing and hears of each event within SSE_POLL_SECONDS.
     last = after
     idle = 0.0
     while True:
-        events = await run_in_threadpool(manager.store.events, job_id, after=last, limit=500)
-        for event in events:
-            last = event["seq"]
-            yield f"id: {last}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
-            if event["type"] in TERMINAL_EVENTS:
-                return
-        if not events:
+        if manager.last_event_seq(job_id) > last:
+            events = await run_in_threadpool(manager.store.events, job_id, after=last, limit=500)
+            for event in events:
+                last = event["seq"]
+                yield f"id: {last}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
+                if event["type"] in TERMINAL_EVENTS:
+                    return
+            if events:
+                idle = 0.0
+                continue
+        else:
             job = manager.jobs.get(job_id)
-            if job is None or (job.status.is_terminal() and manager.store.max_event_seq(job_id) <= last):
+            if job is None:
                 return
+            if job.status.is_terminal():
+                newest, ended = await run_in_threadpool(manager.event_cursor, job_id)
+                if ended and newest <= last:
+                    return
             if await request.is_disconnected():
                 return
-            idle += SSE_POLL_SECONDS
-            if idle >= SSE_KEEPALIVE_SECONDS:
-                idle = 0.0
-                yield ": keep-alive\n\n"
-            await asyncio.sleep(SSE_POLL_SECONDS)
-        else:
+        idle += SSE_POLL_SECONDS
+        if idle >= SSE_KEEPALIVE_SECONDS:
             idle = 0.0
+            yield ": keep-alive\n\n"
+        await asyncio.sleep(SSE_POLL_SECONDS)
 
 
 @router.post("/configs", response_model=ConfigSaveResponse)

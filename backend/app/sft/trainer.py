@@ -13,7 +13,15 @@ from .callbacks import EventSink, ReportingCallback, StopCallback
 from .config import SFTConfig
 from .errors import ConfigError
 from .data import PreparedData, prepare_datasets
-from .models import default_device, load_model, load_tokenizer, model_load_lock, release_memory, resolve_model
+from .models import (
+    default_device,
+    load_ml_stack,
+    load_model,
+    load_tokenizer,
+    model_load_lock,
+    release_memory,
+    resolve_model,
+)
 
 def _thread_local_accelerate_state() -> None:
     """Give each thread its own accelerate state (as accelerate does for multithreaded TPUs).
@@ -114,6 +122,7 @@ class SFTTrainer:
         # Setup (first imports of trl, model load, PEFT wrapping, seeding) is not thread-safe in
         # transformers 5, so concurrent jobs set up one at a time; their training steps overlap.
         with model_load_lock:
+            load_ml_stack()
             if self.stop_event.is_set():
                 return self._stopped_before_training(started)
             model, tokenizer = self._load(precision)

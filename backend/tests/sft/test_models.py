@@ -1,5 +1,12 @@
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 
 from app.sft import ModelError
@@ -54,3 +61,50 @@ def test_tokenizer_gets_pad_token_and_chat_template(tiny_model_dir, tmp_path):
     loaded = load_tokenizer(resolve_model(str(bare), cache_dir=tmp_path))
     assert loaded.pad_token == loaded.eos_token
     assert loaded.chat_template == CHATML_TEMPLATE
+
+
+def _run_python(code: str) -> str:
+    backend = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(backend)}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_load_ml_stack_freezes_the_import_heap_once():
+    # A fresh interpreter: in this one, an earlier test has already loaded the stack.
+    out = _run_python("""
+        import gc
+        from app.sft.models import load_ml_stack
+        assert gc.get_freeze_count() == 0
+        load_ml_stack()
+        frozen = gc.get_freeze_count()
+        load_ml_stack()
+        print(frozen, gc.get_freeze_count())
+    """)
+    first, second = map(int, out.split())
+    assert first > 100_000  # torch, transformers, PEFT, TRL: ~500k objects
+    assert second == first
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_release_memory_hands_the_freed_heap_back():
+    out = _run_python("""
+        import torch  # release_memory imports it: importing it after the frees would reuse the heap
+        from app.sft.models import release_memory
+
+        def rss_mb():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+
+        blocks = [bytes(10_000) + bytes([i % 256]) for i in range(20_000)]  # ~200 MB of heap chunks
+        last = blocks[-1]  # pins the top of the heap, so free() alone cannot shrink it
+        del blocks
+        freed = rss_mb()
+        release_memory()
+        print(freed, rss_mb())
+    """)
+    freed, released = map(float, out.split())
+    assert freed - released > 150
