@@ -59,7 +59,7 @@ def _targets_of(w, results: dict, section: str) -> None:
     rows = [t for t in results.get("targets", []) if t["section"] == section]
     note = results.get("notes", {}).get(section)
     if note:
-        w(f"*Found by profiling when this harness was written:* {note}")
+        w(f"*Found by profiling (not re-measured by this run):* {note}")
         w("")
     if not rows:
         return

@@ -77,19 +77,16 @@ _CPU_CONTENTION = (
     "competes for the cores (the other-load figure above)."
 )
 _POLLING = (
-    "Cause found by profiling: the service's own per-step work does not show (py-spy: its callbacks are absent "
-    "from the job thread's samples); what the bare script does not have is this benchmark polling "
-    "GET /api/sft/jobs/{id} 20 times a second. A poll costs 0.9 ms of server CPU and 0.5 ms of client CPU on an "
-    "idle server (py-spy counted about 2.5 ms of API-thread time per poll while training), and with torch's two "
-    "OpenMP threads on both cores every preemption stalls the step. An A/B on one server (4 jobs each, 8 "
-    "steps, alternating) gave medians of 0.269 steps/s polled once a second and 0.251 polled 20 times a second "
-    "(-7%). This VM's run-to-run noise is of the same size (identical runs ranged 0.23-0.28 steps/s), so one "
-    "pair decides little. Poll less often (bench/run.py --poll 1 shows the difference), or follow the SSE "
-    "event stream."
+    "Causes found by profiling: the service's own per-step work does not show (py-spy: its callbacks are "
+    "absent from the job thread's samples). Polling does: a GET /api/sft/jobs/{id} costs about 2.5 ms of API-"
+    "thread time while a job trains, and with torch's OpenMP threads on both cores every preemption stalls "
+    "the step (20 polls a second: 0.90 and +3.7 s in an earlier run of this harness). If the benchmark ran "
+    "with --poll, that is the cost shown. Otherwise check the other-load column: this VM's run-to-run noise "
+    "(identical runs ranged 0.23-0.28 steps/s) is as large as the target's margin."
 )
 KNOWN_CAUSES: dict[str, str] = {
     "steps_ratio": _POLLING,
-    "ttr": "The training part of the gap is the steps/s gap above (the 20 polls a second).",
+    "ttr": "The training part of the gap is the steps/s gap above.",
     "gpu_ratio": _POLLING,
     "p99_job": _CPU_CONTENTION,
     "p99_list": _CPU_CONTENTION,
@@ -99,20 +96,26 @@ KNOWN_CAUSES: dict[str, str] = {
 
 #: What profiling found beyond the targets, shown under the sections they explain (not re-measured each run).
 NOTES: dict[str, str] = {
+    "overhead": (
+        "Earlier runs of this harness polled the job's status 20 times a second instead of following its "
+        "event stream and measured 0.90 steps/s ratio and +3.7 s to result (both missed): with the job "
+        "threads at niceness 10, so that API requests stay fast while a job trains, every poll takes CPU "
+        "from the training step. A client that polls once a second, or follows the SSE stream as this "
+        "benchmark does now, does not pay it; `bench/run.py --poll 0.05` measures it again."
+    ),
     "latency": (
-        "The slowest requests while a job runs fall outside its training phase: full garbage collections that "
-        "hold the GIL for 0.2-0.5 s over the server's large heap (torch, transformers, TRL): the service's own "
-        "`gc.collect()` in `app.sft.models.release_memory` when a job ends, accelerate's "
-        "`Accelerator.free_memory()` when `Trainer.train` starts, and the dataset tokenisation "
-        "(`Dataset.map`) while the trainer is built (py-spy `--gil`). The first job of a server also imports "
-        "torch, transformers and TRL in its thread. Freezing the import-time objects (`gc.freeze()` once they "
-        "are loaded) would shorten those collections; not tried."
+        "Full garbage collections over the server's heap (~500k objects once torch, transformers and TRL "
+        "are imported) held the GIL for 0.2-0.5 s each: accelerate's `Accelerator.free_memory()` when "
+        "`Trainer.train` starts and the service's `gc.collect()` when a job ends (py-spy `--gil`); requests "
+        "waited up to 575 ms outside the training phase. `app.sft.models.load_ml_stack` now freezes the "
+        "import-time objects (`gc.freeze()`) before the first model is created, so later collections skip "
+        "them (0.25 s to microseconds in isolation). What remains slow is the first job of a server: it "
+        "imports the stack in its thread and runs the one collection before the freeze."
     ),
     "memory": (
-        "No model stays alive, but the RSS after a job sits about 1.5 GiB above the ~0.5 GiB of the imports: "
-        "glibc keeps the heap the job freed. Calling `malloc_trim(0)` in the server (gdb) after two jobs took "
-        "it from 2103 to 573 MiB; the next job grew it back to 2102 MiB. A `malloc_trim(0)` after "
-        "`release_memory` would hand it back to the system between jobs."
+        "Before `release_memory` called `malloc_trim(0)`, no model stayed alive but the RSS after a job sat "
+        "at about 2.1 GiB (glibc kept the heap the job freed); calling it by hand in the server (gdb) took "
+        "it to 573 MiB. The service now does it after every job."
     ),
     "knobs": (
         "Packing is slower per token here with bare TRL as well (bench/bare_sft.py --packing: 95 vs 161 "
