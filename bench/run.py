@@ -130,7 +130,7 @@ class Plan:
     """How much of everything to run."""
 
     mode: str
-    # At ~4.5 s a step on 2 cores, the 3 pairs of 20 steps take about 7 of make bench's 13 minutes; the
+    # At ~3.7 s a step on 2 cores, the 3 pairs of 20 steps take about 8 of make bench's 12 minutes; the
     # other sections run as few steps as their figures need.
     pairs: int = 3
     steps: int = 20
