@@ -122,3 +122,17 @@ def test_stream_of_a_missing_job_is_404(manager, serve):
     response = httpx.get(f"{base}/api/sft/jobs/nope/events", headers=SSE, timeout=15)
     assert response.status_code == 404
     assert response.json() == {"detail": "Job nope not found"}
+
+
+def test_event_cursor_sees_the_terminal_event_with_the_terminal_status(manager, gate, fake_config):
+    # What the stream relies on to close: once the cursor says "ended", the terminal event is counted.
+    job_id = manager.submit(fake_config).job_id
+    wait_for(lambda: job_id in gate.running, timeout=10, message="the job to run")
+    assert manager.event_cursor(job_id) == (3, False)  # created, queued, started
+    assert manager.last_event_seq(job_id) == 3
+    gate.release(job_id)
+    wait_for(lambda: manager.event_cursor(job_id)[1], timeout=10, message="the job to end")
+    newest, ended = manager.event_cursor(job_id)
+    assert manager.events(job_id, after=newest - 1)[0]["type"] == "completed"
+    manager.delete_job(job_id)
+    assert manager.event_cursor(job_id) == (0, True)
