@@ -23,6 +23,7 @@ from .models import (
     resolve_model,
 )
 
+
 def _thread_local_accelerate_state() -> None:
     """Give each thread its own accelerate state (as accelerate does for multithreaded TPUs).
 
