@@ -98,3 +98,19 @@ def test_bare_baseline_gives_trl_what_the_service_gives_it():
                                          batch_size=8, max_length=256, seed=42, precision="fp32", packing=packing,
                                          gradient_checkpointing=checkpointing, use_cpu=True))
         assert bare.to_dict() == service.to_dict()
+
+
+def test_smoke_waits_on_the_event_stream_and_poll_mode_still_works(smoke, tiny_model_dir, tmp_path):
+    report, results = smoke
+    assert results["plan"]["poll"] is None
+    assert "to the job's terminal event on its SSE stream" in report
+
+    polled = tmp_path / "polled.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFT_")}
+    process = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--smoke", "--tiny-model", str(tiny_model_dir), "--sections",
+         "overhead", "--poll", "0.02", "--out", str(polled)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert process.returncode == 0, process.stderr[-4000:]
+    assert "to the status poll (`GET /api/sft/jobs/{id}` every 20 ms) that sees `completed`" in polled.read_text()
