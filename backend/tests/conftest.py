@@ -27,6 +27,14 @@ def _one_torch_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture
+def unreachable_hub(monkeypatch):
+    """Point the Hub client at a closed local port: "unreachable" on any machine, network or not."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     return build_tiny_model(_SESSION_DIR / "tiny-model")

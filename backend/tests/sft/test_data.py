@@ -181,7 +181,7 @@ def test_bundled_demo_dataset_parses():
     assert check_dataset("bundled:json-extract", "eval") == "messages"
 
 
-def test_unreachable_hub_fails_fast_and_says_so():
+def test_unreachable_hub_fails_fast_and_says_so(unreachable_hub):
     import time
 
     started = time.monotonic()

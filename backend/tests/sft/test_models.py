@@ -42,8 +42,7 @@ def test_missing_local_path(tmp_path):
         resolve_model("./no/such/model", cache_dir=tmp_path)
 
 
-def test_unreachable_hub_says_so(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_unreachable_hub_says_so(tmp_path, unreachable_hub):
     with pytest.raises(ModelError) as info:
         check_model("someone/not-cached-model", cache_dir=tmp_path)
     assert "is not in the local Hugging Face cache and the Hub could not be reached" in str(info.value)
