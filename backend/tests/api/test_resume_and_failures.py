@@ -25,8 +25,16 @@ class StopAtStep(SFTCallback):
             self.job.stop_event.set()
 
 
-def make_manager(settings, tmp_path, **kwargs) -> SFTJobManager:
-    return SFTJobManager(settings=settings, store=SQLiteStore(tmp_path / "jobs.db"), **kwargs)
+@pytest.fixture
+def training_manager(make_manager):
+    """``training_manager(**kwargs)``: a manager with the real trainer and pre-flight, wound down after the test."""
+
+    def make(**kwargs) -> SFTJobManager:
+        kwargs.setdefault("runner", None)  # None: the manager's own trainer
+        kwargs.setdefault("preflight", True)
+        return make_manager(**kwargs)
+
+    return make
 
 
 def run_stopped_at(manager, config, step):
@@ -41,8 +49,8 @@ def loss_by_step(points):
     return {p["step"]: p["loss"] for p in points if "loss" in p}
 
 
-def test_resume_continues_the_loss_curve(settings, tmp_path, tiny_config):
-    manager = make_manager(settings, tmp_path)
+def test_resume_continues_the_loss_curve(training_manager, tiny_config):
+    manager = training_manager()
     config = {**tiny_config, "max_steps": 10}
     reference = manager.wait_for_job(manager.submit(config).job_id, timeout=120)
     assert reference["status"] == "completed"
@@ -69,23 +77,25 @@ def test_resume_continues_the_loss_curve(settings, tmp_path, tiny_config):
     assert "resumed" in types and types[-1] == "completed"
 
 
-def test_resume_refuses_running_and_completed(settings, tmp_path, tiny_config):
+def test_resume_refuses_running_and_completed(training_manager, make_manager, tmp_path, tiny_config, fake_config):
     from app.core.errors import JobConflict
 
-    manager = make_manager(settings, tmp_path)
+    manager = training_manager()
     done = manager.wait_for_job(manager.submit(tiny_config).job_id, timeout=120)
     with pytest.raises(JobConflict, match=f"Job {done['job_id']} is completed; only a stopped or failed job"):
         manager.resume_job(done["job_id"])
 
+    held = make_manager(store=SQLiteStore(tmp_path / "held.db"))  # its GateRunner holds the job running
+    running = held.submit(fake_config).job_id
+    wait_for(lambda: running in held.runner.running, message="the job to run")
+    with pytest.raises(JobConflict, match=f"Job {running} is running; only a stopped or failed job"):
+        held.resume_job(running)
 
-def test_resume_route_and_checkpoints_route(settings, tmp_path, tiny_config):
-    from fastapi.testclient import TestClient
 
-    from app.main import create_app
-
-    manager = make_manager(settings, tmp_path)
+def test_resume_route_and_checkpoints_route(training_manager, client_for, tiny_config):
+    manager = training_manager()
     stopped = run_stopped_at(manager, {**tiny_config, "max_steps": 6}, 2)
-    client = TestClient(create_app(manager))
+    client = client_for(manager)
     listed = client.get(f"/api/sft/jobs/{stopped['job_id']}/checkpoints").json()["checkpoints"]
     assert [c["step"] for c in listed] == [2]
     response = client.post(f"/api/sft/jobs/{stopped['job_id']}/resume")
@@ -96,9 +106,10 @@ def test_resume_route_and_checkpoints_route(settings, tmp_path, tiny_config):
     assert client.post("/api/sft/jobs/nope/resume").json() == {"detail": "Job nope not found"}
 
 
-def _leave_running(settings, tmp_path, tiny_config) -> str:
-    """Record a job as running, as a process killed mid-training leaves it."""
-    manager = make_manager(settings, tmp_path, preflight=False, runner=lambda job, emit: {})
+def _leave_running(settings, db_path, tiny_config) -> str:
+    """Record a job as running, as a process killed mid-training leaves it (no thread ever starts)."""
+    manager = SFTJobManager(settings=settings, store=SQLiteStore(db_path), preflight=False,
+                            runner=lambda job, emit: {})
     job_id = manager.create_job(tiny_config)
     manager.store.update_job(job_id, status="running", attempts=[
         {"attempt": 1, "started_at": "t", "ended_at": None, "status": None, "resumed_from_step": None}])
@@ -106,9 +117,9 @@ def _leave_running(settings, tmp_path, tiny_config) -> str:
     return job_id
 
 
-def test_interrupted_job_resumes_after_restart(settings, tmp_path, tiny_config):
-    job_id = _leave_running(settings, tmp_path, tiny_config)
-    restarted = make_manager(settings, tmp_path)
+def test_interrupted_job_resumes_after_restart(training_manager, settings, db_path, tiny_config):
+    job_id = _leave_running(settings, db_path, tiny_config)
+    restarted = training_manager()
     final = restarted.wait_for_job(job_id, timeout=120)
     assert final["status"] == "completed"
     assert [a["status"] for a in final["attempts"]] == ["interrupted", "completed"]
@@ -116,10 +127,10 @@ def test_interrupted_job_resumes_after_restart(settings, tmp_path, tiny_config):
     assert types.index("interrupted") < types.index("resumed") < types.index("completed")
 
 
-def test_interrupted_job_fails_without_auto_resume(tmp_path, tiny_config, settings):
-    job_id = _leave_running(settings, tmp_path, tiny_config)
+def test_interrupted_job_fails_without_auto_resume(training_manager, settings, db_path, tiny_config):
+    job_id = _leave_running(settings, db_path, tiny_config)
     no_resume = Settings(**{**settings.model_dump(), "auto_resume_interrupted": False})
-    restarted = make_manager(no_resume, tmp_path)
+    restarted = training_manager(settings=no_resume)
     status = restarted.get_job_status(job_id)
     assert status["status"] == "failed" and status["error"] == INTERRUPTED_ERROR
     assert status["error_detail"]["category"] == "interrupted"
@@ -134,8 +145,8 @@ def failed(manager, config):
     return status
 
 
-def test_dataset_failure(settings, tmp_path, tiny_config, chat_jsonl):
-    manager = make_manager(settings, tmp_path)
+def test_dataset_failure(training_manager, tiny_config, chat_jsonl):
+    manager = training_manager()
     job_id = manager.create_job(tiny_config)
     chat_jsonl.write_text('{"messages": "not a list"}\n')  # the file changes after the pre-flight
     manager.start_job(job_id)
@@ -145,8 +156,8 @@ def test_dataset_failure(settings, tmp_path, tiny_config, chat_jsonl):
     assert status["error_detail"]["log_tail"]
 
 
-def test_model_failure(settings, tmp_path, tiny_config):
-    manager = make_manager(settings, tmp_path, preflight=False)
+def test_model_failure(training_manager, tmp_path, tiny_config):
+    manager = training_manager(preflight=False)
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
@@ -155,8 +166,8 @@ def test_model_failure(settings, tmp_path, tiny_config):
     assert status["error"].startswith(f"could not load the tokenizer from {broken}")
 
 
-def test_config_failure(settings, tmp_path, tiny_config):
-    manager = make_manager(settings, tmp_path)
+def test_config_failure(training_manager, tiny_config):
+    manager = training_manager()
     status = failed(manager, {**tiny_config, "lora_target_modules": ["no_such_proj"]})
     assert status["error_detail"]["category"] == "config"
     assert "the trainer refused this config" in status["error"] and "no_such_proj" in status["error"]
@@ -168,22 +179,22 @@ def _raising(exc):
     return runner
 
 
-def test_out_of_memory_failure(settings, tmp_path, tiny_config):
-    manager = make_manager(settings, tmp_path, runner=_raising(MemoryError("CPU RAM exhausted")))
+def test_out_of_memory_failure(training_manager, tiny_config):
+    manager = training_manager(runner=_raising(MemoryError("CPU RAM exhausted")))
     status = failed(manager, tiny_config)
     assert status["error_detail"]["category"] == "out_of_memory"
     assert status["error"].startswith("out of memory: CPU RAM exhausted. Lower per_device_train_batch_size")
 
 
-def test_internal_failure(settings, tmp_path, tiny_config):
-    manager = make_manager(settings, tmp_path, runner=_raising(RuntimeError("boom")))
+def test_internal_failure(training_manager, tiny_config):
+    manager = training_manager(runner=_raising(RuntimeError("boom")))
     status = failed(manager, tiny_config)
     assert status["error_detail"]["category"] == "internal" and status["error"] == "RuntimeError: boom"
     assert manager.get_job(status["job_id"]).status is JobStatus.FAILED
 
 
-def test_progress_while_training(settings, tmp_path, tiny_config):
-    manager = make_manager(settings, tmp_path)
+def test_progress_while_training(training_manager, tiny_config):
+    manager = training_manager()
     final = manager.wait_for_job(manager.submit({**tiny_config, "max_steps": 6}).job_id, timeout=120)
     progress = final["progress"]
     assert progress["current_step"] == 6 and progress["max_steps"] == 6 and progress["percent"] == 100.0
