@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from ..core import joblogs
 from ..core.errors import ConfigNotFound, InvalidConfig, JobConflict, JobNotFound
 from ..core.settings import Settings, settings as default_settings
+from ..sft.checkpoints import latest_checkpoint, list_checkpoints
 from ..sft.config import SFTConfig
 from ..sft.data import check_dataset
 from ..sft.errors import DatasetError, ModelError, SFTError
@@ -330,8 +331,6 @@ class SFTJobManager:
 
     def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
         """The job's checkpoints, oldest first."""
-        from ..sft.trainer import list_checkpoints
-
         return list_checkpoints(self.get_job(job_id).output_dir)
 
     def _requeue(self, job: SFTJob, *, attempt_status: str | None, reason: str) -> None:
@@ -343,8 +342,8 @@ class SFTJobManager:
         job.error = None
         job.error_detail = None
         job.stop_event = threading.Event()
-        latest = self._latest_checkpoint(job)
-        where = f"from checkpoint {Path(latest['path']).name} (step {latest['step']})" if latest \
+        latest = latest_checkpoint(job.output_dir)
+        where = f"from checkpoint {latest[1].name} (step {latest[0]})" if latest \
             else "from the first step (no checkpoint)"
         self.store.update_job(job.job_id, status=job.status.value, completed_at=None, error=None,
                               error_detail=None, attempts=job.attempts)
@@ -353,12 +352,6 @@ class SFTJobManager:
         self._emit(job, "resumed", f"{reason}: resuming {where}")
         self._queue.append(job.job_id)
         self._update_queue_positions()
-
-    def _latest_checkpoint(self, job: SFTJob) -> dict[str, Any] | None:
-        from ..sft.trainer import list_checkpoints
-
-        found = list_checkpoints(job.output_dir)
-        return found[-1] if found else None
 
     def get_job(self, job_id: str) -> SFTJob:
         """The job object. Raises JobNotFound."""
@@ -551,10 +544,10 @@ class SFTJobManager:
             job.status = JobStatus.RUNNING
             job.started_at = job.started_at or utcnow()
             job.queue_position = None
-            resume = self._latest_checkpoint(job) if job.attempts else None
-            job.resume_from = resume["path"] if resume else None
+            resume = latest_checkpoint(job.output_dir) if job.attempts else None
+            job.resume_from = str(resume[1]) if resume else None
             job.attempts.append({"attempt": len(job.attempts) + 1, "started_at": utcnow(), "ended_at": None,
-                                 "status": None, "resumed_from_step": resume["step"] if resume else None})
+                                 "status": None, "resumed_from_step": resume[0] if resume else None})
             job.progress = {"phase": "starting"}
             self.store.update_job(job.job_id, status=job.status.value, started_at=job.started_at,
                                   attempts=job.attempts, progress=job.progress)

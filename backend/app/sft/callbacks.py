@@ -11,6 +11,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from .checkpoints import eval_loss_at
 from .errors import ConfigError
 
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -71,8 +72,8 @@ class CheckpointCallback(SFTCallback):
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if not path.exists():
             return
-        eval_losses = [e["eval_loss"] for e in state.log_history if "eval_loss" in e and e.get("step") == state.global_step]
-        score = eval_losses[-1] if eval_losses else float("inf")
+        score = eval_loss_at(state.log_history, state.global_step)
+        score = float("inf") if score is None else score
         self.kept = [entry for entry in self.kept if entry[2] != path]
         self.kept.append((score, -state.global_step, path))
         self.kept.sort(key=lambda entry: (entry[0], entry[1]))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..core.errors import InvalidConfig, JobConflict, ServiceError
+from .checkpoints import list_checkpoints
 from .data import convert_rows, read_rows
 from .errors import DatasetError, ModelError
 from .models import (
@@ -109,8 +110,6 @@ def checkpoint_dir(job_id: str, output_dir: Path, name: str, *, kind: str) -> Pa
     path = output_dir / "checkpoints" / name
     if CHECKPOINT_NAME.match(name) and (path / marker).is_file():
         return path
-    from .trainer import list_checkpoints
-
     available = [Path(c["path"]).name for c in list_checkpoints(output_dir)]
     hint = f"available: {', '.join(available)}" if available else "it saved none; set save_steps to keep some"
     raise CheckpointNotFound(f"Checkpoint {name!r} not found for job {job_id} ({hint})")

@@ -29,7 +29,6 @@ CHATML_TEMPLATE = (
 )
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-_conversion_lock = threading.Lock()
 #: transformers 5's from_pretrained swaps torch's init functions and PreTrainedModel methods for the
 #: whole process while it loads; two threads loading at once restore each other's patches wrongly
 #: (models left on the meta device: "Cannot copy out of meta tensor"). Every load takes this lock;
@@ -199,7 +198,8 @@ def ensure_converted(ref: ModelRef) -> None:
         return
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with _conversion_lock:
+    # A conversion is a model load: it takes the same lock (a training job already holds it here).
+    with model_load_lock:
         if ref.ready:
             return
         target = Path(ref.path)
@@ -208,8 +208,7 @@ def ensure_converted(ref: ModelRef) -> None:
         try:
             folder, name = str(ref.gguf_file.parent), ref.gguf_file.name
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-            with model_load_lock:
-                model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
         except Exception as exc:
             raise ModelError(f"could not read the GGUF file {ref.gguf_file}: {exc}") from exc
         # transformers dequantises GGUF weights to fp32 on load but keeps a "gguf" quantizer marker,

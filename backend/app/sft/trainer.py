@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .callbacks import EventSink, ReportingCallback, StopCallback
+from .checkpoints import eval_loss_at
 from .config import SFTConfig
 from .errors import ConfigError
 from .data import PreparedData, prepare_datasets
@@ -153,13 +154,10 @@ class SFTTrainer:
             state = trainer.state
             eval_loss = None
             if data.eval is not None:
-                evaluated_now = [e["eval_loss"] for e in state.log_history
-                                 if "eval_loss" in e and e.get("step") == state.global_step]
-                if evaluated_now:
-                    eval_loss = float(evaluated_now[-1])
-                elif not stop.stopped:
+                eval_loss = eval_loss_at(state.log_history, state.global_step)
+                if eval_loss is None and not stop.stopped:
                     eval_loss = float(trainer.evaluate()["eval_loss"])
-                else:
+                elif eval_loss is None:
                     eval_loss = _last(state.log_history, "eval_loss")
             runtime = float(output.metrics.get("train_runtime", time.perf_counter() - started))
             tokens = _last(state.log_history, "num_tokens")
@@ -257,25 +255,6 @@ def _last(history: list[dict[str, Any]], key: str) -> float | None:
         if key in entry:
             return float(entry[key])
     return None
-
-
-def list_checkpoints(output_dir: str | Path) -> list[dict[str, Any]]:
-    """Checkpoints under ``output_dir/checkpoints``, oldest first: step, path, eval_loss, created_at."""
-    from datetime import datetime, timezone
-
-    folder = Path(output_dir) / "checkpoints"
-    found = []
-    for path in folder.glob("checkpoint-*"):
-        state_file = path / "trainer_state.json"
-        if not path.name.removeprefix("checkpoint-").isdigit() or not state_file.exists():
-            continue  # a checkpoint still being written has no trainer_state.json yet
-        step = int(path.name.removeprefix("checkpoint-"))
-        history = json.loads(state_file.read_text()).get("log_history", [])
-        eval_losses = [e["eval_loss"] for e in history if "eval_loss" in e and e.get("step") == step]
-        created = datetime.fromtimestamp(state_file.stat().st_mtime, timezone.utc).isoformat()
-        found.append({"step": step, "path": str(path), "eval_loss": eval_losses[-1] if eval_losses else None,
-                      "created_at": created})
-    return sorted(found, key=lambda c: c["step"])
 
 
 def read_log(output_dir: str | Path) -> list[dict[str, Any]]:
