@@ -32,7 +32,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?
 #: transformers 5's from_pretrained swaps torch's init functions and PreTrainedModel methods for the
 #: whole process while it loads; two threads loading at once restore each other's patches wrongly
 #: (models left on the meta device: "Cannot copy out of meta tensor"). Every load takes this lock;
-#: a training job holds it through its whole setup (see trainer.py).
+#: a training job holds it while it loads its model and builds its trainer (see trainer.py).
 model_load_lock = threading.RLock()
 _stack_lock = threading.Lock()
 _stack_loaded = False

@@ -16,7 +16,6 @@ from .errors import ConfigError
 from .data import PreparedData, prepare_datasets
 from .models import (
     default_device,
-    load_ml_stack,
     load_model,
     load_tokenizer,
     model_load_lock,
@@ -121,26 +120,27 @@ class SFTTrainer:
         precision = cfg.resolve_precision(self.device)
 
         self._emit("phase", {"phase": "loading_model"})
-        # Setup (first imports of trl, model load, PEFT wrapping, seeding) is not thread-safe in
-        # transformers 5, so concurrent jobs set up one at a time; their training steps overlap.
+        # Model loading and building the trainer (first imports of trl, PEFT wrapping, seeding) are not
+        # thread-safe in transformers 5, so concurrent jobs (and /generate's loads) take turns at them;
+        # reading the data, and the training steps, overlap.
         with model_load_lock:
-            load_ml_stack()
             if self.stop_event.is_set():
                 return self._stopped_before_training(started)
             model, tokenizer = self._load(precision)
-            self._emit("model_loaded", {"base_model": cfg.base_model, "parameters": model.num_parameters()})
-            if self.stop_event.is_set():
-                return self._stopped_before_training(started)
+        self._emit("model_loaded", {"base_model": cfg.base_model, "parameters": model.num_parameters()})
+        if self.stop_event.is_set():
+            return self._stopped_before_training(started)
 
-            self._emit("phase", {"phase": "preparing_dataset"})
-            data = prepare_datasets(cfg, allowed_roots=self.allowed_dataset_roots)
-            self._emit("dataset_ready", {"dataset_format": data.dataset_format, "train_rows": data.train_rows,
-                                         "eval_rows": data.eval_rows})
-            if self.stop_event.is_set():
-                return self._stopped_before_training(started, data)
+        self._emit("phase", {"phase": "preparing_dataset"})
+        data = prepare_datasets(cfg, allowed_roots=self.allowed_dataset_roots)
+        self._emit("dataset_ready", {"dataset_format": data.dataset_format, "train_rows": data.train_rows,
+                                     "eval_rows": data.eval_rows})
+        if self.stop_event.is_set():
+            return self._stopped_before_training(started, data)
 
+        with model_load_lock:
             trainer = self._build_trainer(model, tokenizer, data)
-            del model
+        del model
         self._emit("phase", {"phase": "training"})
         stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopCallback))
         try:
