@@ -30,13 +30,12 @@ from ..sft.checkpoints import latest_checkpoint, list_checkpoints
 from ..sft.config import SFTConfig
 from ..sft.data import check_dataset
 from ..sft.errors import DatasetError, ModelError, SFTError
-from ..sft.models import check_model
+from ..sft.models import check_model, default_device
 from ..store import SQLiteStore
 
 logger = logging.getLogger(__name__)
 
 INTERRUPTED_ERROR = "interrupted: the server stopped while this job was running"
-INTERRUPTED_DETAIL = {"category": "interrupted", "message": INTERRUPTED_ERROR, "log_tail": []}
 
 
 class JobStatus(str, Enum):
@@ -209,7 +208,8 @@ class SFTJobManager:
                 if self.settings.auto_resume_interrupted and job.status is JobStatus.RUNNING:
                     self._requeue(job, attempt_status="interrupted", reason=INTERRUPTED_ERROR)
                 else:
-                    self._finish(job, JobStatus.FAILED, error=INTERRUPTED_ERROR, error_detail=INTERRUPTED_DETAIL)
+                    self._finish(job, JobStatus.FAILED, error=INTERRUPTED_ERROR,
+                                 error_detail={"category": "interrupted", "message": INTERRUPTED_ERROR, "log_tail": []})
             elif job.status is JobStatus.PENDING:
                 self._queue.append(job.job_id)
         self._next_seq = self.store.max_job_seq()
@@ -490,7 +490,7 @@ class SFTJobManager:
                 "config.trust_remote_code: this server does not allow remote code (set SFT_ALLOW_REMOTE_CODE=true)"
             )
         try:
-            config.resolve_precision(_device())
+            config.resolve_precision(default_device())
         except SFTError as exc:
             raise InvalidConfig(f"config.precision: {exc}") from None
         if self.preflight:
@@ -640,16 +640,12 @@ class SFTJobManager:
             self._emit(job, "dataset_ready", f"Dataset ready: {payload['train_rows']} training rows, "
                        f"{payload['eval_rows']} eval rows ({payload['dataset_format']})", data=payload)
         elif kind == "training_started":
-            max_steps = payload["max_steps"]
-            progress.update(phase="training", current_step=payload["global_step"], max_steps=max_steps,
-                            percent=round(100.0 * payload["global_step"] / max_steps, 1) if max_steps else None,
-                            started_monotonic=time.monotonic(), start_step=payload["global_step"])
+            cfg = job.sft_config
+            progress.update(phase="training", started_monotonic=time.monotonic(), start_step=payload["global_step"],
+                            rows_per_step=cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps)
+            _update_step_progress(progress, {"step": payload["global_step"], "max_steps": payload["max_steps"]})
         elif kind == "step":
             _update_step_progress(progress, payload)
-            if progress.get("steps_per_second"):
-                rows_per_step = job.config.get("per_device_train_batch_size", 4) * job.config.get(
-                    "gradient_accumulation_steps", 1)
-                progress["samples_per_second"] = round(progress["steps_per_second"] * rows_per_step, 2)
         elif kind in ("metrics", "eval"):
             self._record_metrics(job, kind, payload)
         elif kind == "checkpoint_saved":
@@ -733,13 +729,19 @@ def _update_step_progress(progress: dict[str, Any], payload: dict[str, Any]) -> 
         elapsed = time.monotonic() - started
         progress["eta_seconds"] = round(elapsed / done * max(max_steps - step, 0), 1)
         progress["steps_per_second"] = round(done / elapsed, 3) if elapsed > 0 else None
+        if progress["steps_per_second"] and progress.get("rows_per_step"):
+            progress["samples_per_second"] = round(progress["steps_per_second"] * progress["rows_per_step"], 2)
         if progress.get("tokens_seen"):
             progress["tokens_per_second"] = round(progress["tokens_seen"] / elapsed, 1)
 
 
+#: Progress keys the manager keeps for its own arithmetic, not shown to users.
+_PRIVATE_PROGRESS = ("started_monotonic", "start_step", "rows_per_step")
+
+
 def _public_progress(progress: dict[str, Any]) -> dict[str, Any]:
     snapshot = dict(progress)  # one C-level copy: the job's thread may be adding keys meanwhile
-    return {k: v for k, v in snapshot.items() if k not in ("started_monotonic", "start_step")}
+    return {k: v for k, v in snapshot.items() if k not in _PRIVATE_PROGRESS}
 
 
 def classify_error(exc: BaseException) -> dict[str, Any]:
@@ -793,22 +795,6 @@ def _check_partial_config(config: dict[str, Any]) -> None:
 
 def _hash(value: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-_DEVICE: str | None = None
-
-
-def _device() -> str:
-    """'cuda' when torch sees a GPU. Cached; torch is only imported when a CUDA driver exists."""
-    global _DEVICE
-    if _DEVICE is None:
-        if Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists():
-            import torch
-
-            _DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-        else:
-            _DEVICE = "cpu"
-    return _DEVICE
 
 
 _default_manager: SFTJobManager | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import importlib.util
 import re
@@ -57,8 +58,12 @@ class ModelRef:
         return _hub_cached(self.path)
 
 
+@functools.cache
 def default_device() -> str:
-    """'cuda' when torch sees a GPU, else 'cpu'."""
+    """'cuda' when torch sees a GPU, else 'cpu'. Cached; torch is only imported when a CUDA driver exists
+    (the API's pre-flight asks, and must not import torch on a machine without a GPU)."""
+    if not (Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists()):
+        return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
