@@ -1,4 +1,4 @@
-"""Typed dependencies: the manager, and a job looked up once (404 naming the id)."""
+"""Typed dependencies: the manager, the generation model cache, and a job looked up once (404 naming the id)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ..sft.inference import ModelCache
 from .sft_job_manager import SFTJob, SFTJobManager, get_sft_job_manager
 
 
@@ -15,6 +16,13 @@ def get_manager(request: Request) -> SFTJobManager:
 
 
 ManagerDep = Annotated[SFTJobManager, Depends(get_manager)]
+
+
+def get_model_cache(request: Request) -> ModelCache:
+    return request.app.state.model_cache  # create_app makes it
+
+
+CacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 
 
 def valid_job(job_id: str, manager: ManagerDep) -> SFTJob:

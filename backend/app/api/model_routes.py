@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from pathlib import Path
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from ..core.errors import ServiceBusy
 from ..sft import inference
-from .deps import ManagerDep, ValidJob
+from .deps import CacheDep, ManagerDep, ValidJob
 from .schemas import (
     ErrorResponse,
     EvaluateRequest,
@@ -34,18 +31,6 @@ from .sft_routes import ERROR_RESPONSES
 router = APIRouter(prefix="/api/sft", tags=["models"],
                    responses={**ERROR_RESPONSES, 503: {"model": ErrorResponse,
                                                        "description": "Every training slot is busy"}})
-
-
-def get_model_cache(request: Request) -> inference.ModelCache:
-    cache = getattr(request.app.state, "model_cache", None)
-    if cache is None:
-        manager = getattr(request.app.state, "manager", None)
-        size = manager.settings.generation_cache_size if manager is not None else 2
-        cache = request.app.state.model_cache = inference.ModelCache(max_models=size)
-    return cache
-
-
-CacheDep = Annotated[inference.ModelCache, Depends(get_model_cache)]
 
 
 def check_not_busy(manager: SFTJobManager) -> None:
@@ -86,7 +71,7 @@ def download_adapter(job: ValidJob, manager: ManagerDep) -> FileResponse:
     folder = manager.settings.resolved_data_dir / "tmp"
     folder.mkdir(parents=True, exist_ok=True)
     # The archive can be as big as a full model: build it beside the data, not in a small /tmp.
-    fd, name = tempfile.mkstemp(prefix=f"{job.job_id}-{uuid.uuid4().hex[:6]}-", suffix=".tar.gz", dir=folder)
+    fd, name = tempfile.mkstemp(prefix=f"{job.job_id}-", suffix=".tar.gz", dir=folder)
     os.close(fd)
     try:
         inference.archive_adapter(artifact.path, Path(name))

@@ -166,12 +166,6 @@ class ModelCache:
         with self._lock:
             return list(self._entries)
 
-    def clear(self) -> None:
-        """Drop every model."""
-        with self._lock:
-            self._entries.clear()
-        release_memory()
-
     def _evict(self) -> int:
         dropped = 0
         while len(self._entries) > self.max_models:
