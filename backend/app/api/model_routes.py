@@ -17,6 +17,7 @@ from ..core.errors import ServiceBusy
 from ..sft import inference
 from .deps import CacheDep, ManagerDep, ValidJob
 from .schemas import (
+    ERROR_RESPONSES,
     ErrorResponse,
     EvaluateRequest,
     EvaluateResponse,
@@ -26,7 +27,6 @@ from .schemas import (
     ModelInfo,
 )
 from .sft_job_manager import SFTJobManager
-from .sft_routes import ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/sft", tags=["models"],
                    responses={**ERROR_RESPONSES, 503: {"model": ErrorResponse,

@@ -24,6 +24,14 @@ class ErrorResponse(BaseModel):
                         examples=["config.lora_rank: unknown field (did you mean lora_r?)"])
 
 
+#: The error answers every route may give, for the OpenAPI document (routers add their own).
+ERROR_RESPONSES = {
+    400: {"model": ErrorResponse, "description": "The request cannot run; detail names the field"},
+    404: {"model": ErrorResponse, "description": "Unknown job or config id"},
+    409: {"model": ErrorResponse, "description": "The job's state does not allow it"},
+}
+
+
 class JobStartRequest(BaseModel):
     """Start a job from a full ``config``, or from a saved config (``config_id``) plus ``overrides``."""
 

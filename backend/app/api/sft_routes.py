@@ -13,12 +13,12 @@ from fastapi.responses import StreamingResponse
 from ..sft.config import SFTConfig
 from .deps import ManagerDep, ValidJob
 from .schemas import (
+    ERROR_RESPONSES,
     CheckpointListResponse,
     ConfigResponse,
     ConfigSaveRequest,
     ConfigSaveResponse,
     DeleteResponse,
-    ErrorResponse,
     EventListResponse,
     JobListResponse,
     JobStartRequest,
@@ -30,11 +30,6 @@ from .schemas import (
     StopResponse,
 )
 
-ERROR_RESPONSES = {
-    400: {"model": ErrorResponse, "description": "The request cannot run; detail names the field"},
-    404: {"model": ErrorResponse, "description": "Unknown job or config id"},
-    409: {"model": ErrorResponse, "description": "The job's state does not allow it"},
-}
 router = APIRouter(prefix="/api/sft", tags=["sft"], responses=ERROR_RESPONSES)
 
 SSE_POLL_SECONDS = 0.05
