@@ -43,6 +43,12 @@ class ConfigNotFound(ServiceError, LookupError):
         self.config_id = config_id
 
 
+class CheckpointNotFound(ServiceError, LookupError):
+    """The job has no checkpoint of that name."""
+
+    status_code = 404
+
+
 class JobConflict(ServiceError):
     """The request does not fit the job's state (stop a finished job, delete a running one...)."""
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..core.errors import InvalidConfig, JobConflict, ServiceError
+from ..core.errors import CheckpointNotFound, InvalidConfig, JobConflict
 from .checkpoints import list_checkpoints
 from .data import convert_rows, read_rows
 from .errors import DatasetError, ModelError
@@ -43,12 +43,6 @@ ARCHIVE_ROOT = "adapter"
 _rng_lock = threading.Lock()
 # A merge holds a full-precision copy of the base; two at once could double peak memory.
 _merge_lock = threading.Lock()
-
-
-class CheckpointNotFound(ServiceError, LookupError):
-    """The job has no checkpoint of that name."""
-
-    status_code = 404
 
 
 @dataclass(frozen=True)
