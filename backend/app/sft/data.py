@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import DatasetError
+from .hub import HubUnreachable, hub_problem
 
 if TYPE_CHECKING:
     import datasets
@@ -231,23 +232,20 @@ def _check_hub_dataset(name: str) -> None:
 
     Without it, ``datasets`` retries an unreachable Hub for about half a minute before failing.
     """
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return  # datasets reads its local cache
     try:
-        HfApi().dataset_info(name, timeout=5)
-    except RepositoryNotFoundError:
-        raise DatasetError("not found on the Hugging Face Hub", source=name) from None
-    except GatedRepoError:
-        raise DatasetError("gated on the Hugging Face Hub: accept its terms and set HF_TOKEN", source=name) from None
-    except Exception as exc:  # connection errors come in many types
+        problem = hub_problem(name, repo_type="dataset")
+    except HubUnreachable as exc:
         raise DatasetError(
-            f"the Hugging Face Hub could not be reached ({type(exc).__name__}). Connect to it, set "
+            f"the Hugging Face Hub could not be reached ({exc}). Connect to it, set "
             "HF_HUB_OFFLINE=1 to use a copy in your local cache, or use a local file",
             source=name,
         ) from None
+    if problem:
+        raise DatasetError(problem, source=name)
 
 
 def _read_hub(name: str, split: str, *, limit: int | None) -> RawRows:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ModelError
+from .hub import HubUnreachable, hub_problem
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -177,23 +178,16 @@ def _hub_cached(repo_id: str) -> bool:
 
 
 def _check_hub_has(repo_id: str) -> None:
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
     try:
-        HfApi().model_info(repo_id, timeout=5)
-    except RepositoryNotFoundError:
-        raise ModelError(f"model '{repo_id}' was not found on the Hugging Face Hub") from None
-    except GatedRepoError:
-        raise ModelError(
-            f"model '{repo_id}' is gated on the Hugging Face Hub: accept its terms and set HF_TOKEN"
-        ) from None
-    except Exception as exc:  # connection errors come in many types
+        problem = hub_problem(repo_id, repo_type="model")
+    except HubUnreachable as exc:
         raise ModelError(
             f"model '{repo_id}' is not in the local Hugging Face cache and the Hub could not be reached "
-            f"({type(exc).__name__}). Connect to the Hub, or use a local directory, a .gguf file or "
+            f"({exc}). Connect to the Hub, or use a local directory, a .gguf file or "
             f"the bundled alias {', '.join(BUNDLED_MODELS)}"
         ) from None
+    if problem:
+        raise ModelError(f"model '{repo_id}' is {problem}")
 
 
 def ensure_converted(ref: ModelRef) -> None:
