@@ -38,7 +38,7 @@ def test_queue_is_fifo_with_one_slot(manager, gate, fake_config):
     assert [_status(manager, j) for j in (a, b)] == [JobStatus.COMPLETED, JobStatus.COMPLETED]
 
 
-def test_submit_reports_queue_position(client, manager, gate, fake_config):
+def test_submit_reports_queue_position(client, fake_config):
     first = client.post("/api/sft/train", json={"config": fake_config}).json()
     second = client.post("/api/sft/train", json={"config": fake_config | {"seed": 1}}).json()
     third = client.post("/api/sft/train", json={"config": fake_config | {"seed": 2}}).json()
@@ -73,7 +73,7 @@ def test_two_slots_run_two_jobs_at_once(make_manager, fake_config):
 # Stops
 
 
-def test_stop_pending_job_stops_at_once(manager, gate, fake_config):
+def test_stop_pending_job_stops_at_once(manager, fake_config):
     a, b = _submit_n(manager, fake_config, 2)
     assert manager.stop_job(b) is JobStatus.STOPPED
     job = manager.get_job(b)
@@ -171,7 +171,6 @@ def test_restart_requeues_pending_and_fails_running(make_manager, db_path, fake_
     job = second.get_job(a)
     assert job.status is JobStatus.FAILED
     assert job.error == "interrupted: the server stopped while this job was running"
-    assert job.error == INTERRUPTED_ERROR
     assert job.error_detail["category"] == "interrupted"
     assert second.events(a)[-1]["type"] == "failed"
     wait_for(lambda: gate.running == {b}, timeout=10, message="b to run in the new process")
@@ -289,7 +288,7 @@ def test_delete_missing_config_is_404(client):
     assert response.json() == {"detail": "Config nope not found"}
 
 
-def test_output_dir_in_use_is_409(manager, gate, fake_config):
+def test_output_dir_in_use_is_409(manager, fake_config):
     job_id = manager.submit(fake_config | {"output_dir": "shared"}).job_id
     with pytest.raises(JobConflict) as exc:
         manager.create_job(fake_config | {"output_dir": "shared", "seed": 1})

@@ -3,13 +3,12 @@ paging, events pages, health."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from app.api import sft_job_manager
 from app.sft.data import bundled_datasets
+from app.sft.models import default_device
 from factories import contact_rows, wait_for, write_jsonl
 
 
@@ -125,7 +124,7 @@ def test_trust_remote_code_not_allowed(checked_client, checked, good_config):
 
 
 def test_bf16_on_cpu(checked_client, checked, good_config):
-    if sft_job_manager._device() == "cuda":
+    if default_device() == "cuda":
         pytest.skip("this machine has a GPU")
     assert_refused(checked_client, checked, good_config | {"precision": "bf16"},
                    "config.precision: precision bf16 needs a CUDA GPU and this machine has none; use 'auto' or "
@@ -166,26 +165,14 @@ def test_unknown_status_filter_is_422(client):
 # output_dir
 
 
-def test_output_dir_parent_escape_refused(client, manager, fake_config, settings):
+@pytest.mark.parametrize("output_dir", ["../x", "{tmp_path}/elsewhere", "."],
+                         ids=["parent-escape", "absolute-elsewhere", "the-root-itself"])
+def test_output_dir_outside_the_output_root_refused(client, manager, fake_config, settings, tmp_path, output_dir):
+    output_dir = output_dir.format(tmp_path=tmp_path)
     root = settings.resolved_output_root
-    assert_refused(client, manager, fake_config | {"output_dir": "../x"},
-                   f"config.output_dir: '../x' resolves outside the output root {root}; use a relative path "
-                   "(it is taken from the output root) or leave it unset")
-
-
-def test_output_dir_absolute_elsewhere_refused(client, manager, fake_config, settings, tmp_path):
-    elsewhere = str(tmp_path / "elsewhere")
-    root = settings.resolved_output_root
-    assert_refused(client, manager, fake_config | {"output_dir": elsewhere},
-                   f"config.output_dir: {elsewhere!r} resolves outside the output root {root}; use a relative "
+    assert_refused(client, manager, fake_config | {"output_dir": output_dir},
+                   f"config.output_dir: {output_dir!r} resolves outside the output root {root}; use a relative "
                    "path (it is taken from the output root) or leave it unset")
-
-
-def test_output_dir_root_itself_refused(client, manager, fake_config, settings):
-    root = settings.resolved_output_root
-    assert_refused(client, manager, fake_config | {"output_dir": "."},
-                   f"config.output_dir: '.' resolves outside the output root {root}; use a relative path "
-                   "(it is taken from the output root) or leave it unset")
 
 
 def test_output_dir_relative_and_default(client, manager, fake_config, settings):
@@ -199,7 +186,7 @@ def test_output_dir_relative_and_default(client, manager, fake_config, settings)
 # Saved configs as templates
 
 
-def test_submit_from_saved_config_with_overrides(client, manager):
+def test_submit_from_saved_config_with_overrides(client):
     saved = client.post("/api/sft/configs", json={
         "name": "base", "config": {"base_model": "tiny-model", "dataset_name": "data.jsonl", "max_steps": 2,
                                    "lora_r": 4}}).json()
@@ -304,4 +291,6 @@ def test_config_schema(client):
     assert response.status_code == 200
     schema = response.json()
     assert {"base_model", "dataset_name", "max_steps", "output_dir"} <= set(schema["properties"])
-    assert json.dumps(schema)
+    # Unknown keys are refused, and every field says what it does.
+    assert schema["additionalProperties"] is False
+    assert [name for name, field in schema["properties"].items() if not field.get("description")] == []

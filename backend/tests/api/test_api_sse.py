@@ -4,7 +4,6 @@ uvicorn server: framing, the close after the terminal event, and resuming with L
 from __future__ import annotations
 
 import json
-import socket
 import threading
 
 import httpx
@@ -12,7 +11,7 @@ import pytest
 import uvicorn
 
 from app.main import create_app
-from factories import wait_for
+from factories import free_port, wait_for
 
 SSE = {"Accept": "text/event-stream"}
 
@@ -23,9 +22,7 @@ def serve():
     running: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def start(app) -> str:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                 timeout_graceful_shutdown=2)
         server = uvicorn.Server(config)
@@ -93,28 +90,21 @@ def test_live_stream_framing_and_close_after_terminal_event(manager, gate, serve
     assert events[-1]["data"]["data"]["result"]["adapter_path"] == manager.get_job(job_id).result["adapter_path"]
 
 
-def test_last_event_id_replays_only_later_events(manager, gate, serve, fake_config):
+@pytest.mark.parametrize(("last_event_id", "replayed"), [
+    ("2", [("3", "started"), ("4", "completed")]),
+    ("4", []),  # a finished job's stream, resumed from its end, is empty
+], ids=["replays-only-later-events", "from-the-end-is-empty"])
+def test_last_event_id_on_a_finished_job(manager, gate, serve, fake_config, last_event_id, replayed):
     base = serve(create_app(manager=manager))
     job_id = manager.submit(fake_config).job_id
     gate.release(job_id)
     wait_for(lambda: manager.get_job(job_id).status.is_terminal(), timeout=10, message="the job to end")
 
-    headers = {**SSE, "Last-Event-ID": "2"}
+    headers = {**SSE, "Last-Event-ID": last_event_id}
     with httpx.stream("GET", f"{base}/api/sft/jobs/{job_id}/events", headers=headers, timeout=15) as response:
         assert response.status_code == 200
         events = read_events(response)
-    assert [(e["id"], e["event"]) for e in events] == [("3", "started"), ("4", "completed")]
-
-
-def test_stream_of_a_finished_job_from_its_end_is_empty(manager, gate, serve, fake_config):
-    base = serve(create_app(manager=manager))
-    job_id = manager.submit(fake_config).job_id
-    gate.release(job_id)
-    wait_for(lambda: manager.get_job(job_id).status.is_terminal(), timeout=10, message="the job to end")
-    headers = {**SSE, "Last-Event-ID": "4"}
-    with httpx.stream("GET", f"{base}/api/sft/jobs/{job_id}/events", headers=headers, timeout=15) as response:
-        assert response.status_code == 200
-        assert read_events(response) == []
+    assert [(e["id"], e["event"]) for e in events] == replayed
 
 
 def test_stream_of_a_missing_job_is_404(manager, serve):
@@ -132,7 +122,7 @@ def test_event_cursor_sees_the_terminal_event_with_the_terminal_status(manager, 
     assert manager.last_event_seq(job_id) == 3
     gate.release(job_id)
     wait_for(lambda: manager.event_cursor(job_id)[1], timeout=10, message="the job to end")
-    newest, ended = manager.event_cursor(job_id)
+    newest, _ = manager.event_cursor(job_id)
     assert manager.events(job_id, after=newest - 1)[0]["type"] == "completed"
     manager.delete_job(job_id)
     assert manager.event_cursor(job_id) == (0, True)

@@ -158,11 +158,15 @@ def test_two_real_jobs_run_at_once_with_their_own_adapters_and_logs(make_manager
     assert any("event completed" in line for line in logs_a)
 
 
-def test_logs_endpoint_returns_that_jobs_lines(trainer_manager, client_for, tiny_config, gate_free_job):
+def test_logs_endpoint_returns_that_jobs_lines(trainer_manager, client_for, tiny_config, tmp_path):
     client = client_for(trainer_manager)
     job_id = trainer_manager.submit(tiny_config).job_id
     wait_for(lambda: _ended(trainer_manager, job_id), timeout=TRAIN_TIMEOUT, message="the job to end")
-    other = gate_free_job(trainer_manager)
+    # A second job, recorded and stopped before it starts: its lines must not leak into the first's log.
+    other_data = write_jsonl(tmp_path / "second.jsonl", contact_rows(4))
+    other = trainer_manager.create_job({"base_model": tiny_config["base_model"], "dataset_name": str(other_data),
+                                        "max_steps": 1})
+    trainer_manager.stop_job(other)
     response = client.get(f"/api/sft/jobs/{job_id}/logs")
     assert response.status_code == 200
     lines = response.json()["lines"]
@@ -174,18 +178,3 @@ def test_logs_endpoint_returns_that_jobs_lines(trainer_manager, client_for, tiny
     tail = client.get(f"/api/sft/jobs/{job_id}/logs?tail=2").json()["lines"]
     assert tail == lines[-2:]
     assert client.get("/api/sft/jobs/nope/logs").status_code == 404
-
-
-@pytest.fixture
-def gate_free_job(tmp_path):
-    """``gate_free_job(manager)``: record a second job (stopped before it starts) and return its id."""
-
-    def make(manager) -> str:
-        data = write_jsonl(tmp_path / "second.jsonl", contact_rows(4))
-        config = {"base_model": manager.get_job(next(iter(manager.jobs))).config["base_model"],
-                  "dataset_name": str(data), "max_steps": 1}
-        job_id = manager.create_job(config)
-        manager.stop_job(job_id)
-        return job_id
-
-    return make

@@ -11,13 +11,13 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
+from api_helpers import quiesce
 from app.api.sft_job_manager import JobStatus, SFTJobManager
 from app.core.settings import Settings
 from app.main import create_app
 from app.store import SQLiteStore
-from factories import contact_rows, wait_for, write_jsonl
+from factories import MISSING, contact_rows, greedy_text, wait_for, write_jsonl
 
-MISSING = "00000000-0000-0000-0000-000000000000"
 HELLO = {"messages": [{"role": "user", "content": "hello 3"}], "max_new_tokens": 16}
 
 
@@ -32,7 +32,7 @@ def env(tmp_path_factory, tiny_model_dir):
 
     def runner(job, emit):
         while hold.is_set() and not job.stop_event.is_set():
-            threading.Event().wait(0.01)
+            job.stop_event.wait(0.01)
         return manager._train(job, emit)
 
     manager = SFTJobManager(settings=settings, store=SQLiteStore(root / "db"), runner=runner,
@@ -49,21 +49,8 @@ def env(tmp_path_factory, tiny_model_dir):
         yield SimpleNamespace(client=client, manager=manager, settings=settings, jobs=jobs, hold=hold,
                               config=config, data=data, root=root, tiny_model_dir=tiny_model_dir)
     hold.clear()
-    for job in list(manager.jobs.values()):
-        job.stop_event.set()
-    wait_for(lambda: all(j.status.is_terminal() for j in list(manager.jobs.values())), timeout=120,
-             message="every job to end")
-
-
-def greedy_text(model, tokenizer, messages, max_new_tokens=16) -> str:
-    import torch
-
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-    with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    quiesce(manager, timeout=120)
+    manager.store.close()
 
 
 # Generate

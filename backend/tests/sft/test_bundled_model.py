@@ -6,6 +6,7 @@ import pytest
 
 from app.sft import SFTConfig, SFTTrainer
 from app.sft.models import resolve_model
+from factories import greedy_text
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +30,5 @@ def test_bundled_smollm2_trains_and_generates(settings, tmp_path):
     assert ref.ready
     tokenizer = AutoTokenizer.from_pretrained(result.adapter_path)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(ref.path), result.adapter_path)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                           tokenize=False, add_generation_prompt=True)
-    ids = tokenizer(prompt, return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=16, do_sample=False)
-    answer = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = greedy_text(model, tokenizer, [{"role": "user", "content": "What is the capital of France?"}])
     assert answer.strip()

@@ -12,9 +12,9 @@ from app.api.sft_job_manager import SFTJobManager
 from app.core.errors import InvalidConfig, JobConflict
 from app.core.settings import Settings
 from app.sft import inference
-from app.sft.trainer import list_checkpoints
+from app.sft.checkpoints import list_checkpoints
 from app.store import SQLiteStore
-from factories import build_tiny_model, contact_rows, write_jsonl
+from factories import build_tiny_model, contact_rows, greedy_ids, greedy_text, wait_for, write_jsonl
 
 HELLO = [{"role": "user", "content": "hello 3"}]
 
@@ -40,8 +40,12 @@ def trained(tmp_path_factory, tiny_model_dir):
         status = manager.wait_for_job(job.job_id, timeout=120)
         assert status["status"] == "completed", status["error"]
         jobs[name] = manager.get_job(job.job_id)
-    return SimpleNamespace(manager=manager, settings=settings, jobs=jobs, root=root, data=data,
-                           cache_dir=settings.resolved_model_cache_dir)
+    yield SimpleNamespace(manager=manager, settings=settings, jobs=jobs, root=root, data=data,
+                          cache_dir=settings.resolved_model_cache_dir)
+    # Every job has ended; its thread may still be returning from the terminal update.
+    wait_for(lambda: not any(job.thread and job.thread.is_alive() for job in list(manager.jobs.values())),
+             timeout=60, message="every job thread to exit")
+    manager.store.close()
 
 
 def fake_job(status="completed", result=..., output_dir="/nowhere", **config):
@@ -49,17 +53,6 @@ def fake_job(status="completed", result=..., output_dir="/nowhere", **config):
         result = {"adapter_path": output_dir, "artifact": "lora_adapter", "output_dir": output_dir}
     return SimpleNamespace(job_id="job-1", status=status, result=result,
                            config={"base_model": "m", "output_dir": output_dir, **config})
-
-
-def greedy_ids(model, tokenizer, messages=HELLO, max_new_tokens=16) -> list[int]:
-    import torch
-
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-    with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-    return out[0, inputs["input_ids"].shape[1]:].tolist()
 
 
 def load_plain(path):
@@ -157,7 +150,7 @@ def test_greedy_generation_is_deterministic_and_differs_from_base(trained, tiny_
     # The base output comes from the same load (adapter disabled): one cache entry, one load.
     assert cache.loads == 1
     model, tokenizer = load_plain(tiny_model_dir)
-    assert first["base_completion"] == tokenizer.decode(greedy_ids(model, tokenizer), skip_special_tokens=True)
+    assert first["base_completion"] == greedy_text(model, tokenizer, HELLO)
 
 
 def test_seeded_sampling_repeats(trained):
@@ -214,7 +207,7 @@ def test_merge_matches_base_plus_adapter(trained, tiny_model_dir):
     merged, tokenizer = load_plain(merged_dir)
     base, _ = load_plain(tiny_model_dir)
     adapted = PeftModel.from_pretrained(base, str(artifact.path)).eval()
-    assert greedy_ids(merged, tokenizer) == greedy_ids(adapted, tokenizer)
+    assert greedy_ids(merged, tokenizer, HELLO) == greedy_ids(adapted, tokenizer, HELLO)
     # Merging again replaces the directory.
     assert inference.merge_adapter(artifact, cache_dir=trained.cache_dir)["merged_path"] == str(merged_dir)
 
@@ -233,7 +226,7 @@ def test_qlora_merges_into_full_precision_weights(trained):
     weight = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(merged.state_dict()[weight], base.state_dict()[weight])
     adapted = PeftModel.from_pretrained(base, str(artifact.path)).eval()
-    assert greedy_ids(merged, tokenizer) == greedy_ids(adapted, tokenizer)
+    assert greedy_ids(merged, tokenizer, HELLO) == greedy_ids(adapted, tokenizer, HELLO)
 
 
 def test_full_fine_tune_has_nothing_to_merge(trained):

@@ -7,6 +7,9 @@ import pytest
 from app.sft import (CheckpointCallback, ConfigError, SFTCallback, SFTConfig, SFTTrainer, ValidationCallback,
                      WandBCallback)
 from app.sft.trainer import read_log
+from factories import greedy_text
+
+HELLO = [{"role": "user", "content": "hello 3"}]
 
 
 def run(config: dict, tmp_path, name="out", **kwargs):
@@ -16,17 +19,6 @@ def run(config: dict, tmp_path, name="out", **kwargs):
 
 def losses(result) -> list[float]:
     return [entry["loss"] for entry in read_log(result.output_dir) if "loss" in entry]
-
-
-def greedy(model, tokenizer, text="hello 3"):
-    import torch
-
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                           add_generation_prompt=True)
-    ids = tokenizer(prompt, return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 @pytest.mark.parametrize("mode", [{}, {"use_qlora": True}, {"use_lora": False}], ids=["lora", "qlora", "full"])
@@ -51,9 +43,9 @@ def test_adapter_reloads_and_generates(tiny_config, tiny_model_dir, tmp_path):
     result = run({**tiny_config, "max_steps": 30, "learning_rate": 2e-2}, tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(result.adapter_path)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    before = greedy(base, tokenizer)
+    before = greedy_text(base, tokenizer, HELLO, max_new_tokens=12)
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), result.adapter_path)
-    after = greedy(tuned, tokenizer)
+    after = greedy_text(tuned, tokenizer, HELLO, max_new_tokens=12)
     assert after != before
     assert after.startswith('{"')
 
