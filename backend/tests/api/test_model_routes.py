@@ -218,9 +218,8 @@ def test_models_lists_the_bundled_alias_and_local_models(env):
     assert [m["path"] for m in local] == [str((env.root / "models" / "tiny").resolve())] and local[0]["ready"]
 
 
-def test_model_cache_follows_the_settings(tmp_path):
-    settings = Settings(data_dir=tmp_path / "data", generation_cache_size=3)
-    manager = SFTJobManager(settings=settings, store=SQLiteStore(tmp_path / "db"), preflight=False)
+def test_model_cache_follows_the_settings(make_manager, tmp_path):
+    manager = make_manager(settings=Settings(data_dir=tmp_path / "data", generation_cache_size=3))
     assert create_app(manager).state.model_cache.max_models == 3
 
 
