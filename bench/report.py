@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: A run during which other processes used more CPU than this (in cores) is flagged as disturbed.
+DISTURBED_CORES = 0.15
+
 SECTION_TITLES = {
     "overhead": "1. Training overhead: bare TRL script vs a job through the HTTP service",
     "latency": "2. Responsiveness under training",
@@ -80,14 +83,15 @@ def _wait_text(poll: float | None) -> str:
     return f"the status poll (`GET /api/sft/jobs/{{id}}` every {poll * 1000:.0f} ms) that sees `completed`"
 
 
-def _not_run(w, results: dict, section: str) -> bool:
-    if section in results and results[section]:
-        return False
+def _section(w, results: dict, section: str) -> dict | None:
+    """Write the section's heading; return its results, or None after saying that it was not run."""
     w(f"## {SECTION_TITLES[section]}")
     w("")
+    if results.get(section):
+        return results[section]
     w("Not run in this mode (`--sections`).")
     w("")
-    return True
+    return None
 
 
 def _machine(w, results: dict) -> None:
@@ -96,7 +100,6 @@ def _machine(w, results: dict) -> None:
     gpu = results.get("gpu", {})
     w("## Machine")
     w("")
-    load_end = m.get("load_end") or (None, None, None)
     _table(w, ["", ""], [
         ["Date", m["date"]],
         ["CPU", m["cpu"]],
@@ -107,7 +110,7 @@ def _machine(w, results: dict) -> None:
         ["torch / transformers / trl / peft", f"{pk['torch']} / {pk['transformers']} / {pk['trl']} / {pk['peft']}"],
         ["fastapi / uvicorn", f"{pk['fastapi']} / {pk['uvicorn']}"],
         ["Torch threads", results.get("threads") or "default (one per core)"],
-        ["Load average (1 min) at start / end", f"{m['load_start'][0]:.2f} / {_f(load_end[0], 2)}"],
+        ["Load average (1 min) at start / end", f"{m['load_start'][0]:.2f} / {m['load_end'][0]:.2f}"],
         ["Commit", m["commit"]],
     ])
 
@@ -124,12 +127,10 @@ def _summary(w, results: dict) -> None:
 
 
 def _overhead(w, results: dict) -> None:
-    if _not_run(w, results, "overhead"):
+    o = _section(w, results, "overhead")
+    if o is None:
         return
-    o = results["overhead"]
     cfg = results["config"]
-    w(f"## {SECTION_TITLES['overhead']}")
-    w("")
     w(f"The same LoRA run, {o['steps']} steps, as (a) `bench/bare_sft.py`, a plain `trl.SFTTrainer` script "
       "started as a new process, and (b) a job `POST`ed to the running server (warm: the server was started "
       "and had trained a job before; the model converted before). Runs alternate a, b, a, b…; figures are "
@@ -160,8 +161,8 @@ def _overhead(w, results: dict) -> None:
     w("")
     if o.get("disturbed"):
         w(f"**Pairs {', '.join(map(str, o['disturbed']))} ran while other processes used the CPU** (other load "
-          "above 0.15 cores): their figures are slower than the machine can do; the medians lean on the other "
-          "pairs. Run `make bench` again on a quiet machine for clean figures.")
+          f"above {DISTURBED_CORES} cores): their figures are slower than the machine can do; the medians lean on "
+          "the other pairs. Run `make bench` again on a quiet machine for clean figures.")
         w("")
     w(f"Medians: bare {o['median_a_steps_per_s']:.3f} steps/s, {o['median_a_ttr_s']:.1f} s to result; "
       f"service {o['median_b_steps_per_s']:.3f} steps/s, {o['median_b_ttr_s']:.1f} s to result. "
@@ -169,30 +170,20 @@ def _overhead(w, results: dict) -> None:
          if o["same_loss"] else "**The train losses differ between a and b: the runs do not train the same "
          "thing; check `bench/bare_sft.py` against the service's trainer.**"))
     w("")
-    stage_rows = []
-    runs = o["runs"]
-
-    def med(values):
-        values = [v for v in values if v is not None]
-        return sorted(values)[len(values) // 2] if values else None
-
     a_keys = [("import_s", "Imports (torch, transformers, trl…)"), ("load_s", "Load tokenizer and model"),
               ("data_s", "Read and convert the data"), ("build_s", "Build the trainer (tokenise, wrap LoRA)"),
               ("train_wall_s", "Train"), ("save_s", "Save adapter and tokenizer")]
-    for key, label in a_keys:
-        stage_rows.append([label, _f(med([r["a"].get(key) for r in runs]), 2)])
+    stage_rows = [[label, _f(o["median_a_stages"].get(key), 2)] for key, label in a_keys]
     w("Where the bare script's time goes (median seconds; interpreter start-up is the rest of its time to "
       "result):")
     w("")
     _table(w, ["Stage (a)", "Seconds"], stage_rows)
-    b_keys = [("submit_ms", "`POST /train` answered (ms)"), ("queue_s", "Created → started"),
+    b_keys = [("queue_s", "Created → started"),
               ("load_s", "Started → model loaded"), ("data_s", "Model loaded → dataset ready"),
               ("build_train_save_s", "Dataset ready → completed (build, train, save)"),
               ("build_save_s", "  of which outside `train_runtime`")]
-    b_rows = []
-    for key, label in b_keys:
-        values = [r["b"].get(key) if key == "submit_ms" else r["b"]["stages"].get(key) for r in runs]
-        b_rows.append([label, _f(med(values), 2 if key != "submit_ms" else 1)])
+    b_rows = [["`POST /train` answered (ms)", _f(o["median_b_submit_ms"], 1)]]
+    b_rows += [[label, _f(o["median_b_stages"].get(key), 2)] for key, label in b_keys]
     w("Where the service job's time goes (median seconds, from the job's events):")
     w("")
     _table(w, ["Stage (b)", "Seconds"], b_rows)
@@ -207,11 +198,9 @@ def _overhead(w, results: dict) -> None:
 
 
 def _latency(w, results: dict) -> None:
-    if _not_run(w, results, "latency"):
+    lat = _section(w, results, "latency")
+    if lat is None:
         return
-    lat = results["latency"]
-    w(f"## {SECTION_TITLES['latency']}")
-    w("")
     w(f"One client (httpx, keep-alive) alternates `GET /api/sft/jobs/{{id}}` and `GET /api/sft/jobs` "
       f"(default page), one request every {lat['interval_ms']:.0f} ms. *Training*: while the {lat['jobs']} "
       f"demo jobs of section 4 ({lat['steps']} steps each) run, one after the other, on a fresh server, the "
@@ -219,52 +208,52 @@ def _latency(w, results: dict) -> None:
       "while those jobs ran, loading the model, preparing the data, building the trainer and saving included "
       f"(no target). *Idle*: right after, nothing running, {lat['stored_jobs']} jobs stored. Milliseconds.")
     w("")
-    if "other_cores" in lat:
-        oc = lat["other_cores"]
-        w(f"Other load (CPU used by other processes than the server and this benchmark): {oc['training']:.2f} "
-          f"cores while the jobs ran, {oc['idle']:.2f} while idle"
-          + (" — **disturbed**: these latencies are worse than the machine's." if max(oc.values()) > 0.15 else "."))
-        w("")
+    oc = lat["other_cores"]
+    w(f"Other load (CPU used by other processes than the server and this benchmark): {oc['training']:.2f} "
+      f"cores while the jobs ran, {oc['idle']:.2f} while idle"
+      + (" — **disturbed**: these latencies are worse than the machine's."
+         if max(oc.values()) > DISTURBED_CORES else "."))
+    w("")
     rows = []
     for key, name in (("job", "GET /api/sft/jobs/{id}"), ("list", "GET /api/sft/jobs")):
         for state, label in (("idle", "idle"), ("training", "training"), ("running", "job running, any phase")):
-            if state not in lat:
-                continue
             s = lat[state][key]
             rows.append([name, label, s["n"], _f(s["p50"]), _f(s["p95"]), _f(s["p99"]), _f(s["max"])])
     _table(w, ["Endpoint", "Server", "Requests", "p50", "p95", "p99", "max"], rows)
-    if "running" in lat:
-        slow = sorted(lat["running"]["job"]["slowest"] + lat["running"]["list"]["slowest"],
-                      key=lambda v: v["ms"], reverse=True)[:5]
-        w("Slowest requests while a job ran: " + "; ".join(
-            f"{v['ms']:.0f} ms (job {v['job']}, phase {v['phase'] or 'not yet polled'})" for v in slow) + ".")
-        w("")
+    slow = sorted(lat["running"]["job"]["slowest"] + lat["running"]["list"]["slowest"],
+                  key=lambda v: v["ms"], reverse=True)[:5]
+    w("Slowest requests while a job ran: " + "; ".join(
+        f"{v['ms']:.0f} ms (job {v['job']}, phase {v['phase'] or 'not yet polled'})" for v in slow) + ".")
+    w("")
     _targets_of(w, results, "latency")
 
 
 def _scale(w, results: dict) -> None:
-    if _not_run(w, results, "scale"):
+    s = _section(w, results, "scale")
+    if s is None:
         return
-    s = results["scale"]
-    w(f"## {SECTION_TITLES['scale']}")
-    w("")
     w("A fresh server with one training slot. Jobs are stored cheaply: each is a real `POST /api/sft/train` of "
       "the demo config (pre-flight of the model and the dataset included), stopped at once while it waits "
       "(a first job holds the slot without using CPU). At each level: "
       f"`GET /api/sft/jobs?limit={s['page_size']}` (newest first, one page), then more submits (each "
-      "stopped at once). Milliseconds.")
+      "stopped at once). *Stored during submits*: the jobs stored when the first and the last submit of the "
+      "level were sent (the submits themselves add to it; at level 0 the job holding the slot is one). "
+      "Milliseconds.")
     w("")
     rows = []
     for level in s["levels"]:
-        rows.append([f"{level['level']:,}", level["stored_at_list"], _f(level["list"]["p50"]),
-                     _f(level["list"]["p95"]), level["list"]["n"], _f(level["submit"]["p50"]),
+        stored = f"{level['level']:,}"
+        if level["stored_at_list"] != level["level"]:  # earlier levels' submits went past this level
+            stored += f" ({level['stored_at_list']:,} at list)"
+        first, last = level["stored_at_submit"], level["stored_at_submit"] + level["submit"]["n"] - 1
+        rows.append([stored, _f(level["list"]["p50"]), _f(level["list"]["p95"]), level["list"]["n"],
+                     f"{first:,}–{last:,}" if last > first else f"{first:,}", _f(level["submit"]["p50"]),
                      _f(level["submit"]["p95"]), level["submit"]["n"]])
-    _table(w, ["Stored jobs", "Stored at list", "List p50", "List p95", "Lists", "Submit p50", "Submit p95",
-               "Submits"], rows)
-    if "other_cores" in s:
-        w(f"Other load during this section: {s['other_cores']:.2f} cores"
-          + (" — **disturbed**." if s["other_cores"] > 0.15 else "."))
-        w("")
+    _table(w, ["Stored jobs", "List p50", "List p95", "Lists", "Stored during submits", "Submit p50",
+               "Submit p95", "Submits"], rows)
+    w(f"Other load during this section: {s['other_cores']:.2f} cores"
+      + (" — **disturbed**." if s["other_cores"] > DISTURBED_CORES else "."))
+    w("")
     if s["fill_submit"]["n"]:
         f = s["fill_submit"]
         w(f"The {f['n']} submits that filled the store: p50 {f['p50']:.1f} ms, p95 {f['p95']:.1f} ms, "
@@ -274,11 +263,9 @@ def _scale(w, results: dict) -> None:
 
 
 def _memory(w, results: dict) -> None:
-    if _not_run(w, results, "memory"):
+    m = _section(w, results, "memory")
+    if m is None:
         return
-    m = results["memory"]
-    w(f"## {SECTION_TITLES['memory']}")
-    w("")
     w(f"A fresh server runs {len(m['after_mb'])} demo jobs of {m['steps']} steps one after the other (its "
       "first jobs: job 1 also pays for importing torch, transformers and TRL; section 2's client polls "
       "meanwhile). Its resident set size (`VmRSS` of `/proc/PID/status`) is read half a second after each "
@@ -293,11 +280,9 @@ def _memory(w, results: dict) -> None:
 
 
 def _knobs(w, results: dict) -> None:
-    if _not_run(w, results, "knobs"):
+    k = _section(w, results, "knobs")
+    if k is None:
         return
-    k = results["knobs"]
-    w(f"## {SECTION_TITLES['knobs']}")
-    w("")
     w(f"The demo job through the service, {k['steps']} steps, with one knob changed at a time; each run is the "
       "first job of a fresh server, so its peak RSS (the server's `VmHWM` during the job) is its own: imports "
       "(~0.5 GiB), model and training. *Tokens/s* is the job's `result.train_tokens_per_second` (tokens trained "
@@ -315,9 +300,9 @@ def _knobs(w, results: dict) -> None:
                      _f(run["steps_per_s"], 3), _f(run.get("peak_rss_mb"), 0), _f(run.get("other_cores"), 2)])
     _table(w, ["Run", "Packing", "Gradient checkpointing", "Steps", "Tokens/s", "Steady tokens/s", "vs baseline",
                "Steps/s", "Peak RSS (MiB)", "Other load (cores)"], rows)
-    if any((run.get("other_cores") or 0) > 0.15 for run in k["runs"]):
-        w("**Some runs shared the CPU with other processes** (other load above 0.15 cores): their figures are "
-          "lower than the machine can do.")
+    if any(run["other_cores"] > DISTURBED_CORES for run in k["runs"]):
+        w("**Some runs shared the CPU with other processes** (other load above "
+          f"{DISTURBED_CORES} cores): their figures are lower than the machine can do.")
         w("")
     w("Packing concatenates examples into rows of up to `max_length` tokens, so a step trains more tokens and "
       "pads fewer; gradient checkpointing recomputes activations in the backward pass, trading speed for "
@@ -327,11 +312,11 @@ def _knobs(w, results: dict) -> None:
 
 
 def _gpu(w, results: dict) -> None:
-    g = results.get("gpu") or {}
-    w(f"## {SECTION_TITLES['gpu']}")
-    w("")
-    if g.get("status") != "run":
-        w(f"Not run: {g.get('reason') or 'no CUDA GPU'}.")
+    g = _section(w, results, "gpu")
+    if g is None:
+        return
+    if g["status"] != "run":
+        w(f"Not run: {g['reason']}.")
         w("")
         return
     w(f"Section 1 again on {g['gpu']} with `{g['model']}` ({g['precision']}), {g['steps']} steps, "

@@ -35,8 +35,9 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from report import render  # noqa: E402
-from service import TERMINAL, JobRun, Service, cpu_seconds, machine_busy_seconds  # noqa: E402
+from bare_sft import RESULT_PREFIX  # noqa: E402
+from report import DISTURBED_CORES, render  # noqa: E402
+from service import TERMINAL, JobRun, OtherLoad, Service  # noqa: E402
 from stats import median, summary_ms  # noqa: E402
 
 DEMO_YAML = ROOT / "backend" / "config" / "examples" / "demo.yaml"
@@ -51,9 +52,9 @@ TRAIN_JSONL = ROOT / "backend" / "app" / "demo" / "json_extract" / "train.jsonl"
 DEFAULT_GPU_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
 SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu")
-
-#: A run during which other processes used more CPU than this (in cores) is flagged as disturbed.
-DISTURBED_CORES = 0.15
+#: The Plan counts that a command-line option (--pairs, --memory-jobs...) overrides.
+COUNT_OPTIONS = ("pairs", "steps", "memory_jobs", "memory_steps", "knob_steps", "latency_idle_requests",
+                 "scale_submits", "scale_lists")
 
 # Targets of the issue.
 TARGET_STEPS_RATIO = 0.97
@@ -80,7 +81,7 @@ _POLLING = (
     "Causes found by profiling: the service's own per-step work does not show (py-spy: its callbacks are "
     "absent from the job thread's samples). Polling does: a GET /api/sft/jobs/{id} costs about 2.5 ms of API-"
     "thread time while a job trains, and with torch's OpenMP threads on both cores every preemption stalls "
-    "the step (20 polls a second: 0.90 and +3.7 s in an earlier run of this harness). If the benchmark ran "
+    "the step (20 polls a second: see section 1's profiling note for what that cost). If the benchmark ran "
     "with --poll, that is the cost shown. Otherwise check the other-load column: this VM's run-to-run noise "
     "(identical runs ranged 0.23-0.28 steps/s) is as large as the target's margin."
 )
@@ -294,24 +295,25 @@ class Bench:
             "dataset_roots": [str(self.work)],
         })
 
-    def run_bare(self, steps: int, *, tag: str, model: str | None = None, precision: str | None = None) -> dict:
+    def run_bare(self, steps: int, *, tag: str, model: str | None = None) -> dict:
         """Run bench/bare_sft.py; ``ttr_s`` is launch to its JSON line."""
         out = self.work / f"bare-{tag}"
         cmd = [sys.executable, str(BENCH / "bare_sft.py"), "--model", model or str(self.model_dir),
                "--output-dir", str(out), "--data", str(self.data_path), "--max-steps", str(steps),
-               "--precision", precision or self.precision]
+               "--precision", self.precision]
         for field, option in BARE_OPTIONS.items():
             if field in self.demo:
                 cmd += [option, str(self.demo[field])]
         stderr = (self.work / f"bare-{tag}.log").open("w")
-        busy, own = machine_busy_seconds(), _children_cpu() + time.process_time()
+        # Other than the bare script (a child: counted once it has been waited for) and this benchmark.
+        other = OtherLoad(lambda: _children_cpu() + time.process_time())
         started = time.perf_counter()
         process = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
         result = None
         try:
             for line in process.stdout:
-                if line.startswith("BENCH_RESULT "):
-                    result = json.loads(line.removeprefix("BENCH_RESULT "))
+                if line.startswith(RESULT_PREFIX):
+                    result = json.loads(line.removeprefix(RESULT_PREFIX))
                     result["ttr_s"] = time.perf_counter() - started
         except BaseException:
             process.kill()
@@ -320,30 +322,11 @@ class Bench:
             process.wait()
         stderr.close()
         if result is not None:
-            others = (machine_busy_seconds() - busy) - (_children_cpu() + time.process_time() - own)
-            result["other_cores"] = max(0.0, others) / (time.perf_counter() - started)
+            result["other_cores"] = other.cores()
         if process.returncode != 0 or result is None:
             tail = (self.work / f"bare-{tag}.log").read_text()[-2000:]
             raise RuntimeError(f"the bare script failed ({process.returncode}):\n{tail}")
         return result
-
-
-class OtherLoad:
-    """CPU used by processes other than ``pid`` and this one since ``start()``, in cores."""
-
-    def __init__(self, pid: int):
-        self.pid = pid
-        self.start()
-
-    def _own(self) -> float:
-        return cpu_seconds(self.pid) + time.process_time()
-
-    def start(self) -> None:
-        self.t, self.busy, self.own = time.perf_counter(), machine_busy_seconds(), self._own()
-
-    def cores(self) -> float:
-        others = (machine_busy_seconds() - self.busy) - (self._own() - self.own)
-        return max(0.0, others) / max(time.perf_counter() - self.t, 1e-9)
 
 
 def _children_cpu() -> float:
@@ -377,19 +360,21 @@ def service_run_summary(run: JobRun) -> dict[str, Any]:
     }
 
 
+#: The bare script's stages (its JSON line), in the order they run.
+BARE_STAGES = ("import_s", "load_s", "data_s", "build_s", "train_wall_s", "save_s")
+
+
 def overhead_pairs(bench: Bench, server: Service, *, pairs: int, steps: int, tag: str,
-                   model: str | None = None, model_ref: str | None = None, precision: str | None = None) -> dict:
-    """Alternate bare (a) and service (b) runs of the same config; medians and ratios."""
+                   model: str | None = None) -> dict:
+    """Alternate bare (a) and service (b) runs of the same config; medians and ratios.
+
+    ``model``: a model directory that both sides train instead of the run's model."""
     runs = []
-    overrides = {}
-    if model_ref is not None:
-        overrides["base_model"] = model_ref
-    if precision is not None:
-        overrides["precision"] = precision
+    overrides = {} if model is None else {"base_model": model}
     for i in range(pairs):
         server.wait_quiet()  # nothing left running in the server while the bare script trains
         log(f"{tag}: pair {i + 1}/{pairs}: bare TRL")
-        a = bench.run_bare(steps, tag=f"{tag}-{i + 1}", model=model, precision=precision)
+        a = bench.run_bare(steps, tag=f"{tag}-{i + 1}", model=model)
         log(f"{tag}: pair {i + 1}/{pairs}: service job")
         b = service_run_summary(server.run_job(bench.config(steps, **overrides), poll=bench.plan.poll,
                                                sample_rss=True))
@@ -409,9 +394,12 @@ def overhead_pairs(bench: Bench, server: Service, *, pairs: int, steps: int, tag
         "median_b_steps_per_s": b_sps,
         "median_a_ttr_s": a_ttr,
         "median_b_ttr_s": b_ttr,
+        "median_a_stages": median_stages([{k: r["a"][k] for k in BARE_STAGES} for r in runs]),
+        "median_b_stages": median_stages([r["b"]["stages"] for r in runs]),
+        "median_b_submit_ms": median([r["b"]["submit_ms"] for r in runs]),
         "same_loss": all(abs(r["a"]["train_loss"] - r["b"]["train_loss"]) < 1e-4 for r in runs),
         "disturbed": [i + 1 for i, r in enumerate(runs)
-                      if max(r["a"].get("other_cores") or 0, r["b"].get("other_cores") or 0) > DISTURBED_CORES],
+                      if max(r["a"]["other_cores"], r["b"]["other_cores"]) > DISTURBED_CORES],
     }
 
 
@@ -493,7 +481,7 @@ def memory_and_latency(bench: Bench, server: Service) -> tuple[dict, dict]:
     after = []
     running: list[Sample] = []
     job_id = None
-    other = OtherLoad(server.pid)
+    other = server.other_load()
     for i in range(plan.memory_jobs):
         log(f"memory and latency: job {i + 1}/{plan.memory_jobs}")
         job_id, _ = server.submit(bench.config(plan.memory_steps))
@@ -559,7 +547,7 @@ def scale_section(bench: Bench, server: Service) -> dict:
             raise RuntimeError(f"job {job_id} was {status} after a stop: it should have been pending")
         return elapsed
 
-    other = OtherLoad(server.pid)
+    other = server.other_load()
     blocker = None
     stored = 0  # the blocker counts as a stored job
     fill_latencies: list[float] = []
@@ -625,18 +613,15 @@ def knobs_section(bench: Bench) -> dict:
 
 
 def gpu_section(bench: Bench, server: Service, cuda: dict, gpu_model: str) -> dict:
-    if not cuda.get("available"):
-        return {"status": "not run", "reason": cuda.get("reason", "no CUDA GPU")}
+    """Section 1 again with ``gpu_model``, in the run's precision (bf16 or fp16: ``main`` chose it)."""
     local = local_model_dir(gpu_model, bench.env)
     if local is None:
         return {"status": "not run", "gpu": cuda.get("name"),
                 "reason": f"{gpu_model} is neither a model directory nor in the local Hugging Face cache "
                 "(download it first, or pass --gpu-model)"}
-    precision = "bf16" if cuda.get("bf16") else "fp16"
-    log(f"gpu: {gpu_model} ({local}), {precision}")
-    result = overhead_pairs(bench, server, pairs=bench.plan.pairs, steps=bench.plan.steps, tag="gpu",
-                            model=local, model_ref=local, precision=precision)
-    return {"status": "run", "gpu": cuda.get("name"), "model": gpu_model, "precision": precision, **result}
+    log(f"gpu: {gpu_model} ({local}), {bench.precision}")
+    result = overhead_pairs(bench, server, pairs=bench.plan.pairs, steps=bench.plan.steps, tag="gpu", model=local)
+    return {"status": "run", "gpu": cuda.get("name"), "model": gpu_model, "precision": bench.precision, **result}
 
 
 def local_model_dir(model: str, env: dict[str, str]) -> str | None:
@@ -670,9 +655,6 @@ def targets(results: dict) -> list[dict[str, Any]]:
         add("steps_ratio", "overhead", "steps/s, service ÷ bare (median ratio)", f"{o['median_ratio']:.3f}",
             f"≥ {TARGET_STEPS_RATIO}", o["median_ratio"] >= TARGET_STEPS_RATIO,
             f"service {b:.3f} vs bare {a:.3f} steps/s: {per_step_ms:+.0f} ms per step.")
-        stages = median_stages([r["b"]["stages"] for r in o["runs"]])
-        bare = median_stages([{k: r["a"][k] for k in ("import_s", "load_s", "data_s", "build_s", "save_s")}
-                              for r in o["runs"]])
         train_a = median([r["a"]["train_runtime"] for r in o["runs"]])
         train_b = median([r["b"]["train_runtime"] for r in o["runs"]])
         add("ttr", "overhead", "time to result, service − bare (median)", f"{o['median_extra_ttr_s']:+.1f} s",
@@ -680,9 +662,9 @@ def targets(results: dict) -> list[dict[str, Any]]:
             f"service {o['median_b_ttr_s']:.1f} s vs bare {o['median_a_ttr_s']:.1f} s: training (train_runtime) "
             f"{train_b - train_a:+.1f} s, everything else "
             f"{(o['median_b_ttr_s'] - train_b) - (o['median_a_ttr_s'] - train_a):+.1f} s (service: "
-            + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()
-                        if k not in ("build_train_save_s", "server_total_s"))
-            + "; bare: " + ", ".join(f"{k} {v:.1f} s" for k, v in bare.items()) + ").")
+            + ", ".join(f"{k} {v:.1f} s" for k, v in o["median_b_stages"].items() if k != "build_train_save_s")
+            + "; bare: " + ", ".join(f"{k} {v:.1f} s" for k, v in o["median_a_stages"].items()
+                                     if k != "train_wall_s") + ").")
     lat = results.get("latency")
     if lat:
         for key, name in (("job", "GET /api/sft/jobs/{id}"), ("list", "GET /api/sft/jobs")):
@@ -753,8 +735,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--poll", type=float, help="poll a job's status every POLL seconds instead of following its SSE event stream "
                         "(shows what polling costs the training)")
     parser.add_argument("--keep-work", action="store_true", help="keep the work directory (server logs, outputs)")
-    for name in ("pairs", "steps", "memory_jobs", "memory_steps", "knob_steps",
-                 "latency_idle_requests", "scale_submits", "scale_lists"):
+    for name in COUNT_OPTIONS:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help="override the mode's count")
     parser.add_argument("--scale-levels", help="comma-separated stored-job counts, e.g. 0,100,1000")
     return parser.parse_args(argv)
@@ -764,8 +745,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = smoke_plan() if args.smoke else Plan(mode="full")
     overridden = False
-    for name in ("pairs", "steps", "memory_jobs", "memory_steps", "knob_steps",
-                 "latency_idle_requests", "scale_submits", "scale_lists"):
+    for name in COUNT_OPTIONS:
         value = getattr(args, name)
         if value is not None:
             setattr(plan, name, value)
@@ -792,6 +772,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"mode": plan.mode, "plan": dataclasses.asdict(plan), "machine": machine,
                                "threads": threads, "section_seconds": {}}
     try:
+        cuda = cuda_info(env) if "gpu" in plan.sections and not args.smoke else {
+            "available": False, "reason": "not run in smoke mode" if args.smoke else "not run (--sections)"}
+        # With a CUDA GPU every section trains in half precision, as a job on it would.
+        precision = ("bf16" if cuda.get("bf16") else "fp16") if cuda.get("available") else "fp32"
         if args.smoke:
             model_dir = args.tiny_model or build_tiny_model(work / "tiny-model")
             model_ref = str(model_dir)
@@ -799,16 +783,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model_dir = prepare_bundled_model(args.model_cache.resolve(), env)
             model_ref = BUNDLED_MODEL
-            model_label = f"bundled {BUNDLED_MODEL} (fp32, converted once into {model_dir})"
+            model_label = f"bundled {BUNDLED_MODEL} ({precision}, converted once into {model_dir})"
         bench = Bench(plan, model_ref=model_ref, model_dir=Path(model_dir), env=env, work=work,
                       cache_dir=args.model_cache.resolve(), dataset=BUNDLED_DATASET, data_path=TRAIN_JSONL,
-                      precision="fp32")
+                      precision=precision)
         results["model"] = model_label
         results["config"] = bench.config(plan.steps)
-        cuda = cuda_info(env) if "gpu" in plan.sections and not args.smoke else {
-            "available": False, "reason": "not run in smoke mode" if args.smoke else "not run (--sections)"}
-        if cuda.get("available"):
-            bench.precision = "bf16" if cuda.get("bf16") else "fp16"
 
         def timed(name: str, fn, *fn_args, **fn_kwargs):
             t = time.perf_counter()

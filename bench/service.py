@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,20 +28,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _proc_status_mb(pid: int, key: str) -> float:
+    """The ``key`` line of /proc/PID/status (a size in kB) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {key} for pid {pid}")
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of ``pid`` in MiB (VmRSS of /proc/PID/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    return _proc_status_mb(pid, "VmRSS")
 
 
 def peak_rss_mb(pid: int) -> float:
     """Peak resident set size of ``pid`` in MiB (VmHWM) since it started or since ``reset_peak_rss``."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
+    return _proc_status_mb(pid, "VmHWM")
 
 
 def reset_peak_rss(pid: int) -> bool:
@@ -64,6 +67,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class OtherLoad:
+    """CPU used by other processes since ``start()``, in cores (0 on a quiet machine): the machine's busy
+    CPU time (/proc/stat) minus ``own()``, the CPU seconds of the processes measured and of this benchmark,
+    per wall second."""
+
+    def __init__(self, own: Callable[[], float]):
+        self.own = own
+        self.start()
+
+    def start(self) -> None:
+        self._t, self._busy, self._own = time.perf_counter(), machine_busy_seconds(), self.own()
+
+    def cores(self) -> float:
+        others = (machine_busy_seconds() - self._busy) - (self.own() - self._own)
+        return max(0.0, others) / max(time.perf_counter() - self._t, 1e-9)
+
+
 class Service:
     """``python -m uvicorn app.main:app --app-dir backend --workers 1`` with ``SFT_*`` settings, as ``make run``.
 
@@ -75,7 +95,6 @@ class Service:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.api = f"{self.url}/api/sft"
         self.env = {**env, "SFT_DATA_DIR": str(self.data_dir)}
         for key, value in (settings or {}).items():
             self.env[f"SFT_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
@@ -137,6 +156,10 @@ class Service:
     def rss_mb(self) -> float:
         return rss_mb(self.pid)
 
+    def other_load(self) -> OtherLoad:
+        """Other load (see ``OtherLoad``) from now on: the server and this benchmark are the measured ones."""
+        return OtherLoad(lambda: cpu_seconds(self.pid) + time.process_time())
+
     def wait_quiet(self, *, window: float = 0.5, max_cpu: float = 0.03, timeout: float = 60.0) -> None:
         """Wait until the server uses under ``max_cpu`` of a core over ``window`` seconds (imports done...)."""
         deadline = time.monotonic() + timeout
@@ -169,9 +192,6 @@ class Service:
         response.raise_for_status()
         return response.json()["status"]
 
-    def delete_job(self, job_id: str) -> None:
-        self.client.delete(f"/api/sft/jobs/{job_id}").raise_for_status()
-
     def events(self, job_id: str) -> list[dict[str, Any]]:
         response = self.client.get(f"/api/sft/jobs/{job_id}/events", params={"limit": 1000})
         response.raise_for_status()
@@ -194,7 +214,7 @@ class Service:
         run = JobRun()
         exact_peak = sample_rss and reset_peak_rss(self.pid)
         sampler = _RssSampler(self.pid) if sample_rss and not exact_peak else None
-        busy, own = machine_busy_seconds(), cpu_seconds(self.pid) + time.process_time()
+        other = self.other_load()
         started = time.perf_counter()
         run.job_id, run.submit_s = self.submit(config)
         if poll is None:
@@ -212,8 +232,7 @@ class Service:
                     raise TimeoutError(f"job {run.job_id} still {job['status']} after {timeout}s")
                 time.sleep(poll)
         run.job = job
-        others = (machine_busy_seconds() - busy) - (cpu_seconds(self.pid) + time.process_time() - own)
-        run.other_cores = max(0.0, others) / run.wall_s
+        run.other_cores = other.cores()
         if exact_peak:
             run.peak_rss_mb = peak_rss_mb(self.pid)
         elif sampler is not None:
@@ -306,7 +325,6 @@ class JobRun:
         span("load_s", "started", "model_loaded")
         span("data_s", "model_loaded", "dataset_ready")
         span("build_train_save_s", "dataset_ready", "completed")
-        span("server_total_s", "created", "completed")
         if "build_train_save_s" in out:
             out["build_save_s"] = round(out["build_train_save_s"] - self.result.get("train_runtime", 0.0), 3)
         return out

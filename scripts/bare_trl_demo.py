@@ -1,4 +1,5 @@
-"""Bare TRL LoRA run on the bundled JSON-extraction demo data (reference recipe and benchmark baseline).
+"""Bare TRL LoRA run on the bundled JSON-extraction demo data (reference recipe; the benchmark's baseline
+is bench/bare_sft.py, which reuses this script's data loading).
 
 Prints one JSON line: total wall time (incl. imports and model loading), training time, steps/s, train loss.
 """

@@ -65,7 +65,7 @@ def test_smoke_report_has_every_section_and_target(smoke):
 
 
 def test_smoke_figures_are_sane(smoke):
-    _, results = smoke
+    report, results = smoke
     overhead = results["overhead"]
     assert overhead["same_loss"], "the bare script and the service job trained different things"
     for run in overhead["runs"]:
@@ -75,6 +75,11 @@ def test_smoke_figures_are_sane(smoke):
     assert results["latency"]["running"]["job"]["n"] >= results["latency"]["training"]["job"]["n"]
     levels = results["scale"]["levels"]
     assert [lv["stored_at_list"] for lv in levels] == [lv["level"] for lv in levels]
+    # Each level's submits start with the level's jobs stored (at level 0, the job holding the slot: 1).
+    assert [lv["stored_at_submit"] for lv in levels] == [max(lv["level"], 1) for lv in levels]
+    for lv in levels:
+        first, n = lv["stored_at_submit"], lv["submit"]["n"]
+        assert f"| {lv['level']:,} | " in report and f" | {first:,}–{first + n - 1:,} | " in report
     assert all(rss > 0 for rss in results["memory"]["after_mb"])
     assert [run["name"] for run in results["knobs"]["runs"]] == ["baseline", "packing", "gradient checkpointing"]
     assert all(run["train_tokens_per_second"] for run in results["knobs"]["runs"])
@@ -84,10 +89,14 @@ def test_bare_baseline_gives_trl_what_the_service_gives_it():
     """bench/bare_sft.py's trl.SFTConfig arguments equal app.sft.config.SFTConfig.to_trl's for the demo job."""
     sys.path.insert(0, str(BENCH))
     try:
-        from bare_sft import trl_args
+        from bare_sft import CHATML_TEMPLATE, trl_args
     finally:
         sys.path.remove(str(BENCH))
     from app.sft.config import SFTConfig
+    from app.sft.models import CHATML_TEMPLATE as SERVICE_CHATML_TEMPLATE
+
+    # bench/bare_sft.py copies the service's fallback chat template (it imports nothing from the service).
+    assert CHATML_TEMPLATE == SERVICE_CHATML_TEMPLATE
 
     for packing, checkpointing in ((False, False), (True, False), (False, True)):
         service = SFTConfig(base_model="m", dataset_name="d", max_steps=20, per_device_train_batch_size=8,
