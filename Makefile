@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast bench gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml scripts/install_torch.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ test-fast: $(STAMP)
 # About 12 minutes on a quiet 2-core machine; writes docs/benchmarks.md (`$(PY) bench/run.py --help` for options).
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# On a machine with an NVIDIA GPU: the CUDA paths through a running server, and GPU speed against bare TRL
+# (under 10 minutes on an H200). Report: data/gpu-check/gpu_check.{md,json}; docs/gpu.md says how to read it.
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py --out data/gpu-check
+
+# For a GPU machine without a package registry (see docs/gpu.md): the wheels it lacks, into .whl/.
+gpu-wheels: $(STAMP)
+	PY=$(PY) scripts/gpu_wheels.sh .whl
 
 clean:
 	rm -rf $(VENV) data

@@ -93,6 +93,9 @@ def main() -> None:
     parser.add_argument("--lora-dropout", type=float, default=0.05)
     parser.add_argument("--packing", action="store_true")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    # Knobs the service does not expose, measured by the GPU check (scripts/gpu_check.py).
+    parser.add_argument("--padding-free", action="store_true", help="trl.SFTConfig(padding_free=True)")
+    parser.add_argument("--use-liger-kernel", action="store_true", help="trl.SFTConfig(use_liger_kernel=True)")
     args = parser.parse_args()
 
     import torch
@@ -118,11 +121,18 @@ def main() -> None:
     prepared = time.perf_counter()
 
     output_dir = Path(args.output_dir)
-    config = trl.SFTConfig(**trl_args(
+    knobs: dict = {}
+    if args.padding_free:
+        # TRL 1.16 refuses padding_free with a max_length and no packing (it would not truncate); the demo
+        # rows are far shorter than max_length, so nothing is cut either way.
+        knobs.update(padding_free=True, max_length=None)
+    if args.use_liger_kernel:
+        knobs["use_liger_kernel"] = True
+    config = trl.SFTConfig(**{**trl_args(
         output_dir=str(output_dir / "checkpoints"), max_steps=args.max_steps, learning_rate=args.learning_rate,
         batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, precision=args.precision,
         packing=args.packing, gradient_checkpointing=args.gradient_checkpointing, use_cpu=not cuda,
-    ))
+    ), **knobs})
     lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                       target_modules="all-linear", task_type="CAUSAL_LM")
     set_seed(args.seed)
@@ -158,6 +168,7 @@ def main() -> None:
         "device": "cuda" if cuda else "cpu",
         "torch_threads": torch.get_num_threads(),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
     }), flush=True)
 
 

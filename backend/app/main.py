@@ -15,6 +15,7 @@ from .api.sft_routes import router as sft_router
 from .core.errors import register_error_handlers
 from .core.settings import settings as default_settings
 from .sft.inference import ModelCache
+from .sft.models import default_device, gpu_memory
 
 try:
     VERSION = version("sft-service")
@@ -51,7 +52,7 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
     def health(manager: ManagerDep) -> HealthResponse:
         """Liveness, version and job counts."""
         return HealthResponse(version=VERSION, max_concurrent_jobs=manager.max_concurrent_jobs,
-                              jobs=manager.counts())
+                              jobs=manager.counts(), device=default_device(), gpu=gpu_memory())
 
     return app
 

@@ -193,11 +193,22 @@ class CheckpointListResponse(BaseModel):
     checkpoints: list[CheckpointInfo] = Field(..., description="Oldest first.")
 
 
+class GpuMemory(BaseModel):
+    memory_allocated_mb: float = Field(..., description="Tensors allocated now, in MiB (torch.cuda.memory_allocated).")
+    memory_reserved_mb: float = Field(..., description="Held by the caching allocator, in MiB.")
+    max_memory_allocated_mb: float = Field(..., description="Peak allocated since start or the last job's start.")
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
     max_concurrent_jobs: int
     jobs: dict[str, int] = Field(..., description="Jobs by status.")
+    device: Literal["cuda", "cpu"] = Field(..., description="Where jobs train and models generate.")
+    gpu: GpuMemory | None = Field(
+        None, description="This server's CUDA memory (null without a GPU): what its jobs and loaded models hold."
+    )
+
 
 
 # Using a trained model: generate, evaluate, merge, list models

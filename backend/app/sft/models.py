@@ -101,8 +101,30 @@ def release_memory() -> None:
 
     gc.collect()
     if torch.cuda.is_available():
+        # cuBLAS keeps a workspace per (thread, stream) in the caching allocator; every job runs in a
+        # new thread, so each job would leave its workspace allocated (torch 2.x) without this.
+        clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+        if clear_workspaces is not None:
+            clear_workspaces()
         torch.cuda.empty_cache()
     _trim_heap()
+
+
+def gpu_memory() -> dict[str, float] | None:
+    """This process' CUDA memory in MiB (allocated, reserved, peak allocated), or None without a GPU.
+
+    Never initialises CUDA: before the first job touches the GPU every figure is 0.
+    """
+    if default_device() != "cuda":
+        return None
+    import torch
+
+    mib = 1024 * 1024
+    return {
+        "memory_allocated_mb": round(torch.cuda.memory_allocated() / mib, 1),
+        "memory_reserved_mb": round(torch.cuda.memory_reserved() / mib, 1),
+        "max_memory_allocated_mb": round(torch.cuda.max_memory_allocated() / mib, 1),
+    }
 
 
 def _trim_heap() -> None:

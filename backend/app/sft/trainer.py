@@ -58,6 +58,11 @@ class SFTResult:
     dataset_format: str | None = None
     train_rows: int = 0
     eval_rows: int = 0
+    #: What the run trained in ('auto' resolved for the device).
+    precision: str | None = None
+    #: The process' peak CUDA memory during the run, in MiB (None on CPU; process-wide, so concurrent jobs
+    #: on one GPU see each other's tensors too).
+    peak_gpu_memory_mb: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +123,10 @@ class SFTTrainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(self.output_dir / "config.yaml")
         precision = cfg.resolve_precision(self.device)
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
 
         self._emit("phase", {"phase": "loading_model"})
         # Model loading and building the trainer (first imports of trl, PEFT wrapping, seeding) are not
@@ -176,6 +185,8 @@ class SFTTrainer:
                 dataset_format=data.dataset_format,
                 train_rows=data.train_rows,
                 eval_rows=data.eval_rows,
+                precision=precision,
+                peak_gpu_memory_mb=_peak_gpu_memory_mb(self.device),
             )
         finally:
             del trainer
@@ -248,6 +259,14 @@ class SFTTrainer:
             train_rows=data.train_rows if data else 0,
             eval_rows=data.eval_rows if data else 0,
         )
+
+
+def _peak_gpu_memory_mb(device: str) -> float | None:
+    if device != "cuda":
+        return None
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / (1024 * 1024), 1)
 
 
 def _last(history: list[dict[str, Any]], key: str) -> float | None:

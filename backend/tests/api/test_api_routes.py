@@ -284,6 +284,7 @@ def test_health(client, manager, gate, fake_config):
     assert body["max_concurrent_jobs"] == 1
     assert isinstance(body["version"], str) and body["version"]
     assert body["jobs"] == {"pending": 1, "running": 1, "stopping": 0, "completed": 0, "failed": 0, "stopped": 0}
+    assert body["device"] in ("cpu", "cuda") and (body["gpu"] is None) == (body["device"] == "cpu")
 
 
 def test_config_schema(client):
