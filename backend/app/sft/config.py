@@ -25,6 +25,11 @@ SchedulerType = Literal[
     "inverse_sqrt",
 ]
 ReportTarget = Literal["wandb", "tensorboard"]
+LossPath = Literal["auto", "cross_entropy", "trl"]
+
+#: What loss_path "auto" trains with on a CUDA GPU, where TRL's fused head may pay for itself (it never
+#: builds the logits). Set from the GPU check's measurement (docs/benchmarks.md, section 6).
+CUDA_LOSS_PATH: Literal["cross_entropy", "trl"] = "trl"
 
 _LORA_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
 _EVAL_FIELDS = ("eval_steps",)
@@ -103,6 +108,22 @@ class SFTConfig(BaseModel):
         "auto", description="auto picks bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    loss_path: LossPath = Field(
+        "auto",
+        description="How the loss is computed. cross_entropy: ordinary cross-entropy over the trained tokens "
+        "only (the LM head projects just those positions), the same loss as TRL's to 1e-5. trl: TRL's fused, "
+        "tiled LM head, which never builds the logits but computes entropy and token accuracy for every token "
+        "of every step (31 % slower per step on CPU). auto: cross_entropy on CPU; on a CUDA GPU, "
+        f"{CUDA_LOSS_PATH}, or cross_entropy when token_metrics is false. "
+        "Models whose logits the plain LM head does not give (logit soft-capping or scaling, vision-language, "
+        "a mixture-of-experts aux loss) always train with trl.",
+    )
+    token_metrics: bool | None = Field(
+        None,
+        description="Log entropy and mean token accuracy of the trained tokens, computed on logging steps only "
+        "(every logging_steps). None: off on CPU, on on a CUDA GPU. With loss_path trl, TRL's head computes them "
+        "on every step, so they cannot be turned off there.",
+    )
 
     # Adapters
     use_lora: bool = Field(True, description="Train a LoRA adapter (false: full fine-tuning).")
@@ -146,6 +167,9 @@ class SFTConfig(BaseModel):
                 raise ValueError(f"{', '.join(set_eval)} needs eval_dataset_name or validation_split")
         if self.save_total_limit is not None and self.save_steps is None:
             raise ValueError("save_total_limit needs save_steps")
+        if self.loss_path == "trl" and self.token_metrics is False:
+            raise ValueError("token_metrics=false needs loss_path cross_entropy or auto: TRL's fused head computes "
+                             "entropy and token accuracy on every step")
         if self.lora_target_modules != "all-linear" and not self.lora_target_modules:
             raise ValueError("lora_target_modules must name at least one module, or be 'all-linear'")
         return self
@@ -187,6 +211,20 @@ class SFTConfig(BaseModel):
                 field="precision",
             )
         return self.precision
+
+    def resolve_loss_path(self, device: str) -> Literal["cross_entropy", "trl"]:
+        """The loss path for ``device`` ('cuda' or 'cpu'); see the ``loss_path`` field."""
+        if self.loss_path != "auto":
+            return self.loss_path
+        if device != "cuda" or self.token_metrics is False:
+            return "cross_entropy"
+        return CUDA_LOSS_PATH
+
+    def resolve_token_metrics(self, device: str) -> bool:
+        """Whether entropy and token accuracy are logged on ``device``; see the ``token_metrics`` field."""
+        if self.resolve_loss_path(device) == "trl":
+            return True
+        return self.token_metrics if self.token_metrics is not None else device == "cuda"
 
     def to_trl(self, *, output_dir: str | Path, device: str, disable_tqdm: bool = True) -> trl.SFTConfig:
         """Map onto ``trl.SFTConfig``; precision is chosen from ``device`` (TRL 1.16 defaults to bf16)."""

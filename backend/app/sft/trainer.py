@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -39,6 +40,7 @@ def _thread_local_accelerate_state() -> None:
 
 _thread_local_accelerate_state()
 
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +65,8 @@ class SFTResult:
     #: The process' peak CUDA memory during the run, in MiB (None on CPU; process-wide, so concurrent jobs
     #: on one GPU see each other's tensors too).
     peak_gpu_memory_mb: float | None = None
+    #: The loss path trained with: "cross_entropy" or "trl" (SFTConfig.loss_path, resolved for the device).
+    loss_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,7 +152,7 @@ class SFTTrainer:
             return self._stopped_before_training(started, data)
 
         with model_load_lock:
-            trainer = self._build_trainer(model, tokenizer, data)
+            trainer, loss_path = self._build_trainer(model, tokenizer, data)
         del model
         self._emit("phase", {"phase": "training"})
         stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopCallback))
@@ -187,6 +191,7 @@ class SFTTrainer:
                 eval_rows=data.eval_rows,
                 precision=precision,
                 peak_gpu_memory_mb=_peak_gpu_memory_mb(self.device),
+                loss_path=loss_path,
             )
         finally:
             del trainer
@@ -207,8 +212,11 @@ class SFTTrainer:
         return model, tokenizer
 
     def _build_trainer(self, model, tokenizer, data: PreparedData):
+        """The HF trainer for this run, and the loss path it trains with ("cross_entropy" or "trl")."""
         import trl
         from transformers import set_seed
+
+        from .loss import CrossEntropySFTTrainer, plain_head_problem
 
         cfg = self.config
         args = cfg.to_trl(output_dir=self.output_dir / "checkpoints", device=self.device,
@@ -226,9 +234,17 @@ class SFTTrainer:
             )
         callbacks = [StopCallback(self.stop_event),
                      ReportingCallback(self.output_dir / "log.jsonl", self.on_event), *self.callbacks]
+        loss_path = cfg.resolve_loss_path(self.device)
+        problem = plain_head_problem(model) if loss_path == "cross_entropy" else None
+        if problem:
+            logger.warning("training with TRL's fused LM head instead of loss_path cross_entropy: %s", problem)
+            loss_path = "trl"
+        trainer_cls, extra = trl.SFTTrainer, {}
+        if loss_path == "cross_entropy":
+            trainer_cls, extra = CrossEntropySFTTrainer, {"token_metrics": cfg.resolve_token_metrics(self.device)}
         set_seed(cfg.seed)  # LoRA init draws from torch's global RNG; the setup lock keeps it ours
         try:
-            return trl.SFTTrainer(
+            trainer = trainer_cls(
                 model=model,
                 args=args,
                 train_dataset=data.train,
@@ -236,7 +252,9 @@ class SFTTrainer:
                 processing_class=tokenizer,
                 peft_config=peft_config,
                 callbacks=callbacks,
+                **extra,
             )
+            return trainer, loss_path
         except ValueError as exc:
             # PEFT and TRL raise ValueError for what the config asks and the model cannot do
             # (unknown lora_target_modules, a pad token outside the vocabulary...).

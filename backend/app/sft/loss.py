@@ -1,0 +1,140 @@
+"""The two loss paths of a run: TRL's fused LM head, or ordinary cross-entropy over the trained tokens.
+
+TRL 1.16's ``SFTTrainer`` patches a fused, tiled LM head into the model (``trl.trainer.utils.add_fused_lm_head``)
+and trains through it: it never builds the ``(batch, length, vocab)`` logits, and it computes the entropy and
+whether the label is the top-1 prediction for every token of every step, for its ``entropy`` and
+``mean_token_accuracy`` metrics. Without Triton (on CPU) it also projects every position, prompt and padding
+included. On the 2-core reference machine one forward + backward of the demo job costs 31 % more through it than
+with ordinary cross-entropy.
+
+``CrossEntropySFTTrainer`` keeps TRL's data preparation, collator, labels and loss normalisation and replaces only
+the head: it runs the model's backbone, projects the positions whose next-token label is trained through the
+model's own output layer, and takes the summed cross-entropy divided by the same token count TRL divides by
+(``num_items_in_batch``), so the per-step losses equal TRL's. Entropy and token accuracy come from those logits on
+logging steps only, when asked for.
+
+Imported when a trainer is built (it imports trl), under ``models.model_load_lock``.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import trl
+from peft import PeftModel
+
+#: Config attributes of models whose logits are more than ``lm_head(hidden)`` (soft-capping, scaling: Gemma 2,
+#: Cohere, Granite, Falcon-H1...). TRL's head applies them; the plain head does not, so those models keep TRL's.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
+                     "logits_scaling")
+
+
+def plain_head_problem(model: Any) -> str | None:
+    """Why ``model`` (the causal LM, before PEFT) cannot train with the plain head; None when it can."""
+    config = model.config
+    text_config = config.get_text_config()
+    if text_config is not config:
+        return "it is a vision-language model"
+    transforms = [name for name in _LOGIT_TRANSFORMS if getattr(text_config, name, None) is not None]
+    if transforms:
+        return f"its logits are transformed ({', '.join(transforms)})"
+    if getattr(text_config, "output_router_logits", False) or getattr(text_config, "router_aux_loss_coef", 0.0):
+        return "it is a mixture-of-experts model with a load-balancing loss"
+    return None
+
+
+def add_trained_logits_head(model: Any) -> None:
+    """Let ``model(..., labels=labels, trained_logits=True)`` return ``(logits, targets)`` of the trained positions.
+
+    The backbone runs as in the model's own forward; the output layer (a PEFT-wrapped one included) projects only
+    the positions whose shifted label is not -100. Like TRL's fused head, it is a flag on ``forward`` rather than a
+    separate call, so that wrappers around the model (PEFT, DDP) stay in the call path. Without the flag the forward
+    is the one it replaces (TRL's, which itself falls back to the model's own).
+    """
+    replaced = model.forward
+
+    @functools.wraps(type(model).forward)  # generate() checks its kwargs against this signature
+    def forward(self, *args, trained_logits=False, labels=None, **kwargs):
+        if not trained_logits:
+            if labels is not None:
+                kwargs["labels"] = labels
+            return replaced(*args, **kwargs)
+        kwargs["use_cache"] = False
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+        head = self.get_output_embeddings()
+        targets = labels[:, 1:].to(head.weight.device)
+        mask = targets != -100
+        return head(hidden.to(head.weight.device)[mask]), targets[mask]
+
+    model.forward = types.MethodType(forward, model)
+
+
+class CrossEntropySFTTrainer(trl.SFTTrainer):
+    """``trl.SFTTrainer`` whose training and evaluation loss is ordinary cross-entropy over the trained tokens.
+
+    Args:
+        token_metrics: log ``entropy`` and ``mean_token_accuracy`` (of the trained tokens), computed on logging
+            steps only; TRL computes them on every step.
+        *args, **kwargs: as ``trl.SFTTrainer``.
+    """
+
+    def __init__(self, *args: Any, token_metrics: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.token_metrics = token_metrics
+        # Tokens seen since the last log, kept on the device: counting them each step would wait for the device.
+        self._pending_tokens: torch.Tensor | int = 0
+        model = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+        add_trained_logits_head(model)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if return_outputs:  # only for compute_metrics, which needs the full logits: TRL's path builds them
+            return super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        mode = "train" if self.model.training else "eval"
+        logits, targets = model(**inputs, trained_logits=True)
+        count = targets.numel() if num_items_in_batch is None else num_items_in_batch
+        loss = F.cross_entropy(logits.float(), targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())  # as trl.SFTTrainer.compute_loss
+        if self.token_metrics and (mode == "eval" or self._logs_this_step()):
+            self._record_token_metrics(mode, logits.detach(), targets)
+        if mode == "train":
+            self._count_tokens(inputs)
+        return loss
+
+    def _logs_this_step(self) -> bool:
+        """Whether the optimizer step this batch belongs to ends with a log (transformers' DefaultFlowCallback)."""
+        step = self.state.global_step + 1
+        return (step == 1 and self.args.logging_first_step) or (
+            self.args.logging_strategy == "steps" and step % self.state.logging_steps == 0)
+
+    def _record_token_metrics(self, mode: str, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        with torch.no_grad():
+            log_probs = logits.float().log_softmax(-1)
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            # argmax takes the first maximum, as TRL's is_top1: a tie with an earlier token is not a hit
+            correct = log_probs.argmax(-1) == targets
+            n = self.accelerator.gather_for_metrics(torch.tensor(targets.numel(), device=logits.device)).sum()
+            entropy_sum = self.accelerator.gather_for_metrics(entropy.sum()).sum()
+            correct_sum = self.accelerator.gather_for_metrics(correct.sum()).sum()
+        self._metrics[mode]["entropy"].append((entropy_sum / n).item() if n > 0 else 0.0)
+        self._metrics[mode]["mean_token_accuracy"].append((correct_sum / n).item() if n > 0 else 0.0)
+
+    def _count_tokens(self, inputs: dict[str, Any]) -> None:
+        # The tokens TRL counts for its num_tokens metric: attention-masked ones, or every position padding-free.
+        if "attention_mask" in inputs:
+            tokens = inputs["attention_mask"].sum()
+        else:
+            tokens = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
+        self._pending_tokens = self._pending_tokens + tokens
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if torch.is_tensor(self._pending_tokens):
+            seen = self.accelerator.gather_for_metrics(self._pending_tokens).sum().item()
+            self._total_train_tokens += int(seen) // self._tp_size
+            self._pending_tokens = 0
+        self._metrics["train" if self.model.training else "eval"]["num_tokens"] = [self._total_train_tokens]
+        super().log(logs, start_time)
