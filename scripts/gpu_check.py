@@ -424,6 +424,7 @@ def run_service(check: Check, **overrides: Any) -> dict[str, Any]:
     return {"steps_per_s": round(result["global_step"] / result["train_runtime"], 4),
             "train_tokens_per_second": result["train_tokens_per_second"], "train_loss": result["train_loss"],
             "peak_gpu_memory_mb": result.get("peak_gpu_memory_mb"), "precision": result.get("precision"),
+            "loss_path": result.get("loss_path"),
             "train_runtime": result["train_runtime"], "ttr_s": round(time.perf_counter() - started, 2),
             "job_id": job_id}
 
@@ -479,6 +480,7 @@ def speed_checks(check: Check, report: Report, *, precision: str, parameters: in
                     "steps_per_s": statistics.median(r["steps_per_s"] for r in rs),
                     "peak_gpu_memory_mb": max((r["peak_gpu_memory_mb"] or 0) for r in rs) or None,
                     "train_loss": [r["train_loss"] for r in rs],
+                    "trained_with": sorted({r["loss_path"] for r in rs}),
                 } for path, rs in runs.items()}
                 summary["cross_entropy_over_trl_steps_per_s"] = round(
                     summary["cross_entropy"]["steps_per_s"] / summary["trl"]["steps_per_s"], 4)
@@ -551,7 +553,9 @@ def render_markdown(data: dict[str, Any]) -> str:
             s = lp[path]
             lines.append(f"| `{path}` | {s['steps_per_s']:.3f} | {s['tokens_per_second']:.0f} | "
                          f"{_mb(s['peak_gpu_memory_mb'])} |")
-        lines += ["", f"cross_entropy ÷ trl steps/s: {lp['cross_entropy_over_trl_steps_per_s']:.3f}."]
+        lines += ["", f"cross_entropy ÷ trl steps/s: {lp['cross_entropy_over_trl_steps_per_s']:.3f}; train losses "
+                  f"cross_entropy {lp['cross_entropy']['train_loss']}, trl {lp['trl']['train_loss']}; the service's "
+                  f"`auto` trained with {sorted({p['service'].get('loss_path') for p in o.get('pairs', [])})}."]
     elif lp:
         lines += ["", f"Loss path: {lp.get('status')}."]
     if data.get("knobs"):
