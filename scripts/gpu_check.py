@@ -72,7 +72,7 @@ class Plan:
 
 
 GPU_PLAN = Plan(hidden=1024, layers=16, heads=16, kv_heads=4, steps=100, job_steps=60, batch_size=16, pairs=3,
-                loss_path_runs=2, loss_fall=0.8, deadline_s=420)
+                loss_path_runs=2, loss_fall=0.8, deadline_s=500)
 SMOKE_PLAN = Plan(hidden=64, layers=2, heads=4, kv_heads=2, steps=6, job_steps=16, batch_size=4, pairs=1,
                   loss_path_runs=1, loss_fall=0.99, deadline_s=1200)
 
@@ -569,7 +569,9 @@ def render_markdown(data: dict[str, Any]) -> str:
             ratio = (f"{k['tokens_per_second'] / base['tokens_per_second']:.2f}×"
                      if base and k.get("tokens_per_second") else "")
             lines.append(f"| {k['name']} | {k['tokens_per_second'] or 0:.0f} | {ratio} | "
-                         f"{_mb(k['peak_gpu_memory_mb'])} |")
+                         f"{_mb(k['peak_gpu_memory_mb'])}{' ¹' if k.get('note') else ''} |")
+        notes = sorted({k["note"] for k in data["knobs"] if k.get("note")})
+        lines += ["", *(f"¹ {note}." for note in notes)] if notes else []
     return "\n".join(lines) + "\n"
 
 
@@ -604,7 +606,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "gpu-check", help="report directory")
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: <out>/work)")
     parser.add_argument("--smoke", action="store_true", help="a tiny model and a few steps: try the script anywhere")
+    parser.add_argument("--render", type=Path, metavar="JSON", help="only print the Markdown of a run's gpu_check.json")
     args = parser.parse_args(argv)
+    if args.render:
+        print(render_markdown(json.loads(args.render.read_text())), end="")
+        return 0
 
     plan = SMOKE_PLAN if args.smoke else GPU_PLAN
     args.out.mkdir(parents=True, exist_ok=True)

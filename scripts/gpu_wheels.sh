@@ -10,7 +10,8 @@ DEST=$(realpath -m "${1:-.whl}")
 CUDA_KEEP=${CUDA_KEEP:-cuda13}
 # transformers and huggingface_hub: the GPU image's are older than the ones the service runs on here.
 PACKAGES="transformers huggingface_hub trl datasets dill multiprocess peft accelerate bitsandbytes fastapi
-starlette uvicorn pydantic pydantic_core pydantic-settings python-dotenv annotated-types typing-inspection"
+starlette uvicorn pydantic pydantic_core pydantic-settings python-dotenv annotated-types typing-inspection
+httpx2 httpcore2 truststore idna anyio click hf-xet h11 opentelemetry-api"
 LIGER=${LIGER:-liger-kernel==0.8.5}
 
 pins=()
