@@ -1,0 +1,229 @@
+"""The ``sft`` command against a live server training the tiny model, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+from client_helpers import JOB_TIMEOUT, REPO, cli_command, cli_env, write_yaml
+from factories import free_port, wait_for
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def adapter_line(stdout: str) -> Path:
+    match = re.search(r"^Adapter: (.+)$", stdout, re.MULTILINE)
+    assert match, stdout
+    return Path(match.group(1).strip())
+
+
+def test_train_follow_ends_with_exit_0_and_prints_the_adapter_path(sft, server, job_config, tmp_path):
+    run = sft("train", str(write_yaml(tmp_path / "job.yaml", job_config)), "--set", "max_steps=3", "--follow")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Step 3/3: loss" in run.stdout
+    assert "completed: 3 steps, train_loss" in run.stdout
+    adapter = adapter_line(run.stdout)
+    assert (adapter / "adapter_config.json").is_file()
+    job_id = re.search(r"^Job (\S+) submitted", run.stdout, re.MULTILINE).group(1)
+    assert server.job(job_id)["result"]["adapter_path"] == str(adapter)
+    assert "\x1b[" not in run.stdout  # not a terminal: no colours, no bar
+
+
+def test_broken_config_exits_2_and_prints_the_servers_detail(sft, job_config, tmp_path):
+    config = write_yaml(tmp_path / "job.yaml", {**job_config, "lora_rank": 8})
+    run = sft("train", str(config))
+    assert run.returncode == 2
+    assert "Error 400: config.lora_rank: unknown field (did you mean lora_r?)" in run.stderr
+
+    run = sft("train", str(config), "--json")
+    assert run.returncode == 2
+    error = json.loads(run.stderr)
+    assert error["status_code"] == 400
+    assert error["detail"] == "config.lora_rank: unknown field (did you mean lora_r?)"
+
+
+def test_local_usage_errors_exit_2_without_a_request(sft, job_config, tmp_path):
+    run = sft("train", str(tmp_path / "missing.yaml"))
+    assert run.returncode == 2 and f"cannot read {tmp_path / 'missing.yaml'}" in run.stderr
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    assert "must hold a mapping" in sft("train", str(tmp_path / "list.yaml")).stderr
+    run = sft("train", str(write_yaml(tmp_path / "job.yaml", job_config)), "--set", "max_steps")
+    assert run.returncode == 2 and "expected KEY=VALUE" in run.stderr
+    run = sft("train")
+    assert run.returncode == 2 and "CONFIG.yaml or --from-config" in run.stderr
+    assert sft("jobs", "--limit", "many").returncode == 2  # argparse's own usage error
+    assert sft("show", "00000000-0000-0000-0000-000000000000").returncode == 2  # a 404
+
+
+def test_unreachable_server_exits_3():
+    port = free_port()
+    done = subprocess.run(cli_command(f"http://127.0.0.1:{port}", "health"), env=cli_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 3
+    assert f"cannot reach the SFT server at http://127.0.0.1:{port}" in done.stderr
+
+
+def test_json_output_of_every_command_parses(sft, server, job_config, tmp_path):
+    config = write_yaml(tmp_path / "job.yaml", {**job_config, "max_steps": 2, "save_steps": 1})
+    start = json.loads(sft("train", str(config), "--json").stdout)
+    job_id = start["job_id"]
+    assert start["status"] in ("pending", "running")
+
+    lines = [json.loads(line) for line in sft("follow", job_id, "--json").stdout.splitlines()]
+    assert [e["type"] for e in lines[:-1]][-1] == "completed"
+    assert lines[-1]["job_id"] == job_id and lines[-1]["status"] == "completed"
+
+    assert json.loads(sft("show", job_id, "--json").stdout)["result"]["global_step"] == 2
+    page = json.loads(sft("--json", "jobs", "--status", "completed", "--limit", "5").stdout)
+    assert job_id in [j["job_id"] for j in page["jobs"]] and page["limit"] == 5
+    assert json.loads(sft("health", "--json").stdout)["status"] == "ok"
+    assert {m["name"] for m in json.loads(sft("models", "--json").stdout)} >= {"smollm2-135m-instruct"}
+    events = [json.loads(line) for line in sft("events", job_id, "--json").stdout.splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert json.loads(sft("logs", job_id, "--json", "--tail", "2").stdout)["lines"][-1].endswith(
+        "event completed: Training completed")
+
+    generated = json.loads(sft("generate", job_id, "hello 3", "--max-new-tokens", "4", "--compare-base",
+                               "--json").stdout)
+    assert generated["completion_tokens"] <= 4 and generated["base_completion"] is not None
+    scores = json.loads(sft("evaluate", job_id, "--max-samples", "2", "--max-new-tokens", "4", "--json").stdout)
+    assert scores["tuned"]["n"] == 2
+    merged = json.loads(sft("merge", job_id, "--json").stdout)
+    assert (Path(merged["merged_path"]) / "config.json").is_file()
+
+    saved = json.loads(sft("configs", "save", "cli-json", str(config), "--set", "max_steps=1", "--json").stdout)
+    listed = json.loads(sft("configs", "list", "--json").stdout)
+    assert saved["config_id"] in [c["config_id"] for c in listed]
+    shown = json.loads(sft("configs", "show", "cli-json", "--json").stdout)
+    assert shown["config"]["max_steps"] == 1
+    run = sft("train", "--from-config", "cli-json", "--set", "max_steps=2", "--follow", "--json")
+    assert run.returncode == 0, run.stderr
+    final = json.loads(run.stdout.splitlines()[-1])
+    assert final["result"]["global_step"] == 2
+    assert json.loads(sft("configs", "rm", "cli-json", "--json").stdout)["config_id"] == saved["config_id"]
+    assert sft("configs", "show", "cli-json").returncode == 2
+
+
+def test_download_unpacks_an_adapter_that_peft_loads(sft, server, job_config, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run = sft("train", str(write_yaml(tmp_path / "job.yaml", job_config)), "--follow")
+    assert run.returncode == 0, run.stderr
+    served = adapter_line(run.stdout)
+    job_id = re.search(r"^Job (\S+) submitted", run.stdout, re.MULTILINE).group(1)
+
+    target = tmp_path / "downloaded" / "adapter"
+    run = sft("download", job_id, "-o", str(target))
+    assert run.returncode == 0, run.stderr
+    assert f"unpacked into {target}" in run.stdout
+    assert (target / "adapter_model.safetensors").read_bytes() == (served / "adapter_model.safetensors").read_bytes()
+    base = AutoModelForCausalLM.from_pretrained(server.data_dir / "tiny-model")
+    model = PeftModel.from_pretrained(base, target)
+    lora = {name: p for name, p in model.named_parameters() if "lora_B" in name}
+    assert lora and any(torch.count_nonzero(p) for p in lora.values())  # trained, not the zero init
+
+    again = sft("download", job_id, "-o", str(target))
+    assert again.returncode == 2 and "not an empty directory" in again.stderr
+
+
+class PtyRun:
+    """The command on a pseudo-terminal, as a person at a terminal sees it (Rich draws its bar)."""
+
+    def __init__(self, args: list[str]):
+        master, slave = pty.openpty()
+        env = cli_env(TERM="xterm", COLUMNS="160", LINES="40")
+        self.process = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO,
+                                        close_fds=True)
+        os.close(slave)
+        self._master = master
+        self._chunks: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self._master, 65536)
+            except OSError:  # the command has exited and closed the terminal
+                break
+            if not data:
+                break
+            self._chunks.append(data)
+
+    def text(self) -> str:
+        return ANSI.sub("", b"".join(self._chunks).decode("utf-8", "replace")).replace("\r", "\n")
+
+    def wait(self, timeout: float) -> int:
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        os.close(self._master)
+        return code
+
+
+def test_follow_survives_a_server_restart_and_the_bar_continues(server, job_config):
+    config = {**job_config, "max_steps": 150, "save_steps": 5}
+    job_id = server.api("POST", "/train", json={"config": config})["job_id"]
+    follow = PtyRun(cli_command(server.url, "follow", job_id))
+    try:
+        wait_for(lambda: ((server.job(job_id)["progress"] or {}).get("current_step") or 0) >= 12,
+                 timeout=JOB_TIMEOUT, interval=0.05, message="a few checkpoints")
+        wait_for(lambda: re.search(r"\b\d+/150\b", follow.text()), timeout=30, message="the bar")
+        server.kill()
+        server.start()
+        code = follow.wait(timeout=JOB_TIMEOUT)
+    finally:
+        if follow.process.poll() is None:
+            follow.process.kill()
+    text = follow.text()
+    assert code == 0, text[-3000:]
+    lost = text.index("Connection to the server lost")
+    back = text.index("Reconnected; following the job again", lost)
+    assert "resuming from checkpoint" in text[back:]
+    steps_after = [int(n) for n in re.findall(r"\b(\d+)/150\b", text[back:])]
+    assert steps_after and max(steps_after) == 150 and min(steps_after) < 150  # the bar moved on
+    assert "ETA" in text and "tok/s" in text and "loss" in text
+    assert f"Job {job_id} completed: 150 steps" in text
+    job = server.job(job_id)
+    assert [a["status"] for a in job["attempts"]] == ["interrupted", "completed"]
+    assert f"Adapter: {job['result']['adapter_path']}" in text
+
+
+def interrupt_follow(server, job_id: str, *extra: str) -> tuple[int, str, str]:
+    """Follow ``job_id``, press Ctrl-C once training has begun; the exit code and what was printed."""
+    process = subprocess.Popen(cli_command(server.url, "follow", job_id, *extra), env=cli_env(), cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "loss" not in seen:
+        line = process.stdout.readline()
+        assert line, process.stderr.read()
+        seen += line
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=JOB_TIMEOUT)
+    return process.returncode, seen + stdout, stderr
+
+
+def test_ctrl_c_leaves_the_job_running_unless_stop_on_interrupt(server, job_config):
+    job_id = server.api("POST", "/train", json={"config": {**job_config, "max_steps": 100_000}})["job_id"]
+    try:
+        code, _, stderr = interrupt_follow(server, job_id)
+        assert code == 130
+        assert f"Job {job_id} keeps running on the server" in stderr
+        assert server.job(job_id)["status"] == "running"
+
+        code, stdout, stderr = interrupt_follow(server, job_id, "--stop-on-interrupt")
+        assert code == 1, stdout + stderr
+        assert "waiting for it to stop" in stderr
+        assert f"Job {job_id} stopped at step" in stdout
+        assert server.job(job_id)["status"] == "stopped"
+    finally:
+        if server.job(job_id)["status"] not in ("completed", "failed", "stopped"):
+            server.api("POST", f"/jobs/{job_id}/stop", headers={"Content-Type": "application/json"})
+        server.wait_until_ended(job_id)
