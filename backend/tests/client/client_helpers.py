@@ -48,6 +48,17 @@ class LiveServer:
             )
         wait_for(self.healthy, timeout=60, interval=0.1, message="the server to start")
 
+    def tiny_config(self) -> dict[str, Any]:
+        """A config that trains the tiny model (copied into the data directory) for a few fast steps."""
+        return {
+            "base_model": str(self.data_dir / "tiny-model"),
+            "dataset_name": str(self.data_dir / "chat.jsonl"),
+            "max_steps": 4,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 5e-3,
+            "logging_steps": 1,
+        }
+
     def healthy(self) -> bool:
         try:
             return httpx.get(f"{self.url}/health", timeout=1).status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import venv
 from pathlib import Path
 from typing import Any
@@ -32,14 +33,7 @@ def server(tmp_path_factory, tiny_model_dir) -> LiveServer:
 @pytest.fixture
 def job_config(server: LiveServer) -> dict[str, Any]:
     """A config that trains the tiny model for a few fast steps on the live server."""
-    return {
-        "base_model": str(server.data_dir / "tiny-model"),
-        "dataset_name": str(server.data_dir / "chat.jsonl"),
-        "max_steps": 4,
-        "per_device_train_batch_size": 4,
-        "learning_rate": 5e-3,
-        "logging_steps": 1,
-    }
+    return server.tiny_config()
 
 
 @pytest.fixture
@@ -54,12 +48,40 @@ def sft(server: LiveServer):
     return run
 
 
+@pytest.fixture
+def cli(server: LiveServer, capsys):
+    """``cli(*args)``: the command's ``main`` in this process (no interpreter start-up), output captured."""
+    from sft_client.cli import main
+
+    def run(*args: str) -> Run:
+        capsys.readouterr()
+        try:
+            code = main(["--url", server.url, *args])
+        except SystemExit as exit:  # argparse's usage errors
+            code = exit.code
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def trained_job(server: LiveServer) -> dict[str, Any]:
+    """A job of the live server that completed 2 steps (with a checkpoint at each)."""
+    config = {**server.tiny_config(), "max_steps": 2, "save_steps": 1}
+    job = server.wait_until_ended(server.api("POST", "/train", json={"config": config})["job_id"])
+    assert job["status"] == "completed", job["error"]
+    return job
+
+
 @pytest.fixture(scope="session")
 def client_venv(tmp_path_factory) -> Path:
-    """A fresh virtualenv with only the client package installed (its dependencies from the index)."""
+    """A fresh virtualenv with only the client package installed (its dependencies from the index).
+
+    Made without pip of its own (ensurepip alone takes ~10 s): this environment's pip installs into it.
+    """
     path = tmp_path_factory.mktemp("client-venv") / "venv"
-    venv.EnvBuilder(with_pip=True).create(path)
-    python = path / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(CLIENT)],
-                   check=True, timeout=600)
+    venv.EnvBuilder(with_pip=False).create(path)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(path / "bin" / "python"), "install", "--quiet",
+                    "--disable-pip-version-check", str(CLIENT)], check=True, timeout=600)
     return path

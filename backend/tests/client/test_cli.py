@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from client_helpers import JOB_TIMEOUT, REPO, cli_command, cli_env, write_yaml
-from factories import free_port, wait_for
+from factories import MISSING, free_port, wait_for
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -48,17 +48,18 @@ def test_broken_config_exits_2_and_prints_the_servers_detail(sft, job_config, tm
     assert error["detail"] == "config.lora_rank: unknown field (did you mean lora_r?)"
 
 
-def test_local_usage_errors_exit_2_without_a_request(sft, job_config, tmp_path):
-    run = sft("train", str(tmp_path / "missing.yaml"))
+def test_local_usage_errors_exit_2(cli, job_config, tmp_path):
+    run = cli("train", str(tmp_path / "missing.yaml"))
     assert run.returncode == 2 and f"cannot read {tmp_path / 'missing.yaml'}" in run.stderr
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
-    assert "must hold a mapping" in sft("train", str(tmp_path / "list.yaml")).stderr
-    run = sft("train", str(write_yaml(tmp_path / "job.yaml", job_config)), "--set", "max_steps")
+    assert "must hold a mapping" in cli("train", str(tmp_path / "list.yaml")).stderr
+    run = cli("train", str(write_yaml(tmp_path / "job.yaml", job_config)), "--set", "max_steps")
     assert run.returncode == 2 and "expected KEY=VALUE" in run.stderr
-    run = sft("train")
+    run = cli("train")
     assert run.returncode == 2 and "CONFIG.yaml or --from-config" in run.stderr
-    assert sft("jobs", "--limit", "many").returncode == 2  # argparse's own usage error
-    assert sft("show", "00000000-0000-0000-0000-000000000000").returncode == 2  # a 404
+    assert cli("jobs", "--limit", "many").returncode == 2  # argparse's own usage error
+    run = cli("show", MISSING)
+    assert run.returncode == 2 and f"Error 404: Job {MISSING} not found" in run.stderr
 
 
 def test_unreachable_server_exits_3():
@@ -69,68 +70,62 @@ def test_unreachable_server_exits_3():
     assert f"cannot reach the SFT server at http://127.0.0.1:{port}" in done.stderr
 
 
-def test_json_output_of_every_command_parses(sft, server, job_config, tmp_path):
-    config = write_yaml(tmp_path / "job.yaml", {**job_config, "max_steps": 2, "save_steps": 1})
-    start = json.loads(sft("train", str(config), "--json").stdout)
-    job_id = start["job_id"]
-    assert start["status"] in ("pending", "running")
-
-    lines = [json.loads(line) for line in sft("follow", job_id, "--json").stdout.splitlines()]
-    assert [e["type"] for e in lines[:-1]][-1] == "completed"
-    assert lines[-1]["job_id"] == job_id and lines[-1]["status"] == "completed"
-
-    assert json.loads(sft("show", job_id, "--json").stdout)["result"]["global_step"] == 2
-    page = json.loads(sft("--json", "jobs", "--status", "completed", "--limit", "5").stdout)
+def test_json_output_of_every_command_parses(cli, trained_job, job_config, tmp_path):
+    job_id = trained_job["job_id"]
+    assert json.loads(cli("show", job_id, "--json").stdout)["result"]["global_step"] == 2
+    page = json.loads(cli("--json", "jobs", "--status", "completed", "--limit", "5").stdout)
     assert job_id in [j["job_id"] for j in page["jobs"]] and page["limit"] == 5
-    assert json.loads(sft("health", "--json").stdout)["status"] == "ok"
-    assert {m["name"] for m in json.loads(sft("models", "--json").stdout)} >= {"smollm2-135m-instruct"}
-    events = [json.loads(line) for line in sft("events", job_id, "--json").stdout.splitlines()]
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert json.loads(sft("logs", job_id, "--json", "--tail", "2").stdout)["lines"][-1].endswith(
+    assert json.loads(cli("health", "--json").stdout)["status"] == "ok"
+    assert "smollm2-135m-instruct" in {m["name"] for m in json.loads(cli("models", "--json").stdout)}
+    events = [json.loads(line) for line in cli("events", job_id, "--json").stdout.splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1)) and events[-1]["type"] == "completed"
+    follow = [json.loads(line) for line in cli("follow", job_id, "--json").stdout.splitlines()]
+    assert follow[:-1] == events and follow[-1]["job_id"] == job_id
+    assert json.loads(cli("logs", job_id, "--json", "--tail", "1").stdout)["lines"][-1].endswith(
         "event completed: Training completed")
-
-    generated = json.loads(sft("generate", job_id, "hello 3", "--max-new-tokens", "4", "--compare-base",
+    generated = json.loads(cli("generate", job_id, "hello 3", "--max-new-tokens", "4", "--compare-base",
                                "--json").stdout)
     assert generated["completion_tokens"] <= 4 and generated["base_completion"] is not None
-    scores = json.loads(sft("evaluate", job_id, "--max-samples", "2", "--max-new-tokens", "4", "--json").stdout)
-    assert scores["tuned"]["n"] == 2
-    merged = json.loads(sft("merge", job_id, "--json").stdout)
+    scores = json.loads(cli("evaluate", job_id, "--max-samples", "2", "--max-new-tokens", "4", "--json").stdout)
+    assert scores["tuned"]["n"] == 2 and 0 <= scores["base"]["exact_match"] <= 1
+    merged = json.loads(cli("merge", job_id, "--json").stdout)
     assert (Path(merged["merged_path"]) / "config.json").is_file()
+    downloaded = json.loads(cli("download", job_id, "-o", str(tmp_path / "adapter"), "--json").stdout)
+    assert "adapter_config.json" in downloaded["files"]
+    stop = cli("stop", job_id, "--json")
+    assert stop.returncode == 2 and json.loads(stop.stderr)["status_code"] == 409
 
-    saved = json.loads(sft("configs", "save", "cli-json", str(config), "--set", "max_steps=1", "--json").stdout)
-    listed = json.loads(sft("configs", "list", "--json").stdout)
-    assert saved["config_id"] in [c["config_id"] for c in listed]
-    shown = json.loads(sft("configs", "show", "cli-json", "--json").stdout)
-    assert shown["config"]["max_steps"] == 1
-    run = sft("train", "--from-config", "cli-json", "--set", "max_steps=2", "--follow", "--json")
+    config = write_yaml(tmp_path / "job.yaml", job_config)
+    saved = json.loads(cli("configs", "save", "cli-json", str(config), "--set", "max_steps=1", "--json").stdout)
+    assert saved["config_id"] in [c["config_id"] for c in json.loads(cli("configs", "list", "--json").stdout)]
+    assert json.loads(cli("configs", "show", "cli-json", "--json").stdout)["config"]["max_steps"] == 1
+    run = cli("train", "--from-config", "cli-json", "--set", "max_steps=2", "--follow", "--json")
     assert run.returncode == 0, run.stderr
-    final = json.loads(run.stdout.splitlines()[-1])
-    assert final["result"]["global_step"] == 2
-    assert json.loads(sft("configs", "rm", "cli-json", "--json").stdout)["config_id"] == saved["config_id"]
-    assert sft("configs", "show", "cli-json").returncode == 2
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert lines[0]["status"] in ("pending", "running")
+    assert lines[-2]["type"] == "completed"
+    assert lines[-1]["job_id"] == lines[0]["job_id"] and lines[-1]["result"]["global_step"] == 2
+    assert json.loads(cli("configs", "rm", "cli-json", "--json").stdout)["config_id"] == saved["config_id"]
+    assert cli("configs", "show", "cli-json").returncode == 2
 
 
-def test_download_unpacks_an_adapter_that_peft_loads(sft, server, job_config, tmp_path):
+def test_download_unpacks_an_adapter_that_peft_loads(cli, server, trained_job, tmp_path):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    run = sft("train", str(write_yaml(tmp_path / "job.yaml", job_config)), "--follow")
-    assert run.returncode == 0, run.stderr
-    served = adapter_line(run.stdout)
-    job_id = re.search(r"^Job (\S+) submitted", run.stdout, re.MULTILINE).group(1)
-
+    job_id, served = trained_job["job_id"], Path(trained_job["result"]["adapter_path"])
     target = tmp_path / "downloaded" / "adapter"
-    run = sft("download", job_id, "-o", str(target))
+    run = cli("download", job_id, "-o", str(target))
     assert run.returncode == 0, run.stderr
     assert f"unpacked into {target}" in run.stdout
     assert (target / "adapter_model.safetensors").read_bytes() == (served / "adapter_model.safetensors").read_bytes()
     base = AutoModelForCausalLM.from_pretrained(server.data_dir / "tiny-model")
     model = PeftModel.from_pretrained(base, target)
-    lora = {name: p for name, p in model.named_parameters() if "lora_B" in name}
-    assert lora and any(torch.count_nonzero(p) for p in lora.values())  # trained, not the zero init
+    lora = [p for name, p in model.named_parameters() if "lora_B" in name]
+    assert lora and any(torch.count_nonzero(p) for p in lora)  # trained, not the zero init
 
-    again = sft("download", job_id, "-o", str(target))
+    again = cli("download", job_id, "-o", str(target))
     assert again.returncode == 2 and "not an empty directory" in again.stderr
 
 
