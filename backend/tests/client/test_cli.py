@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from client_helpers import JOB_TIMEOUT, REPO, cli_command, cli_env, write_yaml
-from factories import MISSING, free_port, wait_for
+from factories import MISSING, contact_rows, free_port, wait_for, write_jsonl
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -48,6 +48,26 @@ def test_broken_config_exits_2_and_prints_the_servers_detail(sft, job_config, tm
     assert error["detail"] == "config.lora_rank: unknown field (did you mean lora_r?)"
 
 
+def test_follow_of_a_failing_job_exits_1_with_the_error_and_its_log_tail(sft, server, job_config):
+    dataset = server.data_dir / "soon-broken.jsonl"
+    write_jsonl(dataset, contact_rows(32))
+    # A long job holds the only training slot, so the second one waits while its dataset breaks
+    # (after the submit's checks, as a file changing on disk would).
+    holder = server.api("POST", "/train", json={"config": {**job_config, "max_steps": 100_000}})["job_id"]
+    doomed = server.api("POST", "/train", json={"config": {**job_config, "dataset_name": str(dataset)}})["job_id"]
+    assert server.job(doomed)["status"] == "pending"
+    dataset.write_text('{"messages": "not a list"}\n')
+    server.api("POST", f"/jobs/{holder}/stop", headers={"Content-Type": "application/json"})
+
+    run = sft("follow", doomed)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"Job {doomed} failed (dataset): {dataset}, line 1: field 'messages' must be a non-empty list" in run.stdout
+    printed = run.stdout.split("Last log lines:\n", 1)[1].splitlines()
+    log_tail = server.job(doomed)["error_detail"]["log_tail"]
+    assert log_tail and printed == ["  " + line for entry in log_tail for line in entry.splitlines()]
+    assert server.wait_until_ended(holder)["status"] == "stopped"
+
+
 def test_local_usage_errors_exit_2(cli, job_config, tmp_path):
     run = cli("train", str(tmp_path / "missing.yaml"))
     assert run.returncode == 2 and f"cannot read {tmp_path / 'missing.yaml'}" in run.stderr
@@ -60,6 +80,16 @@ def test_local_usage_errors_exit_2(cli, job_config, tmp_path):
     assert cli("jobs", "--limit", "many").returncode == 2  # argparse's own usage error
     run = cli("show", MISSING)
     assert run.returncode == 2 and f"Error 404: Job {MISSING} not found" in run.stderr
+
+
+def test_set_values_are_read_as_yaml_and_dotted_keys_reach_into_mappings():
+    from sft_client.cli import apply_sets
+
+    config = apply_sets({"column_mapping": {"prompt": "q"}, "max_steps": 40},
+                        ["max_steps=10", "learning_rate=1e-3", "use_lora=false", "lora_target_modules=[q_proj, v_proj]",
+                         "column_mapping.completion=a", "output_dir=runs/x"])
+    assert config == {"column_mapping": {"prompt": "q", "completion": "a"}, "max_steps": 10, "learning_rate": 0.001,
+                      "use_lora": False, "lora_target_modules": ["q_proj", "v_proj"], "output_dir": "runs/x"}
 
 
 def test_unreachable_server_exits_3():

@@ -54,6 +54,28 @@ def test_a_lost_submit_answer_is_retried_with_the_same_idempotency_key(server, j
     assert job.status == "completed"
 
 
+class RecordingTransport(httpx.HTTPTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        return super().handle_request(request)
+
+
+def test_the_key_and_a_json_content_type_go_with_every_request(server, trained_job):
+    transport = RecordingTransport()
+    with SFTClient(server.url, api_key="sk-test", transport=transport) as client:
+        client.health()
+        with pytest.raises(ConflictError):
+            client.stop_job(trained_job["job_id"])  # a POST without a body
+        client.generate(trained_job["job_id"], "hello", max_new_tokens=1)
+    assert [r.headers["Authorization"] for r in transport.sent] == ["Bearer sk-test"] * 3
+    posts = [r for r in transport.sent if r.method == "POST"]
+    assert len(posts) == 2 and all(r.headers["Content-Type"] == "application/json" for r in posts)
+
+
 def test_sync_client_covers_the_job_endpoints(server, trained_job, job_config):
     job_id = trained_job["job_id"]
     with SFTClient(server.url) as client:

@@ -103,6 +103,13 @@ def size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def indented(out: Output, lines: list[str]) -> None:
+    """Log lines, indented (an entry may span several lines: a logged config, a traceback)."""
+    for entry in lines:
+        for line in entry.splitlines() or [""]:
+            out.line(f"  {line}")
+
+
 def step_text(job: Job) -> str:
     progress = job.progress
     if progress is None or progress.current_step is None:
@@ -160,8 +167,7 @@ class FollowView:
             tail = detail.log_tail if detail else []
             if tail:
                 self.out.line("Last log lines:")
-                for line in tail:
-                    self.out.line(f"  {line}")
+                indented(self.out, tail)
         else:
             self.out.line(f"Job {job.job_id} is {job.status}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -17,13 +18,25 @@ from typing import Any
 
 import yaml
 
-from ._display import BarFollowView, FollowView, JsonFollowView, Output, download_bar, size, step_text, when
+from ._display import (
+    BarFollowView,
+    FollowView,
+    JsonFollowView,
+    Output,
+    download_bar,
+    indented,
+    size,
+    step_text,
+    when,
+)
 from ._transfer import check_destination
 from .client import DEFAULT_URL, SFTClient, __version__
 from .errors import APIConnectionError, APIStatusError, ConflictError, DownloadError, SFTError
 from .types import Job, SavedConfig
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+#: A number as people write it; PyYAML leaves some (1e-3) as strings.
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 #: Seconds between two reads of a job's log with ``sft logs -f``.
 LOG_POLL_SECONDS = 1.0
 
@@ -224,6 +237,8 @@ def apply_sets(config: dict[str, Any], sets: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError as error:
             raise UsageError(f"--set {item!r}: the value is not valid YAML ({error})") from error
+        if isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         *parents, leaf = key.strip().split(".")
         target = config
         for part in parents:
@@ -365,8 +380,7 @@ def show_job(out: Output, job: Job) -> None:
         out.line(f"  {key:<{width}}  {value}")
     if job.error_detail and job.error_detail.log_tail:
         out.line("Last log lines:")
-        for line in job.error_detail.log_tail:
-            out.line(f"  {line}")
+        indented(out, job.error_detail.log_tail)
     out.line("Config:")
     for line in yaml.safe_dump(job.config, sort_keys=False, allow_unicode=True).splitlines():
         out.line(f"  {line}")
@@ -411,7 +425,10 @@ def cmd_logs(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
         if printed is None:
             printed = max(len(lines) - args.tail, 0) if args.tail else 0
         for line in lines[min(printed, len(lines)):]:
-            out.data(line) if out.json else out.line(line)
+            if out.json:
+                out.data(line)
+            else:
+                out.line(line)
         printed = len(lines)
         if job.is_terminal:
             return EXIT_OK if job.status == "completed" else EXIT_JOB_FAILED
