@@ -80,7 +80,7 @@ def test_sync_client_covers_the_job_endpoints(server, trained_job, job_config):
     job_id = trained_job["job_id"]
     with SFTClient(server.url) as client:
         health = client.health()
-        assert health.status == "ok" and health.max_concurrent_jobs == 1
+        assert health.status == "ok" and health.max_concurrent_jobs == 1 and health.device in ("cpu", "cuda")
 
         job = client.get_job(job_id)
         assert isinstance(job, Job) and job.status == "completed" and job.is_terminal

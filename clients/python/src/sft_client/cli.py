@@ -570,8 +570,9 @@ def cmd_health(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
         out.data(health.raw)
         return EXIT_OK
     jobs = ", ".join(f"{count} {status}" for status, count in sorted(health.jobs.items())) or "none"
+    device = f" on {health.device}" if health.device else ""
     out.line(f"{client.base_url}: {health.status}, version {health.version}, "
-             f"{health.max_concurrent_jobs} training slot(s); jobs: {jobs}")
+             f"{health.max_concurrent_jobs} training slot(s){device}; jobs: {jobs}")
     return EXIT_OK
 
 

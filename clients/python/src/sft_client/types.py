@@ -28,6 +28,10 @@ class Health:
     version: str
     max_concurrent_jobs: int
     jobs: dict[str, int] = field(default_factory=dict)
+    #: "cuda" or "cpu": where jobs train (None from servers that do not say).
+    device: str | None = None
+    #: The server's CUDA memory in MiB (memory_allocated_mb, memory_reserved_mb, ...); None without a GPU.
+    gpu: dict[str, float] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
