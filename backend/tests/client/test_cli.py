@@ -113,6 +113,12 @@ def test_json_output_of_every_command_parses(cli, trained_job, job_config, tmp_p
     assert follow[:-1] == events and follow[-1]["job_id"] == job_id
     assert json.loads(cli("logs", job_id, "--json", "--tail", "1").stdout)["lines"][-1].endswith(
         "event completed: Training completed")
+    followed_logs = cli("logs", job_id, "-f", "--tail", "3", "--json")
+    assert followed_logs.returncode == 0
+    assert [json.loads(line) for line in followed_logs.stdout.splitlines()] == json.loads(
+        cli("logs", job_id, "--tail", "3", "--json").stdout)["lines"]
+    followed_events = cli("events", job_id, "-f", "--json")
+    assert followed_events.returncode == 0 and [json.loads(line) for line in followed_events.stdout.splitlines()] == events
     generated = json.loads(cli("generate", job_id, "hello 3", "--max-new-tokens", "4", "--compare-base",
                                "--json").stdout)
     assert generated["completion_tokens"] <= 4 and generated["base_completion"] is not None

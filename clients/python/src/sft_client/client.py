@@ -266,6 +266,7 @@ class SFTClient(_Base):
                 # already ended (or the server is shutting down): ask which.
                 if self.get_job(job_id).is_terminal:
                     return
+                time.sleep(self.backoff)
             except (httpx.TransportError, APIConnectionError) as error:
                 now = time.monotonic()
                 if lost_since is None:
@@ -475,6 +476,7 @@ class AsyncSFTClient(_Base):
                     await response.aclose()
                 if (await self.get_job(job_id)).is_terminal:
                     return
+                await asyncio.sleep(self.backoff)
             except (httpx.TransportError, APIConnectionError) as error:
                 now = time.monotonic()
                 if lost_since is None:
