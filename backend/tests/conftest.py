@@ -36,6 +36,12 @@ def unreachable_hub(monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def session_dir() -> Path:
+    """The session's throwaway directory (the tiny model lives in it: pass it as a model root)."""
+    return _SESSION_DIR
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     return build_tiny_model(_SESSION_DIR / "tiny-model")
 
@@ -47,7 +53,7 @@ def chat_jsonl(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", dataset_roots=[tmp_path],
+    return Settings(data_dir=tmp_path / "data", dataset_roots=[tmp_path], model_roots=[tmp_path, _SESSION_DIR],
                     model_cache_dir=_SESSION_DIR / "model-cache")
 
 

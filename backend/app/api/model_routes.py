@@ -49,7 +49,8 @@ def check_not_busy(manager: SFTJobManager) -> None:
 @router.post("/jobs/{job_id}/generate", response_model=GenerateResponse)
 def generate(job: ValidJob, request: GenerateRequest, manager: ManagerDep, cache: CacheDep) -> dict:
     """Generate with a finished job's model (greedy by default), optionally beside its base model."""
-    artifact = inference.job_artifact(job, checkpoint=request.checkpoint)
+    artifact = inference.job_artifact(job, checkpoint=request.checkpoint,
+                                       model_roots=manager.settings.resolved_model_roots)
     check_not_busy(manager)
     messages = [m.model_dump() for m in request.messages] if request.messages is not None else None
     return inference.generate(
@@ -85,7 +86,7 @@ def download_adapter(job: ValidJob, manager: ManagerDep) -> FileResponse:
 @router.post("/jobs/{job_id}/merge", response_model=MergeResponse)
 def merge(job: ValidJob, manager: ManagerDep) -> dict:
     """Merge the LoRA adapter into its base (fp32, also for QLoRA) and save it to <output_dir>/merged."""
-    artifact = inference.job_artifact(job)
+    artifact = inference.job_artifact(job, model_roots=manager.settings.resolved_model_roots)
     return inference.merge_adapter(artifact, cache_dir=manager.settings.resolved_model_cache_dir)
 
 
@@ -93,7 +94,8 @@ def merge(job: ValidJob, manager: ManagerDep) -> dict:
 def evaluate(request: EvaluateRequest, manager: ManagerDep, cache: CacheDep) -> dict:
     """Exact-match score of the base model and of the job's model on a conversational dataset."""
     job = manager.get_job(request.job_id)
-    artifact = inference.job_artifact(job, checkpoint=request.checkpoint)
+    artifact = inference.job_artifact(job, checkpoint=request.checkpoint,
+                                       model_roots=manager.settings.resolved_model_roots)
     settings = manager.settings
     rows = inference.chat_rows(request.dataset_name, request.split, limit=request.max_samples,
                                allowed_roots=settings.resolved_dataset_roots)
@@ -108,4 +110,4 @@ def list_models(manager: ManagerDep) -> list[dict]:
     """Models usable offline: bundled aliases, converted and local model directories, the Hub cache."""
     settings = manager.settings
     return inference.list_models(cache_dir=settings.resolved_model_cache_dir,
-                                 dataset_roots=settings.resolved_dataset_roots)
+                                 model_roots=settings.resolved_model_roots)

@@ -253,6 +253,7 @@ class SFTJobManager:
                 if existing is not None:
                     return existing.job_id
             self._check_output_dir_free(validated["output_dir"])
+            _create_output_dir(validated["output_dir"])
             self._next_seq += 1
             job = SFTJob(validated, callbacks, job_id=job_id, seq=self._next_seq)
             job.idempotency_key = idempotency_key
@@ -499,7 +500,8 @@ class SFTJobManager:
 
     def _preflight(self, config: SFTConfig) -> None:
         try:
-            check_model(config.base_model, cache_dir=self.settings.resolved_model_cache_dir)
+            check_model(config.base_model, cache_dir=self.settings.resolved_model_cache_dir,
+                        allowed_roots=self.settings.resolved_model_roots)
         except ModelError as exc:
             raise InvalidConfig(f"config.base_model: {exc}") from None
         roots = self.settings.resolved_dataset_roots
@@ -688,6 +690,7 @@ class SFTJobManager:
             on_event=emit,
             model_cache_dir=self.settings.resolved_model_cache_dir,
             allowed_dataset_roots=self.settings.resolved_dataset_roots,
+            allowed_model_roots=self.settings.resolved_model_roots,
             resume_from_checkpoint=job.resume_from,
         )
         return trainer.train().to_dict()
@@ -791,6 +794,14 @@ def _check_partial_config(config: dict[str, Any]) -> None:
         field_errors = [e for e in exc.errors() if e["loc"]]
         if field_errors:
             raise InvalidConfig(format_validation_error(field_errors)) from None
+
+
+def _create_output_dir(output_dir: str) -> None:
+    """Create a job's output directory at submit, so a name the file system refuses is a 400 now."""
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidConfig(f"config.output_dir: {output_dir} cannot be created ({exc.strerror or exc})") from None
 
 
 def _hash(value: dict[str, Any]) -> str:

@@ -62,11 +62,27 @@ class ServiceBusy(ServiceError):
 
 
 def register_error_handlers(app: FastAPI) -> None:
-    """Map every ``ServiceError`` to its status with ``{"detail": ...}``."""
+    """Map every ``ServiceError`` to its status with ``{"detail": ...}``, and render request
+    validation errors (422) so that any input they echo can be written back."""
+    import json
+
     from fastapi import Request
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
+    class ASCIIJSONResponse(JSONResponse):
+        # An unpaired surrogate (valid as a JSON \\u escape) cannot be encoded as UTF-8: FastAPI's own
+        # 422 handler would fail with a 500 echoing it. ASCII JSON escapes it instead.
+        def render(self, content) -> bytes:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
     async def handle(request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+        return ASCIIJSONResponse(status_code=exc.status_code, content={"detail": exc.detail},
+                                 headers=getattr(exc, "headers", None))
+
+    async def handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return ASCIIJSONResponse(status_code=422, content={"detail": jsonable_encoder(exc.errors())})
 
     app.add_exception_handler(ServiceError, handle)
+    app.add_exception_handler(RequestValidationError, handle_validation)

@@ -30,11 +30,45 @@ class Settings(BaseSettings):
         description="Directories local datasets may be read from, besides the bundled ones. "
         "Default: the data directory and the current working directory.",
     )
+    model_roots: list[Path] = Field(
+        default_factory=list,
+        description="Directories local models (directories, .gguf files) may be read from, besides the "
+        "model cache. Default: the data directory.",
+    )
     max_concurrent_jobs: int = Field(1, ge=1, le=64, description="Jobs that train at once.")
     auto_resume_interrupted: bool = Field(
         True,
         description="When the server starts, resume jobs it was running when it stopped (from their "
         "last checkpoint, or from the start when they have none). Off: they are marked failed.",
+    )
+    max_auto_resumes: int = Field(
+        2, ge=0, le=100,
+        description="Automatic resumes a job gets in a row; interrupted once more, it is marked failed "
+        "(category interrupted) instead of taking the server down again at every start.",
+    )
+    request_timeout_seconds: float = Field(
+        300.0, gt=0, le=86_400,
+        description="Longest a /generate or /evaluate request may generate; then it stops with a 504.",
+    )
+    model_request_workers: int = Field(
+        1, ge=1, le=16, description="Generation, evaluation and merge requests served at once."
+    )
+    max_queued_model_requests: int = Field(
+        8, ge=0, le=10_000,
+        description="Model requests that may wait for a worker; more get a 503 with Retry-After.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header values the server answers (names, without the port), besides the loopback "
+        "names and the address the request came in on; ['*'] answers any.",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host:port) allowed to send state-changing requests, besides the "
+        "server's own.",
+    )
+    max_request_bytes: int = Field(
+        2 * 1024 * 1024, ge=1024, le=1024**3, description="Largest request body accepted (413 beyond)."
     )
     allow_remote_code: bool = Field(
         False, description="Allow configs with trust_remote_code=true (runs the model repo's code)."
@@ -68,6 +102,13 @@ class Settings(BaseSettings):
     def resolved_dataset_roots(self) -> list[Path]:
         roots = self.dataset_roots or [self.data_dir, Path.cwd()]
         return [Path(root).resolve() for root in roots]
+
+    @property
+    def resolved_model_roots(self) -> list[Path]:
+        """Where local models may be read from: ``model_roots`` (default the data directory), and the
+        model cache."""
+        roots = [Path(root).resolve() for root in (self.model_roots or [self.data_dir])]
+        return [*roots, self.resolved_model_cache_dir]
 
 
 settings = Settings()

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import ConfigError
+from .paths import check_path_text
 
 if TYPE_CHECKING:
     import trl
@@ -30,6 +31,10 @@ LossPath = Literal["auto", "cross_entropy", "trl"]
 #: What loss_path "auto" trains with on a CUDA GPU. Measured by the GPU check on an H200 (docs/gpu.md):
 #: cross_entropy trained 1.10x the steps/s of TRL's fused head with the same peak memory and losses.
 CUDA_LOSS_PATH: Literal["cross_entropy", "trl"] = "cross_entropy"
+
+#: Most tokens one device batch may hold (batch size × max_length): beyond it a run can only exhaust
+#: memory (262,144 = 64 rows of 4,096 tokens, or 8 of 32,768), and a crash would take the server down.
+MAX_TOKENS_PER_BATCH = 262_144
 
 _LORA_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
 _EVAL_FIELDS = ("eval_steps",)
@@ -149,8 +154,22 @@ class SFTConfig(BaseModel):
         None, description="Where the adapter, logs and checkpoints go. The service defaults it per job."
     )
 
+    @field_validator("base_model", "dataset_name", "eval_dataset_name", "output_dir")
+    @classmethod
+    def _usable_as_path(cls, value: str | None) -> str | None:
+        # Each may name a local path: text no file system takes is refused here, as a field error.
+        return value if value is None else check_path_text(value)
+
     @model_validator(mode="after")
     def _check_cross_field_rules(self) -> SFTConfig:
+        for batch in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+            tokens = getattr(self, batch) * self.max_length
+            if tokens > MAX_TOKENS_PER_BATCH:
+                raise ValueError(
+                    f"{batch} × max_length = {getattr(self, batch):,} × {self.max_length:,} = {tokens:,} tokens "
+                    f"per device batch, above the bound of {MAX_TOKENS_PER_BATCH:,}; lower one of them "
+                    "(use gradient_accumulation_steps for a larger effective batch)"
+                )
         if self.max_steps is None and self.num_train_epochs is None:
             raise ValueError("set max_steps or num_train_epochs")
         if self.max_steps is not None and self.num_train_epochs is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import DatasetError
 from .hub import HubUnreachable, hub_problem
+from .paths import PathRefused, check_path_text, resolve_allowed_path
 
 if TYPE_CHECKING:
     import datasets
@@ -54,31 +57,62 @@ def bundled_datasets() -> list[str]:
     return sorted(BUNDLED_PREFIX + p.name.replace("_", "-") for p in BUNDLED_DIR.iterdir() if p.is_dir())
 
 
+#: A Hub dataset (or model) id: ``name`` or ``owner/name``.
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_BUNDLED_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
 def looks_local(name: str) -> bool:
-    """Whether ``name`` is meant as a local path rather than a Hub id."""
+    """Whether ``name`` is meant as a local path rather than a Hub id.
+
+    Anything that is not shaped like a Hub id is a path. A Hub-shaped name that exists on disk
+    (relative to the working directory) is a path too: ``datasets`` and ``transformers`` would read
+    that directory instead of asking the Hub, so it must pass the path policy like any other path.
+    """
     return (
-        name.startswith(("/", "./", "../", "~"))
+        name.startswith(BUNDLED_PREFIX)
+        or not HUB_ID.match(name)
         or name.lower().endswith(DATA_FILE_SUFFIXES)
-        or Path(name).expanduser().exists()
+        or os.path.lexists(name)
     )
 
 
 def resolve_local_path(name: str, *, allowed_roots: list[Path] | None = None) -> Path:
-    """Resolve a local dataset path; refuse one outside ``allowed_roots`` (None allows any)."""
+    """Resolve a local dataset reference through the path policy (``app.sft.paths``).
+
+    ``bundled:NAME`` resolves inside the bundled data only; any other path must resolve (symlinks
+    followed) under ``allowed_roots`` (None allows any). Raises DatasetError, naming ``name``.
+    """
     if name.startswith(BUNDLED_PREFIX):
-        # Bundled names use hyphens; their folders, underscores.
-        path = BUNDLED_DIR / name[len(BUNDLED_PREFIX):].replace("-", "_")
-        if not path.is_dir():
-            known = ", ".join(bundled_datasets()) or "none"
-            raise DatasetError(f"no bundled dataset '{name}' (bundled: {known})", source=name)
-        return path
-    path = Path(name).expanduser().resolve()
-    if allowed_roots is not None and not any(path.is_relative_to(root) for root in allowed_roots):
-        roots = ", ".join(str(r) for r in allowed_roots)
-        raise DatasetError(f"local datasets must be under an allowed root ({roots})", source=name)
+        return _resolve_bundled(name)
+    try:
+        path = resolve_allowed_path(name, roots=allowed_roots, kind="dataset")
+    except PathRefused as exc:
+        raise DatasetError(str(exc), source=name) from None
     if not path.exists():
         raise DatasetError("file or directory not found", source=name)
     return path
+
+
+def _resolve_bundled(name: str) -> Path:
+    slug = name[len(BUNDLED_PREFIX):]
+    missing = DatasetError(f"no bundled dataset '{name}' (bundled: {', '.join(bundled_datasets()) or 'none'})",
+                           source=name)
+    # Bundled names use hyphens; their folders, underscores. A name is a slug, never a path.
+    if not _BUNDLED_NAME.match(slug):
+        raise missing
+    try:
+        path = resolve_allowed_path(BUNDLED_DIR / slug.replace("-", "_"), roots=[BUNDLED_DIR])
+    except PathRefused:
+        raise missing from None
+    if not path.is_dir():
+        raise missing
+    return path
+
+
+def _dataset_roots(name: str, allowed_roots: list[Path] | None) -> list[Path] | None:
+    """The roots that files picked inside ``name``'s directory must stay under."""
+    return [BUNDLED_DIR] if name.startswith(BUNDLED_PREFIX) else allowed_roots
 
 
 def read_rows(
@@ -89,10 +123,15 @@ def read_rows(
     allowed_roots: list[Path] | None = None,
 ) -> RawRows:
     """Read up to ``limit`` raw rows of ``split`` from a bundled name, local path or Hub id."""
-    if name.startswith(BUNDLED_PREFIX) or looks_local(name):
+    try:
+        check_path_text(name)
+    except PathRefused as exc:
+        raise DatasetError(str(exc), source=repr(name)) from None
+    if looks_local(name):
         path = resolve_local_path(name, allowed_roots=allowed_roots)
         if path.is_dir():
-            return _read_directory(path, split, limit=limit, label=name)
+            return _read_directory(path, split, limit=limit, label=name,
+                                   roots=_dataset_roots(name, allowed_roots))
         return _read_file(path, limit=limit, label=name)
     return _read_hub(name, split, limit=limit)
 
@@ -198,10 +237,12 @@ def _read_parquet(path: Path, label: str, limit: int | None) -> RawRows:
     return RawRows(label, rows, lambda i: f"row {i + 1}")
 
 
-def _read_directory(path: Path, split: str, *, limit: int | None, label: str) -> RawRows:
+def _read_directory(path: Path, split: str, *, limit: int | None, label: str,
+                    roots: list[Path] | None) -> RawRows:
     if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
         import datasets
 
+        _check_tree_inside(path, label, roots)
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
@@ -223,8 +264,32 @@ def _read_directory(path: Path, split: str, *, limit: int | None, label: str) ->
     else:
         names = ", ".join(p.name for p in files)
         raise DatasetError(f"no file for split '{split}' among {names}", source=label)
-    return _read_file(chosen, limit=limit, label=f"{label}/{chosen.name}" if label.startswith(BUNDLED_PREFIX)
-                      else str(chosen))
+    chosen_label = f"{label}/{chosen.name}" if label.startswith(BUNDLED_PREFIX) else str(chosen)
+    # The directory is inside a root, but the file in it may be a symlink to anywhere.
+    try:
+        resolved = resolve_allowed_path(chosen, roots=roots, kind="dataset")
+    except PathRefused as exc:
+        raise DatasetError(str(exc), source=chosen_label) from None
+    return _read_file(resolved, limit=limit, label=chosen_label)
+
+
+#: Folders walked in a ``save_to_disk`` directory before ``datasets`` opens it.
+_MAX_TREE_FOLDERS = 10_000
+
+
+def _check_tree_inside(path: Path, label: str, roots: list[Path] | None) -> None:
+    """Refuse a ``save_to_disk`` directory any of whose files or folders link outside ``roots``."""
+    if roots is None:
+        return
+    for count, (folder, dirs, files) in enumerate(os.walk(path)):
+        for entry in [*dirs, *files]:
+            try:
+                resolve_allowed_path(Path(folder) / entry, roots=roots, kind="dataset")
+            except PathRefused as exc:
+                where = Path(folder, entry).relative_to(path)
+                raise DatasetError(f"{where}: {exc}", source=label) from None
+        if count > _MAX_TREE_FOLDERS:
+            raise DatasetError(f"more than {_MAX_TREE_FOLDERS:,} folders in the dataset directory", source=label)
 
 
 def _check_hub_dataset(name: str) -> None:

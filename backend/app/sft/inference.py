@@ -24,6 +24,7 @@ from ..core.errors import CheckpointNotFound, InvalidConfig, JobConflict
 from .checkpoints import list_checkpoints
 from .data import convert_rows, read_rows
 from .errors import DatasetError, ModelError
+from .paths import is_within
 from .models import (
     BUNDLED_MODELS,
     ModelRef,
@@ -56,6 +57,8 @@ class Artifact:
     output_dir: Path
     quantize_4bit: bool = False
     trust_remote_code: bool = False
+    #: Where a local base model may be read from (the path policy); None allows any path.
+    model_roots: tuple[Path, ...] | None = None
 
 
 @dataclass
@@ -70,8 +73,10 @@ class Loaded:
 # Jobs -> artifacts
 
 
-def job_artifact(job: Any, *, checkpoint: str | None = None) -> Artifact:
-    """The artifact of a completed or stopped job, or of one of its checkpoints.
+def job_artifact(job: Any, *, checkpoint: str | None = None,
+                 model_roots: list[Path] | None = None) -> Artifact:
+    """The artifact of a completed or stopped job, or of one of its checkpoints. Its base model will
+    be resolved under ``model_roots`` (the path policy; None allows any path).
 
     Raises:
         JobConflict: the job has not finished, or saved no adapter.
@@ -94,7 +99,8 @@ def job_artifact(job: Any, *, checkpoint: str | None = None) -> Artifact:
         raise JobConflict(f"Job {job.job_id}'s adapter directory {path} is no longer on disk")
     return Artifact(job_id=job.job_id, kind=kind, path=path, base_model=config["base_model"],
                     output_dir=output_dir, quantize_4bit=bool(config.get("use_qlora")),
-                    trust_remote_code=bool(config.get("trust_remote_code")))
+                    trust_remote_code=bool(config.get("trust_remote_code")),
+                    model_roots=None if model_roots is None else tuple(model_roots))
 
 
 def checkpoint_dir(job_id: str, output_dir: Path, name: str, *, kind: str) -> Path:
@@ -211,7 +217,8 @@ def _load_base(artifact: Artifact, *, cache_dir: Path, device: str) -> Loaded:
 
 def _resolve(artifact: Artifact, cache_dir: Path) -> ModelRef:
     try:
-        return resolve_model(artifact.base_model, cache_dir=cache_dir)
+        return resolve_model(artifact.base_model, cache_dir=cache_dir,
+                             allowed_roots=None if artifact.model_roots is None else list(artifact.model_roots))
     except ModelError as exc:
         raise JobConflict(f"Job {artifact.job_id}'s base model cannot be used now: {exc}") from None
 
@@ -432,12 +439,12 @@ def archive_adapter(path: Path, destination: Path) -> Path:
 # Models
 
 
-def list_models(*, cache_dir: Path, dataset_roots: list[Path]) -> list[dict[str, Any]]:
+def list_models(*, cache_dir: Path, model_roots: list[Path]) -> list[dict[str, Any]]:
     """Models usable without the Hub; ``name`` is what a config's ``base_model`` takes.
 
     Bundled aliases (``ready`` once converted into the model cache), other converted model
     directories in the model cache, model directories (with a config.json) directly under a
-    ``models/`` folder of an allowed dataset root, and models in the local Hugging Face cache.
+    ``models/`` folder of an allowed model root, and models in the local Hugging Face cache.
     """
     items: list[dict[str, Any]] = []
     seen: set[Path] = set()
@@ -446,9 +453,9 @@ def list_models(*, cache_dir: Path, dataset_roots: list[Path]) -> list[dict[str,
         seen.add(path)
         items.append({"name": alias, "kind": "bundled", "path": str(path),
                       "ready": (path / "config.json").is_file()})
-    folders = [(cache_dir, "converted")] + [(root / "models", "local") for root in dataset_roots]
+    folders = [(cache_dir, "converted")] + [(root / "models", "local") for root in model_roots]
     for folder, kind in folders:
-        for path in _model_dirs(folder):
+        for path in _model_dirs(folder, roots=[*(r.resolve() for r in model_roots), cache_dir.resolve()]):
             if path not in seen:
                 seen.add(path)
                 items.append({"name": str(path), "kind": kind, "path": str(path), "ready": True})
@@ -456,12 +463,13 @@ def list_models(*, cache_dir: Path, dataset_roots: list[Path]) -> list[dict[str,
     return items
 
 
-def _model_dirs(folder: Path) -> list[Path]:
+def _model_dirs(folder: Path, *, roots: list[Path]) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p.resolve() for p in folder.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and not p.name.endswith(".converting")
-                  and (p / "config.json").is_file())
+    found = (p.resolve() for p in folder.iterdir()
+             if p.is_dir() and not p.name.startswith(".") and not p.name.endswith(".converting"))
+    # A symlink in a models/ folder may point anywhere: list only what a config may then use.
+    return sorted(p for p in found if is_within(p, roots) and (p / "config.json").is_file())
 
 
 def _hub_cached_models() -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import ctypes
 import functools
 import gc
 import importlib.util
+import os
 import re
 import shutil
 import threading
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ModelError
 from .hub import HubUnreachable, hub_problem
+from .paths import PathRefused, check_path_text, resolve_allowed_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -152,32 +154,58 @@ def bundled_gguf(alias: str) -> Path:
     return path
 
 
-def resolve_model(reference: str, *, cache_dir: Path) -> ModelRef:
-    """Classify ``reference``; raise ModelError when it cannot point at a model."""
+def resolve_model(reference: str, *, cache_dir: Path, allowed_roots: list[Path] | None = None) -> ModelRef:
+    """Classify ``reference``; raise ModelError when it cannot point at a model.
+
+    A local reference (a path, a ``.gguf`` file) goes through the path policy: it must resolve,
+    symlinks followed, under ``allowed_roots`` or the model cache (None allows any path). Until it
+    does, the error says nothing of whether it exists.
+    """
+    try:
+        check_path_text(reference)
+    except PathRefused as exc:
+        raise ModelError(f"{reference!r} {exc}") from None
     if reference in BUNDLED_MODELS:
         gguf = bundled_gguf(reference)
         return ModelRef(reference, "bundled", str(cache_dir / reference), gguf)
-    path = Path(reference).expanduser()
+    if not _looks_local(reference):
+        return ModelRef(reference, "hub", reference)
+    roots = None
+    if allowed_roots is not None:
+        cache = Path(cache_dir).resolve()
+        roots = list(allowed_roots) if cache in allowed_roots else [*allowed_roots, cache]
+    try:
+        path = resolve_allowed_path(reference, roots=roots, kind="model")
+    except PathRefused as exc:
+        raise ModelError(f"'{reference}': {exc}") from None
     if reference.lower().endswith(".gguf"):
         if not path.is_file():
             raise ModelError(f"GGUF file not found: {reference}")
-        resolved = path.resolve()
-        return ModelRef(reference, "gguf", str(cache_dir / f"gguf-{resolved.stem}-{_short_hash(resolved)}"), resolved)
+        return ModelRef(reference, "gguf", str(cache_dir / f"gguf-{path.stem}-{_short_hash(path)}"), path)
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelError(f"{reference} is a directory without a config.json, so not a model directory")
-        return ModelRef(reference, "local", str(path.resolve()))
-    if reference.startswith(("/", "./", "../", "~")) or not _HUB_ID.match(reference):
-        raise ModelError(
-            f"'{reference}' is neither a local model directory, a .gguf file, a bundled alias "
-            f"({', '.join(BUNDLED_MODELS)}) nor a Hugging Face Hub id"
-        )
-    return ModelRef(reference, "hub", reference)
+        return ModelRef(reference, "local", str(path))
+    raise ModelError(
+        f"'{reference}' is neither a local model directory, a .gguf file, a bundled alias "
+        f"({', '.join(BUNDLED_MODELS)}) nor a Hugging Face Hub id"
+    )
 
 
-def check_model(reference: str, *, cache_dir: Path) -> ModelRef:
-    """Pre-flight: the reference resolves, and a Hub model is cached or the Hub has it."""
-    ref = resolve_model(reference, cache_dir=cache_dir)
+def _looks_local(reference: str) -> bool:
+    # A Hub-shaped name that exists on disk is a path: transformers would load that directory.
+    return (
+        reference.startswith(("/", "./", "../", "~"))
+        or reference.lower().endswith(".gguf")
+        or not _HUB_ID.match(reference)
+        or os.path.lexists(reference)
+    )
+
+
+def check_model(reference: str, *, cache_dir: Path, allowed_roots: list[Path] | None = None) -> ModelRef:
+    """Pre-flight: the reference resolves (inside the allowed roots), and a Hub model is cached or
+    the Hub has it."""
+    ref = resolve_model(reference, cache_dir=cache_dir, allowed_roots=allowed_roots)
     if ref.kind == "hub" and not _hub_cached(ref.path):
         _check_hub_has(ref.path)
     return ref

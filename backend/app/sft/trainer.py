@@ -83,6 +83,8 @@ class SFTTrainer:
         on_event: ``(kind, payload)`` sink for phases, metrics, evals and checkpoints.
         model_cache_dir: where GGUF / bundled models are converted once.
         allowed_dataset_roots: local datasets must live under one of these (None: anywhere).
+        allowed_model_roots: a local base model must live under one of these or the model cache
+            (None: anywhere).
         resume_from_checkpoint: a checkpoint directory to continue from (optimizer state included).
     """
 
@@ -95,6 +97,7 @@ class SFTTrainer:
         on_event: EventSink | None = None,
         model_cache_dir: str | Path | None = None,
         allowed_dataset_roots: list[Path] | None = None,
+        allowed_model_roots: list[Path] | None = None,
         resume_from_checkpoint: str | Path | None = None,
         disable_tqdm: bool = True,
         device: str | None = None,
@@ -111,6 +114,7 @@ class SFTTrainer:
             model_cache_dir = settings.resolved_model_cache_dir
         self.model_cache_dir = Path(model_cache_dir)
         self.allowed_dataset_roots = allowed_dataset_roots
+        self.allowed_model_roots = allowed_model_roots
         self.resume_from_checkpoint = resume_from_checkpoint
         self.disable_tqdm = disable_tqdm
         self.device = device or default_device()
@@ -201,7 +205,7 @@ class SFTTrainer:
         import torch
 
         cfg = self.config
-        ref = resolve_model(cfg.base_model, cache_dir=self.model_cache_dir)
+        ref = resolve_model(cfg.base_model, cache_dir=self.model_cache_dir, allowed_roots=self.allowed_model_roots)
         tokenizer = load_tokenizer(ref, trust_remote_code=cfg.trust_remote_code)
         # LoRA on a bf16 base halves memory; full fine-tuning keeps fp32 weights (AMP needs them).
         dtype = torch.bfloat16 if precision == "bf16" and cfg.use_lora else torch.float32

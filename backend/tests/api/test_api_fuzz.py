@@ -89,7 +89,8 @@ def fuzz(tmp_path_factory, tiny_model_dir):
     patch.setattr(data, "_read_hub", _no_hub_dataset)
     patch.setattr(models, "_check_hub_has", _no_hub_model)
     manager = SFTJobManager(
-        settings=Settings(data_dir=root / "data", dataset_roots=[root], model_cache_dir=root / "model-cache"),
+        settings=Settings(data_dir=root / "data", dataset_roots=[root], model_cache_dir=root / "model-cache",
+                        model_roots=[root, tiny_model_dir.parent]),
         store=SQLiteStore(root / "x.db"), runner=_runner, max_concurrent_jobs=2, preflight=True,
     )
     app.state.manager = manager

@@ -26,7 +26,8 @@ def env(tmp_path_factory, tiny_model_dir):
     """An app on a real manager whose runner trains once ``hold`` is clear; a LoRA and a full job trained."""
     root = tmp_path_factory.mktemp("model-routes")
     data = write_jsonl(root / "chat.jsonl", contact_rows(32))
-    settings = Settings(data_dir=root / "data", dataset_roots=[root], model_cache_dir=root / "model-cache")
+    settings = Settings(data_dir=root / "data", dataset_roots=[root], model_cache_dir=root / "model-cache",
+                        model_roots=[root, tiny_model_dir.parent])
     hold = threading.Event()
     manager = None
 

@@ -26,7 +26,8 @@ def trained(tmp_path_factory, tiny_model_dir):
     data = write_jsonl(root / "chat.jsonl", contact_rows(32))
     # bitsandbytes' CPU inference path packs weights in blocks of 64: a 32-wide model cannot run it.
     wide_model = build_tiny_model(root / "tiny-64", hidden=64)
-    settings = Settings(data_dir=root / "data", dataset_roots=[root], model_cache_dir=root / "model-cache")
+    settings = Settings(data_dir=root / "data", dataset_roots=[root], model_cache_dir=root / "model-cache",
+                        model_roots=[root, tiny_model_dir.parent])
     manager = SFTJobManager(settings=settings, store=SQLiteStore(root / "db"))
     common = {"dataset_name": str(data), "per_device_train_batch_size": 4, "logging_steps": 5}
     configs = {
@@ -279,7 +280,7 @@ def test_list_models(tmp_path, tiny_model_dir):
     shutil.copytree(tiny_model_dir, cache_dir / "gguf-tiny-1234")
     shutil.copytree(tiny_model_dir, tmp_path / "root" / "models" / "my-model")
     (tmp_path / "root" / "models" / "not-a-model").mkdir()
-    models = inference.list_models(cache_dir=cache_dir, dataset_roots=[tmp_path / "root"])
+    models = inference.list_models(cache_dir=cache_dir, model_roots=[tmp_path / "root"])
     by_kind = {}
     for item in models:
         by_kind.setdefault(item["kind"], []).append(item)
