@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 
 from .api.deps import ManagerDep
+from .api.model_requests import ModelRequestGate
 from .api.model_routes import router as model_router
 from .api.schemas import HealthResponse
 from .api.sft_job_manager import SFTJobManager, get_sft_job_manager
@@ -31,7 +32,11 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         if getattr(app.state, "manager", None) is None:
             app.state.manager = get_sft_job_manager()
+        # A fresh gate per start: one closed by an earlier shutdown refuses work.
+        app.state.model_gate = gate = new_gate()
+        gate.close_on_signals()
         yield
+        gate.close()
 
     app = FastAPI(
         title="SFT job service",
@@ -41,15 +46,20 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.manager = manager
-    app.state.model_cache = ModelCache(
-        max_models=(manager.settings if manager is not None else default_settings).generation_cache_size
-    )
+    settings = manager.settings if manager is not None else default_settings
+    app.state.model_cache = ModelCache(max_models=settings.generation_cache_size)
+
+    def new_gate() -> ModelRequestGate:
+        return ModelRequestGate(workers=settings.model_request_workers, max_queued=settings.max_queued_model_requests,
+                                timeout_seconds=settings.request_timeout_seconds)
+
+    app.state.model_gate = new_gate()
     register_error_handlers(app)
     app.include_router(sft_router)
     app.include_router(model_router)
 
     @app.get("/health", response_model=HealthResponse, tags=["service"])
-    def health(manager: ManagerDep) -> HealthResponse:
+    async def health(manager: ManagerDep) -> HealthResponse:
         """Liveness, version and job counts."""
         return HealthResponse(version=VERSION, max_concurrent_jobs=manager.max_concurrent_jobs,
                               jobs=manager.counts(), device=default_device(), gpu=gpu_memory())

@@ -1,4 +1,5 @@
-"""Typed dependencies: the manager, the generation model cache, and a job looked up once (404 naming the id)."""
+"""Typed dependencies: the manager, the generation model cache, the model request gate, and a job looked
+up once (404 naming the id)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from ..sft.inference import ModelCache
+from .model_requests import ModelRequestGate
 from .sft_job_manager import SFTJob, SFTJobManager, get_sft_job_manager
 
 
@@ -23,6 +25,13 @@ def get_model_cache(request: Request) -> ModelCache:
 
 
 CacheDep = Annotated[ModelCache, Depends(get_model_cache)]
+
+
+def get_model_gate(request: Request) -> ModelRequestGate:
+    return request.app.state.model_gate  # create_app makes it
+
+
+GateDep = Annotated[ModelRequestGate, Depends(get_model_gate)]
 
 
 def valid_job(job_id: str, manager: ManagerDep) -> SFTJob:

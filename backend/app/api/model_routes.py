@@ -1,7 +1,8 @@
 """Routes that use a trained job: generate, evaluate, merge, download; and the models on hand.
 
-Thin: each route resolves the job's artifact and calls ``app.sft.inference``. The routes are plain
-``def``s, so FastAPI runs them (model loading and generation included) in its thread pool.
+Thin: each route resolves the job's artifact and calls ``app.sft.inference``. Generate, evaluate
+and merge run on the app's ``ModelRequestGate`` (own threads, bounded queue, time limit, stopped
+when the client leaves), never on the thread pool that serves ``/health`` and the job routes.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from ..core.errors import ServiceBusy
 from ..sft import inference
-from .deps import CacheDep, ManagerDep, ValidJob
+from .deps import CacheDep, GateDep, ManagerDep, ValidJob
 from .schemas import (
     ERROR_RESPONSES,
     ErrorResponse,
@@ -30,7 +31,8 @@ from .sft_job_manager import SFTJobManager
 
 router = APIRouter(prefix="/api/sft", tags=["models"],
                    responses={**ERROR_RESPONSES, 503: {"model": ErrorResponse,
-                                                       "description": "Every training slot is busy"}})
+                                                       "description": "Every training slot is busy, or too many "
+                                                       "model requests are queued (see Retry-After)"}})
 
 
 def check_not_busy(manager: SFTJobManager) -> None:
@@ -46,18 +48,20 @@ def check_not_busy(manager: SFTJobManager) -> None:
         )
 
 
-@router.post("/jobs/{job_id}/generate", response_model=GenerateResponse)
-def generate(job: ValidJob, request: GenerateRequest, manager: ManagerDep, cache: CacheDep) -> dict:
+@router.post("/jobs/{job_id}/generate", response_model=GenerateResponse,
+             responses={504: {"model": ErrorResponse, "description": "Stopped at the request time limit"}})
+async def generate(job: ValidJob, request: GenerateRequest, manager: ManagerDep, cache: CacheDep,
+                   gate: GateDep, http: Request) -> dict:
     """Generate with a finished job's model (greedy by default), optionally beside its base model."""
     artifact = inference.job_artifact(job, checkpoint=request.checkpoint,
-                                       model_roots=manager.settings.resolved_model_roots)
+                                      model_roots=manager.settings.resolved_model_roots)
     check_not_busy(manager)
     messages = [m.model_dump() for m in request.messages] if request.messages is not None else None
-    return inference.generate(
+    return await gate.run(http, lambda budget: inference.generate(
         cache, artifact, cache_dir=manager.settings.resolved_model_cache_dir, messages=messages,
         prompt=request.prompt, max_new_tokens=request.max_new_tokens, temperature=request.temperature,
-        top_p=request.top_p, seed=request.seed, compare_base=request.compare_base,
-    )
+        top_p=request.top_p, seed=request.seed, compare_base=request.compare_base, budget=budget,
+    ))
 
 
 @router.get(
@@ -84,24 +88,30 @@ def download_adapter(job: ValidJob, manager: ManagerDep) -> FileResponse:
 
 
 @router.post("/jobs/{job_id}/merge", response_model=MergeResponse)
-def merge(job: ValidJob, manager: ManagerDep) -> dict:
+async def merge(job: ValidJob, manager: ManagerDep, gate: GateDep, http: Request) -> dict:
     """Merge the LoRA adapter into its base (fp32, also for QLoRA) and save it to <output_dir>/merged."""
     artifact = inference.job_artifact(job, model_roots=manager.settings.resolved_model_roots)
-    return inference.merge_adapter(artifact, cache_dir=manager.settings.resolved_model_cache_dir)
+    cache_dir = manager.settings.resolved_model_cache_dir
+    return await gate.run(http, lambda budget: inference.merge_adapter(artifact, cache_dir=cache_dir))
 
 
-@router.post("/evaluate", response_model=EvaluateResponse)
-def evaluate(request: EvaluateRequest, manager: ManagerDep, cache: CacheDep) -> dict:
+@router.post("/evaluate", response_model=EvaluateResponse,
+             responses={504: {"model": ErrorResponse, "description": "Stopped at the request time limit"}})
+async def evaluate(request: EvaluateRequest, manager: ManagerDep, cache: CacheDep, gate: GateDep,
+                   http: Request) -> dict:
     """Exact-match score of the base model and of the job's model on a conversational dataset."""
     job = manager.get_job(request.job_id)
-    artifact = inference.job_artifact(job, checkpoint=request.checkpoint,
-                                       model_roots=manager.settings.resolved_model_roots)
     settings = manager.settings
-    rows = inference.chat_rows(request.dataset_name, request.split, limit=request.max_samples,
-                               allowed_roots=settings.resolved_dataset_roots)
+    artifact = inference.job_artifact(job, checkpoint=request.checkpoint, model_roots=settings.resolved_model_roots)
     check_not_busy(manager)
-    scores = inference.evaluate(cache, artifact, rows, cache_dir=settings.resolved_model_cache_dir,
-                                max_new_tokens=request.max_new_tokens)
+
+    def work(budget: inference.Budget) -> dict:
+        rows = inference.chat_rows(request.dataset_name, request.split, limit=request.max_samples,
+                                   allowed_roots=settings.resolved_dataset_roots)
+        return inference.evaluate(cache, artifact, rows, cache_dir=settings.resolved_model_cache_dir,
+                                  max_new_tokens=request.max_new_tokens, budget=budget)
+
+    scores = await gate.run(http, work)
     return {"job_id": job.job_id, "dataset_name": request.dataset_name, "split": request.split, **scores}
 
 

@@ -16,9 +16,10 @@ class ServiceError(Exception):
 
     status_code = 500
 
-    def __init__(self, detail: str):
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None):
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers
 
 
 class InvalidConfig(ServiceError, ValueError):
@@ -61,6 +62,19 @@ class ServiceBusy(ServiceError):
     status_code = 503
 
 
+class RequestTimedOut(ServiceError):
+    """A model request ran past the server's time limit and was stopped."""
+
+    status_code = 504
+
+
+class RequestCancelled(ServiceError):
+    """The client went away (or the server is stopping); the work was stopped. Nobody reads the answer."""
+
+    #: nginx's "client closed request": there is no standard status for it.
+    status_code = 499
+
+
 def register_error_handlers(app: FastAPI) -> None:
     """Map every ``ServiceError`` to its status with ``{"detail": ...}``, and render request
     validation errors (422) so that any input they echo can be written back."""
@@ -78,8 +92,7 @@ def register_error_handlers(app: FastAPI) -> None:
             return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
     async def handle(request: Request, exc: ServiceError) -> JSONResponse:
-        return ASCIIJSONResponse(status_code=exc.status_code, content={"detail": exc.detail},
-                                 headers=getattr(exc, "headers", None))
+        return ASCIIJSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
 
     async def handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return ASCIIJSONResponse(status_code=422, content={"detail": jsonable_encoder(exc.errors())})

@@ -32,9 +32,14 @@ def is_match(prediction: str, reference: str) -> bool:
 
 
 def score_exact_match(
-    model: Any, tokenizer: Any, rows: list[dict], *, max_new_tokens: int = 64, batch_size: int = 8
+    model: Any, tokenizer: Any, rows: list[dict], *, max_new_tokens: int = 64, batch_size: int = 8,
+    budget: Any = None,
 ) -> dict:
-    """Greedy-generate the last assistant turn of each row and score exact (JSON) match against it."""
+    """Greedy-generate the last assistant turn of each row and score exact (JSON) match against it.
+
+    ``budget`` (an ``app.sft.inference.Budget``) stops generation at its next token when it runs out
+    or is cancelled, and raises then.
+    """
     prompts = [
         tokenizer.apply_chat_template(row["messages"][:-1], tokenize=False, add_generation_prompt=True)
         for row in rows
@@ -60,7 +65,10 @@ def score_exact_match(
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                     pad_token_id=tokenizer.pad_token_id,
+                    stopping_criteria=budget.stopping_criteria() if budget is not None else None,
                 )
+                if budget is not None:
+                    budget.raise_if_stopped()
                 new_tokens = output[:, batch["input_ids"].shape[1] :]
                 predictions.extend(t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
     finally:

@@ -7,6 +7,7 @@ model's output through PEFT's ``disable_adapter()``, so comparing with the base 
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import tarfile
@@ -16,11 +17,11 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..core.errors import CheckpointNotFound, InvalidConfig, JobConflict
+from ..core.errors import CheckpointNotFound, InvalidConfig, JobConflict, RequestCancelled, RequestTimedOut
 from .checkpoints import list_checkpoints
 from .data import convert_rows, read_rows
 from .errors import DatasetError, ModelError
@@ -68,6 +69,80 @@ class Loaded:
     model: Any
     tokenizer: Any
     has_adapter: bool
+
+
+@dataclass(eq=False)
+class Budget:
+    """The limits of one model request: a time limit and a cancel flag, checked at every token.
+
+    ``cancel(reason)`` may be called from any thread (the client left, the server is stopping);
+    generation stops at its next token and :meth:`raise_if_stopped` says why.
+    """
+
+    timeout_seconds: float | None = None
+    started: float = field(default_factory=time.monotonic)
+    _cancelled: threading.Event = field(default_factory=threading.Event)
+    _reason: str = ""
+
+    def cancel(self, reason: str) -> None:
+        self._reason = self._reason or reason
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def expired(self) -> bool:
+        return self.timeout_seconds is not None and time.monotonic() - self.started > self.timeout_seconds
+
+    def should_stop(self) -> bool:
+        return self._cancelled.is_set() or self.expired()
+
+    def raise_if_stopped(self) -> None:
+        """Raise RequestCancelled or RequestTimedOut when the work must end (its output is partial)."""
+        if self._cancelled.is_set():
+            raise RequestCancelled(f"stopped: {self._reason}")
+        if self.expired():
+            raise RequestTimedOut(
+                f"stopped after {self.timeout_seconds:g} s, the server's limit for one model request "
+                "(SFT_REQUEST_TIMEOUT_SECONDS); ask for fewer max_new_tokens or rows"
+            )
+
+    def stopping_criteria(self) -> Any:
+        """A ``StoppingCriteriaList`` for ``model.generate`` that ends generation when :meth:`should_stop`."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        budget = self
+
+        class _BudgetCriteria(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), budget.should_stop(), dtype=torch.bool,
+                                  device=input_ids.device)
+
+        return StoppingCriteriaList([_BudgetCriteria()])
+
+
+def context_length(model: Any) -> int | None:
+    """Most tokens (prompt and generated) the model takes, from its config; None when unknown."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_fits_context(model: Any, *, prompt_tokens: int, max_new_tokens: int, field_name: str) -> None:
+    """InvalidConfig (400, naming ``field_name`` and the numbers) when prompt + max_new_tokens exceed
+    the model's context."""
+    limit = context_length(model)
+    if limit is not None and prompt_tokens + max_new_tokens > limit:
+        raise InvalidConfig(
+            f"{field_name}: {prompt_tokens:,} prompt tokens + max_new_tokens {max_new_tokens:,} = "
+            f"{prompt_tokens + max_new_tokens:,} tokens, beyond the model's context of {limit:,} tokens; "
+            "shorten the prompt or lower max_new_tokens"
+        )
 
 
 # Jobs -> artifacts
@@ -262,15 +337,24 @@ def generate(
     seed: int | None = None,
     compare_base: bool = False,
     device: str | None = None,
+    budget: Budget | None = None,
 ) -> dict[str, Any]:
     """Complete ``messages`` (chat template, generation prompt) or a raw ``prompt`` with the job's
-    model, and with its base too when ``compare_base``. ``temperature`` 0 is greedy."""
+    model, and with its base too when ``compare_base``. ``temperature`` 0 is greedy.
+
+    Raises:
+        InvalidConfig: the prompt and ``max_new_tokens`` do not fit the model's context.
+        RequestCancelled, RequestTimedOut: ``budget`` ended the generation early.
+    """
     if (messages is None) == (prompt is None):
         raise InvalidConfig("give exactly one of messages and prompt")
     device = device or default_device()
-    sampling = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
+    budget = budget or Budget()
+    sampling = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
+                "budget": budget, "field_name": "messages" if messages is not None else "prompt"}
     base = None
     with _use_tuned(cache, artifact, cache_dir=cache_dir, device=device) as loaded:
+        budget.raise_if_stopped()
         text, special = _render(loaded.tokenizer, messages=messages, prompt=prompt)
         tuned = _complete(loaded, text, add_special_tokens=special, **sampling)
         if compare_base and loaded.has_adapter:
@@ -278,6 +362,7 @@ def generate(
                 base = _complete(loaded, text, add_special_tokens=special, **sampling)
     if compare_base and base is None:
         with _use_base(cache, artifact, cache_dir=cache_dir, device=device) as loaded:
+            budget.raise_if_stopped()
             base = _complete(loaded, text, add_special_tokens=special, **sampling)
     return {
         "completion": tuned["text"],
@@ -303,7 +388,8 @@ def _render(tokenizer: Any, *, messages: list[dict[str, str]] | None, prompt: st
 
 
 def _complete(loaded: Loaded, text: str, *, add_special_tokens: bool, max_new_tokens: int,
-              temperature: float, top_p: float | None, seed: int | None) -> dict[str, Any]:
+              temperature: float, top_p: float | None, seed: int | None, budget: Budget,
+              field_name: str) -> dict[str, Any]:
     import torch
 
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -311,8 +397,10 @@ def _complete(loaded: Loaded, text: str, *, add_special_tokens: bool, max_new_to
     prompt_tokens = int(inputs["input_ids"].shape[1])
     if prompt_tokens == 0:
         raise InvalidConfig("prompt: it tokenizes to nothing")
+    check_fits_context(model, prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, field_name=field_name)
     options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
-                               "eos_token_id": _eos_ids(model, tokenizer)}
+                               "eos_token_id": _eos_ids(model, tokenizer),
+                               "stopping_criteria": budget.stopping_criteria()}
     if temperature > 0:
         options.update(do_sample=True, temperature=temperature, top_p=1.0 if top_p is None else top_p)
     else:
@@ -321,6 +409,7 @@ def _complete(loaded: Loaded, text: str, *, add_special_tokens: bool, max_new_to
     started = time.perf_counter()
     with _seeded(seed if temperature > 0 else None, model.device), torch.inference_mode():
         output = model.generate(**inputs, **options)
+    budget.raise_if_stopped()  # the completion was cut short: no partial answer is returned
     latency = (time.perf_counter() - started) * 1000
     new_tokens = output[0, prompt_tokens:]
     return {
@@ -372,21 +461,37 @@ def chat_rows(dataset_name: str, split: str, *, limit: int | None,
 
 
 def evaluate(cache: ModelCache, artifact: Artifact, rows: list[dict[str, Any]], *, cache_dir: Path,
-             max_new_tokens: int = 64, device: str | None = None) -> dict[str, Any]:
-    """Exact-match scores of the base model and of the job's model on ``rows``."""
+             max_new_tokens: int = 64, device: str | None = None, budget: Budget | None = None) -> dict[str, Any]:
+    """Exact-match scores of the base model and of the job's model on ``rows``.
+
+    Raises:
+        InvalidConfig: a row's prompt and ``max_new_tokens`` do not fit the model's context.
+        RequestCancelled, RequestTimedOut: ``budget`` ended the scoring early.
+    """
     from .evaluation import score_exact_match
 
     device = device or default_device()
+    budget = budget or Budget()
+    score = functools.partial(score_exact_match, rows=rows, max_new_tokens=max_new_tokens, budget=budget)
     base = None
     with _use_tuned(cache, artifact, cache_dir=cache_dir, device=device) as loaded:
+        _check_rows_fit(loaded, rows, max_new_tokens=max_new_tokens)
         if loaded.has_adapter:
             with loaded.model.disable_adapter():
-                base = score_exact_match(loaded.model, loaded.tokenizer, rows, max_new_tokens=max_new_tokens)
-        tuned = score_exact_match(loaded.model, loaded.tokenizer, rows, max_new_tokens=max_new_tokens)
+                base = score(loaded.model, loaded.tokenizer)
+        tuned = score(loaded.model, loaded.tokenizer)
     if base is None:
         with _use_base(cache, artifact, cache_dir=cache_dir, device=device) as loaded:
-            base = score_exact_match(loaded.model, loaded.tokenizer, rows, max_new_tokens=max_new_tokens)
+            base = score(loaded.model, loaded.tokenizer)
     return {"base": base, "tuned": tuned}
+
+
+def _check_rows_fit(loaded: Loaded, rows: list[dict[str, Any]], *, max_new_tokens: int) -> None:
+    for number, row in enumerate(rows, start=1):
+        text = loaded.tokenizer.apply_chat_template(row["messages"][:-1], tokenize=False, add_generation_prompt=True)
+        tokens = len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+        check_fits_context(loaded.model, prompt_tokens=tokens, max_new_tokens=max_new_tokens,
+                           field_name=f"dataset_name: row {number}")
 
 
 # Merge and archive
