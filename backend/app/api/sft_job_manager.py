@@ -205,11 +205,19 @@ class SFTJobManager:
             self.jobs[job.job_id] = job
             self._event_seq[job.job_id] = self.store.max_event_seq(job.job_id)
             if job.status in (JobStatus.RUNNING, JobStatus.STOPPING):
-                if self.settings.auto_resume_interrupted and job.status is JobStatus.RUNNING:
+                resumes = _automatic_resumes(job)
+                if (self.settings.auto_resume_interrupted and job.status is JobStatus.RUNNING
+                        and resumes < self.settings.max_auto_resumes):
                     self._requeue(job, attempt_status="interrupted", reason=INTERRUPTED_ERROR)
                 else:
-                    self._finish(job, JobStatus.FAILED, error=INTERRUPTED_ERROR,
-                                 error_detail={"category": "interrupted", "message": INTERRUPTED_ERROR, "log_tail": []})
+                    message = INTERRUPTED_ERROR
+                    if self.settings.auto_resume_interrupted and job.status is JobStatus.RUNNING:
+                        message = (f"{INTERRUPTED_ERROR}, again after {resumes} automatic resume(s) "
+                                   f"(SFT_MAX_AUTO_RESUMES={self.settings.max_auto_resumes}): it may be what stops "
+                                   "the server (out of memory?), so it is not resumed again by itself; check its "
+                                   "config and resume it by hand")
+                    self._finish(job, JobStatus.FAILED, error=message,
+                                 error_detail={"category": "interrupted", "message": message, "log_tail": []})
             elif job.status is JobStatus.PENDING:
                 self._queue.append(job.job_id)
         self._next_seq = self.store.max_job_seq()
@@ -239,18 +247,16 @@ class SFTJobManager:
             if idempotency_key is not None:
                 existing = self._by_idempotency_key(idempotency_key)
                 if existing is not None:
-                    if existing.request_hash != request_hash:
-                        raise JobConflict(
-                            f"Idempotency-Key {idempotency_key} was used for a different request "
-                            f"(job {existing.job_id})"
-                        )
+                    self._check_same_request(existing, idempotency_key, request_hash)
                     return existing.job_id
         job_id = str(uuid.uuid4())
         validated = self.validate_config(raw, job_id=job_id)
         with self._lock:
             if idempotency_key is not None:
+                # Another request with this key may have been recorded while this one was validated.
                 existing = self._by_idempotency_key(idempotency_key)
                 if existing is not None:
+                    self._check_same_request(existing, idempotency_key, request_hash)
                     return existing.job_id
             self._check_output_dir_free(validated["output_dir"])
             _create_output_dir(validated["output_dir"])
@@ -326,6 +332,7 @@ class SFTJobManager:
                 raise JobConflict(
                     f"Job {job_id} is {job.status.value}; only a stopped or failed job can be resumed"
                 )
+            self._check_output_dir_free(job.output_dir, besides=job_id)
             self._requeue(job, attempt_status=None, reason="Resume requested")
             self._schedule()
             return job
@@ -531,10 +538,25 @@ class SFTJobManager:
             )
         return resolved
 
-    def _check_output_dir_free(self, output_dir: str) -> None:
+    def _check_output_dir_free(self, output_dir: str, *, besides: str | None = None) -> None:
+        """JobConflict when ``output_dir`` is, contains or lies inside the directory of another job
+        that exists (any status: a finished job's adapter must not be overwritten). Caller holds the lock."""
         for job in self.jobs.values():
-            if not job.status.is_terminal() and job.config.get("output_dir") == output_dir:
+            other = job.config.get("output_dir")
+            if job.job_id == besides or not other:
+                continue
+            if other == output_dir:
                 raise JobConflict(f"output_dir {output_dir} is in use by job {job.job_id} ({job.status.value})")
+            if output_dir.startswith(other.rstrip("/") + "/"):
+                raise JobConflict(f"output_dir {output_dir} is inside the output_dir of job {job.job_id} "
+                                  f"({job.status.value}): {other}")
+            if other.startswith(output_dir.rstrip("/") + "/"):
+                raise JobConflict(f"output_dir {output_dir} contains the output_dir of job {job.job_id} "
+                                  f"({job.status.value}): {other}")
+
+    def _check_same_request(self, existing: SFTJob, key: str, request_hash: str) -> None:
+        if existing.request_hash != request_hash:
+            raise JobConflict(f"Idempotency-Key {key} was used for a different request (job {existing.job_id})")
 
     # Running
 
@@ -705,6 +727,17 @@ class SFTJobManager:
 
     def _by_idempotency_key(self, key: str) -> SFTJob | None:
         return next((job for job in self.jobs.values() if job.idempotency_key == key), None)
+
+
+def _automatic_resumes(job: SFTJob) -> int:
+    """How many times in a row the job was resumed because a server died under it: the attempts
+    before the current one that ended ``interrupted`` (a manual resume follows a stopped or failed one)."""
+    count = 0
+    for attempt in reversed(job.attempts[:-1]):
+        if attempt.get("status") != "interrupted":
+            break
+        count += 1
+    return count
 
 
 #: Niceness of job threads. Training keeps every core busy; at a lower priority than the API's

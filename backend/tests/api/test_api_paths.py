@@ -122,3 +122,16 @@ def test_evaluate_dataset_outside_the_roots_is_a_400_that_reveals_nothing(client
         details.append(response.json()["detail"].replace(name, "X"))
     assert details[1] == details[2] == details[3]
     assert "must be under an allowed root" in details[1] and "no bundled dataset" in details[0]
+
+
+# Bounds that only exhaust memory
+
+
+def test_batch_times_length_beyond_the_bound_is_a_400(client, manager, fake_config):
+    response = client.post("/api/sft/train", json={"config": fake_config | {"per_device_train_batch_size": 512,
+                                                                            "max_length": 4096}})
+    assert response.status_code == 400 and manager.jobs == {}
+    assert response.json()["detail"] == (
+        "config: per_device_train_batch_size × max_length = 512 × 4,096 = 2,097,152 tokens per device batch, "
+        "above the bound of 262,144; lower one of them (use gradient_accumulation_steps for a larger effective "
+        "batch)")
