@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 
 from .api.deps import ManagerDep
+from .api.guard import RequestGuard, exposure_warning
 from .api.model_requests import ModelRequestGate
 from .api.model_routes import router as model_router
 from .api.schemas import HealthResponse
@@ -24,6 +27,23 @@ except PackageNotFoundError:
     VERSION = "0.0.0"
 
 
+logger = logging.getLogger("app")
+
+
+def _cli_host(argv: list[str]) -> str | None:
+    """The address given to uvicorn's command line (``--host X`` or ``--host=X``), if any.
+
+    The app is not told where it listens; RequestGuard also warns at the first request that
+    arrives on a non-loopback address.
+    """
+    for i, arg in enumerate(argv):
+        if arg == "--host" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--host="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def create_app(manager: SFTJobManager | None = None) -> FastAPI:
     """Build the app. Without ``manager`` the process-wide one is created (and recovers its jobs)
     when the app starts."""
@@ -32,6 +52,9 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         if getattr(app.state, "manager", None) is None:
             app.state.manager = get_sft_job_manager()
+        warning = exposure_warning(_cli_host(sys.argv) or "127.0.0.1")
+        if warning:
+            logger.warning(warning)
         # A fresh gate per start: one closed by an earlier shutdown refuses work.
         app.state.model_gate = gate = new_gate()
         gate.close_on_signals()
@@ -55,6 +78,8 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
 
     app.state.model_gate = new_gate()
     register_error_handlers(app)
+    app.add_middleware(RequestGuard, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins,
+                       max_body_bytes=settings.max_request_bytes)
     app.include_router(sft_router)
     app.include_router(model_router)
 
