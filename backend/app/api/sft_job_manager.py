@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from ..sft.checkpoints import latest_checkpoint, list_checkpoints
 from ..sft.config import SFTConfig
 from ..sft.data import check_dataset
 from ..sft.errors import DatasetError, ModelError, SFTError
-from ..sft.models import check_model, default_device
+from ..sft.models import check_model, default_device, module_names
 from ..store import SQLiteStore
 
 logger = logging.getLogger(__name__)
@@ -501,16 +502,19 @@ class SFTJobManager:
             config.resolve_precision(default_device())
         except SFTError as exc:
             raise InvalidConfig(f"config.precision: {exc}") from None
+        _check_trackers(config.report_to)
         if self.preflight:
             self._preflight(config)
         return {**config.model_dump(mode="json", exclude_unset=True), "output_dir": str(output_dir)}
 
     def _preflight(self, config: SFTConfig) -> None:
         try:
-            check_model(config.base_model, cache_dir=self.settings.resolved_model_cache_dir,
-                        allowed_roots=self.settings.resolved_model_roots)
+            ref = check_model(config.base_model, cache_dir=self.settings.resolved_model_cache_dir,
+                              allowed_roots=self.settings.resolved_model_roots)
         except ModelError as exc:
             raise InvalidConfig(f"config.base_model: {exc}") from None
+        if config.use_lora and config.lora_target_modules != "all-linear" and not config.trust_remote_code:
+            _check_target_modules(config, ref)
         roots = self.settings.resolved_dataset_roots
         try:
             fmt = check_dataset(config.dataset_name, config.dataset_split, dataset_format=config.dataset_format,
@@ -827,6 +831,31 @@ def _check_partial_config(config: dict[str, Any]) -> None:
         field_errors = [e for e in exc.errors() if e["loc"]]
         if field_errors:
             raise InvalidConfig(format_validation_error(field_errors)) from None
+
+
+#: Python packages each ``report_to`` target needs (any one of them).
+TRACKER_PACKAGES = {"wandb": ("wandb",), "tensorboard": ("tensorboard", "tensorboardX")}
+
+
+def _check_trackers(report_to: list[str]) -> None:
+    for target in report_to:
+        packages = TRACKER_PACKAGES[target]
+        if not any(importlib.util.find_spec(p) is not None for p in packages):
+            raise InvalidConfig(f"config.report_to: {target} is not installed on this server "
+                                f"(pip install {packages[0]}); install it or leave it out of report_to")
+
+
+def _check_target_modules(config: SFTConfig, ref: Any) -> None:
+    """lora_target_modules against the model's module names, where they can be read cheaply (a local,
+    converted or cached model); otherwise the trainer checks them when it loads the model."""
+    names = module_names(ref)
+    if names is None:
+        return
+    unknown = names.unknown(list(config.lora_target_modules))
+    if unknown:
+        raise InvalidConfig(f"config.lora_target_modules: {', '.join(unknown)} match no module of "
+                            f"{config.base_model} (its linear layers: {', '.join(names.linear) or 'none'}; "
+                            "or use 'all-linear')")
 
 
 def _create_output_dir(output_dir: str) -> None:

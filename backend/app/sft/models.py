@@ -211,6 +211,80 @@ def check_model(reference: str, *, cache_dir: Path, allowed_roots: list[Path] | 
     return ref
 
 
+#: How long a submit waits for a training job's model load before it skips the module-name check.
+MODULE_CHECK_LOCK_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class ModuleNames:
+    """A model's module names: every full name, and the short names of its linear layers but the head."""
+
+    all: frozenset[str]
+    linear: tuple[str, ...]
+
+    def unknown(self, targets: list[str]) -> list[str]:
+        """The ``targets`` that match no module the way PEFT matches them (the full name or its end)."""
+        return [t for t in targets if not any(n == t or n.endswith("." + t) for n in self.all)]
+
+
+def module_names(ref: ModelRef) -> ModuleNames | None:
+    """The model's module names, built from its config.json on the meta device (no weights).
+
+    None when that cannot be done cheaply: a Hub model not in the local cache, a GGUF file not
+    converted yet, or a training job loading a model right now (loads take turns; see
+    ``model_load_lock``). The trainer then checks the same names when it loads the model.
+    """
+    folder = _config_folder(ref)
+    if folder is None:
+        return None
+    try:
+        stamp = (folder / "config.json").stat().st_mtime_ns
+    except OSError:
+        return None
+    if not model_load_lock.acquire(timeout=MODULE_CHECK_LOCK_SECONDS):
+        return None
+    try:
+        return _module_names(str(folder), stamp)
+    except Exception:  # an unusual config: the trainer's own load reports it precisely
+        return None
+    finally:
+        model_load_lock.release()
+
+
+@functools.lru_cache(maxsize=32)
+def _module_names(folder: str, stamp: int) -> ModuleNames:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(folder)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    names = frozenset(name for name, _ in model.named_modules() if name)
+    return ModuleNames(names, linear_layer_names(model))
+
+
+def linear_layer_names(model: Any) -> tuple[str, ...]:
+    """Short names of the model's linear layers but the output head: what lora_target_modules takes."""
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return tuple(sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                         if isinstance(module, torch.nn.Linear) and module is not head}))
+
+
+def _config_folder(ref: ModelRef) -> Path | None:
+    if ref.kind == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(ref.path, "config.json")
+        except Exception:  # an invalid repo id: not cached
+            return None
+        return Path(cached).parent if isinstance(cached, str) else None
+    folder = Path(ref.path)
+    return folder if (folder / "config.json").is_file() else None
+
+
 def _short_hash(path: Path) -> str:
     import hashlib
 

@@ -17,6 +17,7 @@ from .errors import ConfigError
 from .data import PreparedData, prepare_datasets
 from .models import (
     default_device,
+    linear_layer_names,
     load_model,
     load_tokenizer,
     model_load_lock,
@@ -262,7 +263,10 @@ class SFTTrainer:
         except ValueError as exc:
             # PEFT and TRL raise ValueError for what the config asks and the model cannot do
             # (unknown lora_target_modules, a pad token outside the vocabulary...).
-            raise ConfigError(f"the trainer refused this config for {cfg.base_model}: {exc}") from exc
+            hint = ""
+            if cfg.use_lora and cfg.lora_target_modules != "all-linear":
+                hint = f" (lora_target_modules; its linear layers: {', '.join(linear_layer_names(model))})"
+            raise ConfigError(f"the trainer refused this config for {cfg.base_model}: {exc}{hint}") from exc
 
     def _stopped_before_training(self, started: float, data: PreparedData | None = None) -> SFTResult:
         release_memory()

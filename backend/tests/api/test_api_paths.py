@@ -135,3 +135,28 @@ def test_batch_times_length_beyond_the_bound_is_a_400(client, manager, fake_conf
         "config: per_device_train_batch_size × max_length = 512 × 4,096 = 2,097,152 tokens per device batch, "
         "above the bound of 262,144; lower one of them (use gradient_accumulation_steps for a larger effective "
         "batch)")
+
+
+# Checks made at submit, not after the job starts
+
+
+def test_unknown_lora_target_modules_are_a_400_at_submit(checked_client, checked, good_config):
+    assert refused(checked_client, checked, good_config | {"lora_target_modules": ["q_proj", "qproj", "attn"]}) == (
+        "config.lora_target_modules: qproj, attn match no module of " + good_config["base_model"] +
+        " (its linear layers: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj; or use 'all-linear')")
+    ok = checked_client.post("/api/sft/train", json={"config": good_config | {
+        "lora_target_modules": ["q_proj", "self_attn.v_proj", "model.layers.0.mlp.up_proj"]}})
+    assert ok.status_code == 200, ok.text
+
+
+def test_report_to_a_tracker_that_is_not_installed_is_a_400(client, manager, fake_config, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("wandb", "tensorboard", "tensorboardX") else real(name, *a))
+    for target, package in (("wandb", "wandb"), ("tensorboard", "tensorboard")):
+        response = client.post("/api/sft/train", json={"config": fake_config | {"report_to": [target]}})
+        assert response.status_code == 400 and manager.jobs == {}
+        assert response.json()["detail"] == (f"config.report_to: {target} is not installed on this server "
+                                             f"(pip install {package}); install it or leave it out of report_to")

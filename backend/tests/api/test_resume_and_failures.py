@@ -167,10 +167,13 @@ def test_model_failure(training_manager, tmp_path, tiny_config):
 
 
 def test_config_failure(training_manager, tiny_config):
-    manager = training_manager()
+    # Without the pre-flight, as for a Hub model not in the cache: the trainer finds it when it loads.
+    manager = training_manager(preflight=False)
     status = failed(manager, {**tiny_config, "lora_target_modules": ["no_such_proj"]})
     assert status["error_detail"]["category"] == "config"
     assert "the trainer refused this config" in status["error"] and "no_such_proj" in status["error"]
+    assert status["error"].endswith("(lora_target_modules; its linear layers: down_proj, gate_proj, k_proj, "
+                                    "o_proj, q_proj, up_proj, v_proj)")
 
 
 def _raising(exc):
