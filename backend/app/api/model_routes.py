@@ -7,12 +7,8 @@ when the client leaves), never on the thread pool that serves ``/health`` and th
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
-from starlette.background import BackgroundTask
 
 from ..core.errors import ServiceBusy
 from ..sft import inference
@@ -70,21 +66,12 @@ async def generate(job: ValidJob, request: GenerateRequest, manager: ManagerDep,
     responses={200: {"content": {"application/gzip": {}},
                      "description": "The adapter (or full model) directory as a .tar.gz, root folder adapter/."}},
 )
-def download_adapter(job: ValidJob, manager: ManagerDep) -> FileResponse:
+def download_adapter(job: ValidJob) -> FileResponse:
     """Download the job's adapter directory (the model directory for a full fine-tune) as .tar.gz."""
     artifact = inference.job_artifact(job)
-    folder = manager.settings.resolved_data_dir / "tmp"
-    folder.mkdir(parents=True, exist_ok=True)
-    # The archive can be as big as a full model: build it beside the data, not in a small /tmp.
-    fd, name = tempfile.mkstemp(prefix=f"{job.job_id}-", suffix=".tar.gz", dir=folder)
-    os.close(fd)
-    try:
-        inference.archive_adapter(artifact.path, Path(name))
-    except BaseException:
-        os.unlink(name)
-        raise
-    return FileResponse(name, media_type="application/gzip", filename=f"{job.job_id}-adapter.tar.gz",
-                        background=BackgroundTask(os.unlink, name))
+    # Built once per adapter, beside it in the job's output_dir; later downloads send the same file.
+    archive = inference.cached_archive(artifact.path)
+    return FileResponse(archive, media_type="application/gzip", filename=f"{job.job_id}-adapter.tar.gz")
 
 
 @router.post("/jobs/{job_id}/merge", response_model=MergeResponse)

@@ -448,6 +448,8 @@ class SFTJobManager:
         """Save a named config template; every key must be an SFTConfig field. Returns its id."""
         if not name or not name.strip():
             raise InvalidConfig("name: must not be empty")
+        if not name.isprintable():
+            raise InvalidConfig("name: must be printable text (no control characters, tabs or line breaks)")
         _check_partial_config(config)
         with self._lock:
             for saved in self.configs.values():

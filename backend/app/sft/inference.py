@@ -8,6 +8,7 @@ model's output through PEFT's ``disable_adapter()``, so comparing with the base 
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shutil
 import tarfile
@@ -531,6 +532,26 @@ def merge_adapter(artifact: Artifact, *, cache_dir: Path) -> dict[str, Any]:
 def dir_size(path: Path) -> int:
     """Bytes of the files under ``path``."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+_archive_lock = threading.Lock()
+
+
+def cached_archive(path: Path) -> Path:
+    """``<path>.tar.gz`` beside ``path`` (its root folder ``adapter/``), built once and rebuilt only when
+    a file under ``path`` is newer: downloads reuse it instead of compressing the adapter each time."""
+    archive = path.with_name(path.name + ".tar.gz")
+    with _archive_lock:
+        newest = max((p.stat().st_mtime_ns for p in path.rglob("*")), default=0)
+        if archive.is_file() and archive.stat().st_mtime_ns >= newest:
+            return archive
+        staging = archive.with_name(f".{archive.name}.{uuid.uuid4().hex[:8]}")
+        try:
+            archive_adapter(path, staging)
+            os.replace(staging, archive)  # a download in progress keeps reading the old file
+        finally:
+            staging.unlink(missing_ok=True)
+    return archive
 
 
 def archive_adapter(path: Path, destination: Path) -> Path:

@@ -1,5 +1,5 @@
 """Persistence: SQLite records of jobs, configs, events and metrics."""
 
-from .sqlite import SQLiteStore
+from .sqlite import DatabaseUnavailable, SQLiteStore
 
-__all__ = ["SQLiteStore"]
+__all__ = ["DatabaseUnavailable", "SQLiteStore"]

@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS metrics (
 CREATE INDEX IF NOT EXISTS metrics_job ON metrics(job_id, step);
 """
 
+class DatabaseUnavailable(RuntimeError):
+    """The database file cannot be opened or set up; the message names it."""
+
+
 _JSON_JOB_FIELDS = ("config", "error_detail", "result", "progress", "attempts")
 JOB_FIELDS = (
     "job_id", "seq", "status", "config", "created_at", "started_at", "completed_at", "error",
@@ -67,16 +71,22 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL: a commit survives a killed process (not a power cut) without an fsync each.
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(SCHEMA)
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._conn.row_factory = sqlite3.Row
+            with self._lock:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                # WAL + NORMAL: a commit survives a killed process (not a power cut) without an fsync each.
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise DatabaseUnavailable(
+                f"cannot open the database {self.path} ({type(exc).__name__}: {exc}); check SFT_DATABASE_PATH "
+                "(or SFT_DATA_DIR) and that the directory is writable"
+            ) from exc
 
     def close(self) -> None:
         with self._lock:

@@ -141,3 +141,24 @@ def test_automatic_resumes_are_capped(make_manager, db_path, fake_config, settin
     wait_for(lambda: job_id in last.runner.running, message="the job to run again")
     again = make_manager(store=_died(store.path, "restart-manual.db"))
     wait_for(lambda: job_id in again.runner.running, message="the job to resume after its manual resume")
+
+
+# Smaller: config names, the database path
+
+
+@pytest.mark.parametrize("name", ["line\nbreak", "tab\there", "bell\x07", "nul\x00", "del\x7f", "\u200bzero-width"])
+def test_config_names_are_printable(client, name):
+    response = client.post("/api/sft/configs", json={"name": name, "config": {}})
+    assert response.status_code == 400
+    assert response.json() == {"detail": "name: must be printable text (no control characters, tabs or line breaks)"}
+    assert client.post("/api/sft/configs", json={"name": "ünïcode name ✓", "config": {}}).status_code == 200
+
+
+def test_database_that_cannot_be_opened_is_named(tmp_path):
+    from app.store import DatabaseUnavailable
+
+    (tmp_path / "a-file").write_text("x")
+    for path in (tmp_path, tmp_path / "a-file" / "sft.db"):
+        with pytest.raises(DatabaseUnavailable) as info:
+            SQLiteStore(path)
+        assert str(info.value).startswith(f"cannot open the database {path} (")

@@ -152,8 +152,21 @@ def test_adapter_archive_round_trip(env, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "adapter"))
     served = env.client.post(f"/api/sft/jobs/{job_id}/generate", json=HELLO).json()["completion"]
     assert greedy_text(model, tokenizer, HELLO["messages"]) == served
-    # The temporary archive is gone once sent.
-    assert list((env.settings.resolved_data_dir / "tmp").iterdir()) == []
+
+
+def test_adapter_archive_is_built_once_and_rebuilt_when_the_adapter_changes(env):
+    import os
+
+    job_id = env.jobs["lora"]
+    first = env.client.get(f"/api/sft/jobs/{job_id}/adapter").content
+    archive = Path(env.manager.get_job(job_id).result["adapter_path"]).with_name("adapter.tar.gz")
+    built = archive.stat().st_mtime_ns
+    assert env.client.get(f"/api/sft/jobs/{job_id}/adapter").content == first
+    assert archive.stat().st_mtime_ns == built  # sent again, not compressed again
+    config = archive.with_name("adapter") / "adapter_config.json"
+    os.utime(config, ns=(built + 10**9, built + 10**9))  # the adapter changed (a resumed job saves again)
+    assert env.client.get(f"/api/sft/jobs/{job_id}/adapter").status_code == 200
+    assert archive.stat().st_mtime_ns > built
 
 
 def test_full_model_archive(env):
