@@ -13,7 +13,7 @@ from .api.deps import ManagerDep
 from .api.guard import RequestGuard, exposure_warning
 from .api.model_requests import ModelRequestGate
 from .api.model_routes import router as model_router
-from .api.schemas import HealthResponse
+from .api.schemas import ErrorResponse, HealthResponse
 from .api.sft_job_manager import SFTJobManager, get_sft_job_manager
 from .api.sft_routes import router as sft_router
 from .core.errors import register_error_handlers
@@ -83,7 +83,8 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
     app.include_router(sft_router)
     app.include_router(model_router)
 
-    @app.get("/health", response_model=HealthResponse, tags=["service"])
+    @app.get("/health", response_model=HealthResponse, tags=["service"],
+             responses={400: {"model": ErrorResponse, "description": "A Host header this server does not answer to"}})
     async def health(manager: ManagerDep) -> HealthResponse:
         """Liveness, version and job counts."""
         return HealthResponse(version=VERSION, max_concurrent_jobs=manager.max_concurrent_jobs,

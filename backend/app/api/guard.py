@@ -15,6 +15,7 @@ A plain ASGI middleware (no ``BaseHTTPMiddleware``), so SSE streams pass through
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 from collections.abc import Iterable
@@ -127,12 +128,21 @@ class RequestGuard:
         return limited
 
     def _warn_once(self, server_host: str) -> None:
-        if self._warned or not server_host:
+        # A server reports the IP address a connection came in on (test clients, a made-up name).
+        if self._warned or not _is_ip(server_host):
             return
         self._warned = True
         warning = exposure_warning(server_host)
         if warning:
             logger.warning(warning)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 async def _reply(send: Send, status: int, detail: str) -> None:

@@ -26,9 +26,11 @@ from .schemas import (
 from .sft_job_manager import SFTJobManager
 
 router = APIRouter(prefix="/api/sft", tags=["models"],
-                   responses={**ERROR_RESPONSES, 503: {"model": ErrorResponse,
-                                                       "description": "Every training slot is busy, or too many "
-                                                       "model requests are queued (see Retry-After)"}})
+                   responses={**ERROR_RESPONSES,
+                              503: {"model": ErrorResponse, "description": "Every training slot is busy, or too "
+                                    "many model requests are queued (see Retry-After)"},
+                              504: {"model": ErrorResponse, "description": "Stopped at the request time limit "
+                                    "(SFT_REQUEST_TIMEOUT_SECONDS)"}})
 
 
 def check_not_busy(manager: SFTJobManager) -> None:
@@ -44,8 +46,7 @@ def check_not_busy(manager: SFTJobManager) -> None:
         )
 
 
-@router.post("/jobs/{job_id}/generate", response_model=GenerateResponse,
-             responses={504: {"model": ErrorResponse, "description": "Stopped at the request time limit"}})
+@router.post("/jobs/{job_id}/generate", response_model=GenerateResponse)
 async def generate(job: ValidJob, request: GenerateRequest, manager: ManagerDep, cache: CacheDep,
                    gate: GateDep, http: Request) -> dict:
     """Generate with a finished job's model (greedy by default), optionally beside its base model."""
@@ -82,8 +83,7 @@ async def merge(job: ValidJob, manager: ManagerDep, gate: GateDep, http: Request
     return await gate.run(http, lambda budget: inference.merge_adapter(artifact, cache_dir=cache_dir))
 
 
-@router.post("/evaluate", response_model=EvaluateResponse,
-             responses={504: {"model": ErrorResponse, "description": "Stopped at the request time limit"}})
+@router.post("/evaluate", response_model=EvaluateResponse)
 async def evaluate(request: EvaluateRequest, manager: ManagerDep, cache: CacheDep, gate: GateDep,
                    http: Request) -> dict:
     """Exact-match score of the base model and of the job's model on a conversational dataset."""

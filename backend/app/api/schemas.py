@@ -29,6 +29,9 @@ ERROR_RESPONSES = {
     400: {"model": ErrorResponse, "description": "The request cannot run; detail names the field"},
     404: {"model": ErrorResponse, "description": "Unknown job or config id"},
     409: {"model": ErrorResponse, "description": "The job's state does not allow it"},
+    403: {"model": ErrorResponse, "description": "A state-changing request from a foreign Origin"},
+    413: {"model": ErrorResponse, "description": "The request body is over SFT_MAX_REQUEST_BYTES"},
+    415: {"model": ErrorResponse, "description": "A state-changing request with a form or text Content-Type"},
 }
 
 

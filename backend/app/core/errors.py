@@ -83,7 +83,9 @@ def register_error_handlers(app: FastAPI) -> None:
     from fastapi import Request
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.exception_handlers import http_exception_handler
+    from fastapi.responses import JSONResponse, Response
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     class ASCIIJSONResponse(JSONResponse):
         # An unpaired surrogate (valid as a JSON \\u escape) cannot be encoded as UTF-8: FastAPI's own
@@ -97,5 +99,34 @@ def register_error_handlers(app: FastAPI) -> None:
     async def handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return ASCIIJSONResponse(status_code=422, content={"detail": jsonable_encoder(exc.errors())})
 
+    async def handle_method_not_allowed(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code != 405:
+            return await http_exception_handler(request, exc)
+        # Starlette's Allow names the methods of the first route that matched the path only; a path
+        # served by several routes (GET and DELETE /jobs/{job_id}) would under-report them.
+        allowed = ", ".join(sorted(_documented_methods(request.app, request.url.path)))
+        return ASCIIJSONResponse(status_code=405, headers={"Allow": allowed},
+                                 content={"detail": f"{request.method} is not allowed on {request.url.path}; "
+                                                    f"allowed: {allowed}"})
+
     app.add_exception_handler(ServiceError, handle)
     app.add_exception_handler(RequestValidationError, handle_validation)
+    app.add_exception_handler(StarletteHTTPException, handle_method_not_allowed)
+
+
+_HTTP_METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
+
+
+def _documented_methods(app: FastAPI, path: str) -> set[str]:
+    """The methods the app's OpenAPI document gives for ``path`` (and HEAD wherever GET is)."""
+    import re
+
+    patterns = getattr(app.state, "path_methods", None)
+    if patterns is None:
+        patterns = []
+        for template, operations in app.openapi()["paths"].items():
+            regex = "^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"
+            methods = {m.upper() for m in operations if m in _HTTP_METHODS}
+            patterns.append((re.compile(regex), methods | ({"HEAD"} if "GET" in methods else set())))
+        app.state.path_methods = patterns
+    return set().union(*(methods for regex, methods in patterns if regex.match(path)))

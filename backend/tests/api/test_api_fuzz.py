@@ -1,5 +1,6 @@
-"""Property-based fuzz of the whole HTTP API from its own OpenAPI schema: no request gets a 5xx, and
-every 200 body matches its documented schema.
+"""Property-based fuzz of the whole HTTP API from its own OpenAPI schema: no request gets a 5xx, every
+status and body matches its documented schema, and every 405 names in ``Allow`` exactly the methods
+the schema documents for that path.
 
 Jobs never train (the runner returns at once); pre-flight is on, with the dataset roots in a temp
 directory. The Hub is unreachable in tests, so its lookups fail at once instead of retrying.
@@ -17,9 +18,12 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
     content_type_conformance,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from api_helpers import quiesce
@@ -112,5 +116,24 @@ def test_no_request_gets_a_server_error(case, fuzz):
     case.call_and_validate(
         headers={"Accept": "application/json"},  # the JSON events page, never the live SSE stream
         checks=[not_a_server_error, status_code_conformance, response_schema_conformance,
-                content_type_conformance],
+                content_type_conformance, response_headers_conformance, allow_header_conformance,
+                unsupported_method],
     )
+
+
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "options")
+
+
+@pytest.mark.parametrize("path", sorted(app.openapi()["paths"]))
+def test_undocumented_methods_are_405_with_the_documented_allow_header(fuzz, path):
+    from fastapi.testclient import TestClient
+
+    documented = {m for m in app.openapi()["paths"][path] if m in HTTP_METHODS}
+    expected = {m.upper() for m in documented} | ({"HEAD"} if "get" in documented else set())
+    url = path.replace("{job_id}", fuzz.job_id()).replace("{config_id}", fuzz.config_id())
+    client = TestClient(app)
+    for method in sorted(set(HTTP_METHODS) - documented):
+        response = client.request(method.upper(), url)
+        assert response.status_code == 405, (method, path, response.text)
+        assert {m.strip() for m in response.headers["allow"].split(",")} == expected, (method, path)
+        assert response.json()["detail"].startswith(f"{method.upper()} is not allowed on ")
