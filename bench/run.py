@@ -293,6 +293,9 @@ class Bench:
             "max_concurrent_jobs": 1,
             "model_cache_dir": str(self.cache_dir),
             "dataset_roots": [str(self.work)],
+            # The bench's own configs name models anywhere on this machine (--tiny-model, --gpu-model, the
+            # Hugging Face cache): it trusts its own paths.
+            "model_roots": ["/"],
         })
 
     def run_bare(self, steps: int, *, tag: str, model: str | None = None) -> dict:

@@ -12,7 +12,8 @@ from .model_requests import ModelRequestGate
 from .sft_job_manager import SFTJob, SFTJobManager, get_sft_job_manager
 
 
-def get_manager(request: Request) -> SFTJobManager:
+async def get_manager(request: Request) -> SFTJobManager:
+    # async: resolved on the event loop, so /health never waits for a worker thread.
     manager = getattr(request.app.state, "manager", None)
     return manager if manager is not None else get_sft_job_manager()
 
@@ -20,14 +21,14 @@ def get_manager(request: Request) -> SFTJobManager:
 ManagerDep = Annotated[SFTJobManager, Depends(get_manager)]
 
 
-def get_model_cache(request: Request) -> ModelCache:
+async def get_model_cache(request: Request) -> ModelCache:
     return request.app.state.model_cache  # create_app makes it
 
 
 CacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 
 
-def get_model_gate(request: Request) -> ModelRequestGate:
+async def get_model_gate(request: Request) -> ModelRequestGate:
     return request.app.state.model_gate  # create_app makes it
 
 

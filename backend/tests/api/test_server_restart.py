@@ -36,7 +36,7 @@ def start_server(port: int, env: dict[str, str]) -> subprocess.Popen:
 
 def test_killed_server_resumes_the_job(tmp_path, tiny_config):
     env = {**os.environ, "SFT_DATA_DIR": str(tmp_path / "data"), "SFT_DATASET_ROOTS": json.dumps([str(tmp_path)]),
-           "OMP_NUM_THREADS": "1"}
+           "SFT_MODEL_ROOTS": json.dumps([str(Path(tiny_config["base_model"]).parent)]), "OMP_NUM_THREADS": "1"}
     port = free_port()
     url = f"http://127.0.0.1:{port}/api/sft"
     config = {**tiny_config, "max_steps": 400, "save_steps": 5}
