@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 
-from .api.deps import ManagerDep
+from .api.deps import GateDep, ManagerDep
 from .api.guard import RequestGuard, exposure_warning
 from .api.model_requests import ModelRequestGate
 from .api.model_routes import router as model_router
@@ -85,10 +85,11 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
 
     @app.get("/health", response_model=HealthResponse, tags=["service"],
              responses={400: {"model": ErrorResponse, "description": "A Host header this server does not answer to"}})
-    async def health(manager: ManagerDep) -> HealthResponse:
-        """Liveness, version and job counts."""
+    async def health(manager: ManagerDep, gate: GateDep) -> HealthResponse:
+        """Liveness, version, job counts and model requests in progress."""
         return HealthResponse(version=VERSION, max_concurrent_jobs=manager.max_concurrent_jobs,
-                              jobs=manager.counts(), device=default_device(), gpu=gpu_memory())
+                              jobs=manager.counts(), device=default_device(), gpu=gpu_memory(),
+                              model_requests=gate.counts())
 
     return app
 

@@ -46,6 +46,7 @@ class ModelRequestGate:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model-request")
         self._lock = threading.Lock()
         self._active: set[Budget] = set()
+        self._running = 0
         self._closing = threading.Event()
 
     @property
@@ -53,6 +54,11 @@ class ModelRequestGate:
         """Requests running or waiting (a cancelled one counts until its thread has let go)."""
         with self._lock:
             return len(self._active)
+
+    def counts(self) -> dict[str, int]:
+        """``{"running": ..., "waiting": ...}`` for /health."""
+        with self._lock:
+            return {"running": self._running, "waiting": len(self._active) - self._running}
 
     async def run(self, request: Request, work: Callable[[Budget], T]) -> T:
         """Run ``work(budget)`` on a model thread and return its result.
@@ -93,10 +99,14 @@ class ModelRequestGate:
             raise
 
     def _call(self, work: Callable[[Budget], T], budget: Budget) -> T:
+        with self._lock:
+            self._running += 1
         try:
             budget.raise_if_stopped()  # it may have waited in the queue past its limit, or been abandoned
             return work(budget)
         finally:
+            with self._lock:
+                self._running -= 1
             self._release(budget)
 
     def _release(self, budget: Budget) -> None:

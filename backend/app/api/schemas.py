@@ -211,6 +211,10 @@ class HealthResponse(BaseModel):
     gpu: GpuMemory | None = Field(
         None, description="This server's CUDA memory (null without a GPU): what its jobs and loaded models hold."
     )
+    model_requests: dict[str, int] = Field(
+        default_factory=dict,
+        description="Generate / evaluate / merge requests: 'running' on the model threads and 'waiting' for one.",
+    )
 
 
 

@@ -252,3 +252,59 @@ def test_health_answers_fast_while_40_generations_queue(env):
     p90 = statistics.quantiles(latencies, n=10)[-1]
     assert p90 < 100, f"/health p90 {p90:.1f} ms, median {statistics.median(latencies):.1f} ms, " \
                       f"max {max(latencies):.1f} ms"
+
+
+# Shutdown, on a real server process
+
+
+def test_sigterm_stops_a_server_with_generations_in_flight(env, tiny_model_dir):
+    import subprocess
+    import sys
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = env.manager.settings
+    server_env = {**os.environ, "SFT_DATA_DIR": str(settings.data_dir), "SFT_DATABASE_PATH": str(env.root / "db"),
+                  "SFT_MODEL_CACHE_DIR": str(env.root / "cache"), "SFT_DATASET_ROOTS": json.dumps([str(env.root)]),
+                  "SFT_MODEL_ROOTS": json.dumps([str(tiny_model_dir.parent)]), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--app-dir", str(Path(__file__).resolve().parents[2]),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+    def health() -> dict | None:
+        try:
+            return httpx.get(f"{url}/health", timeout=2).json()
+        except httpx.HTTPError:
+            return None
+
+    results: list = []
+
+    def generate() -> None:
+        try:
+            results.append(httpx.post(url + env.url, json=LONG, timeout=120).status_code)
+        except httpx.HTTPError as exc:  # the server closed the connection
+            results.append(type(exc).__name__)
+
+    try:
+        wait_for(health, timeout=120, message="the server to start")
+        assert httpx.post(url + env.url, json={"prompt": "hello", "max_new_tokens": 1}, timeout=120).status_code == 200
+        threads = [threading.Thread(target=generate) for _ in range(3)]  # ~10 s of generation in all
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: (health() or {}).get("model_requests") == {"running": 1, "waiting": 2}, timeout=30,
+                 message="one generation running and two waiting")
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        took = time.monotonic() - started
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode in (0, -signal.SIGTERM)
+    assert took < 5, f"SIGTERM took {took:.1f} s to stop the server"
+    assert len(results) == 3 and 200 not in results
