@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import DatasetError
-from .hub import HubUnreachable, hub_problem
+from .hub import HUB_ID, HubUnreachable, hub_problem
 from .paths import PathRefused, check_path_text, resolve_allowed_path
 
 if TYPE_CHECKING:
@@ -57,8 +57,6 @@ def bundled_datasets() -> list[str]:
     return sorted(BUNDLED_PREFIX + p.name.replace("_", "-") for p in BUNDLED_DIR.iterdir() if p.is_dir())
 
 
-#: A Hub dataset (or model) id: ``name`` or ``owner/name``.
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _BUNDLED_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 

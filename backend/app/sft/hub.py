@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
+
+#: A Hub repo id: ``name`` or ``owner/name`` (anything else given as a model or dataset is a path).
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 #: The Hub client otherwise retries an unreachable Hub for about half a minute.
 HUB_TIMEOUT_SECONDS = 5

@@ -7,7 +7,6 @@ import functools
 import gc
 import importlib.util
 import os
-import re
 import shutil
 import threading
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ModelError
-from .hub import HubUnreachable, hub_problem
+from .hub import HUB_ID, HubUnreachable, hub_problem
 from .paths import PathRefused, check_path_text, resolve_allowed_path
 
 if TYPE_CHECKING:
@@ -32,7 +31,6 @@ CHATML_TEMPLATE = (
     "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 #: transformers 5's from_pretrained swaps torch's init functions and PreTrainedModel methods for the
 #: whole process while it loads; two threads loading at once restore each other's patches wrongly
 #: (models left on the meta device: "Cannot copy out of meta tensor"). Every load takes this lock;
@@ -197,7 +195,7 @@ def _looks_local(reference: str) -> bool:
     return (
         reference.startswith(("/", "./", "../", "~"))
         or reference.lower().endswith(".gguf")
-        or not _HUB_ID.match(reference)
+        or not HUB_ID.match(reference)
         or os.path.lexists(reference)
     )
 
