@@ -36,12 +36,6 @@ def unreachable_hub(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def session_dir() -> Path:
-    """The session's throwaway directory (the tiny model lives in it: pass it as a model root)."""
-    return _SESSION_DIR
-
-
-@pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     return build_tiny_model(_SESSION_DIR / "tiny-model")
 
