@@ -8,7 +8,7 @@ from typing import Any
 DISTURBED_CORES = 0.15
 
 SECTION_TITLES = {
-    "overhead": "1. Training overhead: bare TRL script vs a job through the HTTP service",
+    "overhead": "1. Training overhead: bare TRL script vs a job through the HTTP service vs the limit",
     "latency": "2. Responsiveness under training",
     "scale": "3. Submit and list at scale",
     "memory": "4. Memory across jobs",
@@ -132,17 +132,21 @@ def _overhead(w, results: dict) -> None:
         return
     cfg = results["config"]
     w(f"The same LoRA run, {o['steps']} steps, as (a) `bench/bare_sft.py`, a plain `trl.SFTTrainer` script "
-      "started as a new process, and (b) a job `POST`ed to the running server (warm: the server was started "
-      "and had trained a job before; the model converted before). Runs alternate a, b, a, b…; figures are "
+      "started as a new process, (b) a job `POST`ed to the running server (warm: the server was started "
+      "and had trained a job before; the model converted before; loss path "
+      f"`{o.get('loss_path') or 'unknown'}`), and (c) `bench/limit_sft.py`, the limit: a minimal PyTorch + PEFT "
+      "loop in a new process (same rows, order, padding, LoRA init, AdamW, linear schedule and clipping; ordinary "
+      "cross-entropy over the trained tokens; nothing else). Runs alternate a, b, c, a, b, c…; figures are "
       f"medians. Model: {results['model']}; data: `{cfg['dataset_name']}`; the demo config "
       "(`backend/config/examples/demo.yaml`: "
       + ", ".join(f"{k} {v}" for k, v in cfg.items() if k not in ("base_model", "dataset_name", "max_steps"))
       + "; every other field at its default: LoRA on all linear layers, linear schedule, no warm-up, loss on "
       "the completion only, a log every step).")
     w("")
-    w("- *Time to result*: (a) launch of the script's process to its JSON line (imports, load, train, save); "
-      "(b) just before `POST /api/sft/train` to " + _wait_text(results["plan"]["poll"]) + ".")
-    w("- *Steps/s*: `global_step / train_runtime` (TRL's training-loop time) for both.")
+    w("- *Time to result* (time to adapter): (a) and (c) launch of the script's process to its JSON line "
+      "(imports, load, train, save); (b) just before `POST /api/sft/train` to "
+      + _wait_text(results["plan"]["poll"]) + ".")
+    w("- *Steps/s*: `global_step / train_runtime` (TRL's training-loop time; (c): its loop's time).")
     w("")
     rows = []
     for i, run in enumerate(o["runs"], start=1):
@@ -152,23 +156,36 @@ def _overhead(w, results: dict) -> None:
                      _f(a.get("other_cores"), 2), ""])
         rows.append([i, "b: service", _f(b["ttr_s"]), _f(b["steps_per_s"], 3), _f(b["train_runtime"]),
                      f"{b['train_loss']:.4f}", _f(b.get("train_tokens_per_second"), 0), _f(b.get("peak_rss_mb"), 0),
-                     _f(b.get("other_cores"), 2), f"{run['ratio']:.3f}"])
-    _table(w, ["Pair", "Run", "Time to result (s)", "Steps/s", "train_runtime (s)", "Train loss", "Tokens/s",
-               "Peak RSS (MiB)", "Other load (cores)", "Steps/s ratio b÷a"], rows)
-    w("Peak RSS: of the bare script's process; of the server process during the job (its `VmHWM`, reset "
+                     _f(b.get("other_cores"), 2), f"b÷a {run['ratio']:.3f}"])
+        if "c" in run:
+            c = run["c"]
+            rows.append([i, "c: limit", _f(c["ttr_s"]), _f(c["steps_per_s"], 3), _f(c["train_runtime"]),
+                         f"{c['train_loss']:.4f}", _f(c.get("train_tokens_per_second"), 0),
+                         _f(c.get("peak_rss_mb"), 0), _f(c.get("other_cores"), 2), f"b÷c {run['limit_ratio']:.3f}"])
+    _table(w, ["Round", "Run", "Time to result (s)", "Steps/s", "train_runtime (s)", "Train loss", "Tokens/s",
+               "Peak RSS (MiB)", "Other load (cores)", "Steps/s ratio"], rows)
+    w("Peak RSS: of each script's process; of the server process during the job (its `VmHWM`, reset "
       "before the job), which also holds what the server keeps between jobs. Other load: CPU that processes "
       "other than the one measured and this benchmark used meanwhile, in cores (0 on a quiet machine).")
     w("")
     if o.get("disturbed"):
-        w(f"**Pairs {', '.join(map(str, o['disturbed']))} ran while other processes used the CPU** (other load "
+        w(f"**Rounds {', '.join(map(str, o['disturbed']))} ran while other processes used the CPU** (other load "
           f"above {DISTURBED_CORES} cores): their figures are slower than the machine can do; the medians lean on "
-          "the other pairs. Run `make bench` again on a quiet machine for clean figures.")
+          "the other rounds. Run `make bench` again on a quiet machine for clean figures.")
         w("")
-    w(f"Medians: bare {o['median_a_steps_per_s']:.3f} steps/s, {o['median_a_ttr_s']:.1f} s to result; "
-      f"service {o['median_b_steps_per_s']:.3f} steps/s, {o['median_b_ttr_s']:.1f} s to result. "
-      + ("Both runs reach the same train loss in every pair: they train the same thing."
-         if o["same_loss"] else "**The train losses differ between a and b: the runs do not train the same "
-         "thing; check `bench/bare_sft.py` against the service's trainer.**"))
+    w("")
+    _table(w, ["Median", "a: bare TRL", "b: service", "c: limit", "b ÷ a", "b ÷ c"], [
+        ["Steps/s", _f(o["median_a_steps_per_s"], 3), _f(o["median_b_steps_per_s"], 3),
+         _f(o["median_c_steps_per_s"], 3), _f(o["median_ratio"], 3), _f(o["median_limit_ratio"], 3)],
+        ["Time to adapter (s)", _f(o["median_a_ttr_s"]), _f(o["median_b_ttr_s"]), _f(o["median_c_ttr_s"]),
+         _f(o["median_ttr_ratio"], 3), _f(o["median_limit_ttr_ratio"], 3)],
+        ["Peak RSS (MiB)", _f(o["median_a_peak_rss_mb"], 0), _f(o["median_b_peak_rss_mb"], 0),
+         _f(o["median_c_peak_rss_mb"], 0), "", ""],
+    ])
+    w("Ratios are medians of each round's ratio. "
+      + ("All three runs reach the same train loss in every round: they train the same thing."
+         if o["same_loss"] else "**The train losses differ between the runs: they do not train the same "
+         "thing; check `bench/bare_sft.py` and `bench/limit_sft.py` against the service's trainer.**"))
     w("")
     a_keys = [("import_s", "Imports (torch, transformers, trl…)"), ("load_s", "Load tokenizer and model"),
               ("data_s", "Read and convert the data"), ("build_s", "Build the trainer (tokenise, wrap LoRA)"),
@@ -188,6 +205,11 @@ def _overhead(w, results: dict) -> None:
     w("")
     _table(w, ["Stage (b)", "Seconds"], b_rows)
     _targets_of(w, results, "overhead")
+    w("The service trains with the loss path its config resolves to (`loss_path` auto: ordinary cross-entropy over "
+      "the trained tokens on CPU, `app.sft.loss`), the bare script through TRL 1.16's fused LM head, which also "
+      "computes entropy and token accuracy for every token of every step; the limit is what a forward + backward "
+      "with ordinary cross-entropy costs.")
+    w("")
     w("Differences that remain between (a) and (b), by design: the service runs the trainer in a job thread of "
       "the server process, adds two callbacks (stop at a step boundary; progress, metrics and events into "
       "SQLite and `log.jsonl` at every step, as `logging_steps=1` asks), writes `config.yaml`, checks the model "
@@ -320,14 +342,18 @@ def _gpu(w, results: dict) -> None:
         w("")
         return
     w(f"Section 1 again on {g['gpu']} with `{g['model']}` ({g['precision']}), {g['steps']} steps, "
-      f"{len(g['runs'])} pairs.")
+      f"{len(g['runs'])} rounds; the service's loss path: `{g.get('loss_path') or 'unknown'}`.")
     w("")
     rows = []
     for i, run in enumerate(g["runs"], start=1):
-        rows.append([i, _f(run["a"]["steps_per_s"], 3), _f(run["b"]["steps_per_s"], 3), f"{run['ratio']:.3f}",
-                     _f(run["a"]["ttr_s"]), _f(run["b"]["ttr_s"])])
-    _table(w, ["Pair", "Bare steps/s", "Service steps/s", "Ratio", "Bare time to result (s)",
-               "Service time to result (s)"], rows)
+        rows.append([i, _f(run["a"]["steps_per_s"], 3), _f(run["b"]["steps_per_s"], 3),
+                     _f(run["c"]["steps_per_s"], 3), f"{run['ratio']:.3f}", f"{run['limit_ratio']:.3f}",
+                     _f(run["a"]["ttr_s"]), _f(run["b"]["ttr_s"]), _f(run["c"]["ttr_s"]),
+                     _f(run["a"].get("peak_rss_mb"), 0), _f(run["b"].get("peak_rss_mb"), 0),
+                     _f(run["c"].get("peak_rss_mb"), 0)])
+    _table(w, ["Round", "Bare steps/s", "Service steps/s", "Limit steps/s", "Service ÷ bare", "Service ÷ limit",
+               "Bare time to result (s)", "Service time to result (s)", "Limit time to result (s)",
+               "Bare peak RSS (MiB)", "Service peak RSS (MiB)", "Limit peak RSS (MiB)"], rows)
     _targets_of(w, results, "gpu")
 
 

@@ -54,8 +54,8 @@ def test_smoke_report_has_every_section_and_target(smoke):
     sections = {t["section"] for t in results["targets"]}
     assert sections == {"overhead", "latency", "scale", "memory"}
     keys = {t["key"] for t in results["targets"]}
-    assert {"steps_ratio", "ttr", "p99_job", "p99_list", "p99_factor_job", "p99_factor_list", "list_top",
-            "rss"} <= keys
+    assert {"steps_ratio", "steps_vs_limit", "ttr", "ttr_vs_bare", "rss_vs_bare", "p99_job", "p99_list",
+            "p99_factor_job", "p99_factor_list", "list_top", "rss"} <= keys
     assert sum(k.startswith("submit_") for k in keys) == 3  # one per stored-job level
     for target in results["targets"]:
         assert isinstance(target["met"], bool)
@@ -67,10 +67,13 @@ def test_smoke_report_has_every_section_and_target(smoke):
 def test_smoke_figures_are_sane(smoke):
     report, results = smoke
     overhead = results["overhead"]
-    assert overhead["same_loss"], "the bare script and the service job trained different things"
+    assert overhead["same_loss"], "the bare script, the service job and the limit loop trained different things"
+    assert overhead["loss_path"] == "cross_entropy"  # loss_path auto on CPU
     for run in overhead["runs"]:
-        assert run["a"]["global_step"] == run["b"]["global_step"] == overhead["steps"]
-        assert run["a"]["ttr_s"] > 0 and run["b"]["ttr_s"] > 0
+        assert run["a"]["global_step"] == run["b"]["global_step"] == run["c"]["global_step"] == overhead["steps"]
+        assert run["a"]["ttr_s"] > 0 and run["b"]["ttr_s"] > 0 and run["c"]["ttr_s"] > 0
+        assert run["a"]["peak_rss_mb"] > 0 and run["b"]["peak_rss_mb"] > 0 and run["c"]["peak_rss_mb"] > 0
+    assert "| c: limit |" in report
     assert results["latency"]["idle"]["job"]["n"] > 0 and results["latency"]["training"]["job"]["n"] > 0
     assert results["latency"]["running"]["job"]["n"] >= results["latency"]["training"]["job"]["n"]
     levels = results["scale"]["levels"]
