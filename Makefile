@@ -35,7 +35,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-# About 12 minutes on a quiet 2-core machine; writes docs/benchmarks.md (`$(PY) bench/run.py --help` for options).
+# About 15 minutes on a quiet 2-core machine; writes docs/benchmarks.md (`$(PY) bench/run.py --help` for options).
 bench: $(STAMP)
 	$(PY) bench/run.py
 
