@@ -173,6 +173,7 @@ def main() -> None:
         "device": device,
         "torch_threads": torch.get_num_threads(),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device == "cuda" else None,
     }), flush=True)
 
 
