@@ -169,11 +169,10 @@ def _overhead(w, results: dict) -> None:
       "other than the one measured and this benchmark used meanwhile, in cores (0 on a quiet machine).")
     w("")
     if o.get("disturbed"):
-        w(f"**Rounds {', '.join(map(str, o['disturbed']))} ran while other processes used the CPU** (other load "
+        w(f"**Round{'s' if len(o['disturbed']) > 1 else ''} {', '.join(map(str, o['disturbed']))} ran while other processes used the CPU** (other load "
           f"above {DISTURBED_CORES} cores): their figures are slower than the machine can do; the medians lean on "
           "the other rounds. Run `make bench` again on a quiet machine for clean figures.")
         w("")
-    w("")
     _table(w, ["Median", "a: bare TRL", "b: service", "c: limit", "b ÷ a", "b ÷ c"], [
         ["Steps/s", _f(o["median_a_steps_per_s"], 3), _f(o["median_b_steps_per_s"], 3),
          _f(o["median_c_steps_per_s"], 3), _f(o["median_ratio"], 3), _f(o["median_limit_ratio"], 3)],
@@ -190,11 +189,12 @@ def _overhead(w, results: dict) -> None:
     a_keys = [("import_s", "Imports (torch, transformers, trl…)"), ("load_s", "Load tokenizer and model"),
               ("data_s", "Read and convert the data"), ("build_s", "Build the trainer (tokenise, wrap LoRA)"),
               ("train_wall_s", "Train"), ("save_s", "Save adapter and tokenizer")]
-    stage_rows = [[label, _f(o["median_a_stages"].get(key), 2)] for key, label in a_keys]
-    w("Where the bare script's time goes (median seconds; interpreter start-up is the rest of its time to "
-      "result):")
+    stage_rows = [[label, _f(o["median_a_stages"].get(key), 2), _f(o.get("median_c_stages", {}).get(key), 2)]
+                  for key, label in a_keys]
+    w("Where the scripts' time goes (median seconds; interpreter start-up is the rest of their time to "
+      "result; the limit tokenises while it reads the data, TRL while it builds the trainer):")
     w("")
-    _table(w, ["Stage (a)", "Seconds"], stage_rows)
+    _table(w, ["Stage", "a: bare TRL", "c: limit"], stage_rows)
     b_keys = [("queue_s", "Created → started"),
               ("load_s", "Started → model loaded"), ("data_s", "Model loaded → dataset ready"),
               ("build_train_save_s", "Dataset ready → completed (build, train, save)"),
