@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 #: A run during which other processes used more CPU than this (in cores) is flagged as disturbed.
@@ -340,6 +342,7 @@ def _gpu(w, results: dict) -> None:
     if g["status"] != "run":
         w(f"Not run: {g['reason']}.")
         w("")
+        _last_gpu_check(w)
         return
     w(f"Section 1 again on {g['gpu']} with `{g['model']}` ({g['precision']}), {g['steps']} steps, "
       f"{len(g['runs'])} rounds; the service's loss path: `{g.get('loss_path') or 'unknown'}`.")
@@ -355,6 +358,29 @@ def _gpu(w, results: dict) -> None:
                "Bare time to result (s)", "Service time to result (s)", "Limit time to result (s)",
                "Bare peak RSS (MiB)", "Service peak RSS (MiB)", "Limit peak RSS (MiB)"], rows)
     _targets_of(w, results, "gpu")
+
+
+def _last_gpu_check(w) -> None:
+    """The figures of the last ``make gpu-check`` (docs/gpu_check.json), which runs where a GPU is."""
+    path = Path(__file__).resolve().parent.parent / "docs" / "gpu_check.json"
+    if not path.exists():
+        return
+    check = json.loads(path.read_text())
+    machine, overhead, loss = check["machine"], check.get("overhead") or {}, check.get("loss_path") or {}
+    passed = sum(c["ok"] for c in check["checks"])
+    w(f"The last GPU check ([gpu.md](gpu.md), `make gpu-check`) ran on {machine.get('gpu')} with a random "
+      f"{check['model']['parameters'] / 1e6:.0f}M-parameter Llama (torch {machine.get('torch')}): {passed} of "
+      f"{len(check['checks'])} checks passed.")
+    if overhead:
+        pairs = ", ".join(f"{p['steps_per_s_ratio']:.3f}" for p in overhead["pairs"])
+        w(f"Service ÷ bare TRL steps/s, {len(overhead['pairs'])} alternating pairs of {check['plan']['steps']} "
+          f"steps: median **{overhead['median_steps_per_s_ratio']:.3f}** ({pairs}; target ≥ 0.97: "
+          f"{'met' if overhead['met'] else 'not met'}); tokens/s {overhead['service']['tokens_per_second']:.0f} "
+          f"against {overhead['bare']['tokens_per_second']:.0f}.")
+    if "cross_entropy" in loss:
+        w(f"Loss paths there: `cross_entropy` ÷ `trl` steps/s {loss['cross_entropy_over_trl_steps_per_s']:.3f}, "
+          "same peak memory and losses.")
+    w("")
 
 
 def _method(w, results: dict) -> None:
