@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 
+from .api.dataset_routes import router as dataset_router
 from .api.deps import GateDep, ManagerDep
 from .api.guard import RequestGuard, exposure_warning
 from .api.model_requests import ModelRequestGate
@@ -20,6 +21,7 @@ from .core.errors import register_error_handlers
 from .core.settings import settings as default_settings
 from .sft.inference import ModelCache
 from .sft.models import default_device, gpu_memory
+from .web import mount_web
 
 try:
     VERSION = version("sft-service")
@@ -67,6 +69,8 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
         description="Fine-tune Hugging Face causal LMs (LoRA, QLoRA, full) on your own machine: "
         "submit a job, watch it train, stop it, take the adapter away.",
         lifespan=lifespan,
+        docs_url=None,  # served offline by mount_web
+        redoc_url=None,
     )
     app.state.manager = manager
     settings = manager.settings if manager is not None else default_settings
@@ -82,6 +86,8 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
                        max_body_bytes=settings.max_request_bytes)
     app.include_router(sft_router)
     app.include_router(model_router)
+    app.include_router(dataset_router)
+    mount_web(app)
 
     @app.get("/health", response_model=HealthResponse, tags=["service"],
              responses={400: {"model": ErrorResponse, "description": "A Host header this server does not answer to"}})

@@ -317,3 +317,59 @@ class ModelInfo(BaseModel):
     )
     path: str = Field(..., description="Where it is (or will be, for a bundled alias not yet converted).")
     ready: bool = Field(..., description="Loads without a conversion or a download.")
+
+
+# Dataset preview
+
+
+class DatasetPreviewRequest(BaseModel):
+    """The dataset fields of a training config, plus the base model whose tokenizer measures it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"dataset_name": "bundled:json-extract",
+                                         "base_model": "smollm2-135m-instruct", "max_length": 256}]},
+    )
+
+    dataset_name: str = Field(..., min_length=1, description="As in a config: bundled name, local path or Hub id.")
+    base_model: str = Field(..., min_length=1, description="As in a config: its tokenizer and chat template are used.")
+    dataset_split: str = Field("train", min_length=1, description="Split of dataset_name.")
+    dataset_format: Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"] = Field(
+        "auto", description="Row format, or auto (detected from the columns)."
+    )
+    column_mapping: dict[str, str] = Field(default_factory=dict, description="Format field -> your column.")
+    max_length: int = Field(1024, ge=8, le=1_048_576, description="Tokens per row the job would keep.")
+    completion_only_loss: bool = Field(True, description="Whether only the completion is trained.")
+    examples: int = Field(3, ge=0, le=20, description="Rendered examples to return.")
+    max_rows: int = Field(10_000, ge=1, le=1_000_000, description="Rows read and measured at most.")
+
+
+class PreviewSegment(BaseModel):
+    text: str = Field(..., description="Part of the rendered training text.")
+    trained: bool = Field(..., description="Whether the loss covers it.")
+
+
+class PreviewExample(BaseModel):
+    segments: list[PreviewSegment] = Field(..., description="The row as the model sees it, in order.")
+    tokens: int = Field(..., description="Its length in tokens.")
+
+
+class TokenLengths(BaseModel):
+    min: int
+    mean: float
+    median: float
+    p95: int
+    max: int
+
+
+class DatasetPreviewResponse(BaseModel):
+    dataset_name: str
+    dataset_split: str
+    dataset_format: str = Field(..., description="The format used (detected when auto).")
+    rows: int = Field(..., description="Rows read (at most max_rows).")
+    rows_capped: bool = Field(..., description="The split has more rows than max_rows.")
+    examples: list[PreviewExample]
+    token_lengths: TokenLengths
+    max_length: int
+    truncated_rows: int = Field(..., description="Rows longer than max_length (the trainer truncates them).")
+    truncated_share: float = Field(..., description="truncated_rows / rows.")

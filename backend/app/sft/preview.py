@@ -1,0 +1,102 @@
+"""Dataset preview: a dataset as the trainer will see it, before any job is submitted.
+
+Reads rows with the same loader and path checks as training (``data.read_rows`` /
+``data.convert_rows``), renders them the way TRL does (chat template on the prompt with its
+generation prompt, then on prompt + completion; the completion is the text after the prompt) and
+measures token lengths with the base model's tokenizer.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .data import convert_rows, read_rows
+from .models import load_tokenizer, resolve_model
+
+
+def preview_dataset(
+    *,
+    dataset_name: str,
+    base_model: str,
+    cache_dir: Path,
+    dataset_split: str = "train",
+    dataset_format: str = "auto",
+    column_mapping: dict[str, str] | None = None,
+    max_length: int = 1024,
+    completion_only_loss: bool = True,
+    examples: int = 3,
+    max_rows: int = 10_000,
+    allowed_roots: list[Path] | None = None,
+) -> dict[str, Any]:
+    """Detected format, row count, rendered examples and token-length statistics.
+
+    Args:
+        max_rows: rows read and measured at most (``rows_capped`` says when there were more).
+
+    Returns:
+        ``dataset_format``, ``rows``, ``rows_capped``, ``examples`` (each a list of ``{"text",
+        "trained"}`` segments and its token count), ``token_lengths`` (min, mean, median, p95, max),
+        ``truncated_rows`` and ``truncated_share`` at ``max_length``.
+
+    Raises:
+        DatasetError: the dataset cannot be read or a row does not match its format.
+        ModelError: the base model (its tokenizer) cannot be resolved or loaded.
+    """
+    raw = read_rows(dataset_name, dataset_split, limit=max_rows + 1, allowed_roots=allowed_roots)
+    capped = len(raw.rows) > max_rows
+    if capped:
+        raw = replace(raw, rows=raw.rows[:max_rows])
+    rows, fmt = convert_rows(raw, dataset_format=dataset_format, column_mapping=column_mapping)
+    tokenizer = load_tokenizer(resolve_model(base_model, cache_dir=cache_dir))
+    rendered = [_render(tokenizer, row, completion_only_loss=completion_only_loss) for row in rows]
+    lengths = [len(tokenizer("".join(s["text"] for s in segments), add_special_tokens=False)["input_ids"])
+               for segments in rendered]
+    truncated = sum(1 for n in lengths if n > max_length)
+    ordered = sorted(lengths)
+    return {
+        "dataset_name": dataset_name,
+        "dataset_split": dataset_split,
+        "dataset_format": fmt,
+        "rows": len(rows),
+        "rows_capped": capped,
+        "examples": [{"segments": segments, "tokens": n} for segments, n in list(zip(rendered, lengths))[:examples]],
+        "token_lengths": {
+            "min": ordered[0],
+            "mean": round(statistics.fmean(ordered), 1),
+            "median": statistics.median(ordered),
+            "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+            "max": ordered[-1],
+        },
+        "max_length": max_length,
+        "truncated_rows": truncated,
+        "truncated_share": round(truncated / len(rows), 4),
+    }
+
+
+def _render(tokenizer, row: dict[str, Any], *, completion_only_loss: bool) -> list[dict[str, Any]]:
+    """The row's training text as segments, each marked with whether the loss covers it."""
+    if "text" in row:
+        text = row["text"]
+        if tokenizer.eos_token and not text.endswith(tokenizer.eos_token):
+            text += tokenizer.eos_token  # TRL appends EOS to plain text
+        return [{"text": text, "trained": True}]
+    prompt, completion = row["prompt"], row["completion"]
+    if isinstance(prompt, list):  # conversational: rendered as TRL renders it
+        prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+        completion_text = full[len(prompt_text):] if full.startswith(prompt_text) else full
+        if not full.startswith(prompt_text):
+            prompt_text = ""
+    else:
+        prompt_text = prompt
+        completion_text = completion
+        if tokenizer.eos_token and not completion_text.endswith(tokenizer.eos_token):
+            completion_text += tokenizer.eos_token
+    segments = []
+    if prompt_text:
+        segments.append({"text": prompt_text, "trained": not completion_only_loss})
+    segments.append({"text": completion_text, "trained": True})
+    return segments

@@ -1,0 +1,65 @@
+"""The dashboard at ``/`` and the API docs at ``/docs`` and ``/redoc``, all served without a CDN.
+
+The dashboard's HTML, CSS and JavaScript modules are written here (``static/``). Swagger UI's and
+ReDoc's scripts come from the ``fastapi-offline`` package, installed from PyPI with the service:
+nothing third-party is committed, and no page asks another host for anything.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+DOCS_ASSETS_PACKAGE = "fastapi_offline"
+
+#: The pages load nothing from another host: ReDoc's footer links its logo from its CDN, which the
+#: browser is told not to fetch (the pages work offline; the policy also keeps them honest).
+#: Swagger UI and ReDoc start from an inline script; ReDoc runs its search in a blob: worker.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; connect-src 'self'; font-src 'self' data:"
+)
+
+
+def docs_assets_dir() -> Path:
+    """Where Swagger UI's and ReDoc's files are installed."""
+    return Path(str(files(DOCS_ASSETS_PACKAGE) / "static"))
+
+
+def mount_web(app: FastAPI) -> None:
+    """Serve the dashboard and the offline API docs on ``app`` (created with ``docs_url=None, redoc_url=None``)."""
+    app.mount("/static/web", StaticFiles(directory=STATIC_DIR), name="web-static")
+    app.mount("/static/docs", StaticFiles(directory=docs_assets_dir()), name="docs-static")
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        # no-cache: the page is tiny and must match the server's API after an upgrade.
+        return FileResponse(STATIC_DIR / "index.html",
+                            headers={"Cache-Control": "no-cache", "Content-Security-Policy": CONTENT_SECURITY_POLICY})
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return _with_policy(get_swagger_ui_html(
+            openapi_url=openapi_url, title=f"{app.title} - Swagger UI",
+            swagger_js_url="/static/docs/swagger-ui-bundle.js", swagger_css_url="/static/docs/swagger-ui.css",
+            swagger_favicon_url="/static/docs/favicon.png",
+        ))
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return _with_policy(get_redoc_html(
+            openapi_url=openapi_url, title=f"{app.title} - ReDoc", redoc_js_url="/static/docs/redoc.standalone.js",
+            redoc_favicon_url="/static/docs/favicon.png", with_google_fonts=False,
+        ))
+
+
+def _with_policy(response: HTMLResponse) -> HTMLResponse:
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    return response

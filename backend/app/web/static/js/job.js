@@ -1,0 +1,290 @@
+// One job: live status and progress, the loss chart fed by the event stream, events, log tail,
+// checkpoints, Stop / Resume, the failure, and (once it has an adapter) Try it, download, merge, evaluate.
+
+import { api, h, formatDuration, formatNumber, formatTime, progressCell, statusBadge, TERMINAL } from "./util.js";
+import { LineChart } from "./chart.js";
+
+const EVENT_TYPES = ["created", "queued", "started", "model_loaded", "dataset_ready", "metrics", "eval",
+  "checkpoint_saved", "stopping", "resumed", "interrupted", "completed", "failed", "stopped", "message"];
+const POLL_MS = 1500;
+
+export function jobView(jobId) {
+  const base = `/api/sft/jobs/${jobId}`;
+  let job = null, source = null, lastSeq = 0, closed = false, timer = null;
+
+  const title = h("h2", { id: "job-title" }, `Job ${jobId}`);
+  const statusEl = h("p", { id: "job-status", "aria-live": "polite" });
+  const actionMessage = h("p", { id: "action-message", class: "muted", "aria-live": "polite" });
+  const stopButton = h("button", { id: "stop-button", type: "button", onclick: stop }, "Stop");
+  const resumeButton = h("button", { id: "resume-button", type: "button", class: "secondary", onclick: resume }, "Resume");
+  const details = h("dl", { class: "grid", id: "job-details" });
+  const failure = h("section", { id: "job-failure", class: "panel", hidden: true, "aria-labelledby": "failure-title" });
+  const canvas = h("canvas", { class: "chart", id: "loss-chart", role: "img", "aria-label": "Loss chart" });
+  const chart = new LineChart(canvas, [
+    { key: "loss", label: "train loss", color: "--series-1", axis: "left" },
+    { key: "eval_loss", label: "eval loss", color: "--series-2", axis: "left", markers: true },
+    { key: "learning_rate", label: "learning rate", color: "--series-3", axis: "right", dash: [5, 4] },
+  ], { title: "Loss and learning rate" });
+  window.sftDashboard.chart = chart;
+  const eventsList = h("ol", { class: "events", id: "events-list", "aria-live": "off" });
+  const logBox = h("pre", { class: "log", id: "log-tail", tabindex: "0", "aria-label": "Log tail" });
+  const follow = h("input", { type: "checkbox", id: "log-follow", checked: true });
+  const checkpointsBody = h("tbody");
+  const tryPanel = h("section", { id: "try-it", class: "panel", hidden: true, "aria-labelledby": "try-title" });
+
+  const element = h("section", { "aria-labelledby": "job-title" },
+    h("p", {}, h("a", { href: "#/jobs" }, "← Jobs")),
+    title,
+    h("div", { class: "toolbar" }, statusEl, stopButton, resumeButton,
+      h("a", { class: "button secondary", href: `#/new?from=${jobId}` }, "Copy config to a new job"),
+      h("a", { class: "button secondary", href: `#/compare?jobs=${jobId}` }, "Compare")),
+    actionMessage,
+    details,
+    failure,
+    h("section", { class: "panel", "aria-labelledby": "chart-title" },
+      h("h3", { id: "chart-title" }, "Loss"), chart.legend(), h("div", { class: "chart-box" }, canvas)),
+    tryPanel,
+    h("div", { class: "cols" },
+      h("section", { "aria-labelledby": "events-title" }, h("h3", { id: "events-title" }, "Events"),
+        h("p", { class: "muted" }, "Metrics go to the chart."), eventsList),
+      h("section", { "aria-labelledby": "log-title" }, h("h3", { id: "log-title" }, "Log"),
+        h("p", {}, follow, " ", h("label", { for: "log-follow" }, "Follow the end")), logBox)),
+    h("section", { "aria-labelledby": "checkpoints-title" }, h("h3", { id: "checkpoints-title" }, "Checkpoints"),
+      h("table", { id: "checkpoints" }, h("thead", {}, h("tr", {}, ...["Step", "Eval loss", "Saved", "Path"].map((t) => h("th", { scope: "col" }, t)))),
+        checkpointsBody)));
+
+  // Event stream: each event is handled once (by seq); a dropped connection is resumed by the
+  // browser with Last-Event-ID; after a terminal event the stream ends and we look for more.
+  function connect() {
+    if (closed) return;
+    if (source) source.close();
+    source = new EventSource(`${base}/events?after=${lastSeq}`);
+    for (const type of EVENT_TYPES) source.addEventListener(type, onEvent);
+    source.onerror = () => {
+      if (source && source.readyState === EventSource.CLOSED && !closed) setTimeout(connect, 2000);
+    };
+  }
+
+  function onEvent(message) {
+    const event = JSON.parse(message.data);
+    if (event.seq <= lastSeq) return;
+    lastSeq = event.seq;
+    const data = event.data || {};
+    if (event.type === "metrics" || event.type === "eval") {
+      for (const key of ["loss", "eval_loss", "learning_rate"]) if (key in data) chart.add(key, data.step, data[key]);
+      if (event.type === "metrics") return;
+    }
+    eventsList.append(h("li", { class: event.level }, h("time", { datetime: event.time }, formatTime(event.time)), " ",
+      h("strong", {}, event.type), ": ", event.message));
+    eventsList.scrollTop = eventsList.scrollHeight;
+    if (event.type === "checkpoint_saved") loadCheckpoints();
+    if (TERMINAL.has(event.type)) {
+      source.close();
+      source = null;
+      afterTerminal();
+    }
+  }
+
+  async function afterTerminal() {
+    await refresh();
+    loadLogs();
+    loadCheckpoints();
+    const more = await api(`${base}/events?after=${lastSeq}&limit=1`);
+    if (more.events.length || !TERMINAL.has(job.status)) connect();
+  }
+
+  async function refresh() {
+    try {
+      job = await api(base);
+    } catch (error) {
+      statusEl.replaceChildren(h("span", { class: "error" }, error.message));
+      return;
+    }
+    render();
+  }
+
+  function render() {
+    const progress = job.progress || {};
+    const metrics = progress.metrics || {};
+    const result = job.result || {};
+    title.textContent = `Job ${job.job_id.slice(0, 8)}: ${job.config.base_model} on ${job.config.dataset_name}`;
+    statusEl.replaceChildren("Status: ", statusBadge(job.status),
+      job.queue_position ? ` (queue position ${job.queue_position})` : "");
+    stopButton.disabled = !["pending", "running"].includes(job.status);
+    resumeButton.disabled = !["stopped", "failed"].includes(job.status);
+    chart.setXMax(progress.max_steps);
+    const item = (label, value) => [h("dt", {}, label), h("dd", {}, value)];
+    details.replaceChildren(
+      ...item("Progress", progressCell(job)),
+      ...item("Phase", progress.phase || "–"),
+      ...item("ETA", job.status === "running" ? formatDuration(progress.eta_seconds) : "–"),
+      ...item("Tokens / s", formatNumber(progress.tokens_per_second)),
+      ...item("Samples / s", formatNumber(progress.samples_per_second)),
+      ...item("Loss", formatNumber(metrics.loss ?? result.train_loss)),
+      ...item("Eval loss", formatNumber(metrics.eval_loss ?? result.eval_loss)),
+      ...item("Learning rate", formatNumber(metrics.learning_rate)),
+      ...item("Base model", job.config.base_model),
+      ...item("Dataset", job.config.dataset_name),
+      ...item("Created", formatTime(job.created_at)),
+      ...item("Finished", formatTime(job.completed_at)),
+      ...item("Output", job.config.output_dir));
+    const detail = job.error_detail;
+    failure.hidden = job.status !== "failed";
+    if (job.status === "failed") {
+      failure.replaceChildren(h("h3", { id: "failure-title" }, "Why it failed"),
+        h("p", {}, "Category: ", h("strong", { id: "failure-category" }, detail ? detail.category : "unknown")),
+        h("p", { class: "error", id: "failure-message" }, detail ? detail.message : job.error),
+        h("h4", {}, "Last log lines"),
+        h("pre", { class: "log" }, ((detail && detail.log_tail) || []).join("\n")));
+    }
+    const usable = job.status === "completed" || (job.status === "stopped" && result.adapter_path);
+    if (usable && tryPanel.hidden) buildTryIt();
+    tryPanel.hidden = !usable;
+  }
+
+  async function stop() {
+    stopButton.disabled = true;
+    try {
+      const answer = await api(`${base}/stop`, { method: "POST" });
+      actionMessage.textContent = answer.message;
+    } catch (error) {
+      actionMessage.textContent = `Could not stop: ${error.message}`;
+    }
+    refresh();
+  }
+
+  async function resume() {
+    resumeButton.disabled = true;
+    try {
+      const answer = await api(`${base}/resume`, { method: "POST" });
+      actionMessage.textContent = `Resumed: the job is ${answer.status}`;
+    } catch (error) {
+      actionMessage.textContent = `Could not resume: ${error.message}`;
+    }
+    await refresh();
+    if (!source) connect();
+  }
+
+  async function loadLogs() {
+    try {
+      const logs = await api(`${base}/logs?tail=200`);
+      const text = logs.lines.join("\n");
+      if (logBox.textContent !== text) {
+        logBox.textContent = text;
+        if (follow.checked) logBox.scrollTop = logBox.scrollHeight;
+      }
+    } catch { /* the next poll tries again */ }
+  }
+
+  async function loadCheckpoints() {
+    try {
+      const answer = await api(`${base}/checkpoints`);
+      checkpointsBody.replaceChildren(...answer.checkpoints.map((c) => h("tr", {},
+        h("td", {}, c.step), h("td", {}, formatNumber(c.eval_loss)), h("td", {}, formatTime(c.created_at)), h("td", {}, c.path))));
+      if (!answer.checkpoints.length) checkpointsBody.append(h("tr", {}, h("td", { colspan: 4, class: "muted" }, "None (set save_steps to keep some).")));
+    } catch { /* shown empty */ }
+  }
+
+  function buildTryIt() {
+    const prompt = h("textarea", { id: "try-prompt", rows: 3 });
+    const compare = h("input", { type: "checkbox", id: "try-compare", checked: true });
+    const maxTokens = h("input", { type: "number", id: "try-max-tokens", min: 1, max: 2048, value: 64 });
+    const tuned = h("div", { class: "answer", id: "tuned-answer", "aria-live": "polite" });
+    const baseAnswer = h("div", { class: "answer", id: "base-answer", "aria-live": "polite" });
+    const tunedMeta = h("p", { class: "muted", id: "tuned-latency" });
+    const baseMeta = h("p", { class: "muted", id: "base-latency" });
+    const tryError = h("p", { class: "error", id: "try-error", "aria-live": "assertive" });
+    const sendButton = h("button", { type: "submit", id: "try-send" }, "Generate");
+    const mergeOut = h("p", { id: "merge-result", "aria-live": "polite" });
+    const evalOut = h("div", { id: "evaluate-result", "aria-live": "polite" });
+    const evalDataset = h("input", { id: "eval-dataset", value: "bundled:json-extract", size: 30 });
+    const evalSplit = h("input", { id: "eval-split", value: "eval", size: 8 });
+    const evalSamples = h("input", { id: "eval-samples", type: "number", min: 1, max: 10000, value: 20 });
+
+    async function send(event) {
+      event.preventDefault();
+      if (!prompt.value.trim()) { tryError.textContent = "Write a message first."; prompt.focus(); return; }
+      tryError.textContent = ""; sendButton.disabled = true;
+      tuned.textContent = "…"; baseAnswer.textContent = compare.checked ? "…" : "(not asked)";
+      try {
+        const answer = await api(`${base}/generate`, { method: "POST", body: {
+          messages: [{ role: "user", content: prompt.value }], max_new_tokens: Number(maxTokens.value), compare_base: compare.checked } });
+        tuned.textContent = answer.completion;
+        tunedMeta.textContent = `${answer.completion_tokens} tokens in ${answer.latency_ms.toFixed(0)} ms`;
+        if (answer.base_completion !== null && answer.base_completion !== undefined) {
+          baseAnswer.textContent = answer.base_completion;
+          baseMeta.textContent = `${answer.base_completion_tokens} tokens in ${answer.base_latency_ms.toFixed(0)} ms`;
+        } else baseMeta.textContent = "";
+      } catch (error) {
+        tuned.textContent = ""; baseAnswer.textContent = "";
+        tryError.textContent = error.message;
+      } finally { sendButton.disabled = false; }
+    }
+
+    async function merge() {
+      mergeOut.textContent = "Merging…";
+      try {
+        const answer = await api(`${base}/merge`, { method: "POST" });
+        mergeOut.textContent = `Merged model in ${answer.merged_path} (${(answer.size_bytes / 1e6).toFixed(1)} MB)`;
+      } catch (error) { mergeOut.textContent = `Could not merge: ${error.message}`; }
+    }
+
+    async function evaluate(event) {
+      event.preventDefault();
+      evalOut.replaceChildren(h("p", {}, "Scoring the base model and the tuned one…"));
+      try {
+        const answer = await api("/api/sft/evaluate", { method: "POST", body: {
+          job_id: jobId, dataset_name: evalDataset.value, split: evalSplit.value, max_samples: Number(evalSamples.value) } });
+        evalOut.replaceChildren(h("table", {},
+          h("thead", {}, h("tr", {}, h("th", {}, "Model"), h("th", {}, "Exact match"), h("th", {}, "Rows"))),
+          h("tbody", {},
+            h("tr", {}, h("td", {}, "base"), h("td", {}, `${(answer.base.exact_match * 100).toFixed(1)} %`), h("td", {}, answer.base.n)),
+            h("tr", {}, h("td", {}, "tuned"), h("td", {}, `${(answer.tuned.exact_match * 100).toFixed(1)} %`), h("td", {}, answer.tuned.n)))));
+      } catch (error) { evalOut.replaceChildren(h("p", { class: "error" }, error.message)); }
+    }
+
+    tryPanel.replaceChildren(
+      h("h3", { id: "try-title" }, "Try it"),
+      h("form", { onsubmit: send },
+        h("label", { for: "try-prompt" }, "Your message"), prompt,
+        h("div", { class: "toolbar" },
+          h("div", {}, h("label", { for: "try-max-tokens" }, "Max new tokens"), maxTokens),
+          h("span", {}, compare, " ", h("label", { for: "try-compare" }, "Compare with the base model")),
+          sendButton)),
+      tryError,
+      h("div", { class: "cols" },
+        h("div", {}, h("h4", {}, "Fine-tuned"), tuned, tunedMeta),
+        h("div", {}, h("h4", {}, "Base model"), baseAnswer, baseMeta)),
+      h("h3", {}, "Take it away"),
+      h("div", { class: "toolbar" },
+        h("a", { class: "button", id: "download-adapter", href: `${base}/adapter`, download: `${jobId}-adapter.tar.gz` }, "Download adapter"),
+        h("button", { type: "button", class: "secondary", id: "merge-button", onclick: merge }, "Merge into the base model")),
+      mergeOut,
+      h("h3", {}, "Evaluate (held-out exact match, base vs tuned)"),
+      h("form", { class: "toolbar", onsubmit: evaluate },
+        h("div", {}, h("label", { for: "eval-dataset" }, "Dataset"), evalDataset),
+        h("div", {}, h("label", { for: "eval-split" }, "Split"), evalSplit),
+        h("div", {}, h("label", { for: "eval-samples" }, "Rows"), evalSamples),
+        h("button", { type: "submit", id: "evaluate-button" }, "Evaluate")),
+      evalOut);
+  }
+
+  async function poll() {
+    if (job && TERMINAL.has(job.status)) return;  // Resume refreshes it
+    await refresh();
+    loadLogs();
+  }
+
+  (async () => {
+    await refresh();
+    connect();
+    loadLogs();
+    loadCheckpoints();
+    timer = setInterval(poll, POLL_MS);
+  })();
+
+  return {
+    element,
+    cleanup: () => { closed = true; clearInterval(timer); if (source) source.close(); chart.destroy(); },
+  };
+}

@@ -1,0 +1,80 @@
+// Small helpers: the API, building elements, formatting.
+
+export class ApiError extends Error {
+  constructor(status, detail) {
+    super(typeof detail === "string" ? detail : JSON.stringify(detail));
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+/** Call the service's API; resolve to the JSON answer, or throw ApiError with its detail. */
+export async function api(path, { method = "GET", body } = {}) {
+  const init = { method, headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  if (!response.ok) throw new ApiError(response.status, data && data.detail !== undefined ? data.detail : data);
+  return data;
+}
+
+/** h("div", {class: "x", onclick: f}, child, ...): an element; strings become text. */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "class") el.className = value;
+    else if (key in el && typeof value !== "string") el[key] = value;
+    else el.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+export function formatDuration(seconds) {
+  if (seconds === null || seconds === undefined || !isFinite(seconds)) return "–";
+  seconds = Math.round(seconds);
+  const hours = Math.floor(seconds / 3600), minutes = Math.floor((seconds % 3600) / 60), secs = seconds % 60;
+  if (hours) return `${hours}h ${minutes}m`;
+  if (minutes) return `${minutes}m ${secs}s`;
+  return `${secs}s`;
+}
+
+export function formatTime(iso) {
+  if (!iso) return "–";
+  const date = new Date(iso);
+  return date.toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
+}
+
+export function formatNumber(value, digits = 4) {
+  if (value === null || value === undefined) return "–";
+  if (typeof value !== "number") return String(value);
+  if (Number.isInteger(value)) return value.toLocaleString();
+  return Math.abs(value) < 1e-3 && value !== 0 ? value.toExponential(2) : value.toPrecision(digits);
+}
+
+export function statusBadge(status) {
+  return h("span", { class: `status status-${status}`, "data-status": status }, status);
+}
+
+/** A progress bar with "step / max" and the ETA while running. */
+export function progressCell(job) {
+  const progress = job.progress || {};
+  const step = progress.current_step ?? 0, max = progress.max_steps ?? 0;
+  const label = max ? `${step} / ${max}` : (progress.phase || "–");
+  const eta = job.status === "running" && progress.eta_seconds != null ? ` · ETA ${formatDuration(progress.eta_seconds)}` : "";
+  return h("span", { class: "progress-cell" },
+    h("progress", { max: max || 1, value: max ? step : 0, "aria-label": `Progress ${label}` }), " ", label + eta);
+}
+
+export const TERMINAL = new Set(["completed", "failed", "stopped"]);
+export const STATUSES = ["pending", "running", "stopping", "completed", "failed", "stopped"];

@@ -1,0 +1,187 @@
+"""The dashboard in a real headless Chromium against a real server training the tiny model."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from factories import wait_for
+
+#: Set to a directory (``make screenshots`` sets docs/) to save the README's screenshots from the run.
+SCREENSHOTS = os.environ.get("SFT_SCREENSHOTS")
+
+
+def chart_stats(page) -> dict:
+    return page.evaluate("() => window.sftDashboard.chart && window.sftDashboard.chart.stats()")
+
+
+def chart_steps(page, key: str = "loss") -> list[int]:
+    return page.evaluate(f"() => window.sftDashboard.chart.series.find(s => s.key === '{key}').points.map(p => p[0])")
+
+
+def metric_steps(server, job_id: str, key: str = "loss") -> list[int]:
+    """The steps the API has a ``key`` value for, the latest attempt's value winning (as drawn)."""
+    steps: dict[int, int] = {}
+    for point in server.api("GET", f"/api/sft/jobs/{job_id}/metrics").json()["metrics"]:
+        if key in point:
+            steps = {s: a for s, a in steps.items() if s < point["step"]}
+            steps[point["step"]] = point["attempt"]
+    return sorted(steps)
+
+
+def job_status(server, job_id: str) -> str:
+    return server.api("GET", f"/api/sft/jobs/{job_id}").json()["status"]
+
+
+def screenshot(page, name: str, selector: str | None = None) -> None:
+    if not SCREENSHOTS:
+        return
+    path = Path(SCREENSHOTS) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (page.locator(selector) if selector else page).screenshot(path=str(path))
+
+
+def test_train_stop_resume_and_try_it_from_the_page(page, server):
+    page.goto(f"{server.url}/#/new")
+    page.fill("#f-base_model", server.model)
+    page.fill("#f-dataset_name", server.dataset)
+    page.fill("#f-max_steps", "160")
+    page.fill("#f-learning_rate", "0.005")
+    page.fill("#f-save_steps", "10")
+    page.click("summary:has-text('All other settings')")
+    page.fill("#f-validation_split", "0.25")
+    page.fill("#f-eval_steps", "20")
+    page.click("#submit-job")
+    page.wait_for_url(re.compile(r"#/jobs/[\w-]+$"))
+    job_id = page.url.rsplit("/", 1)[1]
+
+    page.goto(f"{server.url}/#/jobs")
+    row = page.locator(f"tr[data-job-id='{job_id}']")
+    row.wait_for()
+    assert row.locator("td").nth(3).inner_text() == server.model
+    row.locator("a").click()
+    page.wait_for_url(f"**/#/jobs/{job_id}")
+
+    # The chart gains points while the job trains.
+    first = wait_for(lambda: chart_stats(page)["counts"]["loss"] >= 3, timeout=90, message="a few points")
+    assert first
+    seen = chart_stats(page)["counts"]["loss"]
+    wait_for(lambda: chart_stats(page)["counts"]["loss"] > seen, timeout=60, message="more points")
+
+    page.click("#stop-button")
+    page.locator("#job-status [data-status='stopped']").wait_for(timeout=60_000)
+    assert "stop" in page.inner_text("#action-message").lower()
+    assert job_status(server, job_id) == "stopped"
+    assert not page.is_disabled("#resume-button")
+
+    page.click("#resume-button")
+    page.locator("#job-status [data-status='completed']").wait_for(timeout=180_000)
+    assert page.inner_text("#action-message").startswith("Resumed")
+    # Every logged step is on the chart once, the resumed attempt's values replacing the stopped one's.
+    wait_for(lambda: chart_steps(page) == metric_steps(server, job_id), timeout=15, message="the whole curve")
+    assert chart_steps(page, "eval_loss") == metric_steps(server, job_id, "eval_loss")
+    assert page.locator("#events-list li", has_text="resumed").count() == 1
+    assert page.locator("#checkpoints tbody tr").count() >= 1
+    screenshot(page, "dashboard-job.png")
+
+    page.fill("#try-prompt", "hello 3")
+    page.fill("#try-max-tokens", "12")
+    assert page.is_checked("#try-compare")
+    page.click("#try-send")
+    page.locator("#base-latency", has_text="tokens in").wait_for(timeout=120_000)
+    expected = server.api("POST", f"/api/sft/jobs/{job_id}/generate", json={
+        "messages": [{"role": "user", "content": "hello 3"}], "max_new_tokens": 12, "compare_base": True}).json()
+    assert page.inner_text("#tuned-answer").strip() == expected["completion"].strip()
+    assert page.inner_text("#base-answer").strip() == expected["base_completion"].strip()
+    assert "ms" in page.inner_text("#tuned-latency")
+    assert page.get_attribute("#download-adapter", "href") == f"/api/sft/jobs/{job_id}/adapter"
+    screenshot(page, "dashboard-try-it.png", "#try-it")
+
+    page.goto(f"{server.url}/#/jobs")
+    page.locator(f"tr[data-job-id='{job_id}'] [data-status='completed']").wait_for()
+    screenshot(page, "dashboard-jobs.png")
+
+
+def test_a_bad_field_shows_the_400_detail_beside_it(page, server):
+    page.goto(f"{server.url}/#/new")
+    page.fill("#f-base_model", server.model)
+    page.fill("#f-dataset_name", server.dataset)
+    page.fill("#f-max_steps", "5")
+    page.click("summary:has-text('All other settings')")
+    page.fill("#f-lora_r", "0")
+    page.click("#submit-job")
+    error = page.locator("#e-lora_r")
+    error.wait_for()
+    answer = server.api("POST", "/api/sft/train", json={"config": {
+        "base_model": server.model, "dataset_name": server.dataset, "max_steps": 5, "lora_r": 0}})
+    assert answer.status_code == 400
+    assert error.inner_text() == answer.json()["detail"].removeprefix("config.lora_r: ")
+    assert page.get_attribute("#f-lora_r", "aria-invalid") == "true"
+    assert page.evaluate("document.activeElement.id") == "f-lora_r"
+    assert page.inner_text("#e-max_steps") == ""
+
+    # A pre-flight failure (a dataset outside the allowed roots) lands beside dataset_name.
+    page.fill("#f-lora_r", "8")
+    page.fill("#f-dataset_name", "/etc/missing.jsonl")
+    page.click("#submit-job")
+    page.locator("#e-dataset_name", has_text="allowed root").wait_for()
+    assert page.inner_text("#e-lora_r") == ""
+    assert "/#/new" in page.url
+
+
+def test_dataset_preview_and_saved_template(page, server):
+    page.goto(f"{server.url}/#/new")
+    page.fill("#f-base_model", server.model)
+    page.fill("#f-dataset_name", server.dataset)
+    page.fill("#f-max_length", "30")
+    page.fill("#f-max_steps", "7")
+    page.click("#preview-button")
+    page.locator("#preview-format").wait_for()
+    assert page.inner_text("#preview-format") == "messages"
+    assert page.inner_text("#preview-rows") == "32"
+    assert "32 rows (100.0 %)" in page.inner_text("#preview-truncated")
+    assert page.locator("#preview-result figure").count() == 3
+    assert '{"name": "Ada", "age": 36}' in page.locator("#preview-result mark").first.inner_text()
+
+    page.fill("#template-name", "web-template")
+    page.click("#save-template")
+    page.locator("#form-message", has_text="web-template").wait_for()
+    saved = next(c for c in server.api("GET", "/api/sft/configs").json() if c["name"] == "web-template")
+    assert saved["config"] == {"base_model": server.model, "dataset_name": server.dataset, "max_length": 30,
+                               "max_steps": 7}
+
+    page.goto(f"{server.url}/#/new")
+    page.locator(f"#template-select option[value='{saved['config_id']}']").wait_for(state="attached")
+    page.select_option("#template-select", saved["config_id"])
+    page.wait_for_function("document.querySelector('#f-max_length').value === '30'")
+    page.click("summary:has-text('Paste a YAML or JSON config')")
+    page.fill("#paste-config", "max_steps: 3  # short\nlora_target_modules:\n  - q_proj\n  - v_proj\n")
+    page.click("#paste-load")
+    assert page.input_value("#f-max_steps") == "3"
+    assert page.input_value("#f-max_length") == "30"
+    page.click("#submit-job")
+    page.wait_for_url(re.compile(r"#/jobs/[\w-]+$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    config = server.api("GET", f"/api/sft/jobs/{job_id}").json()["config"]
+    assert (config["max_steps"], config["max_length"], config["lora_target_modules"]) == (3, 30, ["q_proj", "v_proj"])
+    wait_for(lambda: job_status(server, job_id) == "completed", timeout=120, interval=0.2, message="the job to end")
+
+
+def test_reloading_a_job_page_mid_training_shows_the_whole_curve_once(page, server):
+    job_id = server.api("POST", "/api/sft/train", json={"config": {
+        "base_model": server.model, "dataset_name": server.dataset, "max_steps": 120,
+        "per_device_train_batch_size": 4}}).json()["job_id"]
+    page.goto(f"{server.url}/#/jobs/{job_id}")
+    wait_for(lambda: (chart_stats(page) or {}).get("counts", {}).get("loss", 0) >= 5, timeout=90,
+             message="points before the reload")
+    page.reload()
+    wait_for(lambda: (chart_stats(page) or {}).get("counts", {}).get("loss", 0) >= 1, timeout=30,
+             message="points after the reload")
+    assert job_status(server, job_id) == "running", "the reload should happen mid-training"
+    page.locator("#job-status [data-status='completed']").wait_for(timeout=120_000)
+    steps = metric_steps(server, job_id)
+    wait_for(lambda: chart_steps(page) == steps, timeout=15, message="the whole curve")
+    stats = chart_stats(page)
+    assert stats["appended"] == len(steps) * 2  # loss and learning rate, each step once
+    assert stats["replaced"] == 0
