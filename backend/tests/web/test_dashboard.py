@@ -137,7 +137,7 @@ def test_dataset_preview_and_saved_template(page, server):
     page.fill("#f-max_length", "30")
     page.fill("#f-max_steps", "7")
     page.click("#preview-button")
-    page.locator("#preview-format").wait_for()
+    page.locator("#preview-format").wait_for(timeout=120_000)  # the first preview imports transformers
     assert page.inner_text("#preview-format") == "messages"
     assert page.inner_text("#preview-rows") == "32"
     assert "32 rows (100.0 %)" in page.inner_text("#preview-truncated")

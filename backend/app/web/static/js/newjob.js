@@ -172,9 +172,12 @@ export function newJobView(params) {
     return { ...config, ...extra };
   }
 
-  function fill(config) {
-    for (const field of fields.values()) field.reset();
-    extra = {};
+  /** Put ``config`` into the form: over the current values, or over the defaults with ``reset``. */
+  function fill(config, { reset = true } = {}) {
+    if (reset) {
+      for (const field of fields.values()) field.reset();
+      extra = {};
+    }
     for (const [key, value] of Object.entries(config || {})) {
       if (key === "output_dir") continue;
       if (fields.has(key)) fields.get(key).set(value); else extra[key] = value;
@@ -249,8 +252,8 @@ export function newJobView(params) {
     clearErrors();
     try {
       const config = parseConfigText(pasteBox.value);
-      const unknown = fill(config);
-      pasteMessage.textContent = `Loaded ${Object.keys(config).length} fields into the form.` +
+      const unknown = fill(config, { reset: false });
+      pasteMessage.textContent = `Loaded ${Object.keys(config).length} fields into the form (the others keep their values).` +
         (unknown.length ? ` Not form fields (sent as they are): ${unknown.join(", ")}.` : "");
     } catch (error) {
       pasteMessage.textContent = `Could not read it: ${error.message}`;
