@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test test-fast bench gpu-check gpu-wheels clean
+.PHONY: install browser run test test-fast screenshots bench gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml scripts/install_torch.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,16 +24,25 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml scripts/install_torch.sh
 
 install: $(STAMP)
 
+# The browser tests (backend/tests/web) drive Debian's Chromium; installed when missing and we are root.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; fi
+
 # One worker: the job manager (queue, threads, running trainers) lives in the server process;
 # several workers would each run their own queue over the same database.
 run: $(STAMP)
 	$(PY) -m uvicorn app.main:app --app-dir backend --host $(HOST) --port $(PORT) --workers 1
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) browser
 	$(PY) -m pytest -q -m "not slow"
+
+# The README's dashboard screenshots, from a real run of the browser tests.
+screenshots: $(STAMP) browser
+	SFT_SCREENSHOTS=docs $(PY) -m pytest -q backend/tests/web/test_dashboard.py -k try_it
 
 # About 15 minutes on a quiet 2-core machine; writes docs/benchmarks.md (`$(PY) bench/run.py --help` for options).
 bench: $(STAMP)
