@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from factories import wait_for
+from factories import contact_rows, wait_for, write_jsonl
 
 #: Set to a directory (``make screenshots`` sets docs/) to save the README's screenshots from the run.
 SCREENSHOTS = os.environ.get("SFT_SCREENSHOTS")
@@ -166,6 +166,23 @@ def test_dataset_preview_and_saved_template(page, server):
     config = server.api("GET", f"/api/sft/jobs/{job_id}").json()["config"]
     assert (config["max_steps"], config["max_length"], config["lora_target_modules"]) == (3, 30, ["q_proj", "v_proj"])
     wait_for(lambda: job_status(server, job_id) == "completed", timeout=120, interval=0.2, message="the job to end")
+
+
+def test_a_failed_job_shows_its_error_category_and_last_log_lines(page, server):
+    # Pre-flight reads the first 1,000 rows; the bad row after them fails the job while it loads its data.
+    rows = contact_rows(1000) + [{"messages": [{"role": "user", "content": "no answer"}]}]
+    dataset = write_jsonl(server.root / "late-bad-row.jsonl", rows)
+    job_id = server.api("POST", "/api/sft/train", json={"config": {
+        "base_model": server.model, "dataset_name": str(dataset), "max_steps": 2}}).json()["job_id"]
+    page.goto(f"{server.url}/#/jobs/{job_id}")
+    page.locator("#job-status [data-status='failed']").wait_for(timeout=120_000)
+    job = server.api("GET", f"/api/sft/jobs/{job_id}").json()
+    assert page.inner_text("#failure-category") == job["error_detail"]["category"] == "dataset"
+    assert page.inner_text("#failure-message") == job["error_detail"]["message"]
+    assert "line 1001" in job["error_detail"]["message"]
+    assert page.inner_text("#job-failure pre.log") == "\n".join(job["error_detail"]["log_tail"])
+    assert job["error_detail"]["log_tail"]
+    assert not page.is_disabled("#resume-button") and page.is_disabled("#stop-button")
 
 
 def test_reloading_a_job_page_mid_training_shows_the_whole_curve_once(page, server):

@@ -107,9 +107,9 @@ export class LineChart {
       const values = this.series.filter((s) => s.axis === axis).flatMap((s) => s.points.map((p) => p[1]));
       if (!values.length) return null;
       let low = Math.min(...values), high = Math.max(...values);
-      if (axis === "left") low = Math.min(low, 0);
-      if (high === low) high = low + (Math.abs(low) || 1);
-      return [low, high];
+      if (high === low) { high = low + (Math.abs(low) || 1) * 0.05; low -= (Math.abs(low) || 1) * 0.05; }
+      const pad = (high - low) * 0.05;
+      return [axis === "right" ? Math.max(0, low - pad) : low - pad, high + pad];
     };
     const ranges = { left: range("left"), right: range("right") };
     const yToPx = (axis, y) => { const [low, high] = ranges[axis]; return PAD.top + plotH - ((y - low) / (high - low)) * plotH; };

@@ -113,7 +113,7 @@ export function jobView(jobId) {
     stopButton.disabled = !["pending", "running"].includes(job.status);
     resumeButton.disabled = !["stopped", "failed"].includes(job.status);
     chart.setXMax(progress.max_steps);
-    const item = (label, value) => [h("dt", {}, label), h("dd", {}, value)];
+    const item = (label, value) => [h("div", {}, h("dt", {}, label), h("dd", {}, value))];
     details.replaceChildren(
       ...item("Progress", progressCell(job)),
       ...item("Phase", progress.phase || "–"),
