@@ -42,7 +42,7 @@ test-fast: $(STAMP) browser
 
 # The README's dashboard screenshots, from a real run of the browser tests.
 screenshots: $(STAMP) browser
-	SFT_SCREENSHOTS=docs $(PY) -m pytest -q backend/tests/web/test_dashboard.py -k try_it
+	SFT_SCREENSHOTS=docs $(PY) -m pytest -q backend/tests/web/test_dashboard.py
 
 # About 15 minutes on a quiet 2-core machine; writes docs/benchmarks.md (`$(PY) bench/run.py --help` for options).
 bench: $(STAMP)

@@ -16,6 +16,7 @@ SECTION_TITLES = {
     "memory": "4. Memory across jobs",
     "knobs": "5. Throughput knobs: packing and gradient checkpointing",
     "gpu": "6. Training overhead on a CUDA GPU",
+    "page": "7. Dashboard: page weight and speed",
 }
 
 
@@ -40,6 +41,7 @@ def render(results: dict[str, Any]) -> str:
     _memory(w, results)
     _knobs(w, results)
     _gpu(w, results)
+    _page(w, results)
     _method(w, results)
     return "\n".join(out) + "\n"
 
@@ -381,6 +383,33 @@ def _last_gpu_check(w) -> None:
         w(f"Loss paths there: `cross_entropy` ÷ `trl` steps/s {loss['cross_entropy_over_trl_steps_per_s']:.3f}, "
           "same peak memory and losses.")
     w("")
+
+
+def _page(w, results: dict) -> None:
+    p = _section(w, results, "page")
+    if p is None:
+        return
+    if p.get("status") == "not run":
+        w(f"Not run: {p['reason']}.")
+        w("")
+        return
+    first = p["first_load"]
+    w("Headless Chromium (Playwright driving the system's browser) against a fresh server, each load in a new "
+      "browser context (cold cache). *First load*: every request `/` makes until the jobs list is drawn (page, "
+      "styles, the JavaScript modules, `/health`, one page of jobs), headers and bodies as sent (uncompressed). "
+      f"*Chart drawn*: from navigation start to the end of the draw that shows all {p['points']:,} points of a "
+      "stored job's loss curve (replayed from its event stream), the median of "
+      f"{len(p['chart_ms'])} loads. *Redraw*: median of 20 full redraws of that chart.")
+    w("")
+    _table(w, ["Figure", "Value"], [
+        ["First load: requests", first["requests"]],
+        ["First load: bytes (bodies)", f"{first['bytes']:,} ({first['body_bytes']:,})"],
+        ["First load: jobs list drawn after", _f(first["list_drawn_ms"], 0, " ms")],
+        [f"Job page with {p['points']:,} points: chart drawn after", _f(p["chart_ms_median"], 0, " ms")],
+        [f"Redraw with {p['points']:,} points", _f(p["redraw_ms_median"], 2, " ms")],
+        [f"Redraw with 5,000 points ({p['drawn_points_5000']:,} drawn after downsampling)",
+         _f(p["redraw_5000_ms"], 2, " ms")],
+    ])
 
 
 def _method(w, results: dict) -> None:

@@ -8,7 +8,9 @@ Measures, against a real ``uvicorn`` server started the way ``make run`` starts 
 3. submit and list latency with 0, 100 and 1,000 stored jobs;
 4. server RSS after each of 5 sequential jobs;
 5. tokens/s with packing and with gradient checkpointing;
-6. the overhead ratio on a CUDA GPU with a larger model, when there is one.
+6. the overhead ratio on a CUDA GPU with a larger model, when there is one;
+7. the dashboard's first load (bytes, requests) and the time until a job page with 1,000 metric points
+   has drawn its chart, in headless Chromium (``bench/page.py``).
 
 and writes ``docs/benchmarks.md`` (machine, one table per section, each target met or missed).
 Full mode uses the bundled SmolLM2-135M-Instruct on the bundled json-extract data; ``--smoke`` uses a
@@ -37,6 +39,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from bare_sft import RESULT_PREFIX  # noqa: E402
+from page import page_section  # noqa: E402
 from report import DISTURBED_CORES, render  # noqa: E402
 from service import TERMINAL, JobRun, OtherLoad, Service  # noqa: E402
 from stats import median, summary_ms  # noqa: E402
@@ -52,7 +55,7 @@ BUNDLED_DATASET = "bundled:json-extract"
 TRAIN_JSONL = ROOT / "backend" / "app" / "demo" / "json_extract" / "train.jsonl"
 DEFAULT_GPU_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
-SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu")
+SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu", "page")
 #: The Plan counts that a command-line option (--pairs, --memory-jobs...) overrides.
 COUNT_OPTIONS = ("pairs", "steps", "memory_jobs", "memory_steps", "knob_steps", "latency_idle_requests",
                  "scale_submits", "scale_lists")
@@ -861,6 +864,8 @@ def main(argv: list[str] | None = None) -> int:
         if "scale" in plan.sections:
             with bench.server("scale") as server:
                 results["scale"] = timed("scale", scale_section, bench, server)
+        if "page" in plan.sections:
+            results["page"] = timed("page", page_section, bench, repeats=2 if args.smoke else 5)
     finally:
         if args.keep_work:
             log(f"work directory kept: {work}")

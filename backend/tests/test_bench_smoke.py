@@ -26,6 +26,7 @@ SECTION_HEADINGS = [
     "## 4. Memory across jobs",
     "## 5. Throughput knobs",
     "## 6. Training overhead on a CUDA GPU",
+    "## 7. Dashboard: page weight and speed",
 ]
 
 
@@ -86,6 +87,11 @@ def test_smoke_figures_are_sane(smoke):
     assert all(rss > 0 for rss in results["memory"]["after_mb"])
     assert [run["name"] for run in results["knobs"]["runs"]] == ["baseline", "packing", "gradient checkpointing"]
     assert all(run["train_tokens_per_second"] for run in results["knobs"]["runs"])
+    page = results["page"]
+    if page.get("status") != "not run":  # not run where there is no browser (said in the report)
+        assert page["points"] == 1000 and page["first_load"]["requests"] >= 3 and page["first_load"]["bytes"] > 0
+        assert 0 < page["chart_ms_median"] and 0 < page["drawn_points_5000"] < 5000
+        assert f"| Job page with 1,000 points: chart drawn after | {page['chart_ms_median']:.0f} ms |" in report
 
 
 def test_bare_baseline_gives_trl_what_the_service_gives_it():

@@ -49,6 +49,8 @@ export class LineChart {
     this.replaced = 0;   // points dropped because a later attempt logged their step again
     this.draws = 0;
     this.drawnPoints = 0;
+    this.lastAddAt = 0;   // performance.now() of the latest point and of the latest draw (for the bench)
+    this.lastDrawAt = 0;
     this.pending = false;
     this.resize = new ResizeObserver(() => this.requestDraw());
     this.resize.observe(canvas);
@@ -66,6 +68,7 @@ export class LineChart {
     }
     points.push([x, y]);
     this.appended++;
+    this.lastAddAt = performance.now();
     this.requestDraw();
   }
 
@@ -157,6 +160,7 @@ export class LineChart {
     }
     this.drawnPoints = drawn;
     this.draws++;
+    this.lastDrawAt = performance.now();
     const last = this.series.map((s) => s.points.length ? `${s.label} ${s.points[s.points.length - 1][1].toPrecision(4)} at ${this.xLabel} ${s.points[s.points.length - 1][0]}` : null).filter(Boolean);
     canvas.setAttribute("aria-label", `${this.title}: ${last.join("; ") || "no points yet"}`);
     canvas.dataset.points = String(all.length);
