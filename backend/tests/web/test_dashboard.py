@@ -34,12 +34,20 @@ def job_status(server, job_id: str) -> str:
     return server.api("GET", f"/api/sft/jobs/{job_id}").json()["status"]
 
 
-def screenshot(page, name: str, selector: str | None = None) -> None:
+def screenshot(page, name: str, selector: str | None = None, *, down_to: str | None = None) -> None:
+    """Save ``selector``'s element, or the page from its top down to ``down_to``'s element, or the viewport."""
     if not SCREENSHOTS:
         return
     path = Path(SCREENSHOTS) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    (page.locator(selector) if selector else page).screenshot(path=str(path))
+    if selector:
+        page.locator(selector).screenshot(path=str(path))
+    elif down_to:
+        box = page.locator(down_to).bounding_box()
+        page.screenshot(path=str(path), full_page=True,
+                        clip={"x": 0, "y": 0, "width": page.viewport_size["width"], "height": box["y"] + box["height"] + 24})
+    else:
+        page.screenshot(path=str(path))
 
 
 def test_train_stop_resume_and_try_it_from_the_page(page, server):
@@ -83,7 +91,7 @@ def test_train_stop_resume_and_try_it_from_the_page(page, server):
     assert chart_steps(page, "eval_loss") == metric_steps(server, job_id, "eval_loss")
     assert page.locator("#events-list li", has_text="resumed").count() == 1
     assert page.locator("#checkpoints tbody tr").count() >= 1
-    screenshot(page, "dashboard-job.png")
+    screenshot(page, "dashboard-job.png", down_to="#loss-chart")
 
     page.fill("#try-prompt", "hello 3")
     page.fill("#try-max-tokens", "12")

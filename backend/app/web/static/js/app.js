@@ -54,6 +54,8 @@ async function refreshHeader() {
 }
 
 window.addEventListener("hashchange", route);
+// Views that just learned something new about the jobs ask for fresh counts at once.
+window.addEventListener("sft:jobs-changed", refreshHeader);
 route();
 refreshHeader();
 setInterval(refreshHeader, 3000);

@@ -87,6 +87,7 @@ export function jobView(jobId) {
 
   async function afterTerminal() {
     await refresh();
+    window.dispatchEvent(new Event("sft:jobs-changed"));
     loadLogs();
     loadCheckpoints();
     const more = await api(`${base}/events?after=${lastSeq}&limit=1`);

@@ -30,6 +30,7 @@ export function jobsView(params) {
     if (status) query.set("status", status);
     try {
       const page = await api(`/api/sft/jobs?${query}`);
+      window.dispatchEvent(new Event("sft:jobs-changed"));
       body.replaceChildren(...page.jobs.map((job) => h("tr", { "data-job-id": job.job_id },
         h("td", {}, h("a", { href: `#/jobs/${job.job_id}` }, job.job_id.slice(0, 8))),
         h("td", {}, statusBadge(job.status)),

@@ -20,6 +20,7 @@ function fieldSchema(schema) {
 function helpText(name, schema, required) {
   const parts = [schema.description || ""];
   if (required) parts.push("Required.");
+  else if (schema.default === null) parts.push("Default: unset.");
   else if (schema.default !== undefined) parts.push(`Default: ${JSON.stringify(schema.default)}.`);
   const bounds = [];
   if (schema.minimum !== undefined) bounds.push(`≥ ${schema.minimum}`);
