@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import convert_rows, read_rows
+from .errors import DatasetError
 from .models import load_tokenizer, resolve_model
 
 
@@ -51,7 +52,13 @@ def preview_dataset(
         raw = replace(raw, rows=raw.rows[:max_rows])
     rows, fmt = convert_rows(raw, dataset_format=dataset_format, column_mapping=column_mapping)
     tokenizer = load_tokenizer(resolve_model(base_model, cache_dir=cache_dir))
-    rendered = [_render(tokenizer, row, completion_only_loss=completion_only_loss) for row in rows]
+    rendered = []
+    for i, row in enumerate(rows):
+        try:
+            rendered.append(_render(tokenizer, row, completion_only_loss=completion_only_loss))
+        except Exception as exc:  # the model's chat template refused the row (jinja raises its own types)
+            raise DatasetError(f"the model's chat template cannot render it ({type(exc).__name__}: {exc})",
+                               source=raw.source, location=raw.locate(i)) from None
     lengths = [len(tokenizer("".join(s["text"] for s in segments), add_special_tokens=False)["input_ids"])
                for segments in rendered]
     truncated = sum(1 for n in lengths if n > max_length)
