@@ -210,3 +210,54 @@ def test_reloading_a_job_page_mid_training_shows_the_whole_curve_once(page, serv
     page.goto(f"{server.url}/#/jobs")
     page.locator(f"tr[data-job-id='{job_id}'] [data-status='completed']").wait_for()
     screenshot(page, "dashboard-jobs.png")  # after the module's other jobs: completed, failed
+
+
+def test_jobs_list_filters_by_status_and_pages_past_100(page, server):
+    blocker = server.api("POST", "/api/sft/train", json={"config": {
+        "base_model": server.model, "dataset_name": server.dataset, "max_steps": 100_000}}).json()["job_id"]
+    try:
+        # With the one slot taken each new job waits, and a waiting job stops at once.
+        for _ in range(101):
+            job_id = server.api("POST", "/api/sft/train", json={"config": {
+                "base_model": server.model, "dataset_name": server.dataset, "max_steps": 1}}).json()["job_id"]
+            assert server.api("POST", f"/api/sft/jobs/{job_id}/stop").json()["status"] == "stopped"
+        total = server.api("GET", "/api/sft/jobs?status=stopped&limit=1").json()["total"]
+        assert total >= 101
+        page.goto(f"{server.url}/#/jobs")
+        page.select_option("#status-filter", "stopped")
+        page.wait_for_url("**/#/jobs?status=stopped")
+        page.locator(".pager p", has_text=f"1–100 of {total}").wait_for()
+        assert page.locator("#jobs-table tbody tr").count() == 100
+        assert page.locator("#jobs-table tbody [data-status='stopped']").count() == 100
+        assert page.is_disabled(".pager button >> nth=0")
+        page.click(".pager button >> nth=1")
+        page.locator(".pager p", has_text=f"101–{total} of {total}").wait_for()
+        assert page.locator("#jobs-table tbody tr").count() == total - 100
+        newest_first = server.api("GET", "/api/sft/jobs?status=stopped&limit=100&offset=100").json()["jobs"]
+        assert page.locator("#jobs-table tbody tr").first.get_attribute("data-job-id") == newest_first[0]["job_id"]
+    finally:
+        server.api("POST", f"/api/sft/jobs/{blocker}/stop")
+        wait_for(lambda: job_status(server, blocker) == "stopped", timeout=60, interval=0.2, message="the blocker to stop")
+
+
+def test_compare_runs_and_models(page, server):
+    ids = []
+    for steps, rate in ((4, 0.005), (6, 0.001)):
+        ids.append(server.api("POST", "/api/sft/train", json={"config": {
+            "base_model": server.model, "dataset_name": server.dataset, "max_steps": steps,
+            "learning_rate": rate}}).json()["job_id"])
+    for job_id in ids:
+        wait_for(lambda: job_status(server, job_id) == "completed", timeout=120, interval=0.2, message="the jobs")
+    page.goto(f"{server.url}/#/compare?jobs={','.join(ids)}")
+    page.locator("#compare-config").wait_for()
+    wait_for(lambda: chart_stats(page)["counts"] == {i: len(metric_steps(server, i)) for i in ids}, timeout=15,
+             message="both curves")
+    fields = page.locator("#compare-config tbody th").all_inner_texts()
+    assert fields == ["learning_rate", "max_steps"]
+    assert page.locator("#compare-metrics tbody tr", has_text="steps").first.inner_text().split("\t")[1:] == ["4", "6"]
+    assert page.is_checked(f"#pick-{ids[0]}") and page.is_checked(f"#pick-{ids[1]}")
+
+    page.goto(f"{server.url}/#/models")
+    page.locator("#models-table tbody tr").first.wait_for()
+    names = page.locator("#models-table tbody td:first-child").all_inner_texts()
+    assert names == [m["name"] for m in server.api("GET", "/api/sft/models").json()]
