@@ -45,7 +45,7 @@ screenshots: $(STAMP) browser
 	SFT_SCREENSHOTS=docs $(PY) -m pytest -q backend/tests/web/test_dashboard.py
 
 # About 15 minutes on a quiet 2-core machine; writes docs/benchmarks.md (`$(PY) bench/run.py --help` for options).
-bench: $(STAMP)
+bench: $(STAMP) browser
 	$(PY) bench/run.py
 
 # On a machine with an NVIDIA GPU: the CUDA paths through a running server, and GPU speed against bare TRL
