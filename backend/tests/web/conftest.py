@@ -26,7 +26,7 @@ CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 def chromium_path() -> str | None:
     configured = os.environ.get("SFT_TEST_CHROMIUM")
     if configured:
-        return configured
+        return configured if os.access(configured, os.X_OK) else None
     found = next((p for p in CHROMIUM_CANDIDATES if os.access(p, os.X_OK)), None)
     return found or shutil.which("chromium")
 
@@ -45,7 +45,7 @@ def browser():
         _no_browser("the playwright package is not installed (pip install -e '.[dev]')")
     executable = chromium_path()
     if executable is None:
-        _no_browser("no Chromium at /usr/bin/chromium (apt-get install chromium), nor SFT_TEST_CHROMIUM set")
+        _no_browser("no Chromium at /usr/bin/chromium (apt-get install chromium) or at SFT_TEST_CHROMIUM")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         yield browser

@@ -135,6 +135,8 @@ def test_a_bad_field_shows_the_400_detail_beside_it(page, server):
 
 
 def test_dataset_preview_and_saved_template(page, server):
+    from playwright.sync_api import expect  # imported here: without playwright the fixtures skip (or fail in CI)
+
     page.goto(f"{server.url}/#/new")
     page.fill("#f-base_model", server.model)
     page.fill("#f-dataset_name", server.dataset)
@@ -155,10 +157,16 @@ def test_dataset_preview_and_saved_template(page, server):
     assert saved["config"] == {"base_model": server.model, "dataset_name": server.dataset, "max_length": 30,
                                "max_steps": 7}
 
+    # The demo button fills in the API's own example job (the bundled model on the bundled data).
+    page.click("#demo-config")
+    expect(page.locator("#f-base_model")).to_have_value("smollm2-135m-instruct")
+    assert page.input_value("#f-dataset_name") == "bundled:json-extract"
+    assert page.input_value("#f-max_steps") == "40" and page.input_value("#f-max_length") == "256"
+
     page.goto(f"{server.url}/#/new")
     page.locator(f"#template-select option[value='{saved['config_id']}']").wait_for(state="attached")
     page.select_option("#template-select", saved["config_id"])
-    page.wait_for_function("document.querySelector('#f-max_length').value === '30'")
+    expect(page.locator("#f-max_length")).to_have_value("30")
     page.click("summary:has-text('Paste a YAML or JSON config')")
     page.fill("#paste-config", "max_steps: 3  # short\nlora_target_modules:\n  - q_proj\n  - v_proj\n")
     page.click("#paste-load")

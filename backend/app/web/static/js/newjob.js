@@ -38,7 +38,9 @@ class Field {
     this.schema = fieldSchema(raw);
     this.required = required;
     const s = this.schema, id = `f-${name}`;
-    if (s.type === "boolean") {
+    if (s.type === "boolean" && s.nullable) {  // three states: unset (the server decides), true, false
+      this.input = h("select", { id, name }, ...["", "true", "false"].map((v) => h("option", { value: v }, v || "unset")));
+    } else if (s.type === "boolean") {
       this.input = h("input", { type: "checkbox", id, name });
     } else if (s.enum) {
       this.input = h("select", { id, name }, ...s.enum.map((v) => h("option", { value: v }, v)));
@@ -65,7 +67,8 @@ class Field {
 
   set(value) {
     const s = this.schema;
-    if (s.type === "boolean") this.input.checked = Boolean(value);
+    if (s.type === "boolean" && s.nullable) this.input.value = value === null || value === undefined ? "" : String(value);
+    else if (s.type === "boolean") this.input.checked = Boolean(value);
     else if (value === undefined || value === null) this.input.value = s.enum ? (s.default ?? s.enum[0]) : "";
     else if (s.complex || s.type === "array" || s.type === "object") this.input.value = typeof value === "string" ? value : JSON.stringify(value);
     else this.input.value = String(value);
@@ -73,6 +76,7 @@ class Field {
 
   get() {
     const s = this.schema, text = this.input.value;
+    if (s.type === "boolean" && s.nullable) return text === "" ? null : text === "true";
     if (s.type === "boolean") return this.input.checked;
     if (s.enum) return text;
     if (text.trim() === "") return null;
@@ -125,7 +129,9 @@ export function newJobView(params) {
     h("h2", { id: "new-title" }, "New job"),
     h("div", { class: "panel" },
       h("div", { class: "toolbar" },
-        h("div", {}, h("label", { for: "template-select" }, "Start from a saved config"), templateSelect)),
+        h("div", {}, h("label", { for: "template-select" }, "Start from a saved config"), templateSelect),
+        h("button", { type: "button", class: "secondary", id: "demo-config", onclick: loadDemo },
+          "Fill in the demo (bundled model and data)")),
       h("details", {}, h("summary", {}, "Paste a YAML or JSON config"),
         h("label", { for: "paste-config", class: "visually-hidden" }, "Config as YAML or JSON"), pasteBox,
         h("div", { class: "toolbar" }, h("button", { type: "button", class: "secondary", id: "paste-load", onclick: loadPasted }, "Load into the form")),
@@ -247,6 +253,19 @@ export function newJobView(params) {
       previewOut.replaceChildren();
       showDetail(error.detail);
     }
+  }
+
+  /** The API's own example of a job (the bundled model on the bundled data), from its OpenAPI document. */
+  async function loadDemo() {
+    clearErrors();
+    templateSelect.value = "";
+    template = null;
+    try {
+      const spec = await api("/openapi.json");
+      const example = spec.components.schemas.JobStartRequest.examples.find((e) => e.config);
+      fill(example.config);
+      formMessage.textContent = "The demo: SmolLM2-135M-Instruct learns to answer with one JSON line (a few minutes on a CPU).";
+    } catch (error) { formError.replaceChildren(h("p", {}, `Could not load the demo config: ${error.message}`)); }
   }
 
   function loadPasted() {
