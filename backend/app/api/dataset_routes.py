@@ -2,31 +2,42 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from ..core.errors import InvalidConfig
 from ..sft.errors import DatasetError, ModelError
 from ..sft.preview import preview_dataset
-from .deps import ManagerDep
-from .schemas import ERROR_RESPONSES, DatasetPreviewRequest, DatasetPreviewResponse
+from .deps import GateDep, ManagerDep
+from .schemas import ERROR_RESPONSES, DatasetPreviewRequest, DatasetPreviewResponse, ErrorResponse
 
-router = APIRouter(prefix="/api/sft", tags=["datasets"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/api/sft", tags=["datasets"],
+                   responses={**ERROR_RESPONSES,
+                              503: {"model": ErrorResponse, "description": "Too many model requests are queued "
+                                    "(see Retry-After)"},
+                              504: {"model": ErrorResponse, "description": "Stopped at the request time limit "
+                                    "(SFT_REQUEST_TIMEOUT_SECONDS)"}})
 
 
 @router.post("/datasets/preview", response_model=DatasetPreviewResponse)
-def preview(request: DatasetPreviewRequest, manager: ManagerDep) -> dict:
+async def preview(request: DatasetPreviewRequest, manager: ManagerDep, gate: GateDep, http: Request) -> dict:
     """Detected format, row count, three examples rendered as the model sees them, token lengths."""
     settings = manager.settings
-    try:
-        return preview_dataset(
-            dataset_name=request.dataset_name, dataset_split=request.dataset_split,
-            dataset_format=request.dataset_format, column_mapping=request.column_mapping,
-            base_model=request.base_model, max_length=request.max_length,
-            completion_only_loss=request.completion_only_loss, examples=request.examples,
-            max_rows=request.max_rows, cache_dir=settings.resolved_model_cache_dir,
-            allowed_roots=settings.resolved_dataset_roots,
-        )
-    except DatasetError as exc:
-        raise InvalidConfig(f"dataset_name: {exc}") from None
-    except ModelError as exc:
-        raise InvalidConfig(f"base_model: {exc}") from None
+
+    # It loads a tokenizer (converting a bundled model the first time), so it runs on the model
+    # request threads like generate and evaluate, not on the pool that serves /health.
+    def work(budget) -> dict:
+        try:
+            return preview_dataset(
+                dataset_name=request.dataset_name, dataset_split=request.dataset_split,
+                dataset_format=request.dataset_format, column_mapping=request.column_mapping,
+                base_model=request.base_model, max_length=request.max_length,
+                completion_only_loss=request.completion_only_loss, examples=request.examples,
+                max_rows=request.max_rows, cache_dir=settings.resolved_model_cache_dir,
+                allowed_roots=settings.resolved_dataset_roots, model_roots=settings.resolved_model_roots,
+            )
+        except DatasetError as exc:
+            raise InvalidConfig(f"dataset_name: {exc}") from None
+        except ModelError as exc:
+            raise InvalidConfig(f"base_model: {exc}") from None
+
+    return await gate.run(http, work)

@@ -31,11 +31,14 @@ def preview_dataset(
     examples: int = 3,
     max_rows: int = 10_000,
     allowed_roots: list[Path] | None = None,
+    model_roots: list[Path] | None = None,
 ) -> dict[str, Any]:
     """Detected format, row count, rendered examples and token-length statistics.
 
     Args:
         max_rows: rows read and measured at most (``rows_capped`` says when there were more).
+        allowed_roots, model_roots: where local datasets and local models may be read from (the path
+            policy training applies; None allows any path).
 
     Returns:
         ``dataset_format``, ``rows``, ``rows_capped``, ``examples`` (each a list of ``{"text",
@@ -51,7 +54,7 @@ def preview_dataset(
     if capped:
         raw = replace(raw, rows=raw.rows[:max_rows])
     rows, fmt = convert_rows(raw, dataset_format=dataset_format, column_mapping=column_mapping)
-    tokenizer = load_tokenizer(resolve_model(base_model, cache_dir=cache_dir))
+    tokenizer = load_tokenizer(resolve_model(base_model, cache_dir=cache_dir, allowed_roots=model_roots))
     rendered = []
     for i, row in enumerate(rows):
         try:

@@ -69,3 +69,10 @@ def test_preview_names_a_bad_row_and_a_bad_model(client, tiny_model_dir, tmp_pat
     answer = client.post("/api/sft/datasets/preview", json={"dataset_name": str(good), "base_model": str(tmp_path)})
     assert answer.status_code == 400
     assert answer.json()["detail"] == f"base_model: {tmp_path} is a directory without a config.json, so not a model directory"
+
+
+def test_preview_applies_the_model_path_policy(client, chat_jsonl, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("elsewhere")  # a directory outside every model root
+    answer = client.post("/api/sft/datasets/preview", json={"dataset_name": str(chat_jsonl), "base_model": str(outside)})
+    assert answer.status_code == 400
+    assert answer.json()["detail"].startswith(f"base_model: '{outside}': local models must be under an allowed root (")

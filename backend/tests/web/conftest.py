@@ -81,6 +81,7 @@ def server(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("web")
     dataset = write_jsonl(root / "chat.jsonl", contact_rows(32))
     env = {**os.environ, "SFT_DATA_DIR": str(root / "data"), "SFT_DATASET_ROOTS": json.dumps([str(root)]),
+           "SFT_MODEL_ROOTS": json.dumps([str(tiny_model_dir.parent)]),
            "SFT_MODEL_CACHE_DIR": str(root / "models"), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     port = free_port()
     log = root / "server.log"
