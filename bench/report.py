@@ -17,6 +17,7 @@ SECTION_TITLES = {
     "knobs": "5. Throughput knobs: packing and gradient checkpointing",
     "gpu": "6. Training overhead on a CUDA GPU",
     "page": "7. Dashboard: page weight and speed",
+    "chat": "8. Chat latency: OpenAI-compatible /v1/chat/completions vs /generate",
 }
 
 
@@ -42,6 +43,7 @@ def render(results: dict[str, Any]) -> str:
     _knobs(w, results)
     _gpu(w, results)
     _page(w, results)
+    _chat(w, results)
     _method(w, results)
     return "\n".join(out) + "\n"
 
@@ -410,6 +412,27 @@ def _page(w, results: dict) -> None:
         [f"Redraw with 5,000 points ({p['drawn_points_5000']:,} drawn after downsampling)",
          _f(p["redraw_5000_ms"], 2, " ms")],
     ])
+
+
+def _chat(w, results: dict) -> None:
+    c = _section(w, results, "chat")
+    if c is None:
+        return
+    w(f"A fresh server trains one job (1 step of the demo config), then {c['rounds']} rounds, each one greedy "
+      f"completion of the same prompt (at most {c['tokens']} new tokens) through `POST /api/sft/jobs/{{id}}/generate`, "
+      f"`POST /v1/chat/completions` with the job's `{c['model'].split(':')[0]}:` model, and the same with "
+      "`stream: true`, in turn (the model loaded before). /generate answers once the text is whole, so its "
+      "first token is its total; the streamed first token is the first chunk with text. Milliseconds, medians"
+      + ("; the three gave the same text." if c["same_text"] else "; **the three gave different texts**."))
+    w("")
+    ms = c["median_ms"]
+    _table(w, ["Endpoint", "First token", "Total", "Total ÷ /generate"], [
+        ["POST /api/sft/jobs/{id}/generate", _f(ms["generate"]), _f(ms["generate"]), "1.00×"],
+        ["POST /v1/chat/completions", _f(ms["chat"]), _f(ms["chat"]), f"{c['ratio_chat']:.2f}×"],
+        ["POST /v1/chat/completions, stream", _f(ms["stream_first"]), _f(ms["stream_total"]),
+         f"{c['ratio_stream_total']:.2f}×"],
+    ])
+    _targets_of(w, results, "chat")
 
 
 def _method(w, results: dict) -> None:

@@ -14,6 +14,7 @@ from .api.deps import GateDep, ManagerDep
 from .api.guard import RequestGuard, exposure_warning
 from .api.model_requests import ModelRequestGate
 from .api.model_routes import router as model_router
+from .api.openai import router as openai_router
 from .api.schemas import ErrorResponse, HealthResponse
 from .api.sft_job_manager import SFTJobManager, get_sft_job_manager
 from .api.sft_routes import router as sft_router
@@ -83,10 +84,13 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
     app.state.model_gate = new_gate()
     register_error_handlers(app)
     app.add_middleware(RequestGuard, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins,
-                       max_body_bytes=settings.max_request_bytes)
+                       max_body_bytes=settings.max_request_bytes,
+                       # The multipart envelope around an uploaded file: headers, boundaries, the purpose field.
+                       uploads={"/v1/files": settings.max_upload_bytes + 64 * 1024})
     app.include_router(sft_router)
     app.include_router(model_router)
     app.include_router(dataset_router)
+    app.include_router(openai_router)
     mount_web(app)
 
     @app.get("/health", response_model=HealthResponse, tags=["service"],

@@ -27,6 +27,7 @@ SECTION_HEADINGS = [
     "## 5. Throughput knobs",
     "## 6. Training overhead on a CUDA GPU",
     "## 7. Dashboard: page weight and speed",
+    "## 8. Chat latency: OpenAI-compatible /v1/chat/completions vs /generate",
 ]
 
 
@@ -53,10 +54,11 @@ def test_smoke_report_has_every_section_and_target(smoke):
     assert "Not run: not run in smoke mode." in report  # the GPU section says why it did not run
 
     sections = {t["section"] for t in results["targets"]}
-    assert sections == {"overhead", "latency", "scale", "memory"}
+    assert sections == {"overhead", "latency", "scale", "memory", "chat"}
     keys = {t["key"] for t in results["targets"]}
     assert {"steps_ratio", "steps_vs_limit", "ttr", "ttr_vs_bare", "rss_vs_bare", "p99_job", "p99_list",
-            "p99_factor_job", "p99_factor_list", "list_top", "rss"} <= keys
+            "p99_factor_job", "p99_factor_list", "list_top", "rss", "chat_ratio",
+            "chat_stream_ratio"} <= keys
     assert sum(k.startswith("submit_") for k in keys) == 3  # one per stored-job level
     for target in results["targets"]:
         assert isinstance(target["met"], bool)
@@ -92,6 +94,10 @@ def test_smoke_figures_are_sane(smoke):
         assert page["points"] == 1000 and page["first_load"]["requests"] >= 3 and page["first_load"]["bytes"] > 0
         assert 0 < page["chart_ms_median"] and 0 < page["drawn_points_5000"] < 5000
         assert f"| Job page with 1,000 points: chart drawn after | {page['chart_ms_median']:.0f} ms |" in report
+    chat = results["chat"]
+    assert chat["same_text"], "/generate and /v1/chat/completions answered the same prompt differently"
+    assert all(chat["median_ms"][key] > 0 for key in ("generate", "chat", "stream_first", "stream_total"))
+    assert chat["median_ms"]["stream_first"] <= chat["median_ms"]["stream_total"]
 
 
 def test_bare_baseline_gives_trl_what_the_service_gives_it():

@@ -8,7 +8,8 @@
   (form-urlencoded, multipart, text/plain). Browsers send ``Origin`` on every cross-site POST;
   curl and the Python client send none, and the body-less POSTs (``/stop``, ``/resume``,
   ``/merge``) need no Content-Type, so command-line use is unchanged.
-- **Body size**: at most ``SFT_MAX_REQUEST_BYTES`` (413), by Content-Length or as it streams in.
+- **Body size**: at most ``SFT_MAX_REQUEST_BYTES`` (413), by Content-Length or as it streams in; a file
+  upload path (POST /v1/files) takes multipart bodies, up to its own limit (SFT_MAX_UPLOAD_BYTES).
 
 A plain ASGI middleware (no ``BaseHTTPMiddleware``), so SSE streams pass through untouched.
 """
@@ -58,8 +59,11 @@ class RequestGuard:
     """ASGI middleware: Host allow-list, cross-site write refusal, request body limit."""
 
     def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str] = (), allowed_origins: Iterable[str] = (),
-                 max_body_bytes: int):
+                 max_body_bytes: int, uploads: dict[str, int] | None = None):
         self.app = app
+        #: POST paths that take a multipart file upload (same-origin or Origin-less only, as every write),
+        #: and the most bytes each accepts instead of ``max_body_bytes``.
+        self.uploads = dict(uploads or {})
         hosts = {host_name(h) for h in allowed_hosts}
         self.any_host = "*" in hosts
         self.allowed_hosts = LOOPBACK_HOSTS | hosts
@@ -78,7 +82,7 @@ class RequestGuard:
         if problem is not None:
             await _reply(send, *problem)
             return
-        await self.app(scope, self._limited(receive), send)
+        await self.app(scope, self._limited(receive, self._body_limit(scope)), send)
 
     def _problem(self, scope: Scope, headers: Headers, *, server_host: str) -> tuple[int, str] | None:
         host = host_name(headers.get("host", ""))
@@ -87,9 +91,11 @@ class RequestGuard:
                          f"({', '.join(sorted(self.allowed_hosts | {server_host} - {''}))}); "
                          "add it to SFT_ALLOWED_HOSTS if clients really use that name")
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+        limit = self._body_limit(scope)
+        if length is not None and length.isdigit() and int(length) > limit:
+            setting = "SFT_MAX_REQUEST_BYTES" if limit == self.max_body_bytes else "SFT_MAX_UPLOAD_BYTES"
             return 413, (f"the request body is {int(length):,} bytes; this server accepts at most "
-                         f"{self.max_body_bytes:,} (SFT_MAX_REQUEST_BYTES)")
+                         f"{limit:,} ({setting})")
         if scope["method"] not in STATE_CHANGING_METHODS:
             return None
         origin = headers.get("origin")
@@ -98,7 +104,8 @@ class RequestGuard:
             return 403, (f"cross-site request refused: Origin {origin!r} may not change anything on this server "
                          "(add it to SFT_ALLOWED_ORIGINS to allow it)")
         media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media_type in FORM_CONTENT_TYPES:
+        upload = media_type == "multipart/form-data" and self._is_upload(scope)
+        if media_type in FORM_CONTENT_TYPES and not upload:
             return 415, (f"Content-Type {media_type} is not accepted: send JSON with Content-Type: "
                          "application/json, or no body at all")
         return None
@@ -110,9 +117,15 @@ class RequestGuard:
         parts = urlsplit(origin)
         return parts.scheme == scheme and bool(parts.netloc) and parts.netloc == host_header.strip().lower()
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _is_upload(self, scope: Scope) -> bool:
+        return scope["method"] == "POST" and scope.get("path") in self.uploads
+
+    def _body_limit(self, scope: Scope) -> int:
+        return self.uploads[scope["path"]] if self._is_upload(scope) else self.max_body_bytes
+
+    def _limited(self, receive: Receive, limit: int) -> Receive:
         received = 0
-        limit = self.max_body_bytes
+        setting = "SFT_MAX_REQUEST_BYTES" if limit == self.max_body_bytes else "SFT_MAX_UPLOAD_BYTES"
 
         async def limited() -> Message:
             nonlocal received
@@ -122,7 +135,7 @@ class RequestGuard:
                 if received > limit:
                     # Raised inside FastAPI's body parsing, which passes HTTPExceptions on: a 413.
                     raise HTTPException(413, f"the request body is over {limit:,} bytes, the most this server "
-                                             "accepts (SFT_MAX_REQUEST_BYTES)")
+                                             f"accepts ({setting})")
             return message
 
         return limited

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
         "(they compete with training for the GPU; refused with 503 otherwise).",
     )
 
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024, ge=1, description="Largest file POST /v1/files accepts, in bytes (OpenAI's limit: 512 MB)."
+    )
+
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.resolve()
@@ -97,6 +101,11 @@ class Settings(BaseSettings):
     @property
     def resolved_model_cache_dir(self) -> Path:
         return (self.model_cache_dir or self.data_dir / "models").resolve()
+
+    @property
+    def resolved_files_dir(self) -> Path:
+        """Where files uploaded through /v1/files are kept (inside the data directory)."""
+        return self.resolved_data_dir / "files"
 
     @property
     def resolved_dataset_roots(self) -> list[Path]:

@@ -53,7 +53,7 @@ class Artifact:
     """What a finished job saved, and how its base model is loaded."""
 
     job_id: str
-    kind: Literal["lora_adapter", "full_model"]
+    kind: Literal["lora_adapter", "full_model", "base_model"]
     path: Path
     base_model: str
     output_dir: Path
@@ -61,6 +61,19 @@ class Artifact:
     trust_remote_code: bool = False
     #: Where a local base model may be read from (the path policy); None allows any path.
     model_roots: tuple[Path, ...] | None = None
+
+    def subject(self, part: str) -> str:
+        """Whose ``part`` a message is about: "Job abc's tokenizer", or "Model x's tokenizer" for a base model."""
+        if self.kind == "base_model":
+            return f"Model {self.base_model}" if part in ("model", "base model") else f"Model {self.base_model}'s {part}"
+        return f"Job {self.job_id}'s {part}"
+
+
+def base_model_artifact(base_model: str, *, model_roots: list[Path] | None = None) -> Artifact:
+    """A base model (bundled alias, local directory, .gguf file, Hub id) used as it is, without an adapter;
+    a local one is resolved under ``model_roots`` (the path policy; None allows any path)."""
+    return Artifact(job_id="", kind="base_model", path=Path(), base_model=base_model, output_dir=Path(),
+                    model_roots=None if model_roots is None else tuple(model_roots))
 
 
 @dataclass
@@ -261,6 +274,8 @@ def _fingerprint(path: Path) -> int:
 
 
 def _use_tuned(cache: ModelCache, artifact: Artifact, *, cache_dir: Path, device: str):
+    if artifact.kind == "base_model":
+        return _use_base(cache, artifact, cache_dir=cache_dir, device=device)
     key = ("tuned", artifact.kind, str(artifact.path), _fingerprint(artifact.path), artifact.base_model,
            artifact.quantize_4bit, device)
     return cache.use(key, lambda: _load_tuned(artifact, cache_dir=cache_dir, device=device))
@@ -296,14 +311,14 @@ def _resolve(artifact: Artifact, cache_dir: Path) -> ModelRef:
         return resolve_model(artifact.base_model, cache_dir=cache_dir,
                              allowed_roots=None if artifact.model_roots is None else list(artifact.model_roots))
     except ModelError as exc:
-        raise JobConflict(f"Job {artifact.job_id}'s base model cannot be used now: {exc}") from None
+        raise JobConflict(f"{artifact.subject('base model')} cannot be used now: {exc}") from None
 
 
 def _tokenizer(ref: ModelRef, artifact: Artifact):
     try:
         return load_tokenizer(ref, trust_remote_code=artifact.trust_remote_code)
     except ModelError as exc:
-        raise JobConflict(f"Job {artifact.job_id}'s tokenizer cannot be loaded: {exc}") from None
+        raise JobConflict(f"{artifact.subject('tokenizer')} cannot be loaded: {exc}") from None
 
 
 def _load(ref: ModelRef, artifact: Artifact, *, device: str, quantize_4bit: bool, dtype: Any = None):
@@ -315,7 +330,7 @@ def _load(ref: ModelRef, artifact: Artifact, *, device: str, quantize_4bit: bool
         model = load_model(ref, device=device, dtype=dtype, quantize_4bit=quantize_4bit,
                            trust_remote_code=artifact.trust_remote_code)
     except ModelError as exc:
-        raise JobConflict(f"Job {artifact.job_id}'s model cannot be loaded: {exc}") from None
+        raise JobConflict(f"{artifact.subject('model')} cannot be loaded: {exc}") from None
     if not quantize_4bit:
         model.to(device)
     model.eval()
@@ -390,9 +405,35 @@ def _render(tokenizer: Any, *, messages: list[dict[str, str]] | None, prompt: st
 
 def _complete(loaded: Loaded, text: str, *, add_special_tokens: bool, max_new_tokens: int,
               temperature: float, top_p: float | None, seed: int | None, budget: Budget,
-              field_name: str) -> dict[str, Any]:
+              field_name: str, stop: list[str] | None = None) -> dict[str, Any]:
     import torch
 
+    model, tokenizer = loaded.model, loaded.tokenizer
+    inputs, prompt_tokens, options = _prepare(loaded, text, add_special_tokens=add_special_tokens,
+                                              max_new_tokens=max_new_tokens, temperature=temperature,
+                                              top_p=top_p, budget=budget, field_name=field_name)
+    if stop:
+        options["stopping_criteria"].append(_stop_strings(tokenizer, prompt_tokens, stop))
+    started = time.perf_counter()
+    with _seeded(seed if temperature > 0 else None, model.device), torch.inference_mode():
+        output = model.generate(**inputs, **options)
+    budget.raise_if_stopped()  # the completion was cut short: no partial answer is returned
+    latency = (time.perf_counter() - started) * 1000
+    new_tokens = output[0, prompt_tokens:]
+    completion = tokenizer.decode(new_tokens, skip_special_tokens=True)
+    cut = _find_stop(completion, stop)
+    return {
+        "text": completion if cut is None else completion[:cut],
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": int(new_tokens.shape[0]),
+        "latency_ms": round(latency, 1),
+        "finish_reason": _finish_reason(new_tokens.tolist(), cut is not None, max_new_tokens, options["eos_token_id"]),
+    }
+
+
+def _prepare(loaded: Loaded, text: str, *, add_special_tokens: bool, max_new_tokens: int, temperature: float,
+             top_p: float | None, budget: Budget, field_name: str) -> tuple[Any, int, dict[str, Any]]:
+    """The tokenized prompt, its length, and the options of ``generate``."""
     model, tokenizer = loaded.model, loaded.tokenizer
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=add_special_tokens).to(model.device)
     prompt_tokens = int(inputs["input_ids"].shape[1])
@@ -407,18 +448,151 @@ def _complete(loaded: Loaded, text: str, *, add_special_tokens: bool, max_new_to
     else:
         # The model's own generation config may ask for sampling; a greedy request overrides it.
         options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    started = time.perf_counter()
-    with _seeded(seed if temperature > 0 else None, model.device), torch.inference_mode():
-        output = model.generate(**inputs, **options)
-    budget.raise_if_stopped()  # the completion was cut short: no partial answer is returned
-    latency = (time.perf_counter() - started) * 1000
-    new_tokens = output[0, prompt_tokens:]
-    return {
-        "text": tokenizer.decode(new_tokens, skip_special_tokens=True),
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": int(new_tokens.shape[0]),
-        "latency_ms": round(latency, 1),
-    }
+    return inputs, prompt_tokens, options
+
+
+def _stop_strings(tokenizer: Any, prompt_tokens: int, stop: list[str]):
+    """A stopping criterion: the new text holds a stop string.
+
+    transformers' own ``stop_strings`` also match across the prompt's end (a stop string "\\n\\n"
+    would end a completion at its first "\\n" after a prompt ending in "\\n"); OpenAI's apply to the
+    completion only, so only the generated tokens are decoded here (the last few: enough for the
+    longest stop string).
+    """
+    import torch
+    from transformers import StoppingCriteria
+
+    window = max(len(s) for s in stop) + 8
+
+    class StopStrings(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            tail = tokenizer.decode(input_ids[0, max(prompt_tokens, input_ids.shape[1] - window):],
+                                    skip_special_tokens=True)
+            return torch.full((input_ids.shape[0],), any(s in tail for s in stop), dtype=torch.bool,
+                              device=input_ids.device)
+
+    return StopStrings()
+
+
+def _finish_reason(new_tokens: list[int], stopped: bool, max_new_tokens: int, eos_ids: list[int]) -> str:
+    """OpenAI's finish_reason: 'length' when the token budget ran out, 'stop' otherwise."""
+    if stopped or len(new_tokens) < max_new_tokens or (new_tokens and new_tokens[-1] in eos_ids):
+        return "stop"
+    return "length"
+
+
+def _find_stop(text: str, stop: list[str] | None) -> int | None:
+    """Where the first stop string in ``text`` begins, or None."""
+    found = [i for i in (text.find(s) for s in stop or []) if i >= 0]
+    return min(found) if found else None
+
+
+class _StopCutter:
+    """Streamed text, held back while its end may be the start of a stop string, cut at the first one."""
+
+    def __init__(self, stop: list[str] | None):
+        self.stop = stop or []
+        self.text = ""
+        self.sent = 0
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        """What can be sent now, and whether a stop string was reached (nothing more is then)."""
+        self.text += piece
+        cut = _find_stop(self.text, self.stop)
+        if cut is not None:
+            out, self.sent = self.text[self.sent:cut], cut
+            return out, True
+        held = max((k for s in self.stop for k in range(1, len(s)) if self.text.endswith(s[:k])), default=0)
+        safe = max(self.sent, len(self.text) - held)
+        out, self.sent = self.text[self.sent:safe], safe
+        return out, False
+
+    def flush(self) -> str:
+        out, self.sent = self.text[self.sent:], len(self.text)
+        return out
+
+
+# Chat (the OpenAI-compatible API)
+
+
+def chat(cache: ModelCache, artifact: Artifact, *, cache_dir: Path, messages: list[dict[str, str]],
+         max_new_tokens: int = 128, temperature: float = 0.0, top_p: float | None = None,
+         seed: int | None = None, stop: list[str] | None = None, device: str | None = None,
+         budget: Budget | None = None) -> dict[str, Any]:
+    """Complete ``messages`` with a job's model (or a base model's artifact): ``text``, ``finish_reason``,
+    ``prompt_tokens``, ``completion_tokens``, ``latency_ms``. ``stop`` strings end the text (excluded)."""
+    device = device or default_device()
+    budget = budget or Budget()
+    with _use_tuned(cache, artifact, cache_dir=cache_dir, device=device) as loaded:
+        budget.raise_if_stopped()
+        text, special = _render(loaded.tokenizer, messages=messages, prompt=None)
+        return _complete(loaded, text, add_special_tokens=special, max_new_tokens=max_new_tokens,
+                         temperature=temperature, top_p=top_p, seed=seed, budget=budget, field_name="messages",
+                         stop=stop)
+
+
+def stream_chat(cache: ModelCache, artifact: Artifact, *, cache_dir: Path, messages: list[dict[str, str]],
+                max_new_tokens: int = 128, temperature: float = 0.0, top_p: float | None = None,
+                seed: int | None = None, stop: list[str] | None = None, device: str | None = None,
+                budget: Budget | None = None) -> Iterator[dict[str, Any]]:
+    """:func:`chat`, streamed. Yields ``{"prompt_tokens"}`` once the model is loaded and the prompt
+    rendered (what fails before raises before anything was sent), then ``{"text"}`` pieces as they
+    are decoded, then ``{"finish_reason", "completion_tokens"}``.
+
+    ``model.generate`` runs in a thread of its own and hands text over through transformers'
+    ``TextIteratorStreamer``; closing the iterator early, or cancelling ``budget`` (from any thread),
+    stops that generation at its next token; so does the budget's time limit (then it raises).
+    """
+    import torch
+    from transformers import TextIteratorStreamer
+
+    device = device or default_device()
+    budget = budget or Budget()
+    with _use_tuned(cache, artifact, cache_dir=cache_dir, device=device) as loaded:
+        model, tokenizer = loaded.model, loaded.tokenizer
+        text, special = _render(tokenizer, messages=messages, prompt=None)
+        inputs, prompt_tokens, options = _prepare(loaded, text, add_special_tokens=special,
+                                                  max_new_tokens=max_new_tokens, temperature=temperature,
+                                                  top_p=top_p, budget=budget, field_name="messages")
+        if stop:
+            options["stopping_criteria"].append(_stop_strings(tokenizer, prompt_tokens, stop))
+        yield {"prompt_tokens": prompt_tokens}
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with _seeded(seed if temperature > 0 else None, model.device), torch.inference_mode():
+                    outcome["output"] = model.generate(**inputs, **options, streamer=streamer)
+            except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+                outcome["error"] = exc
+                streamer.end()
+
+        thread = threading.Thread(target=run, name="generate-stream", daemon=True)
+        thread.start()
+        cutter = _StopCutter(stop)
+        stopped = False
+        try:
+            for piece in streamer:
+                out, stopped = cutter.feed(piece)
+                if out:
+                    yield {"text": out}
+                if stopped:
+                    break
+            if not stopped and (rest := cutter.flush()):
+                yield {"text": rest}
+        finally:
+            ended_here = thread.is_alive()  # a stop string was reached, or the reader went away
+            if ended_here:
+                budget.cancel("the stream ended")
+            thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        if not ended_here:
+            budget.raise_if_stopped()  # the time limit (or a shutdown) cut the completion short
+        new_tokens = outcome["output"][0, prompt_tokens:].tolist()
+        yield {"finish_reason": _finish_reason(new_tokens, stopped, max_new_tokens, options["eos_token_id"]),
+               "completion_tokens": len(new_tokens)}
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -1,4 +1,5 @@
-"""SQLite persistence for jobs, saved configs, job events and metrics.
+"""SQLite persistence for jobs, saved configs, job events and metrics; uploaded files and the
+OpenAI-compatible API's extra job data.
 
 One connection shared by the API and the worker threads behind a lock; WAL mode and a commit on
 every change, so a record survives ``kill -9`` of the server the moment the call returns.
@@ -53,6 +54,19 @@ CREATE TABLE IF NOT EXISTS metrics (
     data    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS metrics_job ON metrics(job_id, step);
+CREATE TABLE IF NOT EXISTS files (
+    file_id     TEXT PRIMARY KEY,
+    filename    TEXT NOT NULL,
+    purpose     TEXT NOT NULL,
+    bytes       INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    path        TEXT NOT NULL,
+    details     TEXT
+);
+CREATE TABLE IF NOT EXISTS openai_jobs (
+    job_id  TEXT PRIMARY KEY,
+    data    TEXT NOT NULL
+);
 """
 
 class DatabaseUnavailable(RuntimeError):
@@ -121,7 +135,7 @@ class SQLiteStore:
     def delete_job(self, job_id: str) -> None:
         with self._lock:
             self._conn.execute("BEGIN")
-            for table in ("jobs", "events", "metrics"):
+            for table in ("jobs", "events", "metrics", "openai_jobs"):
                 self._conn.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
             self._conn.execute("COMMIT")
 
@@ -176,6 +190,45 @@ class SQLiteStore:
     def metrics(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._query("SELECT data FROM metrics WHERE job_id = ? ORDER BY rowid", (job_id,))
         return [json.loads(row["data"]) for row in rows]
+
+
+    # Files (uploaded datasets and generated result files; the bytes live on disk at ``path``)
+
+    def insert_file(self, record: dict[str, Any]) -> None:
+        self._execute(
+            "INSERT INTO files (file_id, filename, purpose, bytes, created_at, path, details) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (record["file_id"], record["filename"], record["purpose"], record["bytes"], record["created_at"],
+             record["path"], _dumps(record.get("details"))),
+        )
+
+    def get_file(self, file_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM files WHERE file_id = ?", (file_id,))
+        return _file_from_row(rows[0]) if rows else None
+
+    def load_files(self, *, purpose: str | None = None, newest_first: bool = True) -> list[dict[str, Any]]:
+        order = "DESC" if newest_first else "ASC"
+        where, params = ("WHERE purpose = ?", (purpose,)) if purpose is not None else ("", ())
+        rows = self._query(f"SELECT * FROM files {where} ORDER BY rowid {order}", params)
+        return [_file_from_row(row) for row in rows]
+
+    def delete_file(self, file_id: str) -> None:
+        self._execute("DELETE FROM files WHERE file_id = ?", (file_id,))
+
+    # What the OpenAI-compatible API keeps about a job beyond its config (suffix, metadata, file ids...)
+
+    def put_openai_job(self, job_id: str, data: dict[str, Any]) -> None:
+        self._execute("INSERT INTO openai_jobs (job_id, data) VALUES (?, ?) "
+                      "ON CONFLICT(job_id) DO UPDATE SET data = excluded.data", (job_id, _dumps(data)))
+
+    def load_openai_jobs(self) -> dict[str, dict[str, Any]]:
+        return {row["job_id"]: json.loads(row["data"]) for row in self._query("SELECT job_id, data FROM openai_jobs")}
+
+
+def _file_from_row(row: sqlite3.Row) -> dict[str, Any]:
+    record = dict(row)
+    record["details"] = json.loads(record["details"]) if record["details"] else {}
+    return record
 
 
 def _dumps(value: Any) -> str | None:

@@ -4,17 +4,20 @@ the schema documents for that path.
 
 Jobs never train (the runner returns at once); pre-flight is on, with the dataset roots in a temp
 directory. The Hub is unreachable in tests, so its lookups fail at once instead of retrying.
-Half the generated job and config ids are swapped for ones that exist (completed, stopped or failed
-jobs; a saved config), so the found-paths are fuzzed as well as the 404s.
+Half the generated job, config and file ids are swapped for ones that exist (completed, stopped or
+failed jobs; a saved config; an uploaded file), so the found-paths are fuzzed as well as the 404s.
+The OpenAI-compatible /v1 routes are in the same schema, so they are fuzzed too.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 import pytest
 import schemathesis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -80,6 +83,15 @@ class Fuzz:
         wait_for(lambda: self.manager.get_job(job_id).status.is_terminal(), timeout=10, message="the job to end")
         return job_id
 
+    def file_id(self) -> str:
+        uploaded = self.manager.store.load_files(purpose="fine-tune")
+        if uploaded:
+            return uploaded[0]["file_id"]
+        with TestClient(app) as client:
+            rows = "".join(json.dumps(row) + "\n" for row in contact_rows(4))
+            answer = client.post("/v1/files", data={"purpose": "fine-tune"}, files={"file": ("f.jsonl", rows)})
+        return answer.json()["id"]
+
     def config_id(self) -> str:
         saved = self.manager.list_configs()
         return saved[0]["config_id"] if saved else self.manager.save_config(f"fuzz-{next(self._seed)}", {})
@@ -113,6 +125,8 @@ def test_no_request_gets_a_server_error(case, fuzz):
         params["job_id"] = fuzz.job_id()
     if isinstance(params.get("config_id"), str) and len(params["config_id"]) % 2 == 0:
         params["config_id"] = fuzz.config_id()
+    if isinstance(params.get("file_id"), str) and len(params["file_id"]) % 2 == 0:
+        params["file_id"] = fuzz.file_id()
     case.call_and_validate(
         headers={"Accept": "application/json"},  # the JSON events page, never the live SSE stream
         checks=[not_a_server_error, status_code_conformance, response_schema_conformance,

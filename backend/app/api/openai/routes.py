@@ -1,0 +1,521 @@
+"""/v1: the OpenAI-compatible API. Files, fine-tuning jobs, models and chat completions, on the same
+job manager and store as /api/sft; errors in OpenAI's envelope (see errors.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.convertors import Convertor, register_url_convertor
+
+from ...core.errors import InvalidConfig, JobConflict
+from ...sft import inference
+from ...sft.errors import ModelError
+from ...sft.models import resolve_model
+from ...sft.inference import Budget
+from ..deps import CacheDep, GateDep, ManagerDep, ValidJob
+from ..model_routes import check_not_busy
+from ..sft_job_manager import JobStatus, SFTJob, SFTJobManager
+from . import files, jobs
+from .errors import OpenAIRoute, invalid, not_found, responses
+from .schemas import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    CheckpointList,
+    Deleted,
+    EventList,
+    FileList,
+    FileObject,
+    FineTuningJob,
+    Hyperparameters,
+    JobCreateRequest,
+    JobList,
+    Model,
+    ModelList,
+)
+
+class _ModelNameConvertor(Convertor):
+    """A model name: anything, slashes (Hub ids, directories) and line breaks included (``path`` stops at those)."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("model_name", _ModelNameConvertor())
+
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute, responses=responses(400, 404))
+
+ID = Annotated[str, Query(max_length=200)]
+
+
+# Files
+
+
+@router.post("/files", response_model=FileObject, responses=responses(413))
+def create_file(
+    manager: ManagerDep,
+    file: Annotated[UploadFile, File(description="JSONL: chat (messages) or prompt/completion examples.")],
+    purpose: Annotated[str, Form(max_length=64, description="'fine-tune'.")],
+) -> dict:
+    """Upload a fine-tuning file; every line is checked (400 names the first bad line)."""
+    record = files.save_upload(file.file, filename=file.filename, purpose=purpose, store=manager.store,
+                               settings=manager.settings)
+    return files.file_object(record)
+
+
+@router.get("/files", response_model=FileList)
+def list_files(
+    manager: ManagerDep,
+    after: ID | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: Literal["asc", "desc"] = "desc",
+    purpose: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict:
+    """List files, newest first by default; ``after`` a file id pages on."""
+    records = manager.store.load_files(purpose=purpose, newest_first=order == "desc")
+    page, has_more = _page(records, after, limit, key="file_id", what="file")
+    data = [files.file_object(r) for r in page]
+    return {"object": "list", "data": data, "has_more": has_more,
+            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+
+
+@router.get("/files/{file_id}", response_model=FileObject)
+def retrieve_file(file_id: str, manager: ManagerDep) -> dict:
+    """A file's record."""
+    return files.file_object(files.get_file(manager.store, file_id))
+
+
+@router.get("/files/{file_id}/content", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."}})
+def file_content(file_id: str, manager: ManagerDep) -> FileResponse:
+    """A file's bytes, as uploaded (or, for a result file, the step-metrics CSV)."""
+    record = files.get_file(manager.store, file_id)
+    if not Path(record["path"]).is_file():
+        raise not_found(f"File {file_id}'s content is no longer on disk ({record['path']})", param="file_id")
+    return FileResponse(record["path"], media_type="application/octet-stream", filename=record["filename"])
+
+
+@router.delete("/files/{file_id}", response_model=Deleted, responses=responses(409))
+def delete_file(file_id: str, manager: ManagerDep) -> dict:
+    """Delete a file; refused while a job that may still train on it uses it."""
+    record = files.get_file(manager.store, file_id)
+    extras = jobs.load_extras(manager)
+    busy = next((job.job_id for job in files.file_users(manager, record["path"])
+                 if jobs.openai_status(job, extras.get(job.job_id, {})) in ("queued", "running", "paused")), None)
+    files.delete_file(manager.store, record, busy_job=busy)
+    return {"id": file_id, "object": "file", "deleted": True}
+
+
+# Fine-tuning jobs
+
+
+@router.post("/fine_tuning/jobs", response_model=FineTuningJob)
+def create_job(request: JobCreateRequest, manager: ManagerDep) -> dict:
+    """Create a supervised fine-tuning job (LoRA) from uploaded files; it queues at once."""
+    if request.method is not None and request.method.type != "supervised":
+        raise invalid(f"method.type '{request.method.type}' is not supported: this server runs supervised "
+                      "fine-tuning only", param="method.type", code="unsupported_method")
+    if request.integrations:
+        raise invalid("integrations are not supported by this server (Weights & Biases: report_to through "
+                      "/api/sft)", param="integrations")
+    if request.model.startswith("ft:"):
+        raise invalid(f"model: {request.model} is a fine-tuned model; continuing a fine-tune is not supported, "
+                      "give its base model", param="model")
+    settings = manager.settings
+    train = _fine_tune_file(manager, request.training_file, "training_file")
+    validation = None
+    if request.validation_file is not None:
+        validation = _fine_tune_file(manager, request.validation_file, "validation_file")
+        if validation["details"]["format"] != train["details"]["format"]:
+            raise invalid(f"validation_file {validation['file_id']} is in the "
+                          f"{files.FORMAT_NAMES[validation['details']['format']]} format and training_file "
+                          f"{train['file_id']} in the {files.FORMAT_NAMES[train['details']['format']]} one; "
+                          "use one format", param="validation_file")
+    supervised = request.method.supervised if request.method is not None else None
+    asked = (supervised.hyperparameters if supervised is not None else None) or request.hyperparameters \
+        or Hyperparameters()
+    examples = train["details"]["rows"]
+    n_epochs = jobs.auto_epochs(examples) if asked.n_epochs == "auto" else asked.n_epochs
+    batch_size = jobs.auto_batch_size(examples) if asked.batch_size == "auto" else asked.batch_size
+    multiplier = 1.0 if asked.learning_rate_multiplier == "auto" else asked.learning_rate_multiplier
+    base_rate = jobs.base_learning_rate(jobs.estimate_parameters(
+        request.model, cache_dir=settings.resolved_model_cache_dir, allowed_roots=settings.resolved_model_roots))
+    steps_per_epoch = math.ceil(examples / batch_size)
+    config: dict[str, Any] = {
+        "base_model": request.model,
+        "dataset_name": train["path"],
+        "dataset_format": train["details"]["format"],
+        "num_train_epochs": n_epochs,
+        "per_device_train_batch_size": batch_size,
+        "learning_rate": min(1.0, base_rate * multiplier),
+        "seed": request.seed if request.seed is not None else secrets.randbelow(2**31),
+        "save_steps": steps_per_epoch,
+        "save_total_limit": jobs.KEPT_CHECKPOINTS,
+    }
+    if validation is not None:
+        config.update(eval_dataset_name=validation["path"], eval_steps=steps_per_epoch)
+    try:
+        job_id = manager.create_job(config)
+    except InvalidConfig as exc:
+        message, param = _from_config_error(exc.detail, train, validation)
+        raise invalid(message, param=param) from None
+    hyperparameters = {"n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": multiplier}
+    extras = jobs.update_extras(
+        manager, job_id, model=request.model, suffix=request.suffix, metadata=request.metadata,
+        training_file=train["file_id"], validation_file=validation["file_id"] if validation else None,
+        hyperparameters=hyperparameters, base_learning_rate=base_rate,
+    )
+    manager.start_job(job_id)
+    return _render(manager, manager.get_job(job_id), extras)
+
+
+@router.get("/fine_tuning/jobs", response_model=JobList)
+def list_jobs(
+    request: Request,
+    manager: ManagerDep,
+    after: ID | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> dict:
+    """Jobs, newest first (those made through /api/sft too); ``after`` a job id pages on, and
+    ``metadata[key]=value`` (or ``metadata=null``) filters."""
+    selected, _ = manager.select_jobs(newest_first=True)
+    extras = jobs.load_extras(manager)
+    wanted = {key[len("metadata["):-1]: value for key, value in request.query_params.items()
+              if key.startswith("metadata[") and key.endswith("]")}
+    if request.query_params.get("metadata") == "null":
+        selected = [job for job in selected if not extras.get(job.job_id, {}).get("metadata")]
+    elif wanted:
+        selected = [job for job in selected
+                    if all((extras.get(job.job_id, {}).get("metadata") or {}).get(k) == v for k, v in wanted.items())]
+    page, has_more = _page(selected, after, limit, key="job_id", what="fine-tuning job")
+    return {"object": "list", "data": [_render(manager, job, extras.get(job.job_id, {})) for job in page],
+            "has_more": has_more}
+
+
+@router.get("/fine_tuning/jobs/{job_id}", response_model=FineTuningJob)
+def retrieve_job(job: ValidJob, manager: ManagerDep) -> dict:
+    """A job: status, fine_tuned_model, trained_tokens, estimated_finish, error, result_files."""
+    return _render(manager, job, jobs.extras_of(manager, job.job_id))
+
+
+@router.post("/fine_tuning/jobs/{job_id}/cancel", response_model=FineTuningJob, responses=responses(409))
+def cancel_job(job: ValidJob, manager: ManagerDep) -> dict:
+    """Cancel a job for good: a queued one at once, a running one at the end of its current step."""
+    extras = jobs.extras_of(manager, job.job_id)
+    status = jobs.openai_status(job, extras)
+    if status == "paused":
+        extras = _record_stop(manager, job, "cancel")
+    elif status == "cancelled":
+        pass
+    elif job.status.is_terminal():
+        raise JobConflict(f"Job {job.job_id} has already {status}; nothing to cancel")
+    else:
+        extras = _stop(manager, job, "cancel")
+    return _render(manager, job, extras)
+
+
+@router.post("/fine_tuning/jobs/{job_id}/pause", response_model=FineTuningJob, responses=responses(409))
+def pause_job(job: ValidJob, manager: ManagerDep) -> dict:
+    """Pause a job: it saves a checkpoint at the end of its current step (status 'running' until
+    then, 'paused' after); resume continues from there."""
+    extras = jobs.extras_of(manager, job.job_id)
+    if job.status not in (JobStatus.PENDING, JobStatus.RUNNING):
+        status = jobs.openai_status(job, extras)
+        detail = "it is already pausing" if status == "running" else f"it is {status}"
+        raise JobConflict(f"Job {job.job_id} cannot be paused: {detail}; only a queued or running job can")
+    return _render(manager, job, _stop(manager, job, "pause"))
+
+
+@router.post("/fine_tuning/jobs/{job_id}/resume", response_model=FineTuningJob, responses=responses(409))
+def resume_job(job: ValidJob, manager: ManagerDep) -> dict:
+    """Resume a paused job from the checkpoint its pause saved."""
+    extras = jobs.extras_of(manager, job.job_id)
+    status = jobs.openai_status(job, extras)
+    if status != "paused":
+        if job.status is JobStatus.STOPPING:
+            detail = "it is still pausing (it stops at the end of its current step); resume once it is paused"
+        else:
+            detail = f"it is {status}; only a paused job can be resumed"
+        raise JobConflict(f"Job {job.job_id} cannot be resumed: {detail}")
+    manager.resume_job(job.job_id)
+    return _render(manager, job, jobs.update_extras(manager, job.job_id, stop=None))
+
+
+@router.get("/fine_tuning/jobs/{job_id}/events", response_model=EventList)
+def list_events(
+    job: ValidJob,
+    manager: ManagerDep,
+    after: ID | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> dict:
+    """The job's events, newest first; ``after`` an event id gives the older ones."""
+    before = manager.last_event_seq(job.job_id) + 1
+    if after is not None:
+        seq = jobs.event_seq(after, job.job_id)
+        if seq is None:
+            raise invalid(f"after: {after!r} is not an event id of job {job.job_id}", param="after")
+        before = min(seq, before)
+    # Event numbers run 1, 2, 3... without gaps within a job.
+    low = max(1, before - limit)
+    events = manager.events(job.job_id, after=low - 1, limit=max(0, before - low)) if before > 1 else []
+    return {"object": "list", "data": [jobs.event_object(job.job_id, e) for e in reversed(events)],
+            "has_more": low > 1}
+
+
+@router.get("/fine_tuning/jobs/{job_id}/checkpoints", response_model=CheckpointList)
+def list_checkpoints(
+    job: ValidJob,
+    manager: ManagerDep,
+    after: ID | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+) -> dict:
+    """The job's checkpoints (one per epoch, the last three kept; one at a pause), newest first."""
+    extras = jobs.extras_of(manager, job.job_id)
+    losses = {int(p["step"]): p["loss"] for p in manager.metrics(job.job_id) if "loss" in p}
+    data = [jobs.checkpoint_object(job, extras, c, losses.get(c["step"]))
+            for c in reversed(manager.checkpoints(job.job_id))]
+    page, has_more = _page(data, after, limit, key="id", what="checkpoint")
+    return {"object": "list", "data": page, "has_more": has_more,
+            "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None}
+
+
+# Models
+
+
+@router.get("/models", response_model=ModelList)
+def list_models(manager: ManagerDep) -> dict:
+    """Base models on hand (as /api/sft/models lists them) and the fine-tuned models of succeeded jobs."""
+    settings = manager.settings
+    data = [_base_model_object(m["name"], Path(m["path"]), m["kind"])
+            for m in inference.list_models(cache_dir=settings.resolved_model_cache_dir,
+                                           dataset_roots=settings.resolved_dataset_roots)]
+    extras = jobs.load_extras(manager)
+    for job in manager.select_jobs(status=JobStatus.COMPLETED.value)[0]:
+        model = _fine_tuned_model_object(job, extras.get(job.job_id, {}))
+        if model is not None:
+            data.append(model)
+    return {"object": "list", "data": data}
+
+
+@router.get("/models/{model:model_name}", response_model=Model)
+def retrieve_model(model: str, manager: ManagerDep) -> dict:
+    """A base model or a fine-tuned one."""
+    if model.startswith("ft:"):
+        job, extras, _ = _fine_tuned(manager, model)
+        found = _fine_tuned_model_object(job, extras, name=model)
+        if found is None:
+            raise not_found(f"The model '{model}' does not exist", param="model", code="model_not_found")
+        return found
+    ref = _base_model_ref(manager, model)
+    return _base_model_object(model, Path(ref.path), ref.kind)
+
+
+@router.delete("/models/{model:model_name}", response_model=Deleted)
+def delete_model(model: str, manager: ManagerDep) -> dict:
+    """Delete a fine-tuned model: it leaves /v1/models and chat; its files stay in the job's output_dir."""
+    if not model.startswith("ft:"):
+        raise invalid(f"model: {model} is a base model; only fine-tuned models (ft:...) can be deleted",
+                      param="model")
+    job, _, step = _fine_tuned(manager, model)
+    if step is not None:
+        raise invalid(f"model: {model} is a checkpoint; delete its fine-tuned model instead", param="model")
+    jobs.update_extras(manager, job.job_id, model_deleted=True)
+    return {"id": model, "object": "model", "deleted": True}
+
+
+# Chat
+
+
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    responses={**responses(409, 503, 504), 200: {"content": {"text/event-stream": {}},
+                                            "description": "A chat.completion, or chunks with stream: true."}},
+)
+async def chat_completions(request: ChatCompletionRequest, manager: ManagerDep, cache: CacheDep, gate: GateDep,
+                           http: Request):
+    """Chat with a fine-tuned (ft:...) or base model; ``stream: true`` answers Server-Sent Events."""
+    artifact = await run_in_threadpool(_chat_artifact, manager, request.model)
+    check_not_busy(manager)
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages]
+    options = {"cache_dir": manager.settings.resolved_model_cache_dir, "messages": messages,
+               "max_new_tokens": request.new_tokens, "temperature": request.temperature, "top_p": request.top_p,
+               "seed": request.seed, "stop": request.stop}
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if request.stream:
+        # A stream runs outside the model request gate (its answer outlives one call), with the same time limit.
+        budget = Budget(timeout_seconds=gate.timeout_seconds)
+        chunks = inference.stream_chat(cache, artifact, budget=budget, **options)
+        first = await run_in_threadpool(next, chunks)  # loads the model, renders the prompt: errors answer as errors
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        events = _chat_events(chunks, budget, completion_id=completion_id, created=created, model=request.model,
+                              prompt_tokens=first["prompt_tokens"], include_usage=include_usage)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    out = await gate.run(http, lambda budget: inference.chat(cache, artifact, budget=budget, **options))
+    return {
+        "id": completion_id, "object": "chat.completion", "created": created, "model": request.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": out["text"], "refusal": None},
+                     "logprobs": None, "finish_reason": out["finish_reason"]}],
+        "usage": {"prompt_tokens": out["prompt_tokens"], "completion_tokens": out["completion_tokens"],
+                  "total_tokens": out["prompt_tokens"] + out["completion_tokens"]},
+        "system_fingerprint": None,
+    }
+
+
+async def _chat_events(chunks, budget: Budget, *, completion_id: str, created: int, model: str,
+                       prompt_tokens: int, include_usage: bool):
+    """OpenAI's chat.completion.chunk events, then ``data: [DONE]``."""
+
+    def event(choices: list[dict[str, Any]], **extra: Any) -> str:
+        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "system_fingerprint": None, "choices": choices, **extra}
+        return f"data: {json.dumps(body)}\n\n"
+
+    def delta(content: dict[str, Any], finish_reason: str | None = None) -> str:
+        return event([{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish_reason}])
+
+    end = object()
+    try:
+        yield delta({"role": "assistant", "content": ""})
+        while (item := await run_in_threadpool(next, chunks, end)) is not end:
+            if "text" in item:
+                yield delta({"content": item["text"]})
+                continue
+            yield delta({}, item["finish_reason"])
+            if include_usage:
+                completion = item["completion_tokens"]
+                yield event([], usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                                       "total_tokens": prompt_tokens + completion})
+    except Exception as exc:  # noqa: BLE001 - headers are sent: the error goes in the stream, as OpenAI's does
+        error = {"message": f"generation failed: {type(exc).__name__}: {exc}", "type": "server_error",
+                 "param": None, "code": None}
+        yield f"data: {json.dumps({'error': error})}\n\n"
+    finally:
+        budget.cancel("the client went away")  # stops the generation at its next token (a no-op once done)
+        with anyio.CancelScope(shield=True):
+            while chunks.gi_running:  # a next() the cancelled request left running ends within a token
+                await anyio.sleep(0.01)
+            await run_in_threadpool(chunks.close)
+    yield "data: [DONE]\n\n"
+
+
+# Helpers
+
+
+def _render(manager: SFTJobManager, job: SFTJob, extras: dict[str, Any]) -> dict[str, Any]:
+    return jobs.job_object(job, extras, result_files=jobs.result_files(manager, job, extras))
+
+
+def _stop(manager: SFTJobManager, job: SFTJob, kind: str) -> dict[str, Any]:
+    # Recorded before the stop (so no reader sees it unexplained) and again after (the count of
+    # attempts it is tied to is final once the job no longer waits in the queue).
+    _record_stop(manager, job, kind)
+    manager.stop_job(job.job_id)
+    return _record_stop(manager, job, kind)
+
+
+def _record_stop(manager: SFTJobManager, job: SFTJob, kind: str) -> dict[str, Any]:
+    return jobs.update_extras(manager, job.job_id, stop={"kind": kind, "attempts": len(job.attempts)})
+
+
+def _page(items: list, after: str | None, limit: int, *, key: str, what: str) -> tuple[list, bool]:
+    """The ``limit`` items after the one whose ``key`` is ``after``, and whether more follow."""
+    start = 0
+    if after is not None:
+        ids = [item[key] if isinstance(item, dict) else getattr(item, key) for item in items]
+        if after not in ids:
+            raise not_found(f"after: no {what} {after}", param="after")
+        start = ids.index(after) + 1
+    return items[start:start + limit], len(items) > start + limit
+
+
+def _fine_tune_file(manager: SFTJobManager, file_id: str, param: str) -> dict[str, Any]:
+    record = files.get_file(manager.store, file_id, param=param)
+    if record["purpose"] != files.FINE_TUNE:
+        raise invalid(f"{param}: file {file_id} has purpose '{record['purpose']}', not '{files.FINE_TUNE}'",
+                      param=param)
+    if not files.dataset_roots_allow(manager.settings, record["path"]):
+        raise invalid(f"{param}: file {file_id} is stored in {record['path']}, outside the server's dataset roots; "
+                      "add its data directory to SFT_DATASET_ROOTS", param=param)
+    return record
+
+
+def _from_config_error(detail: str, train: dict[str, Any], validation: dict[str, Any] | None) -> tuple[str, str | None]:
+    """The manager's ``config.<field>: ...`` message in the request's own names."""
+    names = {"config.base_model": "model", "config.dataset_name": "training_file",
+             "config.eval_dataset_name": "validation_file", "config.seed": "seed"}
+    for field, param in names.items():
+        if detail.startswith(field + ":"):
+            message = param + detail[len(field):]
+            message = message.replace(train["path"], train["file_id"])
+            if validation is not None:
+                message = message.replace(validation["path"], validation["file_id"])
+            return message, param
+    return detail, None
+
+
+def _fine_tuned(manager: SFTJobManager, name: str) -> tuple[SFTJob, dict[str, Any], int | None]:
+    """The job behind an ``ft:`` model name (or one of its checkpoints); 404 model_not_found otherwise."""
+    parsed = jobs.parse_fine_tuned(name)
+    job = manager.jobs.get(parsed[0]) if parsed else None
+    extras = jobs.extras_of(manager, job.job_id) if job is not None else {}
+    step = parsed[1] if parsed else None
+    if job is not None and not extras.get("model_deleted"):
+        if step is None and name == jobs.fine_tuned_name(job, extras) and job.status is JobStatus.COMPLETED:
+            return job, extras, None
+        if step is not None and name == jobs.checkpoint_name(job, extras, step):
+            return job, extras, step
+    raise not_found(f"The model '{name}' does not exist", param="model", code="model_not_found")
+
+
+def _fine_tuned_model_object(job: SFTJob, extras: dict[str, Any], name: str | None = None) -> dict[str, Any] | None:
+    if extras.get("model_deleted") or not (job.result or {}).get("adapter_path"):
+        return None
+    return {"id": name or jobs.fine_tuned_name(job, extras), "object": "model",
+            "created": jobs.epoch_seconds(job.completed_at) or 0, "owned_by": jobs.ORGANIZATION}
+
+
+def _base_model_ref(manager: SFTJobManager, name: str):
+    try:
+        ref = resolve_model(name, cache_dir=manager.settings.resolved_model_cache_dir,
+                            allowed_roots=manager.settings.resolved_model_roots)
+    except ModelError:
+        ref = None
+    if ref is None or (ref.kind == "hub" and not ref.ready):
+        raise not_found(f"The model '{name}' does not exist on this server (GET /v1/models lists the models "
+                        "on hand)", param="model", code="model_not_found")
+    return ref
+
+
+def _base_model_object(name: str, path: Path, kind: str) -> dict[str, Any]:
+    try:
+        created = int(path.stat().st_mtime)
+    except OSError:
+        created = 0
+    return {"id": name, "object": "model", "created": created,
+            "owned_by": "system" if kind == "bundled" else "local"}
+
+
+def _chat_artifact(manager: SFTJobManager, name: str) -> inference.Artifact:
+    if name.startswith("ft:"):
+        job, _, step = _fine_tuned(manager, name)
+        return inference.job_artifact(job, checkpoint=f"checkpoint-{step}" if step is not None else None,
+                                      model_roots=manager.settings.resolved_model_roots)
+    _base_model_ref(manager, name)
+    return inference.base_model_artifact(name, model_roots=manager.settings.resolved_model_roots)
