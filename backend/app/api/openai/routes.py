@@ -302,7 +302,7 @@ def list_models(manager: ManagerDep) -> dict:
     settings = manager.settings
     data = [_base_model_object(m["name"], Path(m["path"]), m["kind"])
             for m in inference.list_models(cache_dir=settings.resolved_model_cache_dir,
-                                           dataset_roots=settings.resolved_dataset_roots)]
+                                           model_roots=settings.resolved_model_roots)]
     extras = jobs.load_extras(manager)
     for job in manager.select_jobs(status=JobStatus.COMPLETED.value)[0]:
         model = _fine_tuned_model_object(job, extras.get(job.job_id, {}))
