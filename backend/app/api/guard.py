@@ -61,7 +61,7 @@ class RequestGuard:
     def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str] = (), allowed_origins: Iterable[str] = (),
                  max_body_bytes: int, uploads: dict[str, int] | None = None):
         self.app = app
-        #: POST paths that take a multipart file upload (same-origin or Origin-less only, as every write),
+        #: Paths that take a multipart file upload (same-origin or Origin-less only, as every write),
         #: and the most bytes each accepts instead of ``max_body_bytes``.
         self.uploads = dict(uploads or {})
         hosts = {host_name(h) for h in allowed_hosts}
@@ -118,7 +118,8 @@ class RequestGuard:
         return parts.scheme == scheme and bool(parts.netloc) and parts.netloc == host_header.strip().lower()
 
     def _is_upload(self, scope: Scope) -> bool:
-        return scope["method"] == "POST" and scope.get("path") in self.uploads
+        # Any method: the router answers a PUT to an upload path with its own 405, not a 415 from here.
+        return scope.get("path") in self.uploads
 
     def _body_limit(self, scope: Scope) -> int:
         return self.uploads[scope["path"]] if self._is_upload(scope) else self.max_body_bytes
