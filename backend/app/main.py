@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from .api.dataset_routes import router as dataset_router
 from .api.deps import GateDep, ManagerDep
+from .api.export_routes import router as export_router
 from .api.guard import RequestGuard, exposure_warning
 from .api.model_requests import ModelRequestGate
 from .api.model_routes import router as model_router
@@ -92,6 +93,7 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
     app.include_router(dataset_router)
     app.include_router(openai_router)
     mount_web(app)
+    app.include_router(export_router)
 
     @app.get("/health", response_model=HealthResponse, tags=["service"],
              responses={400: {"model": ErrorResponse, "description": "A Host header this server does not answer to"}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from pydantic import Field
@@ -85,6 +86,21 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         512 * 1024 * 1024, ge=1, description="Largest file POST /v1/files accepts, in bytes (OpenAI's limit: 512 MB)."
     )
+
+    gguf_converter_dir: Path | None = Field(
+        None,
+        description="Folder the Makefile installs llama.cpp's HF->GGUF converter into (kept apart from the "
+        "service's own gguf package). Default: <the Python environment>/gguf-converter.",
+    )
+    llama_quantize: Path | None = Field(
+        None,
+        description="llama.cpp's llama-quantize binary, for K-quant GGUF exports (q4_k_m...). "
+        "Default: llama-quantize on PATH; without one only f16, bf16 and q8_0 are offered.",
+    )
+
+    @property
+    def resolved_gguf_converter_dir(self) -> Path:
+        return (self.gguf_converter_dir or Path(sys.prefix) / "gguf-converter").resolve()
 
     @property
     def resolved_data_dir(self) -> Path:

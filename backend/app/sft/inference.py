@@ -672,8 +672,9 @@ def _check_rows_fit(loaded: Loaded, rows: list[dict[str, Any]], *, max_new_token
 # Merge and archive
 
 
-def merge_adapter(artifact: Artifact, *, cache_dir: Path) -> dict[str, Any]:
-    """Merge the LoRA adapter into its base and save a standalone model to ``<output_dir>/merged``.
+def merge_adapter(artifact: Artifact, *, cache_dir: Path, target: Path | None = None) -> dict[str, Any]:
+    """Merge the LoRA adapter into its base and save a standalone model to ``target`` (default
+    ``<output_dir>/merged``; replaced when it exists).
 
     The base is loaded in fp32 on the CPU, also for QLoRA jobs: merging into 4-bit weights would
     round the adapter's update away, and the saved model would need bitsandbytes to load.
@@ -685,8 +686,8 @@ def merge_adapter(artifact: Artifact, *, cache_dir: Path) -> dict[str, Any]:
         raise JobConflict(f"Job {artifact.job_id} is a full fine-tune: {artifact.path} is already a "
                           "standalone model, there is no adapter to merge")
     ref = _resolve(artifact, cache_dir)
-    target = artifact.output_dir / "merged"
-    staging = artifact.output_dir / f".merged-{uuid.uuid4().hex[:8]}"
+    target = target or artifact.output_dir / "merged"
+    staging = target.parent / f".merged-{uuid.uuid4().hex[:8]}"
     with _merge_lock:
         try:
             base = _load(ref, artifact, device="cpu", quantize_4bit=False, dtype=torch.float32)

@@ -1,4 +1,4 @@
-"""SQLite persistence for jobs, saved configs, job events and metrics; uploaded files and the
+"""SQLite persistence for jobs, saved configs, job events, metrics and exports; uploaded files and the
 OpenAI-compatible API's extra job data.
 
 One connection shared by the API and the worker threads behind a lock; WAL mode and a commit on
@@ -67,6 +67,20 @@ CREATE TABLE IF NOT EXISTS openai_jobs (
     job_id  TEXT PRIMARY KEY,
     data    TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS exports (
+    export_id     TEXT PRIMARY KEY,
+    job_id        TEXT NOT NULL,
+    format        TEXT NOT NULL,
+    type          TEXT,
+    status        TEXT NOT NULL,
+    path          TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    started_at    TEXT,
+    completed_at  TEXT,
+    error         TEXT,
+    result        TEXT
+);
+CREATE INDEX IF NOT EXISTS exports_job ON exports(job_id);
 """
 
 class DatabaseUnavailable(RuntimeError):
@@ -77,6 +91,12 @@ _JSON_JOB_FIELDS = ("config", "error_detail", "result", "progress", "attempts")
 JOB_FIELDS = (
     "job_id", "seq", "status", "config", "created_at", "started_at", "completed_at", "error",
     "error_detail", "result", "progress", "attempts", "idempotency_key", "request_hash",
+)
+
+
+EXPORT_FIELDS = (
+    "export_id", "job_id", "format", "type", "status", "path", "created_at", "started_at", "completed_at",
+    "error", "result",
 )
 
 
@@ -135,7 +155,7 @@ class SQLiteStore:
     def delete_job(self, job_id: str) -> None:
         with self._lock:
             self._conn.execute("BEGIN")
-            for table in ("jobs", "events", "metrics", "openai_jobs"):
+            for table in ("jobs", "events", "metrics", "openai_jobs", "exports"):
                 self._conn.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
             self._conn.execute("COMMIT")
 
@@ -223,6 +243,29 @@ class SQLiteStore:
 
     def load_openai_jobs(self) -> dict[str, dict[str, Any]]:
         return {row["job_id"]: json.loads(row["data"]) for row in self._query("SELECT job_id, data FROM openai_jobs")}
+
+    # Exports
+
+    def insert_export(self, record: dict[str, Any]) -> None:
+        row = {field: record.get(field) for field in EXPORT_FIELDS}
+        row["result"] = _dumps(row["result"])
+        self._execute(f"INSERT INTO exports ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+                      list(row.values()))
+
+    def update_export(self, export_id: str, **fields: Any) -> None:
+        unknown = set(fields) - set(EXPORT_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown export fields: {sorted(unknown)}")
+        values = [_dumps(v) if k == "result" else v for k, v in fields.items()]
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        self._execute(f"UPDATE exports SET {assignments} WHERE export_id = ?", [*values, export_id])
+
+    def exports(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """Export records, oldest first: of one job, or all of them."""
+        where, params = ("WHERE job_id = ?", (job_id,)) if job_id is not None else ("", ())
+        rows = self._query(f"SELECT {', '.join(EXPORT_FIELDS)} FROM exports {where} ORDER BY created_at, rowid",
+                           params)
+        return [{**dict(row), "result": json.loads(row["result"]) if row["result"] else None} for row in rows]
 
 
 def _file_from_row(row: sqlite3.Row) -> dict[str, Any]:

