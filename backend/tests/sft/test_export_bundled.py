@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from app.api.export_manager import ExportManager
 from app.api.sft_job_manager import SFTJobManager
 from app.main import create_app
+from app.sft import SFTTrainer
 from app.sft.evaluation import load_rows, score_exact_match
 from app.store import SQLiteStore
 from factories import greedy_ids
@@ -26,13 +27,20 @@ def test_bundled_model_exports_to_gguf(settings, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    manager = SFTJobManager(settings=settings, store=SQLiteStore(tmp_path / "db"))
+    config = {"base_model": "smollm2-135m-instruct", "dataset_name": "bundled:json-extract", "max_steps": 15,
+              "per_device_train_batch_size": 8, "learning_rate": 2e-3, "max_length": 256, "lora_dropout": 0.0,
+              "logging_steps": 5, "output_dir": "demo"}
+    # Trained here, not in a job thread: job threads run at a lower priority, and a shared CI machine
+    # would starve them. The job then records exactly this run's result.
     torch.set_num_threads(2)
+    manager = None
     try:
-        job = manager.submit({"base_model": "smollm2-135m-instruct", "dataset_name": "bundled:json-extract",
-                              "max_steps": 20, "per_device_train_batch_size": 8, "learning_rate": 2e-3,
-                              "max_length": 256, "lora_dropout": 0.0, "logging_steps": 5})
-        assert manager.wait_for_job(job.job_id, timeout=900)["status"] == "completed"
+        trained = SFTTrainer({**config, "output_dir": str(settings.resolved_output_root / "demo")},
+                             model_cache_dir=settings.resolved_model_cache_dir).train().to_dict()
+        manager = SFTJobManager(settings=settings, store=SQLiteStore(tmp_path / "db"),
+                                runner=lambda job, emit: trained)
+        job = manager.submit(config)
+        assert manager.wait_for_job(job.job_id, timeout=60)["status"] == "completed"
         exports = ExportManager.of(manager)
         records = {}
         with TestClient(create_app(manager)) as client:
@@ -80,4 +88,5 @@ def test_bundled_model_exports_to_gguf(settings, tmp_path):
             del model
     finally:
         torch.set_num_threads(1)
-        manager.store.close()
+        if manager is not None:
+            manager.store.close()
