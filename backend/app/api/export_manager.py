@@ -11,7 +11,7 @@ import logging
 import shutil
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+import queue
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -56,9 +56,11 @@ class ExportManager:
         self.jobs = jobs
         self.store = jobs.store
         self.settings = jobs.settings
-        self._lock = threading.Lock()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sft-export")
+        self._queue: queue.Queue[tuple] = queue.Queue()
         self._recover()
+        # A daemon: a server stopping mid-export is not held up; the export is marked interrupted
+        # when it starts again.
+        threading.Thread(target=self._work, name="sft-export", daemon=True).start()
 
     @classmethod
     def of(cls, jobs: SFTJobManager) -> ExportManager:
@@ -102,7 +104,7 @@ class ExportManager:
         card = exporting.card_facts(job, metrics=self.jobs.store.metrics(job.job_id),
                                     served_base=self._served_base(artifact))
         self.store.insert_export(record)
-        self._worker.submit(self._run, record, artifact, tools, card)
+        self._queue.put((record, artifact, tools, card))
         return self.get(job.job_id, export_id)
 
     def list(self, job_id: str) -> list[dict[str, Any]]:
@@ -153,11 +155,19 @@ class ExportManager:
             return artifact.base_model
         return ref.path
 
+    def _work(self) -> None:
+        _lower_thread_priority()
+        while True:
+            task = self._queue.get()
+            try:
+                self._run(*task)
+            except Exception:  # the store went away (closed): the worker lives on for the next export
+                logger.exception("export worker: could not record export %s", task[0]["export_id"])
+
     def _run(self, record: dict[str, Any], artifact: inference.Artifact, tools: exporting.Toolchain,
              card: dict[str, Any]) -> None:
         """The worker's body: any exception becomes ``failed`` with a clear message."""
         export_id, target = record["export_id"], Path(record["path"])
-        _lower_thread_priority()
         self.store.update_export(export_id, status=ExportStatus.RUNNING.value, started_at=utcnow())
         try:
             result = exporting.export(artifact, fmt=record["format"], gguf_type=record["type"], target=target,

@@ -33,7 +33,7 @@ def env(tmp_path_factory, tiny_model_dir):
     jobs = {}
     for name, extra in {"lora": {"max_steps": 6}, "full": {"max_steps": 2, "use_lora": False}}.items():
         job = manager.submit({**config, **extra})
-        assert manager.wait_for_job(job.job_id, timeout=120)["status"] == "completed"
+        assert manager.wait_for_job(job.job_id, timeout=600)["status"] == "completed"
         jobs[name] = job.job_id
     with TestClient(create_app(manager)) as client:
         yield SimpleNamespace(client=client, manager=manager, settings=settings, jobs=jobs, root=root)
