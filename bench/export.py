@@ -4,8 +4,8 @@
 
 Trains one demo job (LoRA, the bundled smollm2-135m-instruct), then runs each export (adapter,
 merged, GGUF f16 / bf16 / q8_0) in a fresh process of its own, so each peak is its own: the peak
-resident set of that process (imports, the fp32 merge) and of the converter it starts, whichever
-is higher. Prints a Markdown table.
+resident set (VmHWM) of that process (imports, the fp32 merge) and of the converter it starts,
+whichever is higher. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ def train_demo_job(work: Path, model_cache: Path, steps: int) -> str:
 def export_once(work: Path, model_cache: Path, job_id: str, fmt: str, gguf_type: str | None) -> dict[str, Any]:
     """Run one export in this process; its record plus this process' and its children's peak RSS."""
     from app.api.export_manager import ExportManager
+    from app.sft.export import peak_rss_mb
 
     manager = _manager(work, model_cache)
     exports = ExportManager.of(manager)
@@ -61,8 +61,9 @@ def export_once(work: Path, model_cache: Path, job_id: str, fmt: str, gguf_type:
     record = exports.submit(manager.get_job(job_id), fmt=fmt, gguf_type=gguf_type)
     record = exports.wait(job_id, record["export_id"], timeout=3600)
     wall = time.perf_counter() - started
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    # VmHWM, not rusage: a process' maxrss starts from its parent's size at the fork.
+    own = peak_rss_mb()
+    children = (record["result"] or {}).get("tool_peak_rss_mb") or 0.0
     manager.store.close()
     return {"format": fmt, "type": gguf_type, "status": record["status"], "error": record["error"],
             "seconds": round(wall, 1), "size_mb": round((record["result"] or {}).get("size_bytes", 0) / 2**20, 1),

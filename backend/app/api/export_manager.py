@@ -93,7 +93,7 @@ class ExportManager:
             InvalidConfig: a format, type or architecture this machine cannot export (nothing is recorded).
             JobConflict: the job has not finished with an artifact, or has no adapter for this format.
         """
-        artifact = inference.job_artifact(job)
+        artifact = inference.job_artifact(job, model_roots=self.settings.resolved_model_roots)
         tools = self.toolchain()
         cache_dir = self.settings.resolved_model_cache_dir
         gguf_type = exporting.check_request(artifact, fmt=fmt, gguf_type=gguf_type, tools=tools, cache_dir=cache_dir)
@@ -150,7 +150,8 @@ class ExportManager:
 
     def _served_base(self, artifact: inference.Artifact) -> str:
         try:
-            ref = resolve_model(artifact.base_model, cache_dir=self.settings.resolved_model_cache_dir)
+            ref = resolve_model(artifact.base_model, cache_dir=self.settings.resolved_model_cache_dir,
+                                allowed_roots=self.settings.resolved_model_roots)
         except Exception:  # the card still names the base as configured
             return artifact.base_model
         return ref.path

@@ -160,8 +160,9 @@ def model_architecture(artifact: Artifact, *, cache_dir: Path) -> str:
 
 
 def _base_config(artifact: Artifact, cache_dir: Path) -> Path:
+    roots = None if artifact.model_roots is None else list(artifact.model_roots)
     try:
-        ref = resolve_model(artifact.base_model, cache_dir=cache_dir)
+        ref = resolve_model(artifact.base_model, cache_dir=cache_dir, allowed_roots=roots)
     except ModelError as exc:
         raise JobConflict(f"Job {artifact.job_id}'s base model cannot be used now: {exc}") from None
     if ref.kind != "hub":
@@ -250,17 +251,31 @@ def run_tool(command: list[str], *, log_file: Path, what: str, env: dict[str, st
         ModelError: it exited non-zero; the message is its last error line.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    peak = 0.0
     with log_file.open("a", encoding="utf-8") as log:
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env={**os.environ, **(env or {})})
-        # wait4 rather than wait(): it also gives this child's own peak memory.
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
+        # The child's own high-water mark (VmHWM), polled: its rusage maxrss would start from this
+        # process' size at the fork.
+        while process.poll() is None:
+            peak = max(peak, peak_rss_mb(process.pid))
+            time.sleep(0.1)
     if process.returncode != 0:
         raise ModelError(f"{what} failed (exit {process.returncode}): {_tool_error(log_file)}")
-    return usage.ru_maxrss / 1024  # KiB on Linux
+    return peak
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """A process' peak resident set (VmHWM) in MiB; 0 when it is gone or the system has no /proc."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
 
 
 def _tool_error(log_file: Path) -> str:

@@ -26,7 +26,8 @@ def env(tmp_path_factory, tiny_model_dir):
     """An app on a real manager, with a LoRA job and a full fine-tune trained on the tiny model."""
     root = tmp_path_factory.mktemp("exports")
     data = write_jsonl(root / "chat.jsonl", contact_rows(32))
-    settings = Settings(data_dir=root / "data", dataset_roots=[root], model_cache_dir=root / "model-cache")
+    settings = Settings(data_dir=root / "data", dataset_roots=[root], model_cache_dir=root / "model-cache",
+                        model_roots=[root, tiny_model_dir.parent])
     manager = SFTJobManager(settings=settings, store=SQLiteStore(root / "db"), max_concurrent_jobs=1)
     config = {"base_model": str(tiny_model_dir), "dataset_name": str(data), "per_device_train_batch_size": 4,
               "logging_steps": 1, "learning_rate": 5e-2}
