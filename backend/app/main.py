@@ -92,8 +92,8 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
     app.include_router(model_router)
     app.include_router(dataset_router)
     app.include_router(openai_router)
-    mount_web(app)
     app.include_router(export_router)
+    mount_web(app)
 
     @app.get("/health", response_model=HealthResponse, tags=["service"],
              responses={400: {"model": ErrorResponse, "description": "A Host header this server does not answer to"}})
