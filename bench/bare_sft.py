@@ -76,8 +76,8 @@ def trl_args(*, output_dir: str, max_steps: int, learning_rate: float, batch_siz
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_job_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say which job to train; the limit runner (bench/limit_sft.py) takes the same."""
     parser.add_argument("--model", required=True, help="model directory (or a cached Hub id)")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--data", type=Path, default=TRAIN_PATH, help="JSONL file of chat rows")
@@ -91,6 +91,11 @@ def main() -> None:
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--lora-alpha", type=int, default=32)
     parser.add_argument("--lora-dropout", type=float, default=0.05)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_job_options(parser)
     parser.add_argument("--packing", action="store_true")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     # Knobs the service does not expose, measured by the GPU check (scripts/gpu_check.py).

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bare_sft import CHATML_TEMPLATE, RESULT_PREFIX  # noqa: E402
-from bare_trl_demo import TRAIN_PATH, load_prompt_completion  # noqa: E402
+from bare_sft import CHATML_TEMPLATE, RESULT_PREFIX, add_job_options  # noqa: E402
+from bare_trl_demo import load_prompt_completion  # noqa: E402
 
 
 def tokenize(rows: list[dict], tokenizer, max_length: int) -> list[tuple[list[int], list[int]]]:
@@ -71,18 +71,7 @@ def batches(examples: list, *, batch_size: int, seed: int, steps: int, pad_id: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="model directory (or a cached Hub id)")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--data", type=Path, default=TRAIN_PATH, help="JSONL file of chat rows")
-    parser.add_argument("--max-steps", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--learning-rate", type=float, default=2e-4)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-length", type=int, default=1024)
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
-    parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--lora-alpha", type=int, default=32)
-    parser.add_argument("--lora-dropout", type=float, default=0.05)
+    add_job_options(parser)
     args = parser.parse_args()
 
     import torch

@@ -52,6 +52,17 @@ def manager(make_manager) -> SFTJobManager:
 
 
 @pytest.fixture
+def checked(make_manager):
+    """A manager that pre-flights every submit."""
+    return make_manager(preflight=True)
+
+
+@pytest.fixture
+def checked_client(checked, client_for):
+    return client_for(checked)
+
+
+@pytest.fixture
 def gate(manager: SFTJobManager) -> GateRunner:
     return manager.runner
 

@@ -18,15 +18,6 @@ BAD_TEXT = {
 }
 
 
-@pytest.fixture
-def checked(make_manager):
-    return make_manager(preflight=True)
-
-
-@pytest.fixture
-def checked_client(checked, client_for):
-    return client_for(checked)
-
 
 @pytest.fixture
 def good_config(tiny_model_dir: Path, chat_jsonl: Path) -> dict:

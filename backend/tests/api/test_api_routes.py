@@ -12,16 +12,6 @@ from app.sft.models import default_device
 from factories import contact_rows, wait_for, write_jsonl
 
 
-@pytest.fixture
-def checked(make_manager):
-    """A manager that pre-flights every submit."""
-    return make_manager(preflight=True)
-
-
-@pytest.fixture
-def checked_client(checked, client_for):
-    return client_for(checked)
-
 
 @pytest.fixture
 def good_config(tiny_model_dir: Path, chat_jsonl: Path) -> dict:
