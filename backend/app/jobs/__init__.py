@@ -1,0 +1,1 @@
+"""Jobs: the job model and its status rules, the manager, the event log and the executors."""

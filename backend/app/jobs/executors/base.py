@@ -1,0 +1,101 @@
+"""The seam between the job manager, which decides, and whatever trains, which runs.
+
+The manager hands an executor a small, serialisable ``JobSpec``; the executor starts the run
+(a thread here, a Ray actor on a cluster), and reports back through one channel: a ``Report``
+callable that receives ``TrainingEvent``s, the last of which is ``EventKind.EXITED``. The
+executor never touches job records, statuses or the event log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Any, Protocol, runtime_checkable
+
+from ...sft.events import TrainingEvent
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a run needs, and nothing of the service: plain data that can cross a process boundary.
+
+    Attributes:
+        job_id: the job this run belongs to.
+        config: the job's resolved ``SFTConfig`` as a JSON-safe dict, every field present.
+        output_dir: where the run writes checkpoints and its adapter or model.
+        attempt: 1 for the first run of a job, +1 for each resume.
+        resume_from: a checkpoint directory to continue from, or None for the first step.
+        model_cache_dir: where GGUF / bundled models are converted once.
+        dataset_roots / model_roots: the path policy a run enforces (None: anywhere).
+    """
+
+    job_id: str
+    config: dict[str, Any]
+    output_dir: str
+    attempt: int = 1
+    resume_from: str | None = None
+    model_cache_dir: str | None = None
+    dataset_roots: list[str] | None = None
+    model_roots: list[str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        return cls(**data)
+
+
+class RunState(str, Enum):
+    """What an executor knows of one run."""
+
+    #: Started and not yet over (loading, training or saving).
+    RUNNING = "running"
+    #: Waiting for resources the executor does not have free yet (a cluster's own queue).
+    WAITING = "waiting"
+    #: Over; its ``EXITED`` event has been (or is being) reported.
+    EXITED = "exited"
+    #: The executor has no such run (never started here, or lost with its process or node).
+    UNKNOWN = "unknown"
+
+
+#: The one channel back to the manager: ``report(job_id, event)``.
+Report = Callable[[str, TrainingEvent], None]
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs jobs. Implementations: ``LocalThreadExecutor`` (the default), ``RayExecutor``."""
+
+    #: Short name shown in ``/health`` and job records: ``thread``, ``ray``.
+    name: str
+
+    def check(self, spec: JobSpec) -> None:
+        """Refuse at submit what this executor can never run (e.g. more GPUs than the cluster has):
+        raise ``app.sft.errors.ConfigError`` naming the field."""
+
+    def start(self, spec: JobSpec, report: Report, *, callbacks: list[Any] | None = None) -> dict[str, Any]:
+        """Start a run; return a JSON-safe handle the manager stores to re-attach later.
+        ``callbacks`` are in-process Python ``TrainerCallback``s (executors that run elsewhere
+        refuse them with ``ConfigError``)."""
+
+    def stop(self, job_id: str) -> None:
+        """Ask the run to stop at its next step boundary and save what it trained."""
+
+    def cancel(self, job_id: str) -> None:
+        """End the run now, without saving (the hard stop after a stop's grace period)."""
+
+    def state(self, job_id: str) -> RunState:
+        """What the executor knows of the run."""
+
+    def reattach(self, spec: JobSpec, handle: dict[str, Any], report: Report, *, after_seq: int) -> bool:
+        """After an API restart: find the run ``handle`` names, and if it is still alive (or over but
+        its events not all delivered) report its events numbered above ``after_seq``; False when
+        the run is gone (the manager then marks the job interrupted)."""
+
+    def health(self) -> dict[str, Any]:
+        """``{"name": ..., "status": "up" | "down", ...}`` for ``/health``."""
+
+    def shutdown(self) -> None:
+        """Release what the executor holds (threads keep running as daemons; remote runs keep going)."""
