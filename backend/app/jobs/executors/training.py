@@ -1,0 +1,66 @@
+"""The one training function every executor runs: a ``JobSpec`` in, ``TrainingEvent``s out.
+
+A thread calls it in the API process; a Ray worker calls it on whatever node holds the job. It
+never raises: any exception becomes the ``EXITED`` event with ``status: failed`` and a classified
+error, so an executor only has to carry events.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from ...sft.errors import SFTError
+from ...sft.events import EventKind, EventSink, TrainingEvent
+from .base import JobSpec
+
+logger = logging.getLogger(__name__)
+
+
+def run_training(spec: JobSpec, sink: EventSink, *, stop_event: threading.Event,
+                 callbacks: list[Any] | None = None, device: str | None = None) -> TrainingEvent:
+    """Train ``spec`` to the end (or until ``stop_event`` is set); report every event to ``sink``,
+    the last being ``EXITED``, which is also returned."""
+    from pathlib import Path
+
+    from ...sft.config import SFTConfig
+    from ...sft.trainer import SFTTrainer
+
+    try:
+        trainer = SFTTrainer(
+            SFTConfig.model_validate(spec.config),
+            callbacks=callbacks,
+            stop_event=stop_event,
+            on_event=lambda kind, payload: sink(TrainingEvent(EventKind(kind), payload)),
+            model_cache_dir=spec.model_cache_dir,
+            allowed_dataset_roots=[Path(p) for p in spec.dataset_roots] if spec.dataset_roots is not None else None,
+            allowed_model_roots=[Path(p) for p in spec.model_roots] if spec.model_roots is not None else None,
+            resume_from_checkpoint=spec.resume_from,
+            device=device,
+        )
+        result = trainer.train().to_dict()
+        status = "stopped" if result.get("stopped") else "completed"
+        exited = TrainingEvent(EventKind.EXITED, {"status": status, "result": result})
+    except BaseException as exc:  # noqa: BLE001 - a run's failure must become its last event
+        logger.exception("job %s failed", spec.job_id)
+        exited = TrainingEvent(EventKind.EXITED, {"status": "failed", "error_detail": classify_error(exc)})
+        exc.__traceback__ = None  # its frames would keep the model alive
+    sink(exited)
+    return exited
+
+
+def classify_error(exc: BaseException) -> dict[str, Any]:
+    """A failed run's error: a category, a message a user can act on (the log tail is the manager's)."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, SFTError):
+        category = exc.category
+        message = text
+    elif isinstance(exc, MemoryError) or "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+        category = "out_of_memory"
+        message = (f"out of memory: {text}. Lower per_device_train_batch_size or max_length, "
+                   "enable gradient_checkpointing, or use QLoRA")
+    else:
+        category = "internal"
+        message = f"{type(exc).__name__}: {text}"
+    return {"category": category, "message": message, "log_tail": []}
