@@ -143,7 +143,7 @@ NOTES: dict[str, str] = {
         "request threads. On the 2-core machine under load, the same generation ran 4-7× faster in a fresh "
         "thread (tiny model in one process: 1.6 s in the main thread, 0.2 s in a new one; a 64×64 matmul loop "
         "2.7 s vs 0.16 s), so the streamed total can be well under /generate's. The non-streamed /v1 call "
-        "runs the same code as /generate (`app.sft.inference._complete`); its ratio is that path's noise."
+        "runs the same code as /generate (`app.sft.generation._complete`); its ratio is that path's noise."
     ),
     "knobs": (
         "Packing is slower per token here with bare TRL as well (bench/bare_sft.py --packing: 95 vs 161 "

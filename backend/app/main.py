@@ -21,7 +21,7 @@ from .api.sft_job_manager import SFTJobManager, get_sft_job_manager
 from .api.sft_routes import router as sft_router
 from .core.errors import register_error_handlers
 from .core.settings import settings as default_settings
-from .sft.inference import ModelCache
+from .sft.model_cache import ModelCache
 from .sft.models import default_device, gpu_memory
 from .web import mount_web
 

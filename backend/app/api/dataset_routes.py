@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from ..core.errors import InvalidConfig
-from ..sft.errors import DatasetError, ModelError
 from ..sft.preview import preview_dataset
 from .deps import GateDep, ManagerDep
 from .schemas import ERROR_RESPONSES, DatasetPreviewRequest, DatasetPreviewResponse, ErrorResponse
@@ -25,19 +23,15 @@ async def preview(request: DatasetPreviewRequest, manager: ManagerDep, gate: Gat
 
     # It loads a tokenizer (converting a bundled model the first time), so it runs on the model
     # request threads like generate and evaluate, not on the pool that serves /health.
+    # Its DatasetError and ModelError name their field (dataset_name, base_model): a 400 (core/errors.py).
     def work(budget) -> dict:
-        try:
-            return preview_dataset(
-                dataset_name=request.dataset_name, dataset_split=request.dataset_split,
-                dataset_format=request.dataset_format, column_mapping=request.column_mapping,
-                base_model=request.base_model, max_length=request.max_length,
-                completion_only_loss=request.completion_only_loss, examples=request.examples,
-                max_rows=request.max_rows, cache_dir=settings.resolved_model_cache_dir,
-                allowed_roots=settings.resolved_dataset_roots, model_roots=settings.resolved_model_roots,
-            )
-        except DatasetError as exc:
-            raise InvalidConfig(f"dataset_name: {exc}") from None
-        except ModelError as exc:
-            raise InvalidConfig(f"base_model: {exc}") from None
+        return preview_dataset(
+            dataset_name=request.dataset_name, dataset_split=request.dataset_split,
+            dataset_format=request.dataset_format, column_mapping=request.column_mapping,
+            base_model=request.base_model, max_length=request.max_length,
+            completion_only_loss=request.completion_only_loss, examples=request.examples,
+            max_rows=request.max_rows, cache_dir=settings.resolved_model_cache_dir,
+            allowed_roots=settings.resolved_dataset_roots, model_roots=settings.resolved_model_roots,
+        )
 
     return await gate.run(http, work)

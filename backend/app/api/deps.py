@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from ..sft.inference import ModelCache
+from ..sft.model_cache import ModelCache
 from .model_requests import ModelRequestGate
 from .sft_job_manager import SFTJob, SFTJobManager, get_sft_job_manager
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..core.errors import ServiceError
 from ..sft import export as exporting
-from ..sft import inference
+from ..sft.artifacts import Artifact, job_artifact
 from ..sft.models import release_memory, resolve_model
 from .sft_job_manager import SFTJob, SFTJobManager, _lower_thread_priority, classify_error, utcnow
 
@@ -90,10 +90,10 @@ class ExportManager:
         """Check the request, record a pending export and queue it; return its record.
 
         Raises:
-            InvalidConfig: a format, type or architecture this machine cannot export (nothing is recorded).
-            JobConflict: the job has not finished with an artifact, or has no adapter for this format.
+            RequestError: a format, type or architecture this machine cannot export (nothing is recorded).
+            ArtifactUnavailable: the job has not finished with an artifact, or has no adapter for this format.
         """
-        artifact = inference.job_artifact(job, model_roots=self.settings.resolved_model_roots)
+        artifact = job_artifact(job, model_roots=self.settings.resolved_model_roots)
         tools = self.toolchain()
         cache_dir = self.settings.resolved_model_cache_dir
         gguf_type = exporting.check_request(artifact, fmt=fmt, gguf_type=gguf_type, tools=tools, cache_dir=cache_dir)
@@ -101,8 +101,7 @@ class ExportManager:
         record = {"export_id": export_id, "job_id": job.job_id, "format": fmt, "type": gguf_type,
                   "status": ExportStatus.PENDING.value, "path": str(artifact.output_dir / "exports" / export_id),
                   "created_at": utcnow(), "started_at": None, "completed_at": None, "error": None, "result": None}
-        card = exporting.card_facts(job, metrics=self.jobs.store.metrics(job.job_id),
-                                    served_base=self._served_base(artifact))
+        card = card_facts(job, metrics=self.jobs.store.metrics(job.job_id), served_base=self._served_base(artifact))
         self.store.insert_export(record)
         self._queue.put((record, artifact, tools, card))
         return self.get(job.job_id, export_id)
@@ -148,7 +147,7 @@ class ExportManager:
                 raise TimeoutError(f"Export {export_id} is still {record['status']} after {timeout}s")
             time.sleep(0.05)
 
-    def _served_base(self, artifact: inference.Artifact) -> str:
+    def _served_base(self, artifact: Artifact) -> str:
         try:
             ref = resolve_model(artifact.base_model, cache_dir=self.settings.resolved_model_cache_dir,
                                 allowed_roots=self.settings.resolved_model_roots)
@@ -165,7 +164,7 @@ class ExportManager:
             except Exception:  # the store went away (closed): the worker lives on for the next export
                 logger.exception("export worker: could not record export %s", task[0]["export_id"])
 
-    def _run(self, record: dict[str, Any], artifact: inference.Artifact, tools: exporting.Toolchain,
+    def _run(self, record: dict[str, Any], artifact: Artifact, tools: exporting.Toolchain,
              card: dict[str, Any]) -> None:
         """The worker's body: any exception becomes ``failed`` with a clear message."""
         export_id, target = record["export_id"], Path(record["path"])
@@ -192,3 +191,29 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
     done = record["status"] == ExportStatus.COMPLETED.value
     return {**record, "download_url": f"{base}/download" if done else None,
             "files_url": f"{base}/files" if done else None}
+
+
+def card_facts(job: Any, *, metrics: list[dict[str, Any]], served_base: str) -> dict[str, Any]:
+    """What a model card says about ``job`` (its config, result and metrics); ``served_base`` is the
+    base model as another server loads it (a Hub id, or the local directory it was converted to)."""
+    config, result = job.sft_config, job.result or {}
+    losses = [m["loss"] for m in metrics if m.get("loss") is not None]
+    evals = [m["eval_loss"] for m in metrics if m.get("eval_loss") is not None]
+    lora = None
+    if config.use_lora:
+        lora = {"r": config.lora_r, "alpha": config.lora_alpha, "target_modules": config.lora_target_modules}
+    return {
+        "job_id": job.job_id,
+        "base_model": config.base_model,
+        "served_base_model": served_base,
+        "dataset_name": config.dataset_name,
+        "method": "QLoRA" if config.use_qlora else "LoRA" if config.use_lora else "full fine-tune",
+        "lora": lora,
+        "global_step": result.get("global_step"),
+        "max_steps": result.get("max_steps"),
+        "train_loss": result.get("train_loss"),
+        "last_loss": losses[-1] if losses else None,
+        "eval_loss": result.get("eval_loss") if result.get("eval_loss") is not None else (evals[-1] if evals else None),
+        "precision": result.get("precision"),
+        "completed_at": job.completed_at,
+    }

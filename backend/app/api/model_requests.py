@@ -19,7 +19,7 @@ from typing import TypeVar
 from fastapi import Request
 
 from ..core.errors import RequestCancelled, ServiceBusy
-from ..sft.inference import Budget
+from ..sft.budget import Budget
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ RETRY_AFTER_SECONDS = 5
 class ModelRequestGate:
     """Runs model work on ``workers`` threads; admits at most ``max_queued`` more waiting for them.
 
-    Each admitted request gets a :class:`~app.sft.inference.Budget` (deadline and cancel flag) that
+    Each admitted request gets a :class:`~app.sft.budget.Budget` (deadline and cancel flag) that
     generation checks at every token: a client that disconnects, a request past its time limit and
     a server that is stopping all end the work at the next token.
     """

@@ -1,7 +1,7 @@
 """Routes that use a trained job: generate, evaluate, merge, download; and the models on hand.
 
-Thin: each route resolves the job's artifact and calls ``app.sft.inference``. Generate, evaluate
-and merge run on the app's ``ModelRequestGate`` (own threads, bounded queue, time limit, stopped
+Thin: each route resolves the job's artifact and calls ``app.sft`` (generation, evaluation,
+artifacts). Generate, evaluate and merge run on the app's ``ModelRequestGate`` (own threads, bounded queue, time limit, stopped
 when the client leaves), never on the thread pool that serves ``/health`` and the job routes.
 """
 
@@ -11,7 +11,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from ..core.errors import ServiceBusy
-from ..sft import inference
+from ..sft import artifacts, evaluation, generation
+from ..sft.budget import Budget
+from ..sft import models as sft_models
 from .deps import CacheDep, GateDep, ManagerDep, ValidJob
 from .schemas import (
     ERROR_RESPONSES,
@@ -50,11 +52,11 @@ def check_not_busy(manager: SFTJobManager) -> None:
 async def generate(job: ValidJob, request: GenerateRequest, manager: ManagerDep, cache: CacheDep,
                    gate: GateDep, http: Request) -> dict:
     """Generate with a finished job's model (greedy by default), optionally beside its base model."""
-    artifact = inference.job_artifact(job, checkpoint=request.checkpoint,
+    artifact = artifacts.job_artifact(job, checkpoint=request.checkpoint,
                                       model_roots=manager.settings.resolved_model_roots)
     check_not_busy(manager)
     messages = [m.model_dump() for m in request.messages] if request.messages is not None else None
-    return await gate.run(http, lambda budget: inference.generate(
+    return await gate.run(http, lambda budget: generation.generate(
         cache, artifact, cache_dir=manager.settings.resolved_model_cache_dir, messages=messages,
         prompt=request.prompt, max_new_tokens=request.max_new_tokens, temperature=request.temperature,
         top_p=request.top_p, seed=request.seed, compare_base=request.compare_base, budget=budget,
@@ -69,18 +71,18 @@ async def generate(job: ValidJob, request: GenerateRequest, manager: ManagerDep,
 )
 def download_adapter(job: ValidJob) -> FileResponse:
     """Download the job's adapter directory (the model directory for a full fine-tune) as .tar.gz."""
-    artifact = inference.job_artifact(job)
+    artifact = artifacts.job_artifact(job)
     # Built once per adapter, beside it in the job's output_dir; later downloads send the same file.
-    archive = inference.cached_archive(artifact.path)
+    archive = artifacts.cached_archive(artifact.path)
     return FileResponse(archive, media_type="application/gzip", filename=f"{job.job_id}-adapter.tar.gz")
 
 
 @router.post("/jobs/{job_id}/merge", response_model=MergeResponse)
 async def merge(job: ValidJob, manager: ManagerDep, gate: GateDep, http: Request) -> dict:
     """Merge the LoRA adapter into its base (fp32, also for QLoRA) and save it to <output_dir>/merged."""
-    artifact = inference.job_artifact(job, model_roots=manager.settings.resolved_model_roots)
+    artifact = artifacts.job_artifact(job, model_roots=manager.settings.resolved_model_roots)
     cache_dir = manager.settings.resolved_model_cache_dir
-    return await gate.run(http, lambda budget: inference.merge_adapter(artifact, cache_dir=cache_dir))
+    return await gate.run(http, lambda budget: artifacts.merge_adapter(artifact, cache_dir=cache_dir))
 
 
 @router.post("/evaluate", response_model=EvaluateResponse)
@@ -89,14 +91,14 @@ async def evaluate(request: EvaluateRequest, manager: ManagerDep, cache: CacheDe
     """Exact-match score of the base model and of the job's model on a conversational dataset."""
     job = manager.get_job(request.job_id)
     settings = manager.settings
-    artifact = inference.job_artifact(job, checkpoint=request.checkpoint, model_roots=settings.resolved_model_roots)
+    artifact = artifacts.job_artifact(job, checkpoint=request.checkpoint, model_roots=settings.resolved_model_roots)
     check_not_busy(manager)
 
-    def work(budget: inference.Budget) -> dict:
-        rows = inference.chat_rows(request.dataset_name, request.split, limit=request.max_samples,
-                                   allowed_roots=settings.resolved_dataset_roots)
-        return inference.evaluate(cache, artifact, rows, cache_dir=settings.resolved_model_cache_dir,
-                                  max_new_tokens=request.max_new_tokens, budget=budget)
+    def work(budget: Budget) -> dict:
+        rows = evaluation.chat_rows(request.dataset_name, request.split, limit=request.max_samples,
+                                              allowed_roots=settings.resolved_dataset_roots)
+        return evaluation.evaluate(cache, artifact, rows, cache_dir=settings.resolved_model_cache_dir,
+                                   max_new_tokens=request.max_new_tokens, budget=budget)
 
     scores = await gate.run(http, work)
     return {"job_id": job.job_id, "dataset_name": request.dataset_name, "split": request.split, **scores}
@@ -106,5 +108,5 @@ async def evaluate(request: EvaluateRequest, manager: ManagerDep, cache: CacheDe
 def list_models(manager: ManagerDep) -> list[dict]:
     """Models usable offline: bundled aliases, converted and local model directories, the Hub cache."""
     settings = manager.settings
-    return inference.list_models(cache_dir=settings.resolved_model_cache_dir,
-                                 model_roots=settings.resolved_model_roots)
+    return sft_models.list_models(cache_dir=settings.resolved_model_cache_dir,
+                                      model_roots=settings.resolved_model_roots)

@@ -1,10 +1,21 @@
-"""Automatic held-out scoring: greedy generation compared to the reference answer."""
+"""Held-out scoring: greedy generation compared to the reference answer, for a job's model and its base."""
 
+from __future__ import annotations
+
+import functools
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from .budget import Budget
+from .data import convert_rows, read_rows
+from .device import default_device
+from .errors import DatasetError, RequestError
+from .generation import check_fits_context
+from .model_cache import Loaded, ModelCache, use_base, use_tuned
+
+if TYPE_CHECKING:
+    from .artifacts import Artifact
 
 
 def load_rows(path: str | Path) -> list[dict]:
@@ -37,7 +48,7 @@ def score_exact_match(
 ) -> dict:
     """Greedy-generate the last assistant turn of each row and score exact (JSON) match against it.
 
-    ``budget`` (an ``app.sft.inference.Budget``) stops generation at its next token when it runs out
+    ``budget`` (an ``app.sft.budget.Budget``) stops generation at its next token when it runs out
     or is cancelled, and raises then.
     """
     prompts = [
@@ -51,6 +62,8 @@ def score_exact_match(
     tokenizer.padding_side = "left"
     model.eval()
     predictions: list[str] = []
+    import torch
+
     try:
         with torch.inference_mode():
             for start in range(0, len(prompts), batch_size):
@@ -83,3 +96,49 @@ def score_exact_match(
             for p, r, pred, m in list(zip(prompts, references, predictions, matches))[:3]
         ],
     }
+
+
+def chat_rows(dataset_name: str, split: str, *, limit: int | None,
+              allowed_roots: list[Path] | None) -> list[dict[str, Any]]:
+    """Rows of a conversational dataset (messages, sharegpt or alpaca) as ``{"messages": [...]}``."""
+    try:
+        raw = read_rows(dataset_name, split, limit=limit, allowed_roots=allowed_roots)
+        rows, fmt = convert_rows(raw)
+    except DatasetError as exc:
+        raise RequestError(f"dataset_name: {exc}") from None
+    if fmt not in ("messages", "sharegpt", "alpaca"):
+        raise RequestError(f"dataset_name: {dataset_name} is in the {fmt} format; evaluation needs "
+                           "conversational rows (messages, sharegpt or alpaca) with a final assistant answer")
+    return [{"messages": row["prompt"] + row["completion"]} for row in rows]
+
+
+def evaluate(cache: ModelCache, artifact: Artifact, rows: list[dict[str, Any]], *, cache_dir: Path,
+             max_new_tokens: int = 64, device: str | None = None, budget: Budget | None = None) -> dict[str, Any]:
+    """Exact-match scores of the base model and of the job's model on ``rows``.
+
+    Raises:
+        RequestError: a row's prompt and ``max_new_tokens`` do not fit the model's context.
+        GenerationCancelled, GenerationTimedOut: ``budget`` ended the scoring early.
+    """
+    device = device or default_device()
+    budget = budget or Budget()
+    score = functools.partial(score_exact_match, rows=rows, max_new_tokens=max_new_tokens, budget=budget)
+    base = None
+    with use_tuned(cache, artifact, cache_dir=cache_dir, device=device) as loaded:
+        _check_rows_fit(loaded, rows, max_new_tokens=max_new_tokens)
+        if loaded.has_adapter:
+            with loaded.model.disable_adapter():
+                base = score(loaded.model, loaded.tokenizer)
+        tuned = score(loaded.model, loaded.tokenizer)
+    if base is None:
+        with use_base(cache, artifact, cache_dir=cache_dir, device=device) as loaded:
+            base = score(loaded.model, loaded.tokenizer)
+    return {"base": base, "tuned": tuned}
+
+
+def _check_rows_fit(loaded: Loaded, rows: list[dict[str, Any]], *, max_new_tokens: int) -> None:
+    for number, row in enumerate(rows, start=1):
+        text = loaded.tokenizer.apply_chat_template(row["messages"][:-1], tokenize=False, add_generation_prompt=True)
+        tokens = len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+        check_fits_context(loaded.model, prompt_tokens=tokens, max_new_tokens=max_new_tokens,
+                           field_name=f"dataset_name: row {number}")

@@ -19,14 +19,13 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import InvalidConfig, JobConflict
-from .errors import ModelError
-from .inference import Artifact, dir_size, merge_adapter
+from .artifacts import Artifact, dir_size, merge_adapter
+from .errors import ArtifactUnavailable, ModelError, RequestError
+from .export_files import model_card, ollama_modelfile
 from .models import CHATML_TEMPLATE, resolve_model
 
 FORMATS = ("gguf", "merged", "adapter")
@@ -116,34 +115,34 @@ def check_request(artifact: Artifact, *, fmt: str, gguf_type: str | None, tools:
     """Validate an export request; return the GGUF type it will write (None for other formats).
 
     Raises:
-        InvalidConfig: unknown format or type, a type this machine cannot make, an architecture the
+        RequestError: unknown format or type, a type this machine cannot make, an architecture the
             converter does not know.
-        JobConflict: the job's artifact cannot be exported that way (a full fine-tune has no adapter).
+        ArtifactUnavailable: the job's artifact cannot be exported that way (a full fine-tune has no adapter).
     """
     if fmt not in FORMATS:
-        raise InvalidConfig(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
+        raise RequestError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
     if fmt != "gguf":
         if gguf_type is not None:
-            raise InvalidConfig(f"type: only the gguf format takes a type (got {gguf_type!r} for {fmt})")
+            raise RequestError(f"type: only the gguf format takes a type (got {gguf_type!r} for {fmt})")
         if artifact.kind != "lora_adapter":
-            raise JobConflict(f"Job {artifact.job_id} is a full fine-tune: it has no adapter to "
-                              f"{'merge' if fmt == 'merged' else 'export'}; {artifact.path} is already a "
-                              "standalone model (export it as gguf, or download it from /adapter)")
+            raise ArtifactUnavailable(f"Job {artifact.job_id} is a full fine-tune: it has no adapter to "
+                                      f"{'merge' if fmt == 'merged' else 'export'}; {artifact.path} is already a "
+                                      "standalone model (export it as gguf, or download it from /adapter)")
         return None
     gguf_type = (gguf_type or DEFAULT_GGUF_TYPE).lower()
     known = (*CONVERTER_TYPES, *QUANTIZER_TYPES)
     if gguf_type not in known:
-        raise InvalidConfig(f"type: {gguf_type!r} is not a GGUF type this service knows "
-                            f"({', '.join(known)})")
+        raise RequestError(f"type: {gguf_type!r} is not a GGUF type this service knows "
+                           f"({', '.join(known)})")
     why = capabilities(tools)["unavailable_gguf_types"].get(gguf_type)
     if why:
         available = ", ".join(tools.gguf_types()) or "none"
-        raise InvalidConfig(f"type: {gguf_type} cannot be made on this machine: {why} (available: {available})")
+        raise RequestError(f"type: {gguf_type} cannot be made on this machine: {why} (available: {available})")
     architecture = model_architecture(artifact, cache_dir=cache_dir)
     supported = converter_architectures(tools.converter_dir)
     if architecture not in supported:
-        raise InvalidConfig(f"format: the GGUF converter cannot convert the architecture {architecture} "
-                            f"of {artifact.base_model} (export it as merged or adapter instead)")
+        raise RequestError(f"format: the GGUF converter cannot convert the architecture {architecture} "
+                           f"of {artifact.base_model} (export it as merged or adapter instead)")
     return gguf_type
 
 
@@ -153,9 +152,9 @@ def model_architecture(artifact: Artifact, *, cache_dir: Path) -> str:
     try:
         architectures = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
     except (OSError, ValueError) as exc:
-        raise JobConflict(f"Job {artifact.job_id}'s model config {config_file} cannot be read: {exc}") from None
+        raise ArtifactUnavailable(f"Job {artifact.job_id}'s model config {config_file} cannot be read: {exc}") from None
     if not architectures:
-        raise InvalidConfig(f"format: {config_file} names no architecture, so it cannot be converted to GGUF")
+        raise RequestError(f"format: {config_file} names no architecture, so it cannot be converted to GGUF")
     return architectures[0]
 
 
@@ -164,14 +163,14 @@ def _base_config(artifact: Artifact, cache_dir: Path) -> Path:
     try:
         ref = resolve_model(artifact.base_model, cache_dir=cache_dir, allowed_roots=roots)
     except ModelError as exc:
-        raise JobConflict(f"Job {artifact.job_id}'s base model cannot be used now: {exc}") from None
+        raise ArtifactUnavailable(f"Job {artifact.job_id}'s base model cannot be used now: {exc}") from None
     if ref.kind != "hub":
         return Path(ref.path) / "config.json"
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(ref.path, "config.json")
     if not isinstance(cached, str):
-        raise JobConflict(f"Job {artifact.job_id}'s base model {ref.path} is no longer in the Hugging Face cache")
+        raise ArtifactUnavailable(f"Job {artifact.job_id}'s base model {ref.path} is no longer in the Hugging Face cache")
     return Path(cached)
 
 
@@ -207,7 +206,7 @@ def export(artifact: Artifact, *, fmt: str, gguf_type: str | None, target: Path,
 def _adapter_files(path: Path) -> list[str]:
     missing = [name for name in ADAPTER_FILES if not (path / name).is_file()]
     if missing:
-        raise JobConflict(f"the adapter in {path} lacks {', '.join(missing)}")
+        raise ArtifactUnavailable(f"the adapter in {path} lacks {', '.join(missing)}")
     # The tokenizer the job trained with travels along (vLLM's --tokenizer can point at it).
     tokenizer = [p.name for p in path.iterdir() if p.is_file() and (
         p.name.startswith("tokenizer") or p.name in ("special_tokens_map.json", "chat_template.jinja"))]
@@ -307,170 +306,6 @@ def _generation_config(path: Path) -> dict[str, Any]:
 def _slug(text: str) -> str:
     stem = Path(text).name if "/" in text else text
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in stem).strip("-.").lower() or "model"
-
-
-# Ollama
-
-
-#: The Go template Ollama renders for ChatML models: what a ChatML Jinja template writes, message by
-#: message, then the assistant's turn opened (Ollama always asks for the next assistant answer).
-CHATML_GO_TEMPLATE = (
-    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
-)
-_PROBE = [{"role": "user", "content": "PROBE-USER"}]
-
-
-def chatml_default_system(tokenizer: Any) -> tuple[bool, str | None]:
-    """Whether the tokenizer's chat template is ChatML, and the system prompt it adds when a chat has
-    none (SmolLM2 adds one). The template is rendered, not parsed: a template counts as ChatML when
-    its output is exactly ChatML for chats with and without a system message."""
-    def render(messages: list[dict[str, str]]) -> str | None:
-        try:
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        except Exception:  # a template that rejects the probe is not one we can translate
-            return None
-
-    with_system = [{"role": "system", "content": "PROBE-SYSTEM"}, *_PROBE,
-                   {"role": "assistant", "content": "PROBE-ANSWER"}, {"role": "user", "content": "PROBE-AGAIN"}]
-    if render(with_system) != chatml(with_system):
-        return False, None
-    plain = render(_PROBE)
-    if plain is None:
-        return False, None
-    if plain == chatml(_PROBE):
-        return True, None
-    head, tail = "<|im_start|>system\n", "<|im_end|>\n" + chatml(_PROBE)
-    if plain.startswith(head) and plain.endswith(tail):
-        default = plain[len(head):-len(tail)]
-        if plain == chatml([{"role": "system", "content": default}, *_PROBE]):
-            return True, default
-    return False, None
-
-
-def chatml(messages: Iterable[dict[str, str]]) -> str:
-    """ChatML text of ``messages`` with the assistant's turn opened."""
-    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
-
-
-def ollama_modelfile(tokenizer: Any, *, gguf_name: str, generation: dict[str, Any]) -> tuple[str, bool]:
-    """An Ollama Modelfile for ``gguf_name`` beside it, and whether it carries a chat TEMPLATE.
-
-    ChatML templates (SmolLM2, Qwen, the service's fallback) become Ollama's Go template, with the
-    template's default system prompt as SYSTEM. Other templates are kept in the GGUF (llama.cpp reads
-    them) but Ollama needs a Go template written by hand: the Modelfile says so.
-    """
-    is_chatml, system = chatml_default_system(tokenizer)
-    lines = ["# Ollama: ollama create NAME -f Modelfile (in this folder), then ollama run NAME", f"FROM ./{gguf_name}"]
-    if is_chatml:
-        lines.append(f'TEMPLATE """{CHATML_GO_TEMPLATE}"""')
-        if system:
-            lines.append(f'SYSTEM """{system}"""')
-    else:
-        lines.append("# The base model's chat template is not ChatML, so no TEMPLATE is written: Ollama then "
-                     "uses the raw prompt. The GGUF keeps the Jinja template for llama.cpp.")
-    for stop in stop_tokens(tokenizer, chatml_template=is_chatml):
-        lines.append(f'PARAMETER stop "{stop}"')
-    for key, value in generation_defaults(generation).items():
-        lines.append(f"PARAMETER {key} {value}")
-    return "\n".join(lines) + "\n", is_chatml
-
-
-def stop_tokens(tokenizer: Any, *, chatml_template: bool) -> list[str]:
-    """Strings that end an answer: ChatML's markers, and the tokenizer's end-of-sequence token."""
-    stops = ["<|im_start|>", "<|im_end|>"] if chatml_template else []
-    eos = tokenizer.eos_token
-    if eos and eos not in stops:
-        stops.append(eos)
-    return [s.replace("\\", "\\\\").replace('"', '\\"') for s in stops]
-
-
-def generation_defaults(generation: dict[str, Any]) -> dict[str, Any]:
-    """Ollama PARAMETERs from the model's generation_config; greedy (temperature 0) when it does not
-    sample, as the service's own /generate answers by default."""
-    if not generation.get("do_sample"):
-        return {"temperature": 0}
-    names = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
-             "repetition_penalty": "repeat_penalty"}
-    return {ollama: generation[hf] for hf, ollama in names.items() if generation.get(hf) is not None}
-
-
-# Model cards
-
-
-def model_card(card: dict[str, Any], *, fmt: str, gguf_type: str | None, gguf_name: str | None) -> str:
-    """README.md of an export: what it was trained from and on, how long, its final losses, how to run it."""
-    title = {"gguf": f"GGUF ({gguf_type})", "merged": "merged model (safetensors)", "adapter": "LoRA adapter (PEFT)"}
-    lora = card.get("lora") or {}
-    rows = [
-        ("Job", card.get("job_id")),
-        ("Base model", card.get("base_model")),
-        ("Training data", card.get("dataset_name")),
-        ("Method", card.get("method")),
-        ("LoRA", f"r={lora.get('r')}, alpha={lora.get('alpha')}, target modules: {lora.get('target_modules')}"
-         if lora else None),
-        ("Steps", f"{card.get('global_step')} of {card.get('max_steps')}"),
-        ("Final training loss", _number(card.get("train_loss"))),
-        ("Last logged loss", _number(card.get("last_loss"))),
-        ("Final eval loss", _number(card.get("eval_loss"))),
-        ("Trained in", card.get("precision")),
-        ("Finished", card.get("completed_at")),
-    ]
-    table = "\n".join(f"| {k} | {v} |" for k, v in rows if v not in (None, "", "None of None"))
-    return (f"# {card.get('base_model')} fine-tuned: {title[fmt]}\n\n"
-            f"Exported by the SFT job service from job `{card.get('job_id')}`.\n\n"
-            f"| | |\n|---|---|\n{table}\n\n## Run it\n\n{_usage(card, fmt=fmt, gguf_name=gguf_name)}\n")
-
-
-def _number(value: Any) -> str | None:
-    return f"{value:.4f}" if isinstance(value, (int, float)) else None
-
-
-def _usage(card: dict[str, Any], *, fmt: str, gguf_name: str | None) -> str:
-    base = card.get("base_model")
-    if fmt == "gguf":
-        return ("llama.cpp:\n\n```sh\n"
-                f"llama-cli -m {gguf_name} -cnv\nllama-server -m {gguf_name} --port 8080\n```\n\n"
-                "Ollama (the Modelfile beside this file holds the chat template, stop tokens and defaults):\n\n"
-                "```sh\nollama create my-model -f Modelfile\nollama run my-model\n```\n\n"
-                "LM Studio: import the .gguf file.")
-    if fmt == "merged":
-        return ("A standalone transformers model (the adapter merged into the full-precision base):\n\n"
-                "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
-                "model = AutoModelForCausalLM.from_pretrained('.')\ntokenizer = AutoTokenizer.from_pretrained('.')\n"
-                "```\n\nvLLM: `vllm serve .`")
-    served = card.get("served_base_model") or base
-    return ("adapter_config.json and adapter_model.safetensors sit at the top of this folder, the layout PEFT "
-            "and vLLM read.\n\nvLLM (the base model by its Hub id or a local directory):\n\n```sh\n"
-            f"vllm serve {served} --enable-lora --lora-modules my-adapter=$PWD --max-lora-rank "
-            f"{max(16, int((card.get('lora') or {}).get('r') or 16))}\n```\n\n"
-            "then ask for `\"model\": \"my-adapter\"` on its OpenAI API. PEFT:\n\n```python\n"
-            "from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained('.')\n```")
-
-
-def card_facts(job: Any, *, metrics: list[dict[str, Any]], served_base: str) -> dict[str, Any]:
-    """What a model card says about ``job`` (its config, result and metrics); ``served_base`` is the
-    base model as another server loads it (a Hub id, or the local directory it was converted to)."""
-    config, result = job.sft_config, job.result or {}
-    losses = [m["loss"] for m in metrics if m.get("loss") is not None]
-    evals = [m["eval_loss"] for m in metrics if m.get("eval_loss") is not None]
-    lora = None
-    if config.use_lora:
-        lora = {"r": config.lora_r, "alpha": config.lora_alpha, "target_modules": config.lora_target_modules}
-    return {
-        "job_id": job.job_id,
-        "base_model": config.base_model,
-        "served_base_model": served_base,
-        "dataset_name": config.dataset_name,
-        "method": "QLoRA" if config.use_qlora else "LoRA" if config.use_lora else "full fine-tune",
-        "lora": lora,
-        "global_step": result.get("global_step"),
-        "max_steps": result.get("max_steps"),
-        "train_loss": result.get("train_loss"),
-        "last_loss": losses[-1] if losses else None,
-        "eval_loss": result.get("eval_loss") if result.get("eval_loss") is not None else (evals[-1] if evals else None),
-        "precision": result.get("precision"),
-        "completed_at": job.completed_at,
-    }
 
 
 def archive(folder: Path, destination: Path) -> Path:

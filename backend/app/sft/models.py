@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import gc
 import importlib.util
 import os
 import shutil
@@ -13,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+# default_device, gpu_memory and release_memory live in device.py; callers import them from here too.
+from .device import default_device, gpu_memory, load_ml_stack, release_memory  # noqa: F401
 from .errors import ModelError
 from .hub import HUB_ID, HubUnreachable, hub_problem
-from .paths import PathRefused, check_path_text, resolve_allowed_path
+from .paths import PathRefused, check_path_text, is_within, resolve_allowed_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -36,8 +36,6 @@ CHATML_TEMPLATE = (
 #: (models left on the meta device: "Cannot copy out of meta tensor"). Every load takes this lock;
 #: a training job holds it while it loads its model and builds its trainer (see trainer.py).
 model_load_lock = threading.RLock()
-_stack_lock = threading.Lock()
-_stack_loaded = False
 
 
 @dataclass(frozen=True)
@@ -57,84 +55,6 @@ class ModelRef:
         if self.kind == "local":
             return True
         return _hub_cached(self.path)
-
-
-@functools.cache
-def default_device() -> str:
-    """'cuda' when torch sees a GPU, else 'cpu'. Cached; torch is only imported when a CUDA driver exists
-    (the API's pre-flight asks, and must not import torch on a machine without a GPU)."""
-    if not (Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists()):
-        return "cpu"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_ml_stack() -> None:
-    """Import torch, transformers, PEFT, TRL and datasets once, then hide them from the cyclic GC.
-
-    Their ~500k import-time objects live as long as the process; left in the collector's view, every
-    full collection walks them while holding the GIL (0.25 s on the 2-core reference machine), and
-    accelerate collects at the start of each ``Trainer.train`` and ``release_memory`` at the end of
-    each job: API requests stall. ``gc.freeze`` moves everything alive now out of the collector's
-    view, so this runs before the first model is created (every load path calls it first), never
-    with a model alive.
-    """
-    global _stack_loaded
-    with _stack_lock:
-        if _stack_loaded:
-            return
-        import datasets  # noqa: F401
-        import peft  # noqa: F401
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-        import trl  # noqa: F401
-
-        gc.collect()
-        gc.freeze()
-        _stack_loaded = True
-
-
-def release_memory() -> None:
-    """Return freed model memory to the system (and the GPU's cached blocks) once models are dropped."""
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        # cuBLAS keeps a workspace per (thread, stream) in the caching allocator; every job runs in a
-        # new thread, so each job would leave its workspace allocated (torch 2.x) without this.
-        clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
-        if clear_workspaces is not None:
-            clear_workspaces()
-        torch.cuda.empty_cache()
-    _trim_heap()
-
-
-def gpu_memory() -> dict[str, float] | None:
-    """This process' CUDA memory in MiB (allocated, reserved, peak allocated), or None without a GPU.
-
-    Never initialises CUDA: before the first job touches the GPU every figure is 0.
-    """
-    if default_device() != "cuda":
-        return None
-    import torch
-
-    mib = 1024 * 1024
-    return {
-        "memory_allocated_mb": round(torch.cuda.memory_allocated() / mib, 1),
-        "memory_reserved_mb": round(torch.cuda.memory_reserved() / mib, 1),
-        "max_memory_allocated_mb": round(torch.cuda.max_memory_allocated() / mib, 1),
-    }
-
-
-def _trim_heap() -> None:
-    # glibc keeps the heap a job freed (~1.5 GiB after the demo job) for reuse; malloc_trim hands it
-    # back so an idle server is back near its import footprint. Not glibc (macOS, musl): nothing to do.
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)
 
 
 def bundled_gguf(alias: str) -> Path:
@@ -400,3 +320,57 @@ def _load_error(ref: ModelRef, what: str, exc: Exception) -> ModelError:
             f"({type(exc).__name__}: {exc}). Check the id and that the Hub is reachable"
         )
     return ModelError(f"could not load the {what} from {ref.path}: {type(exc).__name__}: {exc}")
+
+
+# The models a config can name without the Hub
+
+
+def list_models(*, cache_dir: Path, model_roots: list[Path]) -> list[dict[str, Any]]:
+    """Models usable without the Hub; ``name`` is what a config's ``base_model`` takes.
+
+    Bundled aliases (``ready`` once converted into the model cache), other converted model
+    directories in the model cache, model directories (with a config.json) directly under a
+    ``models/`` folder of an allowed model root, and models in the local Hugging Face cache.
+    """
+    items: list[dict[str, Any]] = []
+    seen: set[Path] = set()
+    for alias in BUNDLED_MODELS:
+        path = (cache_dir / alias).resolve()
+        seen.add(path)
+        items.append({"name": alias, "kind": "bundled", "path": str(path),
+                      "ready": (path / "config.json").is_file()})
+    folders = [(cache_dir, "converted")] + [(root / "models", "local") for root in model_roots]
+    for folder, kind in folders:
+        for path in _model_dirs(folder, roots=[*(r.resolve() for r in model_roots), cache_dir.resolve()]):
+            if path not in seen:
+                seen.add(path)
+                items.append({"name": str(path), "kind": kind, "path": str(path), "ready": True})
+    items.extend(_hub_cached_models())
+    return items
+
+
+def _model_dirs(folder: Path, *, roots: list[Path]) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    found = (p.resolve() for p in folder.iterdir()
+             if p.is_dir() and not p.name.startswith(".") and not p.name.endswith(".converting"))
+    # A symlink in a models/ folder may point anywhere: list only what a config may then use.
+    return sorted(p for p in found if is_within(p, roots) and (p / "config.json").is_file())
+
+
+def _hub_cached_models() -> list[dict[str, Any]]:
+    from huggingface_hub import scan_cache_dir
+
+    try:
+        info = scan_cache_dir()
+    except Exception:  # no cache directory yet, or an unreadable one: nothing cached to offer
+        return []
+    items = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        snapshots = [rev for rev in repo.revisions if any(f.file_name == "config.json" for f in rev.files)]
+        if snapshots:
+            latest = max(snapshots, key=lambda rev: rev.last_modified)
+            items.append({"name": repo.repo_id, "kind": "hub", "path": str(latest.snapshot_path), "ready": True})
+    return items

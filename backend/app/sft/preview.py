@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import convert_rows, read_rows
-from .errors import DatasetError
+from .errors import DatasetError, ModelError, naming
 from .models import load_tokenizer, resolve_model
 
 
@@ -46,44 +46,45 @@ def preview_dataset(
         ``truncated_rows`` and ``truncated_share`` at ``max_length``.
 
     Raises:
-        DatasetError: the dataset cannot be read or a row does not match its format.
-        ModelError: the base model (its tokenizer) cannot be resolved or loaded.
+        DatasetError: the dataset cannot be read or a row does not match its format (field: dataset_name).
+        ModelError: the base model (its tokenizer) cannot be resolved or loaded (field: base_model).
     """
-    raw = read_rows(dataset_name, dataset_split, limit=max_rows + 1, allowed_roots=allowed_roots)
-    capped = len(raw.rows) > max_rows
-    if capped:
-        raw = replace(raw, rows=raw.rows[:max_rows])
-    rows, fmt = convert_rows(raw, dataset_format=dataset_format, column_mapping=column_mapping)
-    tokenizer = load_tokenizer(resolve_model(base_model, cache_dir=cache_dir, allowed_roots=model_roots))
-    rendered = []
-    for i, row in enumerate(rows):
-        try:
-            rendered.append(_render(tokenizer, row, completion_only_loss=completion_only_loss))
-        except Exception as exc:  # the model's chat template refused the row (jinja raises its own types)
-            raise DatasetError(f"the model's chat template cannot render it ({type(exc).__name__}: {exc})",
-                               source=raw.source, location=raw.locate(i)) from None
-    lengths = [len(tokenizer("".join(s["text"] for s in segments), add_special_tokens=False)["input_ids"])
-               for segments in rendered]
-    truncated = sum(1 for n in lengths if n > max_length)
-    ordered = sorted(lengths)
-    return {
-        "dataset_name": dataset_name,
-        "dataset_split": dataset_split,
-        "dataset_format": fmt,
-        "rows": len(rows),
-        "rows_capped": capped,
-        "examples": [{"segments": segments, "tokens": n} for segments, n in list(zip(rendered, lengths))[:examples]],
-        "token_lengths": {
-            "min": ordered[0],
-            "mean": round(statistics.fmean(ordered), 1),
-            "median": statistics.median(ordered),
-            "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
-            "max": ordered[-1],
-        },
-        "max_length": max_length,
-        "truncated_rows": truncated,
-        "truncated_share": round(truncated / len(rows), 4),
-    }
+    with naming({DatasetError: "dataset_name", ModelError: "base_model"}):
+        raw = read_rows(dataset_name, dataset_split, limit=max_rows + 1, allowed_roots=allowed_roots)
+        capped = len(raw.rows) > max_rows
+        if capped:
+            raw = replace(raw, rows=raw.rows[:max_rows])
+        rows, fmt = convert_rows(raw, dataset_format=dataset_format, column_mapping=column_mapping)
+        tokenizer = load_tokenizer(resolve_model(base_model, cache_dir=cache_dir, allowed_roots=model_roots))
+        rendered = []
+        for i, row in enumerate(rows):
+            try:
+                rendered.append(_render(tokenizer, row, completion_only_loss=completion_only_loss))
+            except Exception as exc:  # the model's chat template refused the row (jinja raises its own types)
+                raise DatasetError(f"the model's chat template cannot render it ({type(exc).__name__}: {exc})",
+                                   source=raw.source, location=raw.locate(i)) from None
+        lengths = [len(tokenizer("".join(s["text"] for s in segments), add_special_tokens=False)["input_ids"])
+                   for segments in rendered]
+        truncated = sum(1 for n in lengths if n > max_length)
+        ordered = sorted(lengths)
+        return {
+            "dataset_name": dataset_name,
+            "dataset_split": dataset_split,
+            "dataset_format": fmt,
+            "rows": len(rows),
+            "rows_capped": capped,
+            "examples": [{"segments": segments, "tokens": n} for segments, n in list(zip(rendered, lengths))[:examples]],
+            "token_lengths": {
+                "min": ordered[0],
+                "mean": round(statistics.fmean(ordered), 1),
+                "median": statistics.median(ordered),
+                "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+                "max": ordered[-1],
+            },
+            "max_length": max_length,
+            "truncated_rows": truncated,
+            "truncated_share": round(truncated / len(rows), 4),
+        }
 
 
 def _render(tokenizer, row: dict[str, Any], *, completion_only_loss: bool) -> list[dict[str, Any]]:

