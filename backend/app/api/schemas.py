@@ -19,14 +19,33 @@ DEMO_CONFIG = {
 }
 
 
+class FieldError(BaseModel):
+    field: str | None = Field(..., description="The field at fault, a dotted path into the request "
+                              "(config.lora_r, messages.0.content); null when no one field is.",
+                              examples=["config.lora_r"])
+    message: str = Field(..., description="What is wrong with it.", examples=["Input should be greater than 0"])
+    type: str = Field(..., description="The kind of problem: pydantic's error type for a 422 (missing, "
+                      "int_parsing, extra_forbidden...); invalid_config, invalid_dataset, invalid_model or "
+                      "invalid_request for a 400.", examples=["greater_than"])
+
+
 class ErrorResponse(BaseModel):
-    detail: str = Field(..., description="What is wrong, naming the field, file and line or id.",
+    """Every error outside /v1. ``detail`` is one string naming the field, file and line or id;
+    a 400 and a 422 also list each problem in ``errors``."""
+
+    detail: str = Field(..., description="What is wrong, naming the field, file and line or id "
+                        "(several problems: 'field: message' clauses joined by '; ').",
                         examples=["config.lora_rank: unknown field (did you mean lora_r?)"])
+    errors: list[FieldError] | None = Field(None, description="400 and 422 only: each problem, with the "
+                                            "field it names.")
 
 
 #: The error answers every route may give, for the OpenAPI document (routers add their own).
 ERROR_RESPONSES = {
-    400: {"model": ErrorResponse, "description": "The request cannot run; detail names the field"},
+    400: {"model": ErrorResponse, "description": "The request cannot run; detail names the field, errors "
+          "lists each problem"},
+    422: {"model": ErrorResponse, "description": "The request body (or a parameter) does not parse; detail "
+          "names the field, errors lists each problem"},
     404: {"model": ErrorResponse, "description": "Unknown job or config id"},
     409: {"model": ErrorResponse, "description": "The job's state does not allow it"},
     403: {"model": ErrorResponse, "description": "A state-changing request from a foreign Origin"},

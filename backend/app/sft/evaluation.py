@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .budget import Budget
-from .data import convert_rows, read_rows
+from .data import read_rows
 from .device import default_device
 from .errors import DatasetError, RequestError
+from .formats import convert_rows
 from .generation import check_fits_context
 from .model_cache import Loaded, ModelCache, use_base, use_tuned
 

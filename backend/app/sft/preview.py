@@ -1,7 +1,7 @@
 """Dataset preview: a dataset as the trainer will see it, before any job is submitted.
 
 Reads rows with the same loader and path checks as training (``data.read_rows`` /
-``data.convert_rows``), renders them the way TRL does (chat template on the prompt with its
+``formats.convert_rows``), renders them the way TRL does (chat template on the prompt with its
 generation prompt, then on prompt + completion; the completion is the text after the prompt) and
 measures token lengths with the base model's tokenizer.
 """
@@ -13,8 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .data import convert_rows, read_rows
+from .data import read_rows
 from .errors import DatasetError, ModelError, naming
+from .formats import convert_rows
 from .models import load_tokenizer, resolve_model
 
 

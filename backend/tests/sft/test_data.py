@@ -5,7 +5,8 @@ import json
 import pytest
 
 from app.sft import DatasetError, SFTConfig
-from app.sft.data import check_dataset, convert_rows, detect_format, prepare_datasets, read_rows
+from app.sft.data import check_dataset, prepare_datasets, read_rows
+from app.sft.formats import convert_rows, detect_format
 from factories import write_jsonl
 
 ALPACA = [{"instruction": "Say hi", "input": "", "output": "hi"},

@@ -17,7 +17,8 @@ def build(tiny_model_dir, chat_jsonl, tmp_path, *, fused: bool, token_metrics: b
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-    from app.sft.data import convert_rows, read_rows
+    from app.sft.data import read_rows
+    from app.sft.formats import convert_rows
     from app.sft.loss import CrossEntropySFTTrainer
 
     config = SFTConfig(base_model=str(tiny_model_dir), dataset_name=str(chat_jsonl), max_steps=4,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ...core.settings import Settings
-from ...sft.data import RawRows, convert_rows
+from ...sft.formats import RawRows, convert_rows
 from ...sft.errors import DatasetError
 from ...store import SQLiteStore
 from .errors import OpenAIError, invalid, not_found
