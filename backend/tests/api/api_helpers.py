@@ -76,3 +76,20 @@ def quiesce(*managers: SFTJobManager, timeout: float = 60.0) -> None:
     for manager in managers:
         wait_for(lambda: not any(job_thread_alive(job_id) for job_id in list(manager.jobs)),
                  timeout=timeout, message="every job thread to exit")
+
+
+def error_detail(response) -> str:
+    """The ``detail`` of an error answer outside /v1, once its shape is checked: a string ``detail``
+    and, for a 400 or a 422, beside it an ``errors`` list of ``{field, message, type}`` that says the
+    same, clause by clause (``field: message``; the message alone where no field is at fault)."""
+    body = response.json()
+    detail = body["detail"]
+    assert isinstance(detail, str), body
+    if response.status_code not in (400, 422):
+        assert body == {"detail": detail}
+        return detail
+    assert set(body) == {"detail", "errors"} and body["errors"], body
+    clauses = [f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in body["errors"]]
+    assert "; ".join(clauses) == detail, body
+    assert all(isinstance(e["type"], str) and e["type"] for e in body["errors"]), body
+    return detail

@@ -9,6 +9,7 @@ import pytest
 
 from app.sft.data import bundled_datasets
 from app.sft.models import default_device
+from api_helpers import error_detail
 from factories import contact_rows, wait_for, write_jsonl
 
 
@@ -22,7 +23,7 @@ def assert_refused(client, manager, config: dict, detail: str) -> None:
     """400 with exactly ``detail``, and no job recorded anywhere."""
     response = client.post("/api/sft/train", json={"config": config})
     assert response.status_code == 400, response.text
-    assert response.json() == {"detail": detail}
+    assert error_detail(response) == detail
     assert manager.jobs == {}
     assert manager.store.load_jobs() == []
     assert client.get("/api/sft/jobs").json()["total"] == 0
@@ -132,20 +133,23 @@ def test_field_bound_names_the_field(checked_client, checked, good_config):
 def test_malformed_json_body_is_422(client, manager):
     response = client.post("/api/sft/train", content=b'{"config": {', headers={"Content-Type": "application/json"})
     assert response.status_code == 422
-    assert response.json()["detail"][0]["type"] == "json_invalid"
+    assert error_detail(response) == "body: JSON decode error at position 12: Expecting property name enclosed in double quotes"
+    assert [(e["field"], e["type"]) for e in response.json()["errors"]] == [("body", "json_invalid")]
     assert manager.jobs == {}
 
 
 def test_config_and_config_id_together_is_422(client, fake_config):
     response = client.post("/api/sft/train", json={"config": fake_config, "config_id": "x"})
     assert response.status_code == 422
-    assert response.json()["detail"][0]["msg"] == "Value error, give exactly one of config and config_id"
+    assert response.json() == {"detail": "body: give exactly one of config and config_id", "errors": [
+        {"field": "body", "message": "give exactly one of config and config_id", "type": "value_error"}]}
 
 
 def test_overrides_without_config_id_is_422(client, fake_config):
     response = client.post("/api/sft/train", json={"config": fake_config, "overrides": {"max_steps": 1}})
     assert response.status_code == 422
-    assert response.json()["detail"][0]["msg"] == "Value error, overrides only apply with config_id"
+    assert response.json() == {"detail": "body: overrides only apply with config_id", "errors": [
+        {"field": "body", "message": "overrides only apply with config_id", "type": "value_error"}]}
 
 
 def test_unknown_status_filter_is_422(client):
@@ -192,33 +196,33 @@ def test_submit_from_incomplete_template_is_400(client, manager):
     saved = client.post("/api/sft/configs", json={"name": "partial", "config": {"max_steps": 2}}).json()
     response = client.post("/api/sft/train", json={"config_id": saved["config_id"]})
     assert response.status_code == 400
-    assert response.json() == {"detail": "config.base_model: Field required; config.dataset_name: Field required"}
+    assert error_detail(response) == "config.base_model: Field required; config.dataset_name: Field required"
     assert manager.jobs == {}
 
 
 def test_submit_from_missing_config_is_404(client):
     response = client.post("/api/sft/train", json={"config_id": "nope", "overrides": {"max_steps": 1}})
     assert response.status_code == 404
-    assert response.json() == {"detail": "Config nope not found"}
+    assert error_detail(response) == "Config nope not found"
 
 
 def test_saved_config_name_must_be_unique(client):
     first = client.post("/api/sft/configs", json={"name": "dup", "config": {}}).json()
     response = client.post("/api/sft/configs", json={"name": "dup", "config": {}})
     assert response.status_code == 409
-    assert response.json() == {"detail": f"A config named 'dup' already exists ({first['config_id']})"}
+    assert error_detail(response) == f"A config named 'dup' already exists ({first['config_id']})"
 
 
 def test_saved_config_bad_value_is_400(client):
     response = client.post("/api/sft/configs", json={"name": "bad", "config": {"learning_rate": -1}})
     assert response.status_code == 400
-    assert response.json() == {"detail": "config.learning_rate: Input should be greater than 0"}
+    assert error_detail(response) == "config.learning_rate: Input should be greater than 0"
 
 
 def test_saved_config_blank_name_is_400(client):
     response = client.post("/api/sft/configs", json={"name": "  ", "config": {}})
     assert response.status_code == 400
-    assert response.json() == {"detail": "name: must not be empty"}
+    assert error_detail(response) == "name: must not be empty"
 
 
 # Listing, paging, events, health
@@ -260,7 +264,7 @@ def test_events_json_pages(client, manager, gate, fake_config):
 def test_events_of_missing_job_is_404(client):
     response = client.get("/api/sft/jobs/nope/events")
     assert response.status_code == 404
-    assert response.json() == {"detail": "Job nope not found"}
+    assert error_detail(response) == "Job nope not found"
 
 
 def test_health(client, manager, gate, fake_config):

@@ -6,6 +6,7 @@ import pytest
 
 from app.api.sft_job_manager import JobStatus, SFTJob
 from app.core.errors import ConfigNotFound, InvalidConfig, JobConflict, JobNotFound
+from api_helpers import error_detail
 from factories import MISSING, wait_for
 
 
@@ -157,7 +158,7 @@ def test_post_train_invalid(client, manager):
     response = client.post("/api/sft/train", json={"config": {"base_model": "m", "dataset_name": "d",
                                                               "max_steps": 0}})
     assert response.status_code == 400
-    assert response.json() == {"detail": "config.max_steps: Input should be greater than or equal to 1"}
+    assert error_detail(response) == "config.max_steps: Input should be greater than or equal to 1"
     assert manager.jobs == {}
 
 
@@ -172,7 +173,7 @@ def test_get_job_found(client, manager, fake_config):
 def test_get_job_not_found(client):
     response = client.get(f"/api/sft/jobs/{MISSING}")
     assert response.status_code == 404
-    assert response.json() == {"detail": f"Job {MISSING} not found"}
+    assert error_detail(response) == f"Job {MISSING} not found"
 
 
 def test_list_jobs_route(client, manager, fake_config):
@@ -194,7 +195,7 @@ def test_stop_route_found(client, manager, fake_config):
 def test_stop_route_not_found(client):
     response = client.post(f"/api/sft/jobs/{MISSING}/stop")
     assert response.status_code == 404
-    assert response.json() == {"detail": f"Job {MISSING} not found"}
+    assert error_detail(response) == f"Job {MISSING} not found"
 
 
 def test_post_config(client, manager):
@@ -208,7 +209,7 @@ def test_post_config(client, manager):
 def test_post_config_invalid(client, manager):
     response = client.post("/api/sft/configs", json={"name": "bad", "config": {"lora_rr": 8}})
     assert response.status_code == 400
-    assert response.json() == {"detail": "config.lora_rr: unknown field (did you mean lora_r?)"}
+    assert error_detail(response) == "config.lora_rr: unknown field (did you mean lora_r?)"
     assert manager.configs == {}
 
 
@@ -230,7 +231,7 @@ def test_get_config_found(client, manager):
 def test_get_config_not_found_route(client):
     response = client.get(f"/api/sft/configs/{MISSING}")
     assert response.status_code == 404
-    assert response.json() == {"detail": f"Config {MISSING} not found"}
+    assert error_detail(response) == f"Config {MISSING} not found"
 
 
 def test_start_job_that_is_not_pending_conflicts(manager, fake_config):
