@@ -19,6 +19,7 @@ from sft_client import (
     Job,
     NotFoundError,
     SFTClient,
+    UnprocessableEntityError,
 )
 
 
@@ -113,6 +114,12 @@ def test_sync_client_covers_the_job_endpoints(server, trained_job, job_config):
         with pytest.raises(BadRequestError) as bad:
             client.train({**job_config, "lora_rank": 8})
         assert bad.value.detail == "config.lora_rank: unknown field (did you mean lora_r?)"
+        assert bad.value.errors == [{"field": "config.lora_rank", "message": "unknown field (did you mean lora_r?)",
+                                     "type": "invalid_config"}]
+        with pytest.raises(UnprocessableEntityError) as malformed:
+            client.generate(job_id, "hello", max_new_tokens=0)
+        assert malformed.value.detail == "max_new_tokens: Input should be greater than or equal to 1"
+        assert [e["field"] for e in malformed.value.errors] == ["max_new_tokens"]
 
         saved = client.save_config("client-sync", {**job_config, "max_steps": 1})
         assert saved.config_id in [c.config_id for c in client.list_configs()]

@@ -24,13 +24,16 @@ class DownloadError(SFTError):
 
 
 class APIStatusError(SFTError):
-    """The server answered with an error status; ``detail`` is its explanation."""
+    """The server answered with an error status; ``detail`` is its explanation, and ``errors`` (a 400 or
+    422) each problem as ``{"field", "message", "type"}``."""
 
     def __init__(self, status_code: int, detail: str, *, body: Any = None):
         super().__init__(f"{status_code}: {detail}")
         self.status_code = status_code
         self.detail = detail
         self.body = body
+        errors = body.get("errors") if isinstance(body, dict) else None
+        self.errors: list[dict[str, Any]] = errors if isinstance(errors, list) else []
 
 
 class BadRequestError(APIStatusError):
@@ -95,7 +98,8 @@ def error_from_response(response: httpx.Response) -> APIStatusError:
 
 
 def _detail_text(detail: Any) -> str:
-    # FastAPI's own request validation answers a list of {loc, msg}; the service's errors a string.
+    # The service answers a string; servers before the one error shape answered a 422 with FastAPI's
+    # list of {loc, msg}.
     if isinstance(detail, list):
         parts = []
         for item in detail:
