@@ -55,6 +55,11 @@ class ModelRequestGate:
         with self._lock:
             return len(self._active)
 
+    def budget(self) -> Budget:
+        """A fresh budget with the server's time limit for one model request."""
+        return Budget(timeout_seconds=self.timeout_seconds,
+                      limit_name="the server's limit for one model request (SFT_REQUEST_TIMEOUT_SECONDS)")
+
     def counts(self) -> dict[str, int]:
         """``{"running": ..., "waiting": ...}`` for /health."""
         with self._lock:
@@ -66,7 +71,7 @@ class ModelRequestGate:
         Raises:
             ServiceBusy: the queue is full (503 with Retry-After), or the server is stopping.
         """
-        budget = Budget(timeout_seconds=self.timeout_seconds)
+        budget = self.budget()
         with self._lock:
             if self._closing.is_set():
                 raise ServiceBusy("the server is shutting down", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -19,6 +19,8 @@ class Budget:
     """
 
     timeout_seconds: float | None = None
+    #: Whose limit ``timeout_seconds`` is, as the time-out message names it.
+    limit_name: str = "the time limit of this request"
     started: float = field(default_factory=time.monotonic)
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _reason: str = ""
@@ -43,8 +45,7 @@ class Budget:
             raise GenerationCancelled(f"stopped: {self._reason}")
         if self.expired():
             raise GenerationTimedOut(
-                f"stopped after {self.timeout_seconds:g} s, the server's limit for one model request "
-                "(SFT_REQUEST_TIMEOUT_SECONDS); ask for fewer max_new_tokens or rows"
+                f"stopped after {self.timeout_seconds:g} s, {self.limit_name}; ask for fewer max_new_tokens or rows"
             )
 
     def stopping_criteria(self) -> Any:

@@ -22,7 +22,8 @@ from app.api.model_requests import ModelRequestGate
 from app.api.sft_job_manager import SFTJobManager
 from app.core.settings import Settings
 from app.main import create_app
-from app.sft.inference import Budget, ModelCache
+from app.sft.budget import Budget
+from app.sft.model_cache import ModelCache
 from app.store import SQLiteStore
 from factories import contact_rows, free_port, wait_for, write_jsonl
 

@@ -110,7 +110,7 @@ async def chat_completions(request: ChatCompletionRequest, manager: ManagerDep, 
     created = int(time.time())
     if request.stream:
         # A stream runs outside the model request gate (its answer outlives one call), with the same time limit.
-        budget = Budget(timeout_seconds=gate.timeout_seconds)
+        budget = gate.budget()
         chunks = stream_chat(cache, artifact, budget=budget, **options)
         first = await run_in_threadpool(next, chunks)  # loads the model, renders the prompt: errors answer as errors
         include_usage = bool(request.stream_options and request.stream_options.include_usage)

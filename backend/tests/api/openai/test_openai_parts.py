@@ -11,7 +11,7 @@ import pytest
 from app.api.openai import files, jobs
 from app.api.openai.errors import OpenAIError, validation_message
 from app.api.sft_job_manager import JobStatus, SFTJob
-from app.sft.inference import _StopCutter
+from app.sft.generation import _StopCutter
 from factories import contact_rows, write_jsonl
 
 
