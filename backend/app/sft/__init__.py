@@ -7,7 +7,17 @@ load on first use and an API process that never trains never pays for them.
 from typing import TYPE_CHECKING
 
 from .config import SFTConfig
-from .errors import ConfigError, DatasetError, ModelError, SFTError
+from .errors import (
+    ArtifactUnavailable,
+    CheckpointMissing,
+    ConfigError,
+    DatasetError,
+    GenerationCancelled,
+    GenerationTimedOut,
+    ModelError,
+    RequestError,
+    SFTError,
+)
 
 if TYPE_CHECKING:
     from .callbacks import CheckpointCallback, SFTCallback, ValidationCallback, WandBCallback
@@ -31,4 +41,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ConfigError", "DatasetError", "ModelError", "SFTConfig", "SFTError", *_LAZY]
+__all__ = ["ArtifactUnavailable", "CheckpointMissing", "ConfigError", "DatasetError", "GenerationCancelled",
+           "GenerationTimedOut", "ModelError", "RequestError", "SFTConfig", "SFTError", *_LAZY]
