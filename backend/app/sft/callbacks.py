@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from .checkpoints import eval_loss_at
 from .errors import ConfigError
-
-EventSink = Callable[[str, dict[str, Any]], None]
+from .events import EventKind, EventSink, TrainingEvent
 
 
 class SFTCallback(TrainerCallback):
@@ -132,18 +130,18 @@ class StopCallback(TrainerCallback):
 
 
 class ReportingCallback(TrainerCallback):
-    """Appends every log to ``log.jsonl`` and forwards progress, metrics and checkpoints to a sink."""
+    """Appends every log to ``log.jsonl`` and reports progress, metrics and checkpoints as ``TrainingEvent``s."""
 
     def __init__(self, log_path: Path, sink: EventSink | None):
         self.log_path = log_path
         self.sink = sink
 
-    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+    def _emit(self, kind: EventKind, payload: dict[str, Any]) -> None:
         if self.sink is not None:
-            self.sink(kind, payload)
+            self.sink(TrainingEvent(kind, payload))
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._emit("training_started", {"max_steps": state.max_steps, "global_step": state.global_step})
+        self._emit(EventKind.TRAINING_STARTED, {"max_steps": state.max_steps, "global_step": state.global_step})
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
@@ -151,12 +149,12 @@ class ReportingCallback(TrainerCallback):
         record = {"step": state.global_step, "epoch": state.epoch, **logs}
         with self.log_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        kind = "eval" if any(key.startswith("eval_") for key in logs) else "metrics"
+        kind = EventKind.EVAL if any(key.startswith("eval_") for key in logs) else EventKind.METRICS
         self._emit(kind, {**record, "max_steps": state.max_steps})
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._emit("step", {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch})
+        self._emit(EventKind.STEP, {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch})
 
     def on_save(self, args, state, control, **kwargs):
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        self._emit("checkpoint_saved", {"step": state.global_step, "path": str(path)})
+        self._emit(EventKind.CHECKPOINT_SAVED, {"step": state.global_step, "path": str(path)})

@@ -10,11 +10,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .callbacks import EventSink, ReportingCallback, StopCallback
+from .callbacks import ReportingCallback, StopCallback
 from .checkpoints import eval_loss_at
 from .config import SFTConfig
-from .errors import ConfigError
 from .data import PreparedData, prepare_datasets
+from .errors import ConfigError
+from .events import EventKind, EventSink, TrainingEvent
 from .models import (
     default_device,
     linear_layer_names,
@@ -42,6 +43,11 @@ def _thread_local_accelerate_state() -> None:
 _thread_local_accelerate_state()
 
 logger = logging.getLogger(__name__)
+
+#: Where GGUF files and the bundled model are converted when no ``model_cache_dir`` is given: the
+#: service's own default (``<data_dir>/models`` with ``data_dir`` ./data), so a run from the command
+#: line in the server's directory reuses the server's conversions.
+DEFAULT_MODEL_CACHE_DIR = Path("data") / "models"
 
 
 @dataclass
@@ -77,16 +83,18 @@ class SFTTrainer:
     """Trains one ``SFTConfig`` end to end: load, prepare data, train, save, report.
 
     Args:
-        config: the run's config (an ``SFTConfig`` or a dict validated into one).
+        config: the run's ``SFTConfig`` (a dict is validated into one).
         callbacks: extra ``TrainerCallback`` instances, called by the HF trainer.
         stop_event: when set, training ends at the next step boundary and what was trained is saved;
             when set during loading or data preparation, the run ends as soon as that phase does.
-        on_event: ``(kind, payload)`` sink for phases, metrics, evals and checkpoints.
-        model_cache_dir: where GGUF / bundled models are converted once.
+        on_event: where the run's ``TrainingEvent``s go (phases, steps, metrics, evals, checkpoints).
+        model_cache_dir: where GGUF / bundled models are converted once (default
+            ``DEFAULT_MODEL_CACHE_DIR``).
         allowed_dataset_roots: local datasets must live under one of these (None: anywhere).
         allowed_model_roots: a local base model must live under one of these or the model cache
             (None: anywhere).
         resume_from_checkpoint: a checkpoint directory to continue from (optimizer state included).
+        device: 'cuda' or 'cpu' (default: the best this machine has).
     """
 
     def __init__(
@@ -109,11 +117,7 @@ class SFTTrainer:
         self.callbacks = list(callbacks or [])
         self.stop_event = stop_event or threading.Event()
         self.on_event = on_event
-        if model_cache_dir is None:
-            from ..core.settings import settings
-
-            model_cache_dir = settings.resolved_model_cache_dir
-        self.model_cache_dir = Path(model_cache_dir)
+        self.model_cache_dir = Path(model_cache_dir if model_cache_dir is not None else DEFAULT_MODEL_CACHE_DIR)
         self.allowed_dataset_roots = allowed_dataset_roots
         self.allowed_model_roots = allowed_model_roots
         self.resume_from_checkpoint = resume_from_checkpoint
@@ -121,9 +125,9 @@ class SFTTrainer:
         self.device = device or default_device()
         self.output_dir = Path(self.config.output_dir)
 
-    def _emit(self, kind: str, payload: dict[str, Any] | None = None) -> None:
+    def _emit(self, kind: EventKind, payload: dict[str, Any] | None = None) -> None:
         if self.on_event is not None:
-            self.on_event(kind, payload or {})
+            self.on_event(TrainingEvent(kind, payload or {}))
 
     def train(self) -> SFTResult:
         """Run the whole training; returns the result (``stopped=True`` when the stop event ended it)."""
@@ -137,7 +141,7 @@ class SFTTrainer:
 
             torch.cuda.reset_peak_memory_stats()
 
-        self._emit("phase", {"phase": "loading_model"})
+        self._emit(EventKind.PHASE, {"phase": "loading_model"})
         # Model loading and building the trainer (first imports of trl, PEFT wrapping, seeding) are not
         # thread-safe in transformers 5, so concurrent jobs (and /generate's loads) take turns at them;
         # reading the data, and the training steps, overlap.
@@ -145,13 +149,13 @@ class SFTTrainer:
             if self.stop_event.is_set():
                 return self._stopped_before_training(started)
             model, tokenizer = self._load(precision)
-        self._emit("model_loaded", {"base_model": cfg.base_model, "parameters": model.num_parameters()})
+        self._emit(EventKind.MODEL_LOADED, {"base_model": cfg.base_model, "parameters": model.num_parameters()})
         if self.stop_event.is_set():
             return self._stopped_before_training(started)
 
-        self._emit("phase", {"phase": "preparing_dataset"})
+        self._emit(EventKind.PHASE, {"phase": "preparing_dataset"})
         data = prepare_datasets(cfg, allowed_roots=self.allowed_dataset_roots)
-        self._emit("dataset_ready", {"dataset_format": data.dataset_format, "train_rows": data.train_rows,
+        self._emit(EventKind.DATASET_READY, {"dataset_format": data.dataset_format, "train_rows": data.train_rows,
                                      "eval_rows": data.eval_rows})
         if self.stop_event.is_set():
             return self._stopped_before_training(started, data)
@@ -159,13 +163,13 @@ class SFTTrainer:
         with model_load_lock:
             trainer, loss_path = self._build_trainer(model, tokenizer, data)
         del model
-        self._emit("phase", {"phase": "training"})
+        self._emit(EventKind.PHASE, {"phase": "training"})
         stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopCallback))
         try:
             output = trainer.train(
                 resume_from_checkpoint=str(self.resume_from_checkpoint) if self.resume_from_checkpoint else None
             )
-            self._emit("phase", {"phase": "saving"})
+            self._emit(EventKind.PHASE, {"phase": "saving"})
             artifact_dir = self.output_dir / ("adapter" if cfg.use_lora else "model")
             trainer.save_model(str(artifact_dir))
             tokenizer.save_pretrained(str(artifact_dir))

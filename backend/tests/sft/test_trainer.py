@@ -6,6 +6,7 @@ import pytest
 
 from app.sft import (CheckpointCallback, ConfigError, SFTCallback, SFTConfig, SFTTrainer, ValidationCallback,
                      WandBCallback)
+from app.sft.events import TrainingEvent
 from app.sft.trainer import read_log
 from factories import greedy_text
 
@@ -79,10 +80,13 @@ def test_same_seed_same_curve(tiny_config, tmp_path):
 
 
 def test_events_reach_the_sink(tiny_config, tmp_path):
-    kinds = []
-    run(tiny_config, tmp_path, on_event=lambda kind, payload: kinds.append(kind))
+    events = []
+    run(tiny_config, tmp_path, on_event=events.append)
+    assert all(isinstance(event, TrainingEvent) for event in events)
+    kinds = [event.kind for event in events]
     for kind in ("phase", "model_loaded", "dataset_ready", "training_started", "step", "metrics"):
         assert kind in kinds
+    assert TrainingEvent.from_dict(events[-1].to_dict()) == events[-1]
 
 
 def test_callbacks_fire(tiny_config, tmp_path):

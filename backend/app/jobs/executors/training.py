@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ...sft.errors import SFTError
@@ -22,28 +23,42 @@ def run_training(spec: JobSpec, sink: EventSink, *, stop_event: threading.Event,
                  callbacks: list[Any] | None = None, device: str | None = None) -> TrainingEvent:
     """Train ``spec`` to the end (or until ``stop_event`` is set); report every event to ``sink``,
     the last being ``EXITED``, which is also returned."""
+    return run_to_exit(spec.job_id, sink, lambda: train(spec, sink, stop_event=stop_event, callbacks=callbacks,
+                                                         device=device))
+
+
+def train(spec: JobSpec, sink: EventSink, *, stop_event: threading.Event,
+          callbacks: list[Any] | None = None, device: str | None = None) -> dict[str, Any]:
+    """Train ``spec`` with ``SFTTrainer``; return its result dict (raises what the trainer raises)."""
     from pathlib import Path
 
     from ...sft.config import SFTConfig
     from ...sft.trainer import SFTTrainer
 
+    trainer = SFTTrainer(
+        SFTConfig.model_validate(spec.config),
+        callbacks=callbacks,
+        stop_event=stop_event,
+        on_event=sink,
+        model_cache_dir=spec.model_cache_dir,
+        allowed_dataset_roots=[Path(p) for p in spec.dataset_roots] if spec.dataset_roots is not None else None,
+        allowed_model_roots=[Path(p) for p in spec.model_roots] if spec.model_roots is not None else None,
+        resume_from_checkpoint=spec.resume_from,
+        device=device,
+    )
+    return trainer.train().to_dict()
+
+
+def run_to_exit(job_id: str, sink: EventSink, body: Callable[[], dict[str, Any]]) -> TrainingEvent:
+    """Run ``body`` (which returns a result dict) and report how it ended as the ``EXITED`` event:
+    ``stopped`` when the result says so, ``completed`` otherwise, ``failed`` with a classified error
+    when it raised. Never raises."""
     try:
-        trainer = SFTTrainer(
-            SFTConfig.model_validate(spec.config),
-            callbacks=callbacks,
-            stop_event=stop_event,
-            on_event=lambda kind, payload: sink(TrainingEvent(EventKind(kind), payload)),
-            model_cache_dir=spec.model_cache_dir,
-            allowed_dataset_roots=[Path(p) for p in spec.dataset_roots] if spec.dataset_roots is not None else None,
-            allowed_model_roots=[Path(p) for p in spec.model_roots] if spec.model_roots is not None else None,
-            resume_from_checkpoint=spec.resume_from,
-            device=device,
-        )
-        result = trainer.train().to_dict()
+        result = body()
         status = "stopped" if result.get("stopped") else "completed"
         exited = TrainingEvent(EventKind.EXITED, {"status": status, "result": result})
     except BaseException as exc:  # noqa: BLE001 - a run's failure must become its last event
-        logger.exception("job %s failed", spec.job_id)
+        logger.exception("job %s failed", job_id)
         exited = TrainingEvent(EventKind.EXITED, {"status": "failed", "error_detail": classify_error(exc)})
         exc.__traceback__ = None  # its frames would keep the model alive
     sink(exited)
