@@ -177,7 +177,9 @@ class SFTConfig(BaseModel):
         if self.use_qlora and not self.use_lora:
             raise ValueError("use_qlora trains a LoRA adapter on a 4-bit base: it needs use_lora=true")
         if not self.use_lora:
-            set_lora = [name for name in _LORA_FIELDS if name in self.model_fields_set]
+            # Set and not the default: a stored config carries every field, defaults included.
+            set_lora = [name for name in _LORA_FIELDS if name in self.model_fields_set
+                        and getattr(self, name) != type(self).model_fields[name].default]
             if set_lora:
                 raise ValueError(f"{', '.join(set_lora)} only apply with use_lora=true")
         if self.eval_dataset_name and self.validation_split:

@@ -28,7 +28,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress        TEXT,
     attempts        TEXT,
     idempotency_key TEXT UNIQUE,
-    request_hash    TEXT
+    request_hash    TEXT,
+    executor        TEXT,
+    handle          TEXT,
+    training_seq    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE TABLE IF NOT EXISTS configs (
@@ -83,14 +86,25 @@ CREATE TABLE IF NOT EXISTS exports (
 CREATE INDEX IF NOT EXISTS exports_job ON exports(job_id);
 """
 
+#: Columns added to a table after its first release: (table, column, declaration). A database made
+#: by an older version gains them when opened; old rows read the declared default.
+MIGRATIONS = (
+    # Which executor runs the job, the handle it returned (JSON) and the last training event consumed.
+    ("jobs", "executor", "TEXT"),
+    ("jobs", "handle", "TEXT"),
+    ("jobs", "training_seq", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
 class DatabaseUnavailable(RuntimeError):
     """The database file cannot be opened or set up; the message names it."""
 
 
-_JSON_JOB_FIELDS = ("config", "error_detail", "result", "progress", "attempts")
+_JSON_JOB_FIELDS = ("config", "error_detail", "result", "progress", "attempts", "handle")
 JOB_FIELDS = (
     "job_id", "seq", "status", "config", "created_at", "started_at", "completed_at", "error",
     "error_detail", "result", "progress", "attempts", "idempotency_key", "request_hash",
+    "executor", "handle", "training_seq",
 )
 
 
@@ -116,11 +130,18 @@ class SQLiteStore:
                 # WAL + NORMAL: a commit survives a killed process (not a power cut) without an fsync each.
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.executescript(SCHEMA)
+                self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise DatabaseUnavailable(
                 f"cannot open the database {self.path} ({type(exc).__name__}: {exc}); check SFT_DATABASE_PATH "
                 "(or SFT_DATA_DIR) and that the directory is writable"
             ) from exc
+
+    def _migrate(self) -> None:
+        for table, column, declaration in MIGRATIONS:
+            columns = {row["name"] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         with self._lock:
@@ -138,6 +159,7 @@ class SQLiteStore:
 
     def insert_job(self, record: dict[str, Any]) -> None:
         row = {field: record.get(field) for field in JOB_FIELDS}
+        row["training_seq"] = row["training_seq"] or 0
         for field in _JSON_JOB_FIELDS:
             row[field] = _dumps(row[field])
         columns = ", ".join(row)

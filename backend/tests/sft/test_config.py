@@ -56,6 +56,14 @@ def test_lora_fields_without_lora():
     assert "lora_r, lora_alpha only apply with use_lora=true" in errors_of(use_lora=False, lora_r=8, lora_alpha=16)
 
 
+@pytest.mark.parametrize("extra", [{"use_lora": False}, {"validation_split": 0.1, "eval_steps": 2},
+                                   {"save_steps": 2, "save_total_limit": 1}])
+def test_a_whole_dump_validates_again(extra):
+    # Jobs store their config whole, defaults included; it must read back as the same config.
+    config = SFTConfig.model_validate({"base_model": "m", "dataset_name": "d", "max_steps": 1, **extra})
+    assert SFTConfig.model_validate(config.model_dump(mode="json")) == config
+
+
 def test_eval_steps_needs_eval_set():
     assert "eval_steps needs eval_dataset_name or validation_split" in errors_of(eval_steps=5)
     SFTConfig.model_validate({**BASE, "eval_steps": 5, "validation_split": 0.1})

@@ -1,0 +1,156 @@
+"""Submit-time checks: a request becomes one resolved ``SFTConfig``, or an ``InvalidConfig`` naming the field.
+
+``resolve_config`` validates once, resolves what depends on the server (the output directory inside
+the output root) and checks what would only fail later (the model, the dataset, trackers, remote
+code, precision on this machine). What it returns is what the job keeps, every field present.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..core.errors import InvalidConfig
+from ..core.settings import Settings
+from ..sft.config import SFTConfig
+from ..sft.data import check_dataset
+from ..sft.errors import DatasetError, ModelError, SFTError
+from ..sft.models import check_model, default_device, module_names
+
+#: Python packages each ``report_to`` target needs (any one of them).
+TRACKER_PACKAGES = {"wandb": ("wandb",), "tensorboard": ("tensorboard", "tensorboardX")}
+
+
+def resolve_config(raw: dict[str, Any], *, job_id: str, settings: Settings, preflight: bool = True) -> SFTConfig:
+    """Validate ``raw`` and check that it can run; return the config as the job will keep it.
+
+    Raises:
+        InvalidConfig: with a detail naming the field (and file and line for a dataset).
+    """
+    try:
+        config = SFTConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidConfig(format_validation_error(exc.errors())) from None
+    output_dir = resolve_output_dir(config.output_dir, job_id=job_id, settings=settings)
+    if config.trust_remote_code and not settings.allow_remote_code:
+        raise InvalidConfig(
+            "config.trust_remote_code: this server does not allow remote code (set SFT_ALLOW_REMOTE_CODE=true)"
+        )
+    try:
+        config.resolve_precision(default_device())
+    except SFTError as exc:
+        raise InvalidConfig(f"config.precision: {exc}") from None
+    _check_trackers(config.report_to)
+    if preflight:
+        check_model_and_data(config, settings)
+    # Fields set by the request stay "set", so the config's own cross-field rules read the same later.
+    return config.model_copy(update={"output_dir": str(output_dir)})
+
+
+def complete_config(config: dict[str, Any]) -> dict[str, Any]:
+    """An older record's config (only the fields its request set) with every default filled in, as
+    submit stores it now. Raises ``ValidationError`` when it no longer validates."""
+    return SFTConfig.model_validate(config).model_dump(mode="json")
+
+
+def check_model_and_data(config: SFTConfig, settings: Settings) -> None:
+    try:
+        ref = check_model(config.base_model, cache_dir=settings.resolved_model_cache_dir,
+                          allowed_roots=settings.resolved_model_roots)
+    except ModelError as exc:
+        raise InvalidConfig(f"config.base_model: {exc}") from None
+    if config.use_lora and config.lora_target_modules != "all-linear" and not config.trust_remote_code:
+        _check_target_modules(config, ref)
+    roots = settings.resolved_dataset_roots
+    try:
+        fmt = check_dataset(config.dataset_name, config.dataset_split, dataset_format=config.dataset_format,
+                            column_mapping=config.column_mapping, allowed_roots=roots)
+    except DatasetError as exc:
+        raise InvalidConfig(f"config.dataset_name: {exc}") from None
+    if config.eval_dataset_name:
+        try:
+            check_dataset(config.eval_dataset_name, config.eval_dataset_split, dataset_format=fmt,
+                          column_mapping=config.column_mapping, allowed_roots=roots)
+        except DatasetError as exc:
+            raise InvalidConfig(f"config.eval_dataset_name: {exc}") from None
+
+
+def resolve_output_dir(output_dir: str | None, *, job_id: str, settings: Settings) -> Path:
+    """A job's output directory inside the output root (relative paths are taken from it)."""
+    root = settings.resolved_output_root
+    if output_dir is None:
+        return root / job_id
+    path = Path(output_dir).expanduser()
+    resolved = (path if path.is_absolute() else root / path).resolve()
+    if not resolved.is_relative_to(root) or resolved == root:
+        raise InvalidConfig(
+            f"config.output_dir: {output_dir!r} resolves outside the output root {root}; "
+            "use a relative path (it is taken from the output root) or leave it unset"
+        )
+    return resolved
+
+
+def create_output_dir(output_dir: str) -> None:
+    """Create a job's output directory at submit, so a name the file system refuses is a 400 now."""
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidConfig(f"config.output_dir: {output_dir} cannot be created ({exc.strerror or exc})") from None
+
+
+def format_validation_error(errors: list[dict[str, Any]], prefix: str = "config.") -> str:
+    """One clause per problem, each naming the field: ``config.lora_r: Input should be ...``."""
+    known = list(SFTConfig.model_fields)
+    parts = []
+    for error in errors:
+        loc = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+            message = "unknown field" + (f" (did you mean {close[0]}?)" if close else "")
+        field = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "config")
+        parts.append(f"{field}: {message}")
+    return "; ".join(parts)
+
+
+def check_partial_config(config: dict[str, Any]) -> None:
+    """A template may leave fields out, but the ones it has must be valid."""
+    unknown = [key for key in config if key not in SFTConfig.model_fields]
+    if unknown:
+        known = list(SFTConfig.model_fields)
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=1)
+            hints.append(f"config.{key}: unknown field" + (f" (did you mean {close[0]}?)" if close else ""))
+        raise InvalidConfig("; ".join(hints))
+    try:
+        SFTConfig.model_validate({"base_model": "x", "dataset_name": "x", "max_steps": 1, **config})
+    except ValidationError as exc:
+        field_errors = [e for e in exc.errors() if e["loc"]]
+        if field_errors:
+            raise InvalidConfig(format_validation_error(field_errors)) from None
+
+
+def _check_trackers(report_to: list[str]) -> None:
+    for target in report_to:
+        packages = TRACKER_PACKAGES[target]
+        if not any(importlib.util.find_spec(p) is not None for p in packages):
+            raise InvalidConfig(f"config.report_to: {target} is not installed on this server "
+                                f"(pip install {packages[0]}); install it or leave it out of report_to")
+
+
+def _check_target_modules(config: SFTConfig, ref: Any) -> None:
+    """lora_target_modules against the model's module names, where they can be read cheaply (a local,
+    converted or cached model); otherwise the trainer checks them when it loads the model."""
+    names = module_names(ref)
+    if names is None:
+        return
+    unknown = names.unknown(list(config.lora_target_modules))
+    if unknown:
+        raise InvalidConfig(f"config.lora_target_modules: {', '.join(unknown)} match no module of "
+                            f"{config.base_model} (its linear layers: {', '.join(names.linear) or 'none'}; "
+                            "or use 'all-linear')")
