@@ -17,7 +17,7 @@ from .api.model_requests import ModelRequestGate
 from .api.model_routes import router as model_router
 from .api.openai import router as openai_router
 from .api.schemas import ErrorResponse, HealthResponse
-from .api.sft_job_manager import SFTJobManager, get_sft_job_manager
+from .jobs.manager import SFTJobManager, get_sft_job_manager
 from .api.sft_routes import router as sft_router
 from .core.errors import register_error_handlers
 from .core.settings import settings as default_settings
@@ -98,10 +98,10 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
     @app.get("/health", response_model=HealthResponse, tags=["service"],
              responses={400: {"model": ErrorResponse, "description": "A Host header this server does not answer to"}})
     async def health(manager: ManagerDep, gate: GateDep) -> HealthResponse:
-        """Liveness, version, job counts and model requests in progress."""
+        """Liveness, version, job counts, the executor's state and model requests in progress."""
         return HealthResponse(version=VERSION, max_concurrent_jobs=manager.max_concurrent_jobs,
                               jobs=manager.counts(), device=default_device(), gpu=gpu_memory(),
-                              model_requests=gate.counts())
+                              model_requests=gate.counts(), executor=manager.executor.health())
 
     return app
 

@@ -7,9 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ..jobs.manager import SFTJobManager, get_sft_job_manager
+from ..jobs.models import SFTJob
 from ..sft.model_cache import ModelCache
 from .model_requests import ModelRequestGate
-from .sft_job_manager import SFTJob, SFTJobManager, get_sft_job_manager
 
 
 async def get_manager(request: Request) -> SFTJobManager:

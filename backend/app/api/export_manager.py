@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ServiceError
+from ..jobs.executors.thread import lower_thread_priority
+from ..jobs.executors.training import classify_error
+from ..jobs.manager import SFTJobManager
+from ..jobs.models import SFTJob, utcnow
 from ..sft import export as exporting
 from ..sft.artifacts import Artifact, job_artifact
 from ..sft.models import release_memory, resolve_model
-from .sft_job_manager import SFTJob, SFTJobManager, _lower_thread_priority, classify_error, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +159,7 @@ class ExportManager:
         return ref.path
 
     def _work(self) -> None:
-        _lower_thread_priority()
+        lower_thread_priority()
         while True:
             task = self._queue.get()
             try:

@@ -25,7 +25,7 @@ from .schemas import (
     MergeResponse,
     ModelInfo,
 )
-from .sft_job_manager import SFTJobManager
+from ..jobs.manager import SFTJobManager
 
 router = APIRouter(prefix="/api/sft", tags=["models"],
                    responses={**ERROR_RESPONSES,

@@ -221,6 +221,15 @@ class GpuMemory(BaseModel):
     max_memory_allocated_mb: float = Field(..., description="Peak allocated since start or the last job's start.")
 
 
+class ExecutorHealth(BaseModel):
+    """Where jobs run: the executor's name and whether it can take work (executors may add details)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(..., description="thread (the API process' own threads) or another executor's name.")
+    status: Literal["up", "down"] = Field(..., description="down: jobs cannot start or be followed now.")
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
@@ -234,6 +243,7 @@ class HealthResponse(BaseModel):
         default_factory=dict,
         description="Generate / evaluate / merge requests: 'running' on the model threads and 'waiting' for one.",
     )
+    executor: ExecutorHealth | None = Field(None, description="Where jobs run, and whether it is up.")
 
 
 

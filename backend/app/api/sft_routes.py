@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from ..sft.config import SFTConfig
@@ -31,10 +29,6 @@ from .schemas import (
 )
 
 router = APIRouter(prefix="/api/sft", tags=["sft"], responses=ERROR_RESPONSES)
-
-SSE_POLL_SECONDS = 0.05
-SSE_KEEPALIVE_SECONDS = 15.0
-TERMINAL_EVENTS = {"completed", "failed", "stopped"}
 
 
 @router.post("/train", response_model=JobStartResponse)
@@ -145,37 +139,13 @@ async def get_events(
 
 
 async def _event_stream(manager, job_id: str, after: int, request: Request):
-    # Waits on the manager's in-memory event counter (a dict read every SSE_POLL_SECONDS) and reads
-    # the store only when there is something new: a client following a job costs the server next to
-    # nothing and hears of each event within SSE_POLL_SECONDS.
-    last = after
-    idle = 0.0
-    while True:
-        if manager.last_event_seq(job_id) > last:
-            events = await run_in_threadpool(manager.store.events, job_id, after=last, limit=500)
-            for event in events:
-                last = event["seq"]
-                yield f"id: {last}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
-                if event["type"] in TERMINAL_EVENTS:
-                    return
-            if events:
-                idle = 0.0
-                continue
-        else:
-            job = manager.jobs.get(job_id)
-            if job is None:
-                return
-            if job.status.is_terminal():
-                newest, ended = await run_in_threadpool(manager.event_cursor, job_id)
-                if ended and newest <= last:
-                    return
-            if await request.is_disconnected():
-                return
-        idle += SSE_POLL_SECONDS
-        if idle >= SSE_KEEPALIVE_SECONDS:
-            idle = 0.0
+    # The manager's event log follows the job (cheap in-memory polling, the store read only when
+    # there is something new); this formats what it yields as Server-Sent Events.
+    async for event in manager.follow_events(job_id, after, disconnected=request.is_disconnected):
+        if event is None:
             yield ": keep-alive\n\n"
-        await asyncio.sleep(SSE_POLL_SECONDS)
+        else:
+            yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
 
 
 @router.post("/configs", response_model=ConfigSaveResponse)

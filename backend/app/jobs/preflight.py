@@ -10,11 +10,12 @@ from __future__ import annotations
 import difflib
 import importlib.util
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError
 
-from ..core.errors import InvalidConfig
+from ..core.errors import InvalidConfig, JobConflict
 from ..core.settings import Settings
 from ..sft.config import SFTConfig
 from ..sft.data import check_dataset
@@ -154,3 +155,20 @@ def _check_target_modules(config: SFTConfig, ref: Any) -> None:
         raise InvalidConfig(f"config.lora_target_modules: {', '.join(unknown)} match no module of "
                             f"{config.base_model} (its linear layers: {', '.join(names.linear) or 'none'}; "
                             "or use 'all-linear')")
+
+
+def check_output_dir_free(jobs: Iterable[Any], output_dir: str, *, besides: str | None = None) -> None:
+    """JobConflict when ``output_dir`` is, contains or lies inside the directory of one of ``jobs``
+    (any status: a finished job's adapter must not be overwritten); ``besides`` is a job id to skip."""
+    for job in jobs:
+        other = job.config.get("output_dir")
+        if job.job_id == besides or not other:
+            continue
+        if other == output_dir:
+            raise JobConflict(f"output_dir {output_dir} is in use by job {job.job_id} ({job.status.value})")
+        if output_dir.startswith(other.rstrip("/") + "/"):
+            raise JobConflict(f"output_dir {output_dir} is inside the output_dir of job {job.job_id} "
+                              f"({job.status.value}): {other}")
+        if other.startswith(output_dir.rstrip("/") + "/"):
+            raise JobConflict(f"output_dir {output_dir} contains the output_dir of job {job.job_id} "
+                              f"({job.status.value}): {other}")

@@ -44,9 +44,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ...jobs.manager import SFTJobManager
+from ...jobs.models import JobStatus, SFTJob
 from ...sft.errors import ModelError
 from ...sft.models import resolve_model
-from ..sft_job_manager import JobStatus, SFTJob, SFTJobManager
 from .files import write_results_file
 
 TARGET_EPOCHS = 3

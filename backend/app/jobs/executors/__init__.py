@@ -1,5 +1,22 @@
-"""Executors: where and how a job's training runs."""
+"""Executors: where and how a job's training runs.
 
+To add one, implement ``base.Executor`` (start from a ``JobSpec``, report ``TrainingEvent``s, stop,
+cancel, re-attach) and choose it in ``create_executor``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...core.joblogs import JobLogRouter
+from ...core.settings import Settings
 from .base import Executor, JobSpec, Report, RunState
+from .thread import LocalThreadExecutor
 
-__all__ = ["Executor", "JobSpec", "Report", "RunState"]
+__all__ = ["Executor", "JobSpec", "LocalThreadExecutor", "Report", "RunState", "create_executor"]
+
+
+def create_executor(settings: Settings, *, logs: JobLogRouter | None = None, runner: Any = None) -> Executor:
+    """The executor the settings ask for. Today: the thread executor (``runner`` replaces what its
+    threads run, for tests)."""
+    return LocalThreadExecutor(runner=runner, logs=logs)

@@ -1,0 +1,373 @@
+"""SFTJobManager: jobs, their queue and their records. It decides; an executor runs.
+
+The manager imports no FastAPI and starts no threads of its own. Its seams are injectable: ``store``
+(persistence), ``executor`` (where runs happen; default the thread executor), ``runner`` (what the
+thread executor's threads run, for tests) and ``max_concurrent_jobs``. Whatever the executor, runs
+report back through one channel, ``_on_report(job_id, TrainingEvent)``, turned into status,
+progress, metrics and the event log in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+from ..core import joblogs
+from ..core.errors import InvalidConfig, JobConflict, JobNotFound
+from ..core.settings import Settings, settings as default_settings
+from ..sft.checkpoints import list_checkpoints
+from ..sft.config import SFTConfig
+from ..sft.errors import ConfigError
+from ..store import SQLiteStore
+from .events import EventLog
+from .executors import Executor, create_executor
+from .models import JobStatus, SFTJob, move
+from .preflight import check_output_dir_free, create_output_dir, resolve_config
+from .runs import RunControl
+from .templates import ConfigTemplates
+
+
+class SFTJobManager(RunControl):
+    """Creates, queues, starts, stops and remembers SFT jobs and saved configs.
+
+    Args:
+        store: persistence; default a SQLite file under the settings' data directory.
+        executor: where runs happen; default ``create_executor(settings)`` (the thread executor).
+        runner: ``runner(run, emit) -> result dict`` for the thread executor's threads instead of the
+            real trainer (tests); it must return when ``run.stop_event`` is set. Not with ``executor``.
+        max_concurrent_jobs: jobs that run at once; the rest wait ``pending`` in FIFO order.
+        settings: paths, limits and permissions; default the process-wide settings.
+        preflight: check the model and dataset at submit (tests of the queue may turn it off).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: SQLiteStore | None = None,
+        runner: Any = None,
+        executor: Executor | None = None,
+        max_concurrent_jobs: int | None = None,
+        settings: Settings | None = None,
+        preflight: bool = True,
+    ):
+        if executor is not None and runner is not None:
+            raise ValueError("pass a runner or an executor, not both (a runner is the thread executor's)")
+        self.settings = settings or default_settings
+        self.logs = joblogs.install(self.settings.resolved_data_dir / "logs")
+        self.event_log = EventLog(store or SQLiteStore(self.settings.resolved_database_path), self.logs)
+        self.executor = executor or create_executor(self.settings, logs=self.logs, runner=runner)
+        self.max_concurrent_jobs = max_concurrent_jobs or self.settings.max_concurrent_jobs
+        self.preflight = preflight
+        self.templates = ConfigTemplates(lambda: self.store)
+        self.jobs: dict[str, SFTJob] = {}
+        self._queue: deque[str] = deque()
+        self._running: set[str] = set()
+        self._lock = threading.RLock()
+        self._dispatch = self._handlers()
+        self._recover()
+
+    @property
+    def runner(self) -> Any:
+        """What the thread executor's threads run (the seed's ``manager.runner``)."""
+        return getattr(self.executor, "runner", None) or self._train
+
+    @property
+    def configs(self) -> dict[str, dict[str, Any]]:
+        return self.templates.configs
+
+    # Jobs
+
+    def create_job(
+        self,
+        config: dict[str, Any] | SFTConfig,
+        callbacks: list[Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Validate and pre-flight ``config``, record a pending job with its whole resolved config, return its id.
+
+        Raises:
+            InvalidConfig: the config, its model or its dataset cannot run (nothing is recorded).
+            JobConflict: ``idempotency_key`` was used for a different request.
+        """
+        raw = config.model_dump(exclude_unset=True) if isinstance(config, SFTConfig) else dict(config)
+        request_hash = _hash(raw)
+        with self._lock:
+            if idempotency_key is not None:
+                existing = self._by_idempotency_key(idempotency_key)
+                if existing is not None:
+                    self._check_same_request(existing, idempotency_key, request_hash)
+                    return existing.job_id
+        job_id = str(uuid.uuid4())
+        resolved = self.validate_config(raw, job_id=job_id)
+        with self._lock:
+            if idempotency_key is not None:
+                # Another request with this key may have been recorded while this one was validated.
+                existing = self._by_idempotency_key(idempotency_key)
+                if existing is not None:
+                    self._check_same_request(existing, idempotency_key, request_hash)
+                    return existing.job_id
+            check_output_dir_free(self.jobs.values(), resolved.output_dir)
+            create_output_dir(resolved.output_dir)
+            self._next_seq += 1
+            job = SFTJob(resolved, callbacks, job_id=job_id, seq=self._next_seq)
+            job.idempotency_key = idempotency_key
+            job.request_hash = request_hash
+            self.store.insert_job(job.record())
+            self.jobs[job_id] = job
+            self._emit(job, "created", f"Job created: {resolved.base_model} on {resolved.dataset_name}")
+        return job_id
+
+    def validate_config(self, raw: dict[str, Any], *, job_id: str) -> SFTConfig:
+        """``raw`` as the job will keep it: validated, resolved, pre-flighted, checked by the executor.
+
+        Raises:
+            InvalidConfig: with a detail naming the field (and file and line for a dataset).
+        """
+        config = resolve_config(raw, job_id=job_id, settings=self.settings, preflight=self.preflight)
+        try:
+            self.executor.check(self._spec_of(job_id, config.model_dump(mode="json"), attempt=1, resume_from=None))
+        except ConfigError as exc:
+            raise InvalidConfig(f"config.{exc.field}: {exc}" if exc.field else f"config: {exc}") from None
+        return config
+
+    def start_job(self, job_id: str) -> None:
+        """Queue a pending job; it starts as soon as a training slot is free."""
+        with self._lock:
+            job = self._get(job_id)
+            if job.status is not JobStatus.PENDING:
+                raise JobConflict(f"Job {job_id} is {job.status.value}; only a pending job can be started")
+            if job_id in self._queue:
+                return
+            self._queue.append(job_id)
+            ahead = len(self._queue) - 1 + len(self._running) - self.max_concurrent_jobs
+            self._emit(job, "queued", "Queued: a training slot is free" if ahead < 0 else
+                       f"Queued at position {len(self._queue)}: waiting for a free training slot")
+            self._schedule()
+
+    def submit(self, config: dict[str, Any] | SFTConfig, callbacks: list[Any] | None = None, *,
+               idempotency_key: str | None = None) -> SFTJob:
+        """Create and start a job (idempotent on ``idempotency_key``)."""
+        job_id = self.create_job(config, callbacks, idempotency_key=idempotency_key)
+        with self._lock:
+            job = self._get(job_id)
+            if job.status is JobStatus.PENDING and job_id not in self._queue:
+                self.start_job(job_id)
+            return job
+
+    def stop_job(self, job_id: str) -> JobStatus:
+        """Stop a job: a pending one at once, a running one at its next step boundary (it saves).
+
+        Raises:
+            JobNotFound: no such job.
+            JobConflict: the job has already ended.
+        """
+        with self._lock:
+            job = self._get(job_id)
+            if job.status.is_terminal():
+                raise JobConflict(f"Job {job_id} has already ended ({job.status.value}); nothing to stop")
+            job.stop_event.set()
+            if job.status is JobStatus.PENDING:
+                if job_id in self._queue:
+                    self._queue.remove(job_id)
+                self._finish(job, JobStatus.STOPPED, message="Stopped before it started")
+                self._update_queue_positions()
+            elif job.status is JobStatus.RUNNING:
+                move(job, JobStatus.STOPPING)
+                self.store.update_job(job_id, status=job.status.value)
+                self._emit(job, "stopping", "Stop requested: training ends at the next step and saves")
+                self.executor.stop(job_id)
+            return job.status
+
+    def cancel_job(self, job_id: str) -> JobStatus:
+        """End a job now, without saving: a running one fails (category ``cancelled``); a pending one stops.
+
+        Raises:
+            JobNotFound: no such job.
+            JobConflict: the job has already ended.
+        """
+        with self._lock:
+            job = self._get(job_id)
+            if job.status.is_terminal():
+                raise JobConflict(f"Job {job_id} has already ended ({job.status.value}); nothing to cancel")
+            if job.status is JobStatus.PENDING:
+                return self.stop_job(job_id)
+            self.executor.cancel(job_id)
+            if not job.status.is_terminal():  # the executor had no run to end: end the job here
+                message = "cancelled: the run was ended without saving"
+                self._running.discard(job_id)
+                self._finish(job, JobStatus.FAILED, error=message,
+                             error_detail={"category": "cancelled", "message": message, "log_tail": []})
+                self._schedule()
+            return job.status
+
+    def resume_job(self, job_id: str) -> SFTJob:
+        """Queue a stopped or failed job again; it continues from its latest checkpoint with its stored config.
+
+        Without a checkpoint it trains again from the first step. Each run is one entry of ``attempts``.
+
+        Raises:
+            JobNotFound: no such job.
+            JobConflict: the job is not stopped or failed.
+        """
+        with self._lock:
+            job = self._get(job_id)
+            if job.status not in (JobStatus.STOPPED, JobStatus.FAILED):
+                raise JobConflict(
+                    f"Job {job_id} is {job.status.value}; only a stopped or failed job can be resumed"
+                )
+            check_output_dir_free(self.jobs.values(), job.output_dir, besides=job_id)
+            self._requeue(job, attempt_status=None, reason="Resume requested")
+            self._schedule()
+            return job
+
+    def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's checkpoints, oldest first."""
+        return list_checkpoints(self.get_job(job_id).output_dir)
+
+    def get_job(self, job_id: str) -> SFTJob:
+        """The job object. Raises JobNotFound."""
+        with self._lock:
+            return self._get(job_id)
+
+    def get_job_status(self, job_id: str) -> dict[str, Any]:
+        """The job's status dict. Raises JobNotFound."""
+        with self._lock:
+            return self._get(job_id).to_dict()
+
+    def list_jobs(self, *, status: str | None = None, limit: int | None = None, offset: int = 0,
+                  newest_first: bool = False) -> list[dict[str, Any]]:
+        """Jobs in creation order (or newest first), optionally of one status, paged."""
+        return [job.to_dict() for job in self.select_jobs(status=status, limit=limit, offset=offset,
+                                                          newest_first=newest_first)[0]]
+
+    def select_jobs(self, *, status: str | None = None, limit: int | None = None, offset: int = 0,
+                    newest_first: bool = False) -> tuple[list[SFTJob], int]:
+        """A page of jobs and the total that match."""
+        with self._lock:
+            jobs = list(self.jobs.values())
+        if status is not None:
+            wanted = JobStatus(status)
+            jobs = [job for job in jobs if job.status is wanted]
+        if newest_first:
+            jobs.reverse()
+        end = None if limit is None else offset + limit
+        return jobs[offset:end], len(jobs)
+
+    def delete_job(self, job_id: str) -> None:
+        """Forget a finished job's record, events and metrics; its files stay on disk."""
+        with self._lock:
+            job = self._get(job_id)
+            if not job.status.is_terminal():
+                raise JobConflict(f"Job {job_id} is {job.status.value}; stop it before deleting it")
+            self.store.delete_job(job_id)
+            self.logs.forget(job_id)
+            del self.jobs[job_id]
+            self.event_log.forget(job_id)
+
+    def wait_for_job(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the job ends (or ``timeout`` passes); return its status dict."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            if job.status.is_terminal():
+                return job.to_dict()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"Job {job_id} is still {job.status.value} after {timeout}s")
+            time.sleep(0.05)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            statuses = [job.status.value for job in self.jobs.values()]
+        return {status.value: statuses.count(status.value) for status in JobStatus}
+
+    # Events and metrics
+
+    def events(self, job_id: str, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        self.get_job(job_id)
+        return self.event_log.page(job_id, after=after, limit=limit)
+
+    def last_event_seq(self, job_id: str) -> int:
+        """Number of the job's latest event (0 for none or an unknown job), from memory: cheap to poll."""
+        return self.event_log.last_seq(job_id)
+
+    def event_cursor(self, job_id: str) -> tuple[int, bool]:
+        """The job's latest event number and whether it has ended (True once deleted), read together.
+
+        ``_finish`` sets a terminal status and writes its terminal event under the manager lock, so a
+        reader that sees the job ended here also sees that event's number.
+        """
+        with self._lock:
+            job = self.jobs.get(job_id)
+            return self.event_log.last_seq(job_id), job is None or job.status.is_terminal()
+
+    def follow_events(self, job_id: str, after: int, *, disconnected) -> Any:
+        """The job's events above ``after`` as they come, for a live stream (see ``EventLog.follow``)."""
+
+        def ended(job_id: str) -> bool | None:
+            job = self.jobs.get(job_id)
+            return None if job is None else job.status.is_terminal()
+
+        return self.event_log.follow(job_id, after, cursor=self.event_cursor, exists=ended,
+                                     disconnected=disconnected)
+
+    def metrics(self, job_id: str) -> list[dict[str, Any]]:
+        self.get_job(job_id)
+        return self.store.metrics(job_id)
+
+    # Configs
+
+    def save_config(self, name: str, config: dict[str, Any]) -> str:
+        """Save a named config template; every key must be an SFTConfig field. Returns its id."""
+        return self.templates.save(name, config)
+
+    def get_config(self, config_id: str) -> dict[str, Any]:
+        """A saved config ``{config_id, name, config, created_at}``. Raises ConfigNotFound."""
+        return self.templates.get(config_id)
+
+    def list_configs(self) -> list[dict[str, Any]]:
+        return self.templates.list()
+
+    def delete_config(self, config_id: str) -> None:
+        self.templates.delete(config_id)
+
+    def config_from_template(self, config_id: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+        """A saved config with ``overrides`` applied on top (validated at submit)."""
+        return self.templates.apply(config_id, overrides)
+
+    def _check_same_request(self, existing: SFTJob, key: str, request_hash: str) -> None:
+        if existing.request_hash != request_hash:
+            raise JobConflict(f"Idempotency-Key {key} was used for a different request (job {existing.job_id})")
+
+    # Helpers
+
+    def _get(self, job_id: str) -> SFTJob:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def _by_idempotency_key(self, key: str) -> SFTJob | None:
+        return next((job for job in self.jobs.values() if job.idempotency_key == key), None)
+
+
+def _hash(value: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+_default_manager: SFTJobManager | None = None
+_default_lock = threading.Lock()
+
+
+def get_sft_job_manager() -> SFTJobManager:
+    """The process-wide manager, created (and its records recovered) on first use."""
+    global _default_manager
+    with _default_lock:
+        if _default_manager is None:
+            _default_manager = SFTJobManager()
+        return _default_manager
