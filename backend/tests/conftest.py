@@ -17,6 +17,9 @@ import pytest  # noqa: E402
 from app.core.settings import Settings  # noqa: E402
 from factories import build_tiny_model, contact_rows, write_jsonl  # noqa: E402
 
+# make_manager, manager, gate, client, fake_config...: the job-service fixtures, for every test directory.
+pytest_plugins = ("manager_fixtures",)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():

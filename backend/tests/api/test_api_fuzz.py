@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from api_helpers import quiesce
+from job_helpers import quiesce
 from app.api.sft_job_manager import SFTJob, SFTJobManager
 from app.core.settings import Settings
 from app.main import create_app

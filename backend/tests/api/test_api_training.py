@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from transformers import TrainerCallback
 
-from api_helpers import job_thread_alive
+from job_helpers import job_thread_alive
 from app.api.sft_job_manager import JobStatus
 from factories import contact_rows, wait_for, write_jsonl
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
-from api_helpers import quiesce
+from job_helpers import quiesce
 from app.api.export_manager import INTERRUPTED_ERROR, ExportManager
 from app.api.sft_job_manager import SFTJobManager
 from app.core.settings import Settings

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from api_helpers import GateRunner, quiesce
+from job_helpers import GateRunner, quiesce
 from app.api.model_requests import ModelRequestGate
 from app.api.sft_job_manager import SFTJobManager
 from app.core.settings import Settings

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
-from api_helpers import quiesce
+from job_helpers import quiesce
 from app.api.sft_job_manager import JobStatus, SFTJobManager
 from app.core.settings import Settings
 from app.main import create_app

@@ -1,4 +1,5 @@
-"""Fixtures of the job-service tests: managers that clean up after themselves, HTTP clients."""
+"""Fixtures of the job-service tests (tests/jobs, tests/api, tests/web): managers that clean up after
+themselves, HTTP clients on them. Loaded by the top-level conftest as a plugin."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api_helpers import GateRunner, quiesce
 from app.api.sft_job_manager import SFTJobManager
 from app.core.settings import Settings
 from app.main import create_app
 from app.store import SQLiteStore
+from job_helpers import GateRunner, quiesce
 
 
 @pytest.fixture
