@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 _SEQ_NOT_WRITTEN_ALONE = frozenset({EventKind.PHASE, EventKind.STEP, EventKind.TRAINING_STARTED,
                                     EventKind.METRICS, EventKind.EVAL, EventKind.EXITED})
 
+
 class RunControl:
     """Starting, ending, recovering jobs and consuming their runs' reports (a base of ``SFTJobManager``)."""
 
