@@ -123,7 +123,7 @@ class LocalThreadExecutor:
         run.report(job_id, TrainingEvent(EventKind.EXITED, {"status": "failed", "error_detail": {
             "category": "cancelled", "message": CANCELLED_MESSAGE, "log_tail": []}}))
 
-    def state(self, job_id: str) -> Any:
+    def state(self, job_id: str) -> RunState:
         run = self._runs.get(job_id)
         if run is None:
             return RunState.UNKNOWN
