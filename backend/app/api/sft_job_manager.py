@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..jobs.executors.thread import JOB_THREAD_NICENESS, lower_thread_priority as _lower_thread_priority
+from ..jobs.executors.thread import JOB_THREAD_NICENESS
 from ..jobs.executors.training import classify_error
 from ..jobs.manager import SFTJobManager, get_sft_job_manager
 from ..jobs.models import INTERRUPTED_ERROR, JobStatus, SFTJob, utcnow
