@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from api_helpers import error_detail
 from factories import contact_rows, write_jsonl
+from job_helpers import error_detail
 
 BAD_TEXT = {
     "nul": ("a\x00b.jsonl", "contains a NUL byte"),

@@ -9,8 +9,8 @@ import pytest
 
 from app.sft.data import bundled_datasets
 from app.sft.models import default_device
-from api_helpers import error_detail
 from factories import contact_rows, wait_for, write_jsonl
+from job_helpers import error_detail
 
 
 

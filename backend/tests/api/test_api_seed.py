@@ -6,8 +6,8 @@ import pytest
 
 from app.api.sft_job_manager import JobStatus, SFTJob
 from app.core.errors import ConfigNotFound, InvalidConfig, JobConflict, JobNotFound
-from api_helpers import error_detail
 from factories import MISSING, wait_for
+from job_helpers import error_detail
 
 
 # SFTJobManager

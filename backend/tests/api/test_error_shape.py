@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from api_helpers import error_detail
 from app.core.errors import InvalidConfig, clauses, from_sft_error, validation_errors
 from app.sft import errors as sft
 from factories import wait_for, write_jsonl
+from job_helpers import error_detail
 
 
 def test_a_malformed_body_is_a_422_with_a_string_detail_and_the_field(client):

@@ -8,8 +8,8 @@ import pytest
 
 from app.core.errors import JobConflict
 from app.store import SQLiteStore
-from api_helpers import error_detail
 from factories import wait_for
+from job_helpers import error_detail
 
 
 def _race(manager, bodies: list[dict], key: str) -> list:
