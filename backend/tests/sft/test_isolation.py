@@ -11,9 +11,8 @@ import app.sft
 
 SFT_DIR = Path(app.sft.__file__).parent
 SERVICE_PACKAGES = ("app.core", "app.api", "app.jobs")
-#: trainer.py still reads the model cache directory from the settings; the jobs-core branch (#12,
-#: issue-12a) passes it in. Remove it from here once that lands.
-PENDING = {"trainer.py"}
+#: Modules allowed to import the service (none: the training core takes what it needs as arguments).
+PENDING: set[str] = set()
 
 
 def service_imports(path: Path) -> list[str]:
