@@ -351,7 +351,37 @@ def check_dataset(
     rows: int = 1000,
     allowed_roots: list[Path] | None = None,
 ) -> str:
-    """Parse the first ``rows`` rows in the declared (or detected) format; return the format."""
+    """Parse the first ``rows`` rows in the declared (or detected) format; return the format.
+
+    A local file's answer is remembered until the file changes (its size or mtime), so submitting
+    many jobs on one dataset reads it once; an error is never remembered."""
+    key = _check_key(name, split, dataset_format, column_mapping, rows, allowed_roots)
+    if key is not None and key in _checked:
+        return _checked[key]
     raw = read_rows(name, split, limit=rows, allowed_roots=allowed_roots)
     _, fmt = convert_rows(raw, dataset_format=dataset_format, column_mapping=column_mapping)
+    if key is not None:
+        if len(_checked) >= _CHECKED_MAX:
+            _checked.pop(next(iter(_checked)))
+        _checked[key] = fmt
     return fmt
+
+
+#: Successful checks of local files: (path, size, mtime, arguments) -> format. Oldest dropped first.
+_checked: dict[tuple, str] = {}
+_CHECKED_MAX = 256
+
+
+def _check_key(name: str, split: str, dataset_format: str, column_mapping: dict[str, str] | None,
+               rows: int, allowed_roots: list[Path] | None) -> tuple | None:
+    """The cache key of a local file's check, or None (not a local file: a Hub dataset or a typo)."""
+    try:
+        path = Path(name).expanduser().resolve()
+        stat = path.stat()
+    except (OSError, ValueError, RuntimeError):
+        return None
+    if not path.is_file():
+        return None
+    roots = tuple(str(root) for root in allowed_roots) if allowed_roots is not None else None
+    mapping = tuple(sorted((column_mapping or {}).items()))
+    return (str(path), stat.st_size, stat.st_mtime_ns, split, dataset_format, mapping, rows, roots)

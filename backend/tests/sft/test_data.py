@@ -204,3 +204,25 @@ def test_prepare_with_eval_dataset(tmp_path):
     cfg = SFTConfig(base_model="m", dataset_name=str(train), eval_dataset_name=str(evaluation), max_steps=1)
     data = prepare_datasets(cfg)
     assert (data.dataset_format, data.train_rows, data.eval_rows) == ("messages", 4, 1)
+
+
+def test_check_dataset_reads_a_file_once_until_it_changes(tmp_path, monkeypatch):
+    import os
+
+    from app.sft import data as data_module
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b"}\n')
+    reads = []
+    real_read_rows = data_module.read_rows
+    monkeypatch.setattr(data_module, "read_rows", lambda *a, **k: reads.append(a) or real_read_rows(*a, **k))
+    assert check_dataset(str(path), "train") == "prompt_completion"
+    assert check_dataset(str(path), "train") == "prompt_completion"
+    assert len(reads) == 1
+    # A changed file is read again, and its error is not remembered.
+    path.write_text('{"nothing": "useful"}\n')
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    for _ in range(2):
+        with pytest.raises(Exception, match="rows.jsonl"):
+            check_dataset(str(path), "train")
+    assert len(reads) == 3
