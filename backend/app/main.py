@@ -8,11 +8,14 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from .api.auth import AuthGate, AuthSetupError, bind_host, resolve_auth_mode, startup_warning
 from .api.dataset_routes import router as dataset_router
-from .api.deps import GateDep, ManagerDep
+from .api.deps import GateDep, ManagerDep, OptionalUser
 from .api.export_routes import router as export_router
-from .api.guard import RequestGuard, exposure_warning
+from .api.guard import RequestGuard
+from .api.key_routes import router as key_router
 from .api.model_requests import ModelRequestGate
 from .api.model_routes import router as model_router
 from .api.openai import router as openai_router
@@ -23,6 +26,7 @@ from .core.errors import register_error_handlers
 from .core.settings import settings as default_settings
 from .sft.model_cache import ModelCache
 from .sft.models import default_device, gpu_memory
+from .store.keys import KeyStore
 from .web import mount_web
 
 try:
@@ -34,29 +38,24 @@ except PackageNotFoundError:
 logger = logging.getLogger("app")
 
 
-def _cli_host(argv: list[str]) -> str | None:
-    """The address given to uvicorn's command line (``--host X`` or ``--host=X``), if any.
-
-    The app is not told where it listens; RequestGuard also warns at the first request that
-    arrives on a non-loopback address.
-    """
-    for i, arg in enumerate(argv):
-        if arg == "--host" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--host="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def create_app(manager: SFTJobManager | None = None) -> FastAPI:
+def create_app(manager: SFTJobManager | None = None, *, host: str | None = None) -> FastAPI:
     """Build the app. Without ``manager`` the process-wide one is created (and recovers its jobs)
-    when the app starts."""
+    when the app starts. ``host``: the address the server listens on (``python -m app serve`` passes
+    it; otherwise uvicorn's ``--host`` or ``UVICORN_HOST``), which decides whether keys are needed."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if getattr(app.state, "manager", None) is None:
             app.state.manager = get_sft_job_manager()
-        warning = exposure_warning(_cli_host(sys.argv) or "127.0.0.1")
+        if app.state.keys is None:
+            app.state.keys = KeyStore(app.state.manager.store)
+        bound = bind_host(sys.argv, explicit=host)
+        try:
+            app.state.auth_mode = resolve_auth_mode(settings.auth, bound, app.state.keys)
+        except AuthSetupError as exc:
+            logger.error("%s", exc)
+            raise
+        warning = startup_warning(app.state.auth_mode, bound, app.state.keys)
         if warning:
             logger.warning(warning)
         # A fresh gate per start: one closed by an earlier shutdown refuses work.
@@ -76,6 +75,10 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
     )
     app.state.manager = manager
     settings = manager.settings if manager is not None else default_settings
+    app.state.keys = KeyStore(manager.store) if manager is not None else None
+    # Settled by the lifespan once the address is known; until then (a test client without it) loopback's.
+    app.state.auth_mode = settings.auth or "off"
+    app.state.auth_implicit = settings.auth is None
     app.state.model_cache = ModelCache(max_models=settings.generation_cache_size)
 
     def new_gate() -> ModelRequestGate:
@@ -84,7 +87,10 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
 
     app.state.model_gate = new_gate()
     register_error_handlers(app)
-    app.add_middleware(RequestGuard, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins,
+    # Added first, so it runs after RequestGuard (a bad Host or an oversized body never reaches a key check).
+    app.add_middleware(AuthGate)
+    app.add_middleware(RequestGuard, allowed_hosts=settings.allowed_hosts,
+                       allowed_origins=[*settings.allowed_origins, *settings.cors_origins],
                        max_body_bytes=settings.max_request_bytes,
                        # The multipart envelope around an uploaded file: headers, boundaries, the purpose field.
                        uploads={"/v1/files": settings.max_upload_bytes + 64 * 1024})
@@ -93,15 +99,23 @@ def create_app(manager: SFTJobManager | None = None) -> FastAPI:
     app.include_router(dataset_router)
     app.include_router(openai_router)
     app.include_router(export_router)
+    app.include_router(key_router)
+    if settings.cors_origins:
+        # Outermost: it answers preflights itself (they carry no key), and adds its headers to 401s too.
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key",
+                                          "Last-Event-ID"])
     mount_web(app)
 
     @app.get("/health", response_model=HealthResponse, tags=["service"],
              responses={400: {"model": ErrorResponse, "description": "A Host header this server does not answer to"}})
-    async def health(manager: ManagerDep, gate: GateDep) -> HealthResponse:
-        """Liveness, version, job counts, the executor's state and model requests in progress."""
-        return HealthResponse(version=VERSION, max_concurrent_jobs=manager.max_concurrent_jobs,
-                              jobs=manager.counts(), device=default_device(), gpu=gpu_memory(),
-                              model_requests=gate.counts(), executor=manager.executor.health())
+    async def health(manager: ManagerDep, gate: GateDep, user: OptionalUser) -> HealthResponse:
+        """Liveness, version, auth mode, the caller's job counts (none for an anonymous caller), the executor's
+        state and model requests in progress."""
+        jobs = manager.counts(owner=user.scope) if user is not None else {}
+        return HealthResponse(version=VERSION, auth=app.state.auth_mode, max_concurrent_jobs=manager.max_concurrent_jobs,
+                              jobs=jobs, device=default_device(), gpu=gpu_memory(), model_requests=gate.counts(),
+                              executor=manager.executor.health())
 
     return app
 

@@ -50,9 +50,9 @@ def exposure_warning(host: str) -> str | None:
     """The warning to log when the server listens on a non-loopback ``host``; None when it does not."""
     if is_loopback(host_name(host)):
         return None
-    return (f"Serving on {host}, a non-loopback address: this API has no authentication, so anyone who can "
-            "reach it can start and stop jobs, read their outputs and use the models. Bind to 127.0.0.1, or "
-            "put an authenticating proxy in front (and list the names clients use in SFT_ALLOWED_HOSTS).")
+    return (f"Serving on {host}, a non-loopback address: this API has no authentication (SFT_AUTH=off), so anyone "
+            "who can reach it can start and stop jobs, read their outputs and use the models. Create API keys "
+            "(python -m app keys create --name admin --admin) and unset SFT_AUTH, or bind to 127.0.0.1.")
 
 
 class RequestGuard:
@@ -77,7 +77,8 @@ class RequestGuard:
             return
         headers = Headers(scope=scope)
         server = scope.get("server") or ("", None)
-        self._warn_once(str(server[0] or ""))
+        if getattr(scope["app"].state, "auth_mode", "off") == "off":
+            self._warn_once(str(server[0] or ""))
         problem = self._problem(scope, headers, server_host=host_name(str(server[0] or "")))
         if problem is not None:
             await _reply(send, *problem)

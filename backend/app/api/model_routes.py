@@ -14,7 +14,7 @@ from ..core.errors import ServiceBusy
 from ..sft import artifacts, evaluation, generation
 from ..sft.budget import Budget
 from ..sft import models as sft_models
-from .deps import CacheDep, GateDep, ManagerDep, ValidJob
+from .deps import CacheDep, CurrentUser, GateDep, ManagerDep, ValidJob, visible_job
 from .schemas import (
     ERROR_RESPONSES,
     ErrorResponse,
@@ -87,9 +87,9 @@ async def merge(job: ValidJob, manager: ManagerDep, gate: GateDep, http: Request
 
 @router.post("/evaluate", response_model=EvaluateResponse)
 async def evaluate(request: EvaluateRequest, manager: ManagerDep, cache: CacheDep, gate: GateDep,
-                   http: Request) -> dict:
+                   http: Request, user: CurrentUser) -> dict:
     """Exact-match score of the base model and of the job's model on a conversational dataset."""
-    job = manager.get_job(request.job_id)
+    job = visible_job(manager, user, request.job_id)
     settings = manager.settings
     artifact = artifacts.job_artifact(job, checkpoint=request.checkpoint, model_roots=settings.resolved_model_roots)
     check_not_busy(manager)

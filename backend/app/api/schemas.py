@@ -233,8 +233,10 @@ class ExecutorHealth(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
+    auth: Literal["off", "keys"] = Field(..., description="off: no keys; keys: API calls need an API key.")
     max_concurrent_jobs: int
-    jobs: dict[str, int] = Field(..., description="Jobs by status.")
+    jobs: dict[str, int] = Field(..., description="The caller's jobs by status (everyone's for an admin or with "
+                                 "keys off; empty for a caller without a key).")
     device: Literal["cuda", "cpu"] = Field(..., description="Where jobs train and models generate.")
     gpu: GpuMemory | None = Field(
         None, description="This server's CUDA memory (null without a GPU): what its jobs and loaded models hold."

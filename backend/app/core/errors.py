@@ -91,6 +91,13 @@ class JobConflict(ServiceError):
     error_type = "conflict"
 
 
+class QuotaExceeded(ServiceError):
+    """The user already has as many pending and running jobs as a key may (SFT_MAX_ACTIVE_JOBS_PER_KEY)."""
+
+    status_code = 429
+    error_type = "quota_exceeded"
+
+
 class ServiceBusy(ServiceError):
     """The request could run, but not now."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -81,6 +82,23 @@ class Settings(BaseSettings):
         False,
         description="Serve generation and evaluation while every training slot is busy "
         "(they compete with training for the GPU; refused with 503 otherwise).",
+    )
+
+    auth: Literal["off", "keys"] | None = Field(
+        None,
+        description="off: no keys (anyone who reaches the port is admin); keys: every API call needs an API key "
+        "(python -m app keys create). Default: off while the server listens on a loopback address; on any other "
+        "address it refuses to start until a key exists (or SFT_AUTH=off says so explicitly).",
+    )
+    max_active_jobs_per_key: int = Field(
+        4, ge=1, le=10_000,
+        description="With keys: the most pending + running jobs one user (a key's name) may have; more get a 429. "
+        "Admin keys are not limited.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host:port) whose pages may call the API from a browser (CORS); none by "
+        "default. They may also send state-changing requests.",
     )
 
     max_upload_bytes: int = Field(

@@ -18,7 +18,7 @@ from collections import deque
 from typing import Any
 
 from ..core import joblogs
-from ..core.errors import InvalidConfig, JobConflict, JobNotFound
+from ..core.errors import InvalidConfig, JobConflict, JobNotFound, QuotaExceeded
 from ..core.settings import Settings, settings as default_settings
 from ..sft.checkpoints import list_checkpoints
 from ..sft.config import SFTConfig
@@ -88,12 +88,19 @@ class SFTJobManager(RunControl):
         callbacks: list[Any] | None = None,
         *,
         idempotency_key: str | None = None,
+        owner: str | None = None,
+        max_active: int | None = None,
     ) -> str:
         """Validate and pre-flight ``config``, record a pending job with its whole resolved config, return its id.
+
+        Args:
+            owner: the user the job belongs to (None: no keys, the admins').
+            max_active: the most pending + running jobs ``owner`` may have (None: no limit).
 
         Raises:
             InvalidConfig: the config, its model or its dataset cannot run (nothing is recorded).
             JobConflict: ``idempotency_key`` was used for a different request.
+            QuotaExceeded: ``owner`` already has ``max_active`` jobs pending or running.
         """
         raw = config.model_dump(exclude_unset=True) if isinstance(config, SFTConfig) else dict(config)
         request_hash = _hash(raw)
@@ -112,12 +119,15 @@ class SFTJobManager(RunControl):
                 if existing is not None:
                     self._check_same_request(existing, idempotency_key, request_hash)
                     return existing.job_id
+            if max_active is not None:
+                self.check_quota(owner, max_active)
             check_output_dir_free(self.jobs.values(), resolved.output_dir)
             create_output_dir(resolved.output_dir)
             self._next_seq += 1
             job = SFTJob(resolved, callbacks, job_id=job_id, seq=self._next_seq)
             job.idempotency_key = idempotency_key
             job.request_hash = request_hash
+            job.owner = owner
             self.store.insert_job(job.record())
             self.jobs[job_id] = job
             self._emit(job, "created", f"Job created: {resolved.base_model} on {resolved.dataset_name}")
@@ -151,9 +161,11 @@ class SFTJobManager(RunControl):
             self._schedule()
 
     def submit(self, config: dict[str, Any] | SFTConfig, callbacks: list[Any] | None = None, *,
-               idempotency_key: str | None = None) -> SFTJob:
+               idempotency_key: str | None = None, owner: str | None = None,
+               max_active: int | None = None) -> SFTJob:
         """Create and start a job (idempotent on ``idempotency_key``)."""
-        job_id = self.create_job(config, callbacks, idempotency_key=idempotency_key)
+        job_id = self.create_job(config, callbacks, idempotency_key=idempotency_key, owner=owner,
+                                 max_active=max_active)
         with self._lock:
             job = self._get(job_id)
             if job.status is JobStatus.PENDING and job_id not in self._queue:
@@ -247,10 +259,12 @@ class SFTJobManager(RunControl):
                                                           newest_first=newest_first)[0]]
 
     def select_jobs(self, *, status: str | None = None, limit: int | None = None, offset: int = 0,
-                    newest_first: bool = False) -> tuple[list[SFTJob], int]:
-        """A page of jobs and the total that match."""
+                    newest_first: bool = False, owner: str | None = None) -> tuple[list[SFTJob], int]:
+        """A page of jobs and the total that match (of one ``owner``, or everyone's when None)."""
         with self._lock:
             jobs = list(self.jobs.values())
+        if owner is not None:
+            jobs = [job for job in jobs if job.owner == owner]
         if status is not None:
             wanted = JobStatus(status)
             jobs = [job for job in jobs if job.status is wanted]
@@ -281,9 +295,10 @@ class SFTJobManager(RunControl):
                 raise TimeoutError(f"Job {job_id} is still {job.status.value} after {timeout}s")
             time.sleep(0.05)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, *, owner: str | None = None) -> dict[str, int]:
+        """Jobs by status (of one ``owner``, or everyone's when None)."""
         with self._lock:
-            statuses = [job.status.value for job in self.jobs.values()]
+            statuses = [job.status.value for job in self.jobs.values() if owner is None or job.owner == owner]
         return {status.value: statuses.count(status.value) for status in JobStatus}
 
     # Events and metrics
@@ -322,16 +337,26 @@ class SFTJobManager(RunControl):
 
     # Configs
 
-    def save_config(self, name: str, config: dict[str, Any]) -> str:
+    def check_quota(self, owner: str | None, max_active: int) -> None:
+        """Raise QuotaExceeded when ``owner`` has ``max_active`` jobs pending, running or stopping."""
+        with self._lock:
+            active = sum(1 for job in self.jobs.values() if job.owner == owner
+                         and job.status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.STOPPING))
+        if active >= max_active:
+            raise QuotaExceeded(f"{active} of your jobs are pending or running, the most one key may have "
+                                f"(SFT_MAX_ACTIVE_JOBS_PER_KEY={max_active}); wait for one to end or stop one")
+
+    def save_config(self, name: str, config: dict[str, Any], *, owner: str | None = None) -> str:
         """Save a named config template; every key must be an SFTConfig field. Returns its id."""
-        return self.templates.save(name, config)
+        return self.templates.save(name, config, owner=owner)
 
     def get_config(self, config_id: str) -> dict[str, Any]:
         """A saved config ``{config_id, name, config, created_at}``. Raises ConfigNotFound."""
         return self.templates.get(config_id)
 
-    def list_configs(self) -> list[dict[str, Any]]:
-        return self.templates.list()
+    def list_configs(self, *, owner: str | None = None) -> list[dict[str, Any]]:
+        """Saved configs (of one ``owner``, or everyone's when None)."""
+        return self.templates.list(owner=owner)
 
     def delete_config(self, config_id: str) -> None:
         self.templates.delete(config_id)

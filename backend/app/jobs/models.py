@@ -116,6 +116,8 @@ class SFTJob:
         self.queue_position: int | None = None
         self.idempotency_key: str | None = None
         self.request_hash: str | None = None
+        #: The user (API key name) the job belongs to; None: made without keys, the admins'.
+        self.owner: str | None = None
         #: The executor that runs (or last ran) the job, and the handle its ``start`` returned.
         self.executor: str | None = None
         self.handle: dict[str, Any] | None = None
@@ -173,6 +175,7 @@ class SFTJob:
             "executor": self.executor,
             "handle": self.handle,
             "training_seq": self.training_seq,
+            "owner": self.owner,
         }
 
     @classmethod
@@ -191,4 +194,5 @@ class SFTJob:
         job.executor = record.get("executor")
         job.handle = record.get("handle")
         job.training_seq = record.get("training_seq") or 0
+        job.owner = record.get("owner")
         return job

@@ -29,7 +29,7 @@ class ConfigTemplates:
         for config in self.store.load_configs():
             self.configs[config["config_id"]] = config
 
-    def save(self, name: str, config: dict[str, Any]) -> str:
+    def save(self, name: str, config: dict[str, Any], *, owner: str | None = None) -> str:
         """Save a named template; every key must be an SFTConfig field. Returns its id."""
         if not name or not name.strip():
             raise InvalidConfig("name: must not be empty")
@@ -39,10 +39,13 @@ class ConfigTemplates:
         with self._lock:
             for saved in self.configs.values():
                 if saved["name"] == name:
-                    raise JobConflict(f"A config named {name!r} already exists ({saved['config_id']})")
+                    # Names are unique server-wide; another user's config is not identified.
+                    known = f" ({saved['config_id']})" if saved.get("owner") == owner else ""
+                    raise JobConflict(f"A config named {name!r} already exists{known}")
             config_id = str(uuid.uuid4())
-            record = {"config_id": config_id, "name": name, "config": dict(config), "created_at": utcnow()}
-            self.store.insert_config(config_id, name, record["config"], record["created_at"])
+            record = {"config_id": config_id, "name": name, "config": dict(config), "created_at": utcnow(),
+                      "owner": owner}
+            self.store.insert_config(config_id, name, record["config"], record["created_at"], owner=owner)
             self.configs[config_id] = record
         return config_id
 
@@ -53,9 +56,10 @@ class ConfigTemplates:
                 raise ConfigNotFound(config_id)
             return dict(self.configs[config_id])
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self, *, owner: str | None = None) -> list[dict[str, Any]]:
+        """Saved templates (of one ``owner``, or everyone's when None)."""
         with self._lock:
-            return [dict(config) for config in self.configs.values()]
+            return [dict(config) for config in self.configs.values() if owner is None or config["owner"] == owner]
 
     def delete(self, config_id: str) -> None:
         with self._lock:

@@ -93,6 +93,10 @@ MIGRATIONS = (
     ("jobs", "executor", "TEXT"),
     ("jobs", "handle", "TEXT"),
     ("jobs", "training_seq", "INTEGER NOT NULL DEFAULT 0"),
+    # The user (API key name) a job, saved config or uploaded file belongs to; NULL: made before keys, the admins'.
+    ("jobs", "owner", "TEXT"),
+    ("configs", "owner", "TEXT"),
+    ("files", "owner", "TEXT"),
 )
 
 
@@ -104,7 +108,7 @@ _JSON_JOB_FIELDS = ("config", "error_detail", "result", "progress", "attempts", 
 JOB_FIELDS = (
     "job_id", "seq", "status", "config", "created_at", "started_at", "completed_at", "error",
     "error_detail", "result", "progress", "attempts", "idempotency_key", "request_hash",
-    "executor", "handle", "training_seq",
+    "executor", "handle", "training_seq", "owner",
 )
 
 
@@ -190,17 +194,18 @@ class SQLiteStore:
 
     # Configs
 
-    def insert_config(self, config_id: str, name: str, config: dict[str, Any], created_at: str) -> None:
+    def insert_config(self, config_id: str, name: str, config: dict[str, Any], created_at: str, *,
+                      owner: str | None = None) -> None:
         self._execute(
-            "INSERT INTO configs (config_id, name, config, created_at) VALUES (?, ?, ?, ?)",
-            (config_id, name, _dumps(config), created_at),
+            "INSERT INTO configs (config_id, name, config, created_at, owner) VALUES (?, ?, ?, ?, ?)",
+            (config_id, name, _dumps(config), created_at, owner),
         )
 
     def delete_config(self, config_id: str) -> None:
         self._execute("DELETE FROM configs WHERE config_id = ?", (config_id,))
 
     def load_configs(self) -> list[dict[str, Any]]:
-        rows = self._query("SELECT config_id, name, config, created_at FROM configs ORDER BY created_at, rowid")
+        rows = self._query("SELECT config_id, name, config, created_at, owner FROM configs ORDER BY created_at, rowid")
         return [{**dict(row), "config": json.loads(row["config"])} for row in rows]
 
     # Events and metrics
@@ -238,20 +243,23 @@ class SQLiteStore:
 
     def insert_file(self, record: dict[str, Any]) -> None:
         self._execute(
-            "INSERT INTO files (file_id, filename, purpose, bytes, created_at, path, details) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO files (file_id, filename, purpose, bytes, created_at, path, details, owner) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (record["file_id"], record["filename"], record["purpose"], record["bytes"], record["created_at"],
-             record["path"], _dumps(record.get("details"))),
+             record["path"], _dumps(record.get("details")), record.get("owner")),
         )
 
     def get_file(self, file_id: str) -> dict[str, Any] | None:
         rows = self._query("SELECT * FROM files WHERE file_id = ?", (file_id,))
         return _file_from_row(rows[0]) if rows else None
 
-    def load_files(self, *, purpose: str | None = None, newest_first: bool = True) -> list[dict[str, Any]]:
+    def load_files(self, *, purpose: str | None = None, newest_first: bool = True,
+                   owner: str | None = None) -> list[dict[str, Any]]:
+        """Uploaded and result files, optionally of one purpose and of one owner (None: everyone's)."""
         order = "DESC" if newest_first else "ASC"
-        where, params = ("WHERE purpose = ?", (purpose,)) if purpose is not None else ("", ())
-        rows = self._query(f"SELECT * FROM files {where} ORDER BY rowid {order}", params)
+        conditions = [(column, value) for column, value in (("purpose", purpose), ("owner", owner)) if value is not None]
+        where = ("WHERE " + " AND ".join(f"{column} = ?" for column, _ in conditions)) if conditions else ""
+        rows = self._query(f"SELECT * FROM files {where} ORDER BY rowid {order}", [v for _, v in conditions])
         return [_file_from_row(row) for row in rows]
 
     def delete_file(self, file_id: str) -> None:

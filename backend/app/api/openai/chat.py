@@ -20,7 +20,8 @@ from ...sft.budget import Budget
 from ...sft.errors import ModelError
 from ...sft.generation import chat, stream_chat
 from ...sft.models import list_models, resolve_model
-from ..deps import CacheDep, GateDep, ManagerDep
+from ..auth import Principal
+from ..deps import CacheDep, CurrentUser, GateDep, ManagerDep
 from ..model_routes import check_not_busy
 from ..sft_job_manager import JobStatus, SFTJob, SFTJobManager
 from . import jobs
@@ -49,13 +50,13 @@ router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute, respo
 
 
 @router.get("/models", response_model=ModelList)
-def list_models_route(manager: ManagerDep) -> dict:
+def list_models_route(manager: ManagerDep, user: CurrentUser) -> dict:
     """Base models on hand (as /api/sft/models lists them) and the fine-tuned models of succeeded jobs."""
     settings = manager.settings
     data = [_base_model_object(m["name"], Path(m["path"]), m["kind"])
             for m in list_models(cache_dir=settings.resolved_model_cache_dir, model_roots=settings.resolved_model_roots)]
     extras = jobs.load_extras(manager)
-    for job in manager.select_jobs(status=JobStatus.COMPLETED.value)[0]:
+    for job in manager.select_jobs(status=JobStatus.COMPLETED.value, owner=user.scope)[0]:
         model = _fine_tuned_model_object(job, extras.get(job.job_id, {}))
         if model is not None:
             data.append(model)
@@ -63,10 +64,10 @@ def list_models_route(manager: ManagerDep) -> dict:
 
 
 @router.get("/models/{model:model_name}", response_model=Model)
-def retrieve_model(model: str, manager: ManagerDep) -> dict:
+def retrieve_model(model: str, manager: ManagerDep, user: CurrentUser) -> dict:
     """A base model or a fine-tuned one."""
     if model.startswith("ft:"):
-        job, extras, _ = _fine_tuned(manager, model)
+        job, extras, _ = _fine_tuned(manager, model, user)
         found = _fine_tuned_model_object(job, extras, name=model)
         if found is None:
             raise not_found(f"The model '{model}' does not exist", param="model", code="model_not_found")
@@ -76,12 +77,12 @@ def retrieve_model(model: str, manager: ManagerDep) -> dict:
 
 
 @router.delete("/models/{model:model_name}", response_model=Deleted)
-def delete_model(model: str, manager: ManagerDep) -> dict:
+def delete_model(model: str, manager: ManagerDep, user: CurrentUser) -> dict:
     """Delete a fine-tuned model: it leaves /v1/models and chat; its files stay in the job's output_dir."""
     if not model.startswith("ft:"):
         raise invalid(f"model: {model} is a base model; only fine-tuned models (ft:...) can be deleted",
                       param="model")
-    job, _, step = _fine_tuned(manager, model)
+    job, _, step = _fine_tuned(manager, model, user)
     if step is not None:
         raise invalid(f"model: {model} is a checkpoint; delete its fine-tuned model instead", param="model")
     jobs.update_extras(manager, job.job_id, model_deleted=True)
@@ -98,9 +99,9 @@ def delete_model(model: str, manager: ManagerDep) -> dict:
                                             "description": "A chat.completion, or chunks with stream: true."}},
 )
 async def chat_completions(request: ChatCompletionRequest, manager: ManagerDep, cache: CacheDep, gate: GateDep,
-                           http: Request):
+                           http: Request, user: CurrentUser):
     """Chat with a fine-tuned (ft:...) or base model; ``stream: true`` answers Server-Sent Events."""
-    artifact = await run_in_threadpool(_chat_artifact, manager, request.model)
+    artifact = await run_in_threadpool(_chat_artifact, manager, request.model, user)
     check_not_busy(manager)
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages]
     options = {"cache_dir": manager.settings.resolved_model_cache_dir, "messages": messages,
@@ -169,10 +170,13 @@ async def _chat_events(chunks, budget: Budget, *, completion_id: str, created: i
 # Helpers
 
 
-def _fine_tuned(manager: SFTJobManager, name: str) -> tuple[SFTJob, dict[str, Any], int | None]:
-    """The job behind an ``ft:`` model name (or one of its checkpoints); 404 model_not_found otherwise."""
+def _fine_tuned(manager: SFTJobManager, name: str, user: Principal) -> tuple[SFTJob, dict[str, Any], int | None]:
+    """The job behind an ``ft:`` model name (or one of its checkpoints); 404 model_not_found otherwise, also
+    for another user's model."""
     parsed = jobs.parse_fine_tuned(name)
     job = manager.jobs.get(parsed[0]) if parsed else None
+    if job is not None and not user.sees(job.owner):
+        job = None
     extras = jobs.extras_of(manager, job.job_id) if job is not None else {}
     step = parsed[1] if parsed else None
     if job is not None and not extras.get("model_deleted"):
@@ -211,9 +215,9 @@ def _base_model_object(name: str, path: Path, kind: str) -> dict[str, Any]:
             "owned_by": "system" if kind == "bundled" else "local"}
 
 
-def _chat_artifact(manager: SFTJobManager, name: str) -> Artifact:
+def _chat_artifact(manager: SFTJobManager, name: str, user: Principal) -> Artifact:
     if name.startswith("ft:"):
-        job, _, step = _fine_tuned(manager, name)
+        job, _, step = _fine_tuned(manager, name, user)
         return job_artifact(job, checkpoint=f"checkpoint-{step}" if step is not None else None,
                             model_roots=manager.settings.resolved_model_roots)
     _base_model_ref(manager, name)

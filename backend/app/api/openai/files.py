@@ -16,6 +16,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,16 +49,17 @@ def file_object(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def get_file(store: SQLiteStore, file_id: str, *, param: str = "file_id") -> dict[str, Any]:
-    """The file's record; 404 naming the id otherwise."""
+def get_file(store: SQLiteStore, file_id: str, *, param: str = "file_id",
+             visible: Callable[[str | None], bool] | None = None) -> dict[str, Any]:
+    """The file's record; 404 naming the id otherwise, also when ``visible(owner)`` says it is another user's."""
     record = store.get_file(file_id)
-    if record is None:
+    if record is None or (visible is not None and not visible(record.get("owner"))):
         raise not_found(f"No such File object: {file_id}", param=param, code="file_not_found")
     return record
 
 
 def save_upload(source: BinaryIO, *, filename: str | None, purpose: str, store: SQLiteStore,
-                settings: Settings) -> dict[str, Any]:
+                settings: Settings, owner: str | None = None) -> dict[str, Any]:
     """Copy an upload under the files directory (at most ``settings.max_upload_bytes``), check it, record it."""
     if purpose != FINE_TUNE:
         known = purpose in KNOWN_PURPOSES
@@ -84,7 +86,7 @@ def save_upload(source: BinaryIO, *, filename: str | None, purpose: str, store: 
     finally:
         staging.unlink(missing_ok=True)
     record = {"file_id": file_id, "filename": filename, "purpose": purpose, "bytes": size,
-              "created_at": int(time.time()), "path": str(path), "details": {"rows": rows, "format": fmt}}
+              "created_at": int(time.time()), "path": str(path), "details": {"rows": rows, "format": fmt}, "owner": owner}
     store.insert_file(record)
     return record
 
@@ -201,7 +203,8 @@ def metrics_csv(metrics: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def write_results_file(store: SQLiteStore, settings: Settings, job_id: str, metrics: list[dict[str, Any]]) -> str:
+def write_results_file(store: SQLiteStore, settings: Settings, job_id: str, metrics: list[dict[str, Any]], *,
+                       owner: str | None = None) -> str:
     """Write a finished job's step-metrics CSV as a file (purpose fine-tune-results); return its id."""
     folder = settings.resolved_files_dir
     folder.mkdir(parents=True, exist_ok=True)
@@ -210,5 +213,5 @@ def write_results_file(store: SQLiteStore, settings: Settings, job_id: str, metr
     path = folder / f"{file_id}.csv"
     path.write_bytes(data)
     store.insert_file({"file_id": file_id, "filename": "step_metrics.csv", "purpose": RESULTS, "bytes": len(data),
-                       "created_at": int(time.time()), "path": str(path), "details": {"job_id": job_id}})
+                       "created_at": int(time.time()), "path": str(path), "details": {"job_id": job_id}, "owner": owner})
     return file_id

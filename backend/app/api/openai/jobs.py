@@ -202,7 +202,7 @@ def result_files(manager: SFTJobManager, job: SFTJob, extras: dict[str, Any]) ->
             file_id = extras_of(manager, job.job_id).get("result_file")
             if file_id is None:
                 file_id = write_results_file(manager.store, manager.settings, job.job_id,
-                                             manager.store.metrics(job.job_id))
+                                             manager.store.metrics(job.job_id), owner=job.owner)
                 update_extras(manager, job.job_id, result_file=file_id)
     return [file_id] if manager.store.get_file(file_id) is not None else []
 

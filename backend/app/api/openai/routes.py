@@ -12,7 +12,8 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from ...core.errors import InvalidConfig, JobConflict
-from ..deps import ManagerDep, ValidJob
+from ..auth import Principal
+from ..deps import CurrentUser, ManagerDep, ValidJob, job_quota
 from ..sft_job_manager import JobStatus, SFTJob, SFTJobManager
 from . import files, jobs
 from .errors import OpenAIRoute, invalid, not_found, responses
@@ -39,25 +40,27 @@ ID = Annotated[str, Query(max_length=200)]
 @router.post("/files", response_model=FileObject, responses=responses(413))
 def create_file(
     manager: ManagerDep,
+    user: CurrentUser,
     file: Annotated[UploadFile, File(description="JSONL: chat (messages) or prompt/completion examples.")],
     purpose: Annotated[str, Form(max_length=64, description="'fine-tune'.")],
 ) -> dict:
     """Upload a fine-tuning file; every line is checked (400 names the first bad line)."""
     record = files.save_upload(file.file, filename=file.filename, purpose=purpose, store=manager.store,
-                               settings=manager.settings)
+                               settings=manager.settings, owner=user.owner)
     return files.file_object(record)
 
 
 @router.get("/files", response_model=FileList)
 def list_files(
     manager: ManagerDep,
+    user: CurrentUser,
     after: ID | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     order: Literal["asc", "desc"] = "desc",
     purpose: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict:
     """List files, newest first by default; ``after`` a file id pages on."""
-    records = manager.store.load_files(purpose=purpose, newest_first=order == "desc")
+    records = manager.store.load_files(purpose=purpose, newest_first=order == "desc", owner=user.scope)
     page, has_more = _page(records, after, limit, key="file_id", what="file")
     data = [files.file_object(r) for r in page]
     return {"object": "list", "data": data, "has_more": has_more,
@@ -65,25 +68,25 @@ def list_files(
 
 
 @router.get("/files/{file_id}", response_model=FileObject)
-def retrieve_file(file_id: str, manager: ManagerDep) -> dict:
+def retrieve_file(file_id: str, manager: ManagerDep, user: CurrentUser) -> dict:
     """A file's record."""
-    return files.file_object(files.get_file(manager.store, file_id))
+    return files.file_object(files.get_file(manager.store, file_id, visible=user.sees))
 
 
 @router.get("/files/{file_id}/content", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."}})
-def file_content(file_id: str, manager: ManagerDep) -> FileResponse:
+def file_content(file_id: str, manager: ManagerDep, user: CurrentUser) -> FileResponse:
     """A file's bytes, as uploaded (or, for a result file, the step-metrics CSV)."""
-    record = files.get_file(manager.store, file_id)
+    record = files.get_file(manager.store, file_id, visible=user.sees)
     if not Path(record["path"]).is_file():
         raise not_found(f"File {file_id}'s content is no longer on disk ({record['path']})", param="file_id")
     return FileResponse(record["path"], media_type="application/octet-stream", filename=record["filename"])
 
 
 @router.delete("/files/{file_id}", response_model=Deleted, responses=responses(409))
-def delete_file(file_id: str, manager: ManagerDep) -> dict:
+def delete_file(file_id: str, manager: ManagerDep, user: CurrentUser) -> dict:
     """Delete a file; refused while a job that may still train on it uses it."""
-    record = files.get_file(manager.store, file_id)
+    record = files.get_file(manager.store, file_id, visible=user.sees)
     extras = jobs.load_extras(manager)
     busy = next((job.job_id for job in files.file_users(manager, record["path"])
                  if jobs.openai_status(job, extras.get(job.job_id, {})) in ("queued", "running", "paused")), None)
@@ -95,7 +98,7 @@ def delete_file(file_id: str, manager: ManagerDep) -> dict:
 
 
 @router.post("/fine_tuning/jobs", response_model=FineTuningJob)
-def create_job(request: JobCreateRequest, manager: ManagerDep) -> dict:
+def create_job(request: JobCreateRequest, manager: ManagerDep, user: CurrentUser) -> dict:
     """Create a supervised fine-tuning job (LoRA) from uploaded files; it queues at once."""
     if request.method is not None and request.method.type != "supervised":
         raise invalid(f"method.type '{request.method.type}' is not supported: this server runs supervised "
@@ -107,10 +110,10 @@ def create_job(request: JobCreateRequest, manager: ManagerDep) -> dict:
         raise invalid(f"model: {request.model} is a fine-tuned model; continuing a fine-tune is not supported, "
                       "give its base model", param="model")
     settings = manager.settings
-    train = _fine_tune_file(manager, request.training_file, "training_file")
+    train = _fine_tune_file(manager, request.training_file, "training_file", user)
     validation = None
     if request.validation_file is not None:
-        validation = _fine_tune_file(manager, request.validation_file, "validation_file")
+        validation = _fine_tune_file(manager, request.validation_file, "validation_file", user)
         if validation["details"]["format"] != train["details"]["format"]:
             raise invalid(f"validation_file {validation['file_id']} is in the "
                           f"{files.FORMAT_NAMES[validation['details']['format']]} format and training_file "
@@ -140,7 +143,7 @@ def create_job(request: JobCreateRequest, manager: ManagerDep) -> dict:
     if validation is not None:
         config.update(eval_dataset_name=validation["path"], eval_steps=steps_per_epoch)
     try:
-        job_id = manager.create_job(config)
+        job_id = manager.create_job(config, owner=user.owner, max_active=job_quota(manager, user))
     except InvalidConfig as exc:
         message, param = _from_config_error(exc.detail, train, validation)
         raise invalid(message, param=param) from None
@@ -158,12 +161,13 @@ def create_job(request: JobCreateRequest, manager: ManagerDep) -> dict:
 def list_jobs(
     request: Request,
     manager: ManagerDep,
+    user: CurrentUser,
     after: ID | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> dict:
     """Jobs, newest first (those made through /api/sft too); ``after`` a job id pages on, and
     ``metadata[key]=value`` (or ``metadata=null``) filters."""
-    selected, _ = manager.select_jobs(newest_first=True)
+    selected, _ = manager.select_jobs(newest_first=True, owner=user.scope)
     extras = jobs.load_extras(manager)
     wanted = {key[len("metadata["):-1]: value for key, value in request.query_params.items()
               if key.startswith("metadata[") and key.endswith("]")}
@@ -212,7 +216,7 @@ def pause_job(job: ValidJob, manager: ManagerDep) -> dict:
 
 
 @router.post("/fine_tuning/jobs/{job_id}/resume", response_model=FineTuningJob, responses=responses(409))
-def resume_job(job: ValidJob, manager: ManagerDep) -> dict:
+def resume_job(job: ValidJob, manager: ManagerDep, user: CurrentUser) -> dict:
     """Resume a paused job from the checkpoint its pause saved."""
     extras = jobs.extras_of(manager, job.job_id)
     status = jobs.openai_status(job, extras)
@@ -222,6 +226,9 @@ def resume_job(job: ValidJob, manager: ManagerDep) -> dict:
         else:
             detail = f"it is {status}; only a paused job can be resumed"
         raise JobConflict(f"Job {job.job_id} cannot be resumed: {detail}")
+    quota = job_quota(manager, user)
+    if quota is not None:
+        manager.check_quota(job.owner, quota)
     manager.resume_job(job.job_id)
     return _render(manager, job, jobs.update_extras(manager, job.job_id, stop=None))
 
@@ -294,8 +301,8 @@ def _page(items: list, after: str | None, limit: int, *, key: str, what: str) ->
     return items[start:start + limit], len(items) > start + limit
 
 
-def _fine_tune_file(manager: SFTJobManager, file_id: str, param: str) -> dict[str, Any]:
-    record = files.get_file(manager.store, file_id, param=param)
+def _fine_tune_file(manager: SFTJobManager, file_id: str, param: str, user: Principal) -> dict[str, Any]:
+    record = files.get_file(manager.store, file_id, param=param, visible=user.sees)
     if record["purpose"] != files.FINE_TUNE:
         raise invalid(f"{param}: file {file_id} has purpose '{record['purpose']}', not '{files.FINE_TUNE}'",
                       param=param)
