@@ -128,14 +128,16 @@ def test_exposure_warning():
     assert exposure_warning("127.0.0.1") is None and exposure_warning("localhost") is None
     assert exposure_warning("::1") is None
     assert exposure_warning("0.0.0.0").startswith("Serving on 0.0.0.0, a non-loopback address: this API has no "
-                                                  "authentication")
+                                                  "authentication (SFT_AUTH=off)")
 
 
-def test_starting_on_a_public_address_logs_a_warning(manager, monkeypatch, caplog):
+def test_starting_on_a_public_address_with_auth_off_logs_a_warning(manager, monkeypatch, caplog):
+    """SFT_AUTH=off said explicitly: it starts, and warns (without it, it refuses: tests/api/test_auth.py)."""
     from fastapi.testclient import TestClient
 
     from app.main import create_app
 
+    manager.settings = manager.settings.model_copy(update={"auth": "off"})
     monkeypatch.setattr("sys.argv", ["uvicorn", "app.main:app", "--host", "0.0.0.0"])
     with caplog.at_level(logging.WARNING, logger="app"), TestClient(create_app(manager)):
         pass
