@@ -35,7 +35,9 @@ except PackageNotFoundError:
     VERSION = "0.0.0"
 
 
-logger = logging.getLogger("app")
+#: Start-up messages go to uvicorn's own log (stderr): the job log handlers on the root logger keep
+#: only job threads' records, so the "app" logger alone would be silent under uvicorn.
+startup_logger = logging.getLogger("uvicorn.error")
 
 
 def create_app(manager: SFTJobManager | None = None, *, host: str | None = None) -> FastAPI:
@@ -53,11 +55,11 @@ def create_app(manager: SFTJobManager | None = None, *, host: str | None = None)
         try:
             app.state.auth_mode = resolve_auth_mode(settings.auth, bound, app.state.keys)
         except AuthSetupError as exc:
-            logger.error("%s", exc)
+            startup_logger.error("%s", exc)
             raise
         warning = startup_warning(app.state.auth_mode, bound, app.state.keys)
         if warning:
-            logger.warning(warning)
+            startup_logger.warning(warning)
         # A fresh gate per start: one closed by an earlier shutdown refuses work.
         app.state.model_gate = gate = new_gate()
         gate.close_on_signals()

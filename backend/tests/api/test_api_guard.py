@@ -139,6 +139,6 @@ def test_starting_on_a_public_address_with_auth_off_logs_a_warning(manager, monk
 
     manager.settings = manager.settings.model_copy(update={"auth": "off"})
     monkeypatch.setattr("sys.argv", ["uvicorn", "app.main:app", "--host", "0.0.0.0"])
-    with caplog.at_level(logging.WARNING, logger="app"), TestClient(create_app(manager)):
+    with caplog.at_level(logging.WARNING, logger="uvicorn.error"), TestClient(create_app(manager)):
         pass
     assert any(r.getMessage().startswith("Serving on 0.0.0.0, a non-loopback address") for r in caplog.records)
