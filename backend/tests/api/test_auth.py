@@ -18,6 +18,10 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from sft_client import AuthenticationError as SFTAuthenticationError
+from sft_client import NotFoundError as SFTNotFound
+from sft_client import SFTClient
+
 from app.api.auth import bind_host
 from app.core.settings import Settings
 from app.main import create_app
@@ -323,7 +327,7 @@ def serve():
         thread.join(timeout=15)
 
 
-def test_openai_sdk_api_key_and_keys_never_written(make_manager, keyed, serve, chat_jsonl, tiny_model_dir, caplog,
+def test_openai_sdk_api_key_and_keys_never_written(make_manager, keyed, serve, chat_jsonl, tiny_model_dir, caplog, tmp_path,
                                                    capfd):
     manager = make_manager(settings=keyed.model_copy(update={"max_active_jobs_per_key": 10}), runner=None,
                            preflight=True)
@@ -355,6 +359,15 @@ def test_openai_sdk_api_key_and_keys_never_written(make_manager, keyed, serve, c
                 openai.OpenAI(base_url=f"{url}/v1", api_key=wrong, max_retries=0).models.list()
         assert httpx.get(f"{url}/api/sft/jobs/{job.id}/logs", headers=bearer(alice)).status_code == 200
         events = httpx.get(f"{url}/api/sft/jobs/{job.id}/events", headers={"X-API-Key": alice}).text
+        with SFTClient(url, api_key=alice) as light:
+            assert [j.job_id for j in light.list_jobs().jobs] == [job.id]
+            followed = [event.type for event in light.follow(job.id)]  # the SSE stream, key in a header
+            assert followed[0] == "created" and followed[-1] == "completed"
+            light.download(job.id, tmp_path / "adapter")
+        with SFTClient(url, api_key=bob) as light, pytest.raises(SFTNotFound):
+            light.get_job(job.id)
+        with SFTClient(url, api_key="") as light, pytest.raises(SFTAuthenticationError):
+            light.list_jobs()
     out, err = capfd.readouterr()  # uvicorn's own log (access lines included) goes to the terminal
     logged = "\n".join([*(f"{r.getMessage()} {r.args}" for r in caplog.records), out, err])
     assert "GET /v1/models HTTP/1.1\" 401" in logged
