@@ -1,6 +1,6 @@
 // The dashboard: a hash router over the views, and the header's version and job counts.
 
-import { api, h } from "./util.js";
+import { api, apiKey, askForKey, h } from "./util.js";
 import { jobsView } from "./jobs.js";
 import { jobView } from "./job.js";
 import { newJobView } from "./newjob.js";
@@ -44,7 +44,12 @@ async function route() {
 
 async function refreshHeader() {
   try {
-    const health = await api("/health");
+    let health = await api("/health");
+    // /health is open: without a key it shows no one's jobs. Ask once, then count the user's own.
+    if (health.auth === "keys" && !apiKey()) {
+      await askForKey("This server needs an API key.");
+      health = await api("/health");
+    }
     document.getElementById("version").textContent = `version ${health.version}`;
     const running = (health.jobs.running || 0) + (health.jobs.stopping || 0);
     document.getElementById("counts").textContent = `${running} running · ${health.jobs.pending || 0} queued`;

@@ -1,7 +1,7 @@
 // One job: live status and progress, the loss chart fed by the event stream, events, log tail,
 // checkpoints, Stop / Resume, the failure, and (once it has an adapter) Try it, download, merge, evaluate.
 
-import { api, h, formatDuration, formatNumber, formatTime, progressCell, statusBadge, TERMINAL } from "./util.js";
+import { api, apiKey, authFetch, h, formatDuration, formatNumber, formatTime, progressCell, statusBadge, TERMINAL } from "./util.js";
 import { LineChart } from "./chart.js";
 
 const EVENT_TYPES = ["created", "queued", "started", "model_loaded", "dataset_ready", "metrics", "eval",
@@ -53,16 +53,48 @@ export function jobView(jobId) {
       h("table", { id: "checkpoints" }, h("thead", {}, h("tr", {}, ...["Step", "Eval loss", "Saved", "Path"].map((t) => h("th", { scope: "col" }, t)))),
         checkpointsBody)));
 
-  // Event stream: each event is handled once (by seq); a dropped connection is resumed by the
-  // browser with Last-Event-ID; after a terminal event the stream ends and we look for more.
+  // Event stream: read with fetch, not EventSource, so the API key travels in a header (EventSource
+  // cannot set one, and a key in the URL would end up in logs). Each event is handled once (by seq);
+  // a dropped connection is resumed after the last event seen; after a terminal event the stream
+  // ends and we look for more.
   function connect() {
     if (closed) return;
-    if (source) source.close();
-    source = new EventSource(`${base}/events?after=${lastSeq}`);
-    for (const type of EVENT_TYPES) source.addEventListener(type, onEvent);
-    source.onerror = () => {
-      if (source && source.readyState === EventSource.CLOSED && !closed) setTimeout(connect, 2000);
-    };
+    if (source) source.abort();
+    const controller = new AbortController();
+    source = controller;
+    readStream(controller).catch(() => {}).finally(() => {
+      if (source !== controller || controller.signal.aborted) return;
+      source = null;
+      if (!closed) setTimeout(connect, 2000);
+    });
+  }
+
+  async function readStream(controller) {
+    const response = await authFetch(`${base}/events?after=${lastSeq}`,
+      { headers: { Accept: "text/event-stream" }, signal: controller.signal, cache: "no-store" });
+    if (!response.ok || !response.body) return;
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || controller.signal.aborted) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, "");
+        const fields = { event: "message", data: [] };
+        for (const line of block.split(/\r?\n/)) {
+          if (!line || line.startsWith(":")) continue;
+          const colon = line.indexOf(":");
+          const name = colon < 0 ? line : line.slice(0, colon);
+          const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+          if (name === "data") fields.data.push(text); else fields[name] = text;
+        }
+        if (fields.data.length && EVENT_TYPES.includes(fields.event)) onEvent({ data: fields.data.join("\n") });
+        if (controller.signal.aborted) return;
+      }
+    }
   }
 
   function onEvent(message) {
@@ -79,7 +111,7 @@ export function jobView(jobId) {
     eventsList.scrollTop = eventsList.scrollHeight;
     if (event.type === "checkpoint_saved") loadCheckpoints();
     if (TERMINAL.has(event.type)) {
-      source.close();
+      source.abort();
       source = null;
       afterTerminal();
     }
@@ -258,7 +290,8 @@ export function jobView(jobId) {
         h("div", {}, h("h4", {}, "Base model"), baseAnswer, baseMeta)),
       h("h3", {}, "Take it away"),
       h("div", { class: "toolbar" },
-        h("a", { class: "button", id: "download-adapter", href: `${base}/adapter`, download: `${jobId}-adapter.tar.gz` }, "Download adapter"),
+        h("a", { class: "button", id: "download-adapter", href: `${base}/adapter`, download: `${jobId}-adapter.tar.gz`,
+          onclick: downloadWithKey }, "Download adapter"),
         h("button", { type: "button", class: "secondary", id: "merge-button", onclick: merge }, "Merge into the base model")),
       mergeOut,
       h("h3", {}, "Evaluate (held-out exact match, base vs tuned)"),
@@ -268,6 +301,24 @@ export function jobView(jobId) {
         h("div", {}, h("label", { for: "eval-samples" }, "Rows"), evalSamples),
         h("button", { type: "submit", id: "evaluate-button" }, "Evaluate")),
       evalOut);
+  }
+
+  // With a key, a plain link would be refused: fetch the archive with the key and save it from memory.
+  async function downloadWithKey(event) {
+    if (!apiKey()) return;
+    event.preventDefault();
+    const link = event.currentTarget;
+    const response = await authFetch(link.getAttribute("href"));
+    if (!response.ok) {
+      actionMessage.textContent = `Download failed: ${response.status}`;
+      return;
+    }
+    const url = URL.createObjectURL(await response.blob());
+    const save = h("a", { href: url, download: link.getAttribute("download") });
+    document.body.append(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
   }
 
   async function poll() {
@@ -286,6 +337,6 @@ export function jobView(jobId) {
 
   return {
     element,
-    cleanup: () => { closed = true; clearInterval(timer); if (source) source.close(); chart.destroy(); },
+    cleanup: () => { closed = true; clearInterval(timer); if (source) source.abort(); chart.destroy(); },
   };
 }

@@ -8,6 +8,62 @@ export class ApiError extends Error {
   }
 }
 
+// API keys: asked for once (when /health says keys are on, or a call answers 401), kept for the
+// browser tab's session in sessionStorage, and sent as a header on every call, streams included:
+// never in a URL, where it would end up in logs and history.
+const KEY_STORAGE = "sft-api-key";
+let keyPrompt = null;
+
+export function apiKey() {
+  return sessionStorage.getItem(KEY_STORAGE);
+}
+
+/** The headers that carry the key (none without one). */
+export function authHeaders() {
+  const key = apiKey();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+/** Ask for a key in a dialog (one at a time); resolve once one is entered. */
+export function askForKey(reason) {
+  if (keyPrompt) return keyPrompt;
+  keyPrompt = new Promise((resolve) => {
+    const input = h("input", { id: "api-key", type: "password", autocomplete: "off", required: true, spellcheck: "false" });
+    const dialog = h("dialog", { id: "key-dialog", "aria-labelledby": "key-title" },
+      h("form", { method: "dialog" },
+        h("h2", { id: "key-title" }, "API key"),
+        h("p", {}, reason),
+        h("p", { class: "muted" }, "It is kept for this tab only. An admin creates keys with: python -m app keys create --name NAME"),
+        h("p", {}, h("label", { for: "api-key" }, "Key "), input),
+        h("p", {}, h("button", { type: "submit", id: "key-submit" }, "Use this key"))));
+    dialog.addEventListener("cancel", (event) => event.preventDefault());
+    dialog.addEventListener("close", () => {
+      const key = input.value.trim();
+      if (!key) { dialog.showModal(); return; }
+      sessionStorage.setItem(KEY_STORAGE, key);
+      dialog.remove();
+      keyPrompt = null;
+      resolve(key);
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    input.focus();
+  });
+  return keyPrompt;
+}
+
+/** fetch with the key; on a 401, ask for a (new) key and try once more. */
+export async function authFetch(path, init = {}) {
+  for (let attempt = 0; ; attempt++) {
+    const response = await fetch(path, { ...init, headers: { ...(init.headers || {}), ...authHeaders() } });
+    if (response.status !== 401 || attempt >= 3) return response;
+    if (init.signal && init.signal.aborted) return response;
+    const refused = apiKey() !== null;
+    sessionStorage.removeItem(KEY_STORAGE);
+    await askForKey(refused ? "That key was refused (unknown or revoked): enter another." : "This server needs an API key.");
+  }
+}
+
 /** Call the service's API; resolve to the JSON answer, or throw ApiError with its detail. */
 export async function api(path, { method = "GET", body } = {}) {
   const init = { method, headers: {} };
@@ -15,7 +71,7 @@ export async function api(path, { method = "GET", body } = {}) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const response = await fetch(path, init);
+  const response = await authFetch(path, init);
   const text = await response.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = text; }
