@@ -12,7 +12,8 @@ Measures, against a real ``uvicorn`` server started the way ``make run`` starts 
 7. the dashboard's first load (bytes, requests) and the time until a job page with 1,000 metric points
    has drawn its chart, in headless Chromium (``bench/page.py``);
 8. latency of the OpenAI-compatible POST /v1/chat/completions (first token and total, streaming and not)
-   against POST /api/sft/jobs/{id}/generate, same model and prompt.
+   against POST /api/sft/jobs/{id}/generate, same model and prompt;
+9. what API keys cost: p50 of GET /api/sft/jobs/{id} on a server without keys and on one with keys.
 
 and writes ``docs/benchmarks.md`` (machine, one table per section, each target met or missed).
 Full mode uses the bundled SmolLM2-135M-Instruct on the bundled json-extract data; ``--smoke`` uses a
@@ -57,10 +58,10 @@ BUNDLED_DATASET = "bundled:json-extract"
 TRAIN_JSONL = ROOT / "backend" / "app" / "demo" / "json_extract" / "train.jsonl"
 DEFAULT_GPU_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
-SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu", "page", "chat")
+SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu", "page", "chat", "auth")
 #: The Plan counts that a command-line option (--pairs, --memory-jobs...) overrides.
 COUNT_OPTIONS = ("pairs", "steps", "memory_jobs", "memory_steps", "knob_steps", "latency_idle_requests",
-                 "scale_submits", "scale_lists", "chat_rounds")
+                 "scale_submits", "scale_lists", "chat_rounds", "auth_requests")
 
 # Targets of the issues.
 TARGET_STEPS_RATIO = 0.97  # service ÷ bare TRL steps/s on a CUDA GPU (issue 11 measured on CPU only)
@@ -75,6 +76,7 @@ TARGET_SUBMIT_P50_MS = 10.0
 TARGET_LIST_P50_MS = 20.0
 TARGET_RSS_FACTOR = 1.1
 TARGET_CHAT_RATIO = 1.1
+TARGET_AUTH_P50_MS = 1.0  # GET /jobs/{id} p50 with a key minus without keys
 
 #: Causes found by profiling (py-spy) for targets this harness has missed on the reference machine.
 #: Appended to a missed target's "why" line; the measured figures come first.
@@ -172,6 +174,7 @@ class Plan:
     scale_lists: int = 60
     chat_rounds: int = 10
     chat_tokens: int = 32
+    auth_requests: int = 2000
     #: None: wait for a job by following its SSE event stream; seconds: poll GET /jobs/{id} that often.
     poll: float | None = None
     sections: tuple[str, ...] = SECTIONS
@@ -180,7 +183,7 @@ class Plan:
 def smoke_plan() -> Plan:
     return Plan(mode="smoke", pairs=1, steps=2, latency_idle_requests=15, latency_interval=0.01,
                 memory_jobs=2, memory_steps=8, knob_steps=2, scale_levels=(0, 5, 10), scale_submits=3,
-                scale_lists=5, chat_rounds=2, chat_tokens=8)
+                scale_lists=5, chat_rounds=2, chat_tokens=8, auth_requests=40)
 
 
 # Machine
@@ -316,7 +319,7 @@ class Bench:
         return {**self.demo, "base_model": self.model_ref, "dataset_name": self.dataset, "max_steps": steps,
                 "precision": self.precision, **overrides}
 
-    def server(self, name: str) -> Service:
+    def server(self, name: str, **settings: Any) -> Service:
         self._servers += 1
         return Service(self.work / f"server-{self._servers}-{name}", env=self.env, settings={
             "max_concurrent_jobs": 1,
@@ -325,6 +328,7 @@ class Bench:
             # The bench's own configs name models anywhere on this machine (--tiny-model, --gpu-model, the
             # Hugging Face cache): it trusts its own paths.
             "model_roots": ["/"],
+            **settings,
         })
 
     def run_bare(self, steps: int, *, tag: str, model: str | None = None, script: str = "bare_sft.py") -> dict:
@@ -571,6 +575,45 @@ def make_blocker(server: Service, bench: Bench) -> str:
     return job_id
 
 
+def auth_section(bench: Bench) -> dict:
+    """p50 of GET /api/sft/jobs/{id} on a server without keys and on one with SFT_AUTH=keys (sending its key),
+    in alternating blocks so that both see the same machine."""
+    off, keyed = bench.server("auth-off"), bench.server("auth-keys", auth="keys")
+    made = subprocess.run([sys.executable, "-m", "app", "keys", "create", "--name", "bench"],
+                          env={**keyed.env, "PYTHONPATH": str(ROOT / "backend")}, cwd=str(ROOT),
+                          capture_output=True, text=True, timeout=120)
+    if made.returncode != 0:
+        raise RuntimeError(f"python -m app keys create failed: {made.stderr[-2000:]}")
+    with off, keyed:
+        keyed.client.headers["Authorization"] = f"Bearer {made.stdout.strip()}"
+        if keyed.client.get("/api/sft/jobs").status_code != 200:
+            raise RuntimeError("the server with keys refused the benchmark's key")
+        job_ids = {}
+        for name, server in (("off", off), ("keys", keyed)):
+            job_id, _ = server.submit(bench.config(1))
+            server.client.post(f"/api/sft/jobs/{job_id}/stop")  # a 409 if it has already ended
+            deadline = time.monotonic() + 600
+            while server.job(job_id)["status"] not in TERMINAL:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"job {job_id} did not stop")
+                time.sleep(0.2)
+            server.wait_quiet(timeout=120)
+            job_ids[name] = job_id
+        samples: dict[str, list[float]] = {"off": [], "keys": []}
+        block = 50
+        for _ in range(max(1, bench.plan.auth_requests // block)):
+            for name, server in (("off", off), ("keys", keyed)):
+                path = f"/api/sft/jobs/{job_ids[name]}"
+                server.client.get(path).raise_for_status()  # unmeasured: the connection is warm
+                for _ in range(block):
+                    started = time.perf_counter()
+                    response = server.client.get(path)
+                    samples[name].append(time.perf_counter() - started)
+                    response.raise_for_status()
+    off_ms, keys_ms = summary_ms(samples["off"]), summary_ms(samples["keys"])
+    return {"off": off_ms, "keys": keys_ms, "p50_cost_ms": keys_ms["p50"] - off_ms["p50"], "block": block}
+
+
 def scale_section(bench: Bench, server: Service) -> dict:
     plan = bench.plan
     client = server.client
@@ -801,6 +844,11 @@ def targets(results: dict) -> list[dict[str, Any]]:
             add(f"p99_factor_{key}", "latency", f"{name} p99 training ÷ idle", f"{factor:.1f}×",
                 f"≤ {TARGET_P99_FACTOR:.0f}×", factor <= TARGET_P99_FACTOR,
                 f"idle p99 {idle['p99']:.1f} ms, training p99 {training['p99']:.1f} ms.")
+    a = results.get("auth")
+    if a:
+        add("auth_cost", "auth", "GET /jobs/{id} p50 with a key − without keys", f"{a['p50_cost_ms']:+.2f} ms",
+            f"< {TARGET_AUTH_P50_MS:.0f} ms", a["p50_cost_ms"] < TARGET_AUTH_P50_MS,
+            f"p50 {a['keys']['p50']:.2f} ms with a key vs {a['off']['p50']:.2f} ms without keys.")
     s = results.get("scale")
     if s:
         for level in s["levels"]:
@@ -953,6 +1001,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["scale"] = timed("scale", scale_section, bench, server)
         if "page" in plan.sections:
             results["page"] = timed("page", page_section, bench, repeats=2 if args.smoke else 5)
+        if "auth" in plan.sections:
+            results["auth"] = timed("auth", auth_section, bench)
     finally:
         if args.keep_work:
             log(f"work directory kept: {work}")

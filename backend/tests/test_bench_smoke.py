@@ -28,6 +28,7 @@ SECTION_HEADINGS = [
     "## 6. Training overhead on a CUDA GPU",
     "## 7. Dashboard: page weight and speed",
     "## 8. Chat latency: OpenAI-compatible /v1/chat/completions vs /generate",
+    "## 9. What API keys cost",
 ]
 
 
@@ -54,11 +55,11 @@ def test_smoke_report_has_every_section_and_target(smoke):
     assert "Not run: not run in smoke mode." in report  # the GPU section says why it did not run
 
     sections = {t["section"] for t in results["targets"]}
-    assert sections == {"overhead", "latency", "scale", "memory", "chat"}
+    assert sections == {"overhead", "latency", "scale", "memory", "chat", "auth"}
     keys = {t["key"] for t in results["targets"]}
     assert {"steps_ratio", "steps_vs_limit", "ttr", "ttr_vs_bare", "rss_vs_bare", "p99_job", "p99_list",
             "p99_factor_job", "p99_factor_list", "list_top", "rss", "chat_ratio",
-            "chat_stream_ratio"} <= keys
+            "chat_stream_ratio", "auth_cost"} <= keys
     assert sum(k.startswith("submit_") for k in keys) == 3  # one per stored-job level
     for target in results["targets"]:
         assert isinstance(target["met"], bool)
