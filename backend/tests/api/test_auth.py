@@ -379,3 +379,18 @@ def test_openai_sdk_api_key_and_keys_never_written(make_manager, keyed, serve, c
         assert secret not in logged and secret not in events and secret not in str(record)
         for path in written:
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_without_sft_auth_a_request_on_a_non_loopback_address_is_refused(make_manager):
+    """The start-up check needs the bound address; where it could not be known, keys-off still serves loopback only."""
+    import asyncio
+
+    app = create_app(manager=make_manager())
+
+    async def get(base: str) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base) as client:
+            return await client.get("/api/sft/jobs")
+
+    public = asyncio.run(get("http://10.1.2.3"))
+    assert public.status_code == 403 and "non-loopback address" in public.json()["detail"]
+    assert asyncio.run(get("http://127.0.0.1")).status_code == 200
