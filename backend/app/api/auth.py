@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 #: Where AuthGate leaves the caller in the ASGI scope (None: anonymous, on an open path).
 USER_SCOPE_KEY = "sft.user"
 #: Paths any caller may load: liveness and the pages (which then ask for a key). They show no user's data.
-OPEN_PATHS = frozenset({"/health", "/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPEN_PATHS = frozenset({"/health", "/", "/docs", "/redoc", "/openapi.json"})
 OPEN_PREFIXES = ("/static/",)
 KEY_HELP = ("send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>' (an admin creates one with: "
             "python -m app keys create --name NAME)")
