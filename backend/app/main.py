@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from .api.auth import AuthGate, AuthSetupError, bind_host, resolve_auth_mode, startup_warning
+from .api.auth import AuthGate, AuthSetupError, bind_host, document_keys, resolve_auth_mode, startup_warning
 from .api.dataset_routes import router as dataset_router
 from .api.deps import GateDep, ManagerDep, OptionalUser
 from .api.export_routes import router as export_router
@@ -108,6 +108,7 @@ def create_app(manager: SFTJobManager | None = None, *, host: str | None = None)
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key",
                                           "Last-Event-ID"])
     mount_web(app)
+    document_keys(app)
 
     @app.get("/health", response_model=HealthResponse, tags=["service"],
              responses={400: {"model": ErrorResponse, "description": "A Host header this server does not answer to"}})

@@ -18,6 +18,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -182,6 +183,30 @@ class AuthGate:
             return
         scope[USER_SCOPE_KEY] = user
         await self.app(scope, receive, send)
+
+
+def document_keys(app: Any) -> None:
+    """Declare the two ways to send a key in ``app``'s OpenAPI document, on every operation but the open
+    ones (so /docs' Authorize button applies it), and the 401 they may answer."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+            for path, operations in schema["paths"].items():
+                if path in OPEN_PATHS:
+                    continue
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}, {"apiKey": []}]
+                    operation.setdefault("responses", {})["401"] = {
+                        "description": "No API key, or not a valid one (servers with keys: SFT_AUTH)"}
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _non_loopback_ip(scope: Scope) -> bool:

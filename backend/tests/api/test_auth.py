@@ -394,3 +394,12 @@ def test_without_sft_auth_a_request_on_a_non_loopback_address_is_refused(make_ma
     public = asyncio.run(get("http://10.1.2.3"))
     assert public.status_code == 403 and "non-loopback address" in public.json()["detail"]
     assert asyncio.run(get("http://127.0.0.1")).status_code == 200
+
+
+def test_the_openapi_document_declares_the_keys(world):
+    manager, keys, client, k = world
+    schema = client.get("/openapi.json").json()
+    assert set(schema["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    assert "security" not in schema["paths"]["/health"]["get"]
+    operations = [op for path, ops in schema["paths"].items() if path != "/health" for op in ops.values()]
+    assert all(op["security"] == [{"bearer": []}, {"apiKey": []}] and "401" in op["responses"] for op in operations)
