@@ -227,13 +227,15 @@ def test_the_bound_host_is_read_from_uvicorn_arguments():
     assert bind_host([], {}, explicit="0.0.0.0") == "0.0.0.0"
 
 
-def start_uvicorn(data_dir: Path, port: int, **env: str) -> subprocess.Popen:
-    environ = {**os.environ, "SFT_DATA_DIR": str(data_dir), **env}
+def start_uvicorn(data_dir: Path, port: int, *, launcher: bool = False, **env: str) -> subprocess.Popen:
+    """``uvicorn app.main:app --host 0.0.0.0`` as ``make run HOST=0.0.0.0`` runs it (or ``python -m app serve``)."""
+    environ = {**os.environ, "SFT_DATA_DIR": str(data_dir), "PYTHONPATH": str(BACKEND)}
     environ.pop("SFT_AUTH", None)
     environ.update(env)
-    return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--app-dir", str(BACKEND), "--host", "0.0.0.0",
-         "--port", str(port)], cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = (["-m", "app", "serve"] if launcher else
+               ["-m", "uvicorn", "app.main:app", "--app-dir", str(BACKEND)])
+    return subprocess.Popen([sys.executable, *command, "--host", "0.0.0.0", "--port", str(port)], cwd=REPO,
+                            env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def stop(process: subprocess.Popen) -> str:
@@ -261,11 +263,12 @@ def test_a_real_server_on_0000_without_keys_refuses_to_start(tmp_path: Path):
     assert launcher.returncode == 2 and "Refusing to start" in launcher.stderr
 
 
-def test_a_real_server_on_0000_with_a_key_requires_it(tmp_path: Path):
+@pytest.mark.parametrize("launcher", [False, True], ids=["uvicorn", "python -m app serve"])
+def test_a_real_server_on_0000_with_a_key_requires_it(tmp_path: Path, launcher: bool):
     made = run_cli("keys", "create", "--name", "admin", "--admin", data_dir=tmp_path / "data")
     key = made.stdout.strip()
     port = free_port()
-    process = start_uvicorn(tmp_path / "data", port)
+    process = start_uvicorn(tmp_path / "data", port, launcher=launcher)
     try:
         url = f"http://127.0.0.1:{port}"
 
