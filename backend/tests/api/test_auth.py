@@ -283,6 +283,9 @@ def test_a_real_server_on_0000_with_a_key_requires_it(tmp_path: Path, launcher: 
         assert httpx.get(f"{url}/health").json()["auth"] == "keys"
         assert httpx.get(f"{url}/api/sft/jobs").status_code == 401
         assert httpx.get(f"{url}/api/sft/jobs", headers=bearer(key)).status_code == 200
+        # Revoked from the command line while the server runs: refused at its next request.
+        assert run_cli("keys", "revoke", key.split("_")[1], data_dir=tmp_path / "data").returncode == 0
+        assert httpx.get(f"{url}/api/sft/jobs", headers=bearer(key)).status_code == 401
     finally:
         out = stop(process)
     assert key not in out
