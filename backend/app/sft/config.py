@@ -154,6 +154,18 @@ class SFTConfig(BaseModel):
         None, description="Where the adapter, logs and checkpoints go. The service defaults it per job."
     )
 
+    # Placement: where the job's training runs (SFT_EXECUTOR=ray; the thread executor trains in one process)
+    num_workers: int = Field(
+        1, ge=1, le=1024,
+        description="Data-parallel workers (Ray Train). Each trains per_device_train_batch_size rows per step, so "
+        "the global batch is num_workers × per_device_train_batch_size × gradient_accumulation_steps.",
+    )
+    num_gpus_per_worker: int | None = Field(
+        None, ge=0, le=64,
+        description="GPUs each worker holds on the Ray cluster. None: 1 when the cluster has GPUs, else 0 (CPU).",
+    )
+    num_cpus_per_worker: float = Field(1, gt=0, le=1024, description="CPUs each worker holds on the Ray cluster.")
+
     @field_validator("base_model", "dataset_name", "eval_dataset_name", "output_dir")
     @classmethod
     def _usable_as_path(cls, value: str | None) -> str | None:

@@ -1,0 +1,289 @@
+"""RayExecutor against a real local Ray head (2 CPUs, no GPU): runs, events, stop, cancel, re-attach,
+placement refusals, a lost worker, and 2-worker data-parallel training with Ray Train."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+
+from app.jobs.executors.base import JobSpec, RunState  # noqa: E402
+from app.jobs.executors.ray import RayExecutor, RayUnavailable  # noqa: E402
+from app.sft.config import SFTConfig  # noqa: E402
+from app.sft.errors import ConfigError  # noqa: E402
+from app.sft.events import EventKind, TrainingEvent  # noqa: E402
+from factories import free_port, wait_for  # noqa: E402
+from ray_cluster import LocalRayHead  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+#: A run on the cluster starts a fresh Python worker that imports torch and transformers: slow on a
+#: loaded 2-core machine.
+RUN_TIMEOUT = 240
+
+
+@pytest.fixture(scope="module")
+def head():
+    cluster = LocalRayHead(num_cpus=2).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def executor(head):
+    import ray
+
+    executor = RayExecutor(address=head.address, poll_seconds=0.1)
+    assert executor.error is None, executor.error
+    yield executor
+    executor.shutdown()
+    ray.shutdown()
+
+
+class Events:
+    """A Report that keeps what it is told, per job."""
+
+    def __init__(self):
+        self.by_job: dict[str, list[TrainingEvent]] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, job_id: str, event: TrainingEvent) -> None:
+        with self.lock:
+            self.by_job.setdefault(job_id, []).append(event)
+
+    def of(self, job_id: str) -> list[TrainingEvent]:
+        with self.lock:
+            return list(self.by_job.get(job_id, []))
+
+    def kinds(self, job_id: str) -> list[EventKind]:
+        return [event.kind for event in self.of(job_id)]
+
+    def exited(self, job_id: str, timeout: float = RUN_TIMEOUT) -> TrainingEvent:
+        wait_for(lambda: EventKind.EXITED in self.kinds(job_id), timeout=timeout, interval=0.1,
+                 message=f"job {job_id} to exit")
+        return self.of(job_id)[-1]
+
+
+def spec_for(config: dict, root: Path, job_id: str, **overrides) -> JobSpec:
+    out = root / job_id
+    resolved = SFTConfig.model_validate({**config, **overrides, "output_dir": str(out)})
+    return JobSpec(job_id=job_id, config=resolved.model_dump(mode="json"), output_dir=str(out),
+                   model_cache_dir=str(root / "model-cache"))
+
+
+def assert_one_stream(events: list[TrainingEvent]) -> None:
+    assert [event.seq for event in events] == list(range(1, len(events) + 1))
+    assert [event.kind for event in events].count(EventKind.EXITED) == 1
+    assert events[-1].kind is EventKind.EXITED
+
+
+def test_job_trains_on_ray_and_reports_every_event_in_order(executor, tiny_config, tmp_path):
+    report = Events()
+    spec = spec_for(tiny_config, tmp_path, "job-complete")
+
+    handle = executor.start(spec, report)
+
+    assert json.loads(json.dumps(handle)) == handle
+    assert handle["actor"] == "sft-job-job-complete-1"
+    exited = report.exited(spec.job_id)
+    assert exited.payload["status"] == "completed", exited.payload
+    events = report.of(spec.job_id)
+    assert_one_stream(events)
+    kinds = [event.kind for event in events]
+    assert kinds.count(EventKind.STEP) == 4
+    assert EventKind.METRICS in kinds and EventKind.TRAINING_STARTED in kinds
+    assert any(event.kind is EventKind.LOG and "running on Ray node" in event.payload["message"] for event in events)
+    result = exited.payload["result"]
+    assert result["global_step"] == 4
+    assert (Path(result["adapter_path"]) / "adapter_config.json").exists()
+    # The actor is killed once its last event is in: its CPU is free again.
+    wait_for(lambda: executor.state(spec.job_id) is RunState.UNKNOWN, timeout=10)
+    import ray
+
+    wait_for(lambda: _actor_gone(ray, handle["actor"]), timeout=30, message="the actor to be killed")
+
+
+def _actor_gone(ray, name: str) -> bool:
+    try:
+        ray.get_actor(name, namespace="sft-service")
+    except ValueError:
+        return True
+    return False
+
+
+def test_stop_saves_the_adapter_at_the_next_step(executor, tiny_config, tmp_path):
+    report = Events()
+    spec = spec_for(tiny_config, tmp_path, "job-stop", max_steps=100_000)
+    executor.start(spec, report)
+    wait_for(lambda: EventKind.STEP in report.kinds(spec.job_id), timeout=RUN_TIMEOUT, interval=0.1,
+             message="a first step")
+
+    executor.stop(spec.job_id)
+
+    exited = report.exited(spec.job_id)
+    assert exited.payload["status"] == "stopped", exited.payload
+    result = exited.payload["result"]
+    assert 1 <= result["global_step"] < 100_000
+    assert (Path(result["adapter_path"]) / "adapter_config.json").exists()
+    assert_one_stream(report.of(spec.job_id))
+
+
+def test_a_run_that_does_not_stop_within_the_grace_period_is_cancelled(executor, tiny_model_dir, tmp_path):
+    # Preparing 200,000 rows takes many seconds, and a run only stops between phases or steps.
+    rows = tmp_path / "big.jsonl"
+    line = json.dumps({"messages": [{"role": "user", "content": "hello"},
+                                    {"role": "assistant", "content": '{"name": "Ada", "age": 36}'}]}) + "\n"
+    rows.write_text(line * 200_000)
+    report = Events()
+    spec = spec_for({"base_model": str(tiny_model_dir), "dataset_name": str(rows), "max_steps": 2}, tmp_path,
+                    "job-grace")
+    executor.stop_grace_seconds = 1.0
+    try:
+        executor.start(spec, report)
+        wait_for(lambda: any(e.kind is EventKind.PHASE and e.payload.get("phase") == "preparing_dataset"
+                             for e in report.of(spec.job_id)), timeout=RUN_TIMEOUT, interval=0.05,
+                 message="the dataset phase")
+
+        executor.stop(spec.job_id)
+
+        exited = report.exited(spec.job_id, timeout=30)
+    finally:
+        executor.stop_grace_seconds = 300.0
+    assert exited.payload["status"] == "failed"
+    detail = exited.payload["error_detail"]
+    assert detail["category"] == "cancelled"
+    assert "did not stop within 1 s of the stop request; Ray killed its worker" in detail["message"]
+    assert executor.state(spec.job_id) is RunState.UNKNOWN
+
+
+def test_cancel_kills_the_run_and_says_so(executor, tiny_config, tmp_path):
+    report = Events()
+    spec = spec_for(tiny_config, tmp_path, "job-cancel", max_steps=100_000)
+    executor.start(spec, report)
+    wait_for(lambda: EventKind.STEP in report.kinds(spec.job_id), timeout=RUN_TIMEOUT, interval=0.1,
+             message="a first step")
+    pid = executor.where(spec.job_id)["pid"]
+
+    executor.cancel(spec.job_id)
+
+    exited = report.exited(spec.job_id, timeout=5)
+    assert exited.payload["status"] == "failed"
+    assert exited.payload["error_detail"]["category"] == "cancelled"
+    wait_for(lambda: not _alive(pid), timeout=30, message="the worker process to end")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "\nState:\tZ" in status.read_text())
+
+
+def test_a_new_executor_reattaches_and_continues_the_stream_without_a_gap(head, executor, tiny_config, tmp_path):
+    report = Events()
+    spec = spec_for(tiny_config, tmp_path, "job-reattach", max_steps=30)
+    first = RayExecutor(address=head.address, poll_seconds=0.1)
+    handle = first.start(spec, report)
+    wait_for(lambda: EventKind.STEP in report.kinds(spec.job_id), timeout=RUN_TIMEOUT, interval=0.1,
+             message="a first step")
+    first.shutdown()  # the API process goes away: nobody pulls events
+    seen = report.of(spec.job_id)
+    later = Events()
+
+    assert executor.reattach(spec, handle, later, after_seq=seen[-1].seq)
+
+    exited = later.exited(spec.job_id)
+    assert exited.payload["status"] == "completed", exited.payload
+    assert_one_stream(seen + later.of(spec.job_id))
+    assert exited.payload["result"]["global_step"] == 30
+
+
+def test_reattach_to_a_run_that_is_gone_is_false(executor, tiny_config, tmp_path):
+    spec = spec_for(tiny_config, tmp_path, "job-gone")
+    assert executor.reattach(spec, {"actor": "sft-job-job-gone-1", "namespace": "sft-service"}, Events(),
+                             after_seq=3) is False
+
+
+def test_a_worker_that_dies_fails_the_job_as_interrupted(executor, tiny_config, tmp_path):
+    report = Events()
+    spec = spec_for(tiny_config, tmp_path, "job-killed", max_steps=100_000)
+    executor.start(spec, report)
+    wait_for(lambda: EventKind.STEP in report.kinds(spec.job_id), timeout=RUN_TIMEOUT, interval=0.1,
+             message="a first step")
+
+    os.kill(executor.where(spec.job_id)["pid"], signal.SIGKILL)
+
+    exited = report.exited(spec.job_id, timeout=60)
+    assert exited.payload["status"] == "failed"
+    detail = exited.payload["error_detail"]
+    assert detail["category"] == "interrupted"
+    assert detail["message"].startswith("interrupted: the job's Ray worker died; resume the job")
+
+
+def test_placement_the_cluster_can_never_give_is_refused_naming_the_field(executor, tiny_config, tmp_path):
+    with pytest.raises(ConfigError) as gpus:
+        executor.check(spec_for(tiny_config, tmp_path, "job-gpus", num_gpus_per_worker=4))
+    assert gpus.value.field == "num_gpus_per_worker"
+    assert str(gpus.value) == ("4 GPUs per worker asked; the Ray cluster has 1 node(s), 2 CPUs and 0 GPUs in all, "
+                               "at most 2 CPUs and 0 GPUs on one node")
+    with pytest.raises(ConfigError) as cpus:
+        executor.check(spec_for(tiny_config, tmp_path, "job-cpus", num_cpus_per_worker=3))
+    assert cpus.value.field == "num_cpus_per_worker"
+    with pytest.raises(ConfigError) as workers:
+        executor.check(spec_for(tiny_config, tmp_path, "job-workers", num_workers=3))
+    assert workers.value.field == "num_workers"
+    assert str(workers.value).endswith(": 2 such workers fit at once")
+    executor.check(spec_for(tiny_config, tmp_path, "job-fits", num_workers=2))
+
+
+def test_callbacks_cannot_travel_to_the_cluster(executor, tiny_config, tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        executor.start(spec_for(tiny_config, tmp_path, "job-callbacks"), Events(), callbacks=[object()])
+    assert refused.value.field == "callbacks"
+
+
+def test_two_workers_train_data_parallel_with_the_loss_of_one_worker(executor, tiny_config, tmp_path):
+    # The same global batch of 4 rows: one worker of 4, or two of 2.
+    base = {**tiny_config, "max_steps": 3, "learning_rate": 1e-3}
+    one, two = Events(), Events()
+    single = spec_for(base, tmp_path, "job-one-worker", per_device_train_batch_size=4)
+    double = spec_for(base, tmp_path, "job-two-workers", per_device_train_batch_size=2, num_workers=2)
+
+    executor.start(double, two)
+    exited_two = two.exited(double.job_id)
+    executor.start(single, one)
+    exited_one = one.exited(single.job_id)
+
+    assert exited_two.payload["status"] == "completed", exited_two.payload
+    assert exited_one.payload["status"] == "completed", exited_one.payload
+    assert_one_stream(two.of(double.job_id))
+    losses = [[e.payload["loss"] for e in events.of(spec.job_id) if e.kind is EventKind.METRICS and "loss" in e.payload]
+              for events, spec in ((one, single), (two, double))]
+    assert len(losses[0]) == len(losses[1]) == 3
+    assert losses[1] == pytest.approx(losses[0], rel=2e-3)
+    result = exited_two.payload["result"]
+    assert (Path(result["adapter_path"]) / "adapter_config.json").exists()
+    # Rank 0 alone writes the job's outputs.
+    log = [json.loads(line) for line in (Path(double.output_dir) / "log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log if "loss" in entry] == [1, 2, 3]
+
+
+def test_an_unreachable_address_leaves_the_executor_down_with_a_reason():
+    port = free_port()
+    executor = RayExecutor(address=f"127.0.0.1:{port}")
+
+    health = executor.health()
+    assert health["status"] == "down"
+    assert health["error"].startswith(f"the Ray cluster at 127.0.0.1:{port} is unreachable: nothing answers at")
+    with pytest.raises(RayUnavailable):
+        executor.start(JobSpec(job_id="x", config={}, output_dir="/tmp/x"), Events())
+    assert executor.reattach(JobSpec(job_id="x", config={}, output_dir="/tmp/x"), {"actor": "a"}, Events(),
+                             after_seq=0) is False

@@ -1,0 +1,94 @@
+"""A real local Ray head for tests: started with ``ray start --head --block`` in a process group of its
+own, and stopped by that group's process ids (never ``ray stop``, which would stop every Ray on the
+machine)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from factories import free_port, wait_for
+
+#: Ray's object store holds nothing big here (events, small specs); /dev/shm may be small.
+OBJECT_STORE_BYTES = 80 * 1024 * 1024
+
+
+class LocalRayHead:
+    """One Ray head node on this machine: ``address`` is its GCS address (``host:port``)."""
+
+    def __init__(self, *, num_cpus: int = 2, num_gpus: int = 0):
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        # Short: Ray's socket paths under it must stay under the 107-byte limit of a Unix socket path.
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> LocalRayHead:
+        ray_cli = Path(sys.executable).with_name("ray")
+        command = [str(ray_cli), "start", "--head", "--block", f"--port={self.port}",
+                   f"--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}",
+                   f"--object-store-memory={OBJECT_STORE_BYTES}", f"--temp-dir={self.temp_dir}",
+                   "--include-dashboard=false", "--disable-usage-stats"]
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        self.log = (self.temp_dir / "head.log").open("w")
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        try:
+            wait_for(lambda: "Ray runtime started" in (self.temp_dir / "head.log").read_text()
+                     or self.proc.poll() is not None, timeout=120, interval=0.2, message="the Ray head to start")
+        except AssertionError:
+            self.stop()
+            raise
+        if self.proc.poll() is not None:
+            text = (self.temp_dir / "head.log").read_text()
+            self.stop()
+            raise RuntimeError(f"ray start failed:\n{text[-3000:]}")
+        return self
+
+    def stop(self) -> None:
+        """End every process of the head's group: SIGTERM, then SIGKILL for those that linger."""
+        if self.proc is None:
+            return
+        group = self.proc.pid
+        for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and _group_alive(group):
+                if self.proc.poll() is None:
+                    try:
+                        self.proc.wait(timeout=0.2)
+                    except subprocess.TimeoutExpired:
+                        pass
+                else:
+                    time.sleep(0.2)
+            if not _group_alive(group):
+                break
+        self.proc = None
+        self.log.close()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a process of ``group`` still runs (zombies waiting for their reaper do not count)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command's ")": state, ppid, pgrp.
+        if fields[0] != "Z" and int(fields[2]) == group:
+            return True
+    return False
