@@ -1,6 +1,6 @@
-"""A real local Ray head for tests: started with ``ray start --head --block`` in a process group of its
-own, and stopped by that group's process ids (never ``ray stop``, which would stop every Ray on the
-machine)."""
+"""A real local Ray head for tests: started with ``ray start --head --block`` in a session of its own,
+and stopped by the process ids of that session (never ``ray stop``, which would stop every Ray on the
+machine). Ray's workers put themselves in process groups of their own, but stay in the session."""
 
 from __future__ import annotations
 
@@ -54,17 +54,21 @@ class LocalRayHead:
         return self
 
     def stop(self) -> None:
-        """End every process of the head's group: SIGTERM, then SIGKILL for those that linger."""
+        """End every process of the head's session: SIGTERM, then SIGKILL for those that linger."""
         if self.proc is None:
             return
-        group = self.proc.pid
+        session = self.proc.pid
         for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(group, sig)
-            except ProcessLookupError:
+            pids = _session_pids(session)
+            if not pids:
                 break
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and _group_alive(group):
+            while time.monotonic() < deadline and _session_pids(session):
                 if self.proc.poll() is None:
                     try:
                         self.proc.wait(timeout=0.2)
@@ -72,15 +76,15 @@ class LocalRayHead:
                         pass
                 else:
                     time.sleep(0.2)
-            if not _group_alive(group):
-                break
+        self.proc.poll()
         self.proc = None
         self.log.close()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def _group_alive(group: int) -> bool:
-    """Whether a process of ``group`` still runs (zombies waiting for their reaper do not count)."""
+def _session_pids(session: int) -> list[int]:
+    """The live processes of ``session`` (zombies waiting for their reaper do not count)."""
+    pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -88,7 +92,7 @@ def _group_alive(group: int) -> bool:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        # After the command's ")": state, ppid, pgrp.
-        if fields[0] != "Z" and int(fields[2]) == group:
-            return True
-    return False
+        # After the command's ")": state, ppid, pgrp, session.
+        if fields[0] != "Z" and int(fields[3]) == session:
+            pids.append(int(entry.name))
+    return pids

@@ -18,7 +18,7 @@ from app.jobs.executors.ray import RayExecutor, RayUnavailable  # noqa: E402
 from app.sft.config import SFTConfig  # noqa: E402
 from app.sft.errors import ConfigError  # noqa: E402
 from app.sft.events import EventKind, TrainingEvent  # noqa: E402
-from factories import free_port, wait_for  # noqa: E402
+from factories import free_port, wait_for, write_jsonl  # noqa: E402
 from ray_cluster import LocalRayHead  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -149,6 +149,7 @@ def test_a_run_that_does_not_stop_within_the_grace_period_is_cancelled(executor,
         wait_for(lambda: any(e.kind is EventKind.PHASE and e.payload.get("phase") == "preparing_dataset"
                              for e in report.of(spec.job_id)), timeout=RUN_TIMEOUT, interval=0.05,
                  message="the dataset phase")
+        pid = executor.where(spec.job_id)["pid"]
 
         executor.stop(spec.job_id)
 
@@ -160,21 +161,6 @@ def test_a_run_that_does_not_stop_within_the_grace_period_is_cancelled(executor,
     assert detail["category"] == "cancelled"
     assert "did not stop within 1 s of the stop request; Ray killed its worker" in detail["message"]
     assert executor.state(spec.job_id) is RunState.UNKNOWN
-
-
-def test_cancel_kills_the_run_and_says_so(executor, tiny_config, tmp_path):
-    report = Events()
-    spec = spec_for(tiny_config, tmp_path, "job-cancel", max_steps=100_000)
-    executor.start(spec, report)
-    wait_for(lambda: EventKind.STEP in report.kinds(spec.job_id), timeout=RUN_TIMEOUT, interval=0.1,
-             message="a first step")
-    pid = executor.where(spec.job_id)["pid"]
-
-    executor.cancel(spec.job_id)
-
-    exited = report.exited(spec.job_id, timeout=5)
-    assert exited.payload["status"] == "failed"
-    assert exited.payload["error_detail"]["category"] == "cancelled"
     wait_for(lambda: not _alive(pid), timeout=30, message="the worker process to end")
 
 
@@ -250,9 +236,14 @@ def test_callbacks_cannot_travel_to_the_cluster(executor, tiny_config, tmp_path)
     assert refused.value.field == "callbacks"
 
 
-def test_two_workers_train_data_parallel_with_the_loss_of_one_worker(executor, tiny_config, tmp_path):
-    # The same global batch of 4 rows: one worker of 4, or two of 2.
-    base = {**tiny_config, "max_steps": 3, "learning_rate": 1e-3}
+def test_two_workers_train_data_parallel_with_the_loss_of_one_worker(executor, tiny_model_dir, tmp_path):
+    # Rows with different answers (so batches of different rows have different losses), and the same
+    # global batch of 4 rows: one worker of 4, or two of 2.
+    rows = [{"messages": [{"role": "user", "content": f"hello {i}"},
+                          {"role": "assistant", "content": f'{{"name": "{name}", "age": {20 + 3 * i}}}'}]}
+            for i, name in enumerate(["Ada", "Bob", "Cy", "Dee", "Eve", "Fay", "Gus", "Hal"] * 2)]
+    data = write_jsonl(tmp_path / "varied.jsonl", rows)
+    base = {"base_model": str(tiny_model_dir), "dataset_name": str(data), "max_steps": 3, "learning_rate": 5e-3}
     one, two = Events(), Events()
     single = spec_for(base, tmp_path, "job-one-worker", per_device_train_batch_size=4)
     double = spec_for(base, tmp_path, "job-two-workers", per_device_train_batch_size=2, num_workers=2)
@@ -265,6 +256,8 @@ def test_two_workers_train_data_parallel_with_the_loss_of_one_worker(executor, t
     assert exited_two.payload["status"] == "completed", exited_two.payload
     assert exited_one.payload["status"] == "completed", exited_one.payload
     assert_one_stream(two.of(double.job_id))
+    assert any(e.kind is EventKind.LOG and e.payload["message"] == "Ray Train worker group: 2 workers, torch.distributed gloo"
+               for e in two.of(double.job_id))
     losses = [[e.payload["loss"] for e in events.of(spec.job_id) if e.kind is EventKind.METRICS and "loss" in e.payload]
               for events, spec in ((one, single), (two, double))]
     assert len(losses[0]) == len(losses[1]) == 3

@@ -45,6 +45,7 @@ class _Run:
     spec: JobSpec
     report: Report
     actor: Any
+    workers: int = 1
     last_seq: int = 0
     answered: bool = False
     stop_deadline: float | None = None
@@ -186,7 +187,7 @@ class RayExecutor:
             num_gpus=place["num_gpus_per_worker"] if single else 0,
         ).remote(spec.to_dict(), place)
         with self._lock:
-            self._runs[spec.job_id] = _Run(spec, report, actor)
+            self._runs[spec.job_id] = _Run(spec, report, actor, workers=place["num_workers"])
         return {"actor": name, "namespace": NAMESPACE, "address": self.address, "placement": place}
 
     def stop(self, job_id: str) -> None:
@@ -206,7 +207,12 @@ class RayExecutor:
             del self._runs[job_id]
         import ray
 
-        ray.kill(run.actor, no_restart=True)
+        if run.workers > 1:
+            # Killing the actor would take Ray Train's controller with it, leaving its placement group
+            # behind (Ray's own cleaner needs the dashboard's state API); the actor ends the run instead.
+            run.actor.abort.remote()
+        else:
+            ray.kill(run.actor, no_restart=True)
         run.report(job_id, TrainingEvent(EventKind.EXITED, {"status": "failed", "error_detail": {
             "category": "cancelled", "log_tail": [],
             "message": message or "cancelled: Ray killed the job's worker; nothing was saved since its last checkpoint"}}))
@@ -233,7 +239,8 @@ class RayExecutor:
         except (ValueError, KeyError):
             return False
         with self._lock:
-            self._runs[spec.job_id] = _Run(spec, report, actor, last_seq=after_seq)
+            self._runs[spec.job_id] = _Run(spec, report, actor, workers=handle.get("placement", {}).get("num_workers", 1),
+                                           last_seq=after_seq)
         return True
 
     def health(self) -> dict[str, Any]:
@@ -328,11 +335,12 @@ def lost_run_error(exc: BaseException) -> dict[str, Any]:
     """Why a run's actor died, as a failed job's error."""
     text = str(exc)
     lowered = text.lower()
-    if "outofmemory" in lowered.replace(" ", "") or "out of memory" in lowered or "memory monitor" in lowered:
+    # The phrases of Ray 2.60's ActorDiedError causes: its memory monitor's kill, a node's death.
+    if "low on memory" in lowered or "outofmemoryerror" in lowered or "memory monitor" in lowered:
         category, message = "out_of_memory", ("out of memory: Ray killed the job's worker to keep its node alive. "
                                               "Lower per_device_train_batch_size or max_length, enable "
                                               "gradient_checkpointing, or use QLoRA")
-    elif "node" in lowered and any(word in lowered for word in ("died", "dead", "lost", "failure")):
+    elif "node has died" in lowered or "node died" in lowered or "node was lost" in lowered:
         category, message = "interrupted", ("interrupted: the Ray node running the job was lost; "
                                             "resume the job to continue from its last checkpoint")
     else:

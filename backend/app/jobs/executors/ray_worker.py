@@ -54,6 +54,11 @@ class JobRun:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._exited_at: float | None = None
+        #: A multi-worker run's last event, held until Ray Train has torn its worker group down (the API
+        #: kills this actor once it has the last event; a controller killed with it leaks its placement group).
+        self._final: TrainingEvent | None = None
+        self._workers: list[Any] = []
+        self._aborted = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sft-job-{self.spec.job_id}", daemon=True)
         self._thread.start()
 
@@ -80,7 +85,22 @@ class JobRun:
     # Called by rank 0 of a multi-worker run
 
     def push(self, event: dict[str, Any]) -> None:
-        self._emit(TrainingEvent.from_dict(event))
+        event = TrainingEvent.from_dict(event)
+        if event.kind is EventKind.EXITED:
+            self._final = event
+        else:
+            self._emit(event)
+
+    def add_worker(self, worker) -> None:
+        """A Ray Train worker of this run (the actor ``abort`` kills)."""
+        self._workers.append(worker)
+
+    def abort(self) -> None:
+        """End a multi-worker run now: kill its Ray Train workers; the trainer then fails and tears
+        down its worker group (placement group included), and this actor exits."""
+        self._aborted.set()
+        for worker in self._workers:
+            ray.kill(worker, no_restart=True)
 
     def stop_requested(self) -> bool:
         return self._stop.is_set()
@@ -133,19 +153,18 @@ class JobRun:
         )
         try:
             trainer.fit()
-            if not self._exited():
+            if self._final is None:
                 raise RuntimeError("the training workers ended without reporting how")
+            final = self._final
         except BaseException as exc:  # noqa: BLE001 - a worker group's failure must become the job's last event
-            if not self._exited():
-                self._emit(TrainingEvent(EventKind.EXITED, {"status": "failed", "error_detail": classify_error(exc)}))
-
-    def _exited(self) -> bool:
-        return self._exited_at is not None
+            final = self._final or TrainingEvent(EventKind.EXITED, {"status": "failed",
+                                                                    "error_detail": classify_error(exc)})
+        self._emit(final)
 
     def _linger(self) -> None:
         """Keep the actor (and its events) until the API kills it after reading the last event."""
-        while time.monotonic() - (self._exited_at or time.monotonic()) < LINGER_SECONDS:
-            time.sleep(5)
+        while not self._aborted.is_set() and time.monotonic() - (self._exited_at or time.monotonic()) < LINGER_SECONDS:
+            time.sleep(1)
         ray.kill(ray.get_runtime_context().current_actor)
 
 
@@ -162,12 +181,17 @@ def train_worker(config: dict[str, Any]) -> None:
     spec = JobSpec.from_dict(config["spec"])
     rank = train.get_context().get_world_rank()
     stop_event = threading.Event()
+    actor = ray.get_actor(config["actor"], namespace=config["namespace"])
+    ray.get(actor.add_worker.remote(ray.get_runtime_context().current_actor))
     if rank == 0:
-        actor = ray.get_actor(config["actor"], namespace=config["namespace"])
 
         def sink(event: TrainingEvent) -> None:
             ray.get(actor.push.remote(event.to_dict()))
 
+        import torch.distributed as dist
+
+        sink(TrainingEvent(EventKind.LOG, {"level": "info", "message": f"Ray Train worker group: "
+                                           f"{dist.get_world_size()} workers, torch.distributed {dist.get_backend()}"}))
         requested = threading.Event()
         poller = threading.Thread(target=_poll_stop, args=(actor, requested), daemon=True)
         poller.start()
