@@ -1,6 +1,7 @@
 """A real local Ray head for tests: started with ``ray start --head --block`` in a session of its own,
 and stopped by the process ids of that session (never ``ray stop``, which would stop every Ray on the
-machine). Ray's workers put themselves in process groups of their own, but stay in the session."""
+machine). Ray's workers put themselves in process groups of their own, but stay in the session.
+Also: what the Ray tests share to build job specs and collect a run's events."""
 
 from __future__ import annotations
 
@@ -10,10 +11,18 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+from app.jobs.executors.base import JobSpec
+from app.sft.config import SFTConfig
+from app.sft.events import EventKind, TrainingEvent
 from factories import free_port, wait_for
+
+#: A run on the cluster starts a fresh Python worker that imports torch and transformers: slow on a
+#: loaded 2-core machine.
+RUN_TIMEOUT = 240
 
 #: Ray's object store holds nothing big here (events, small specs); /dev/shm may be small.
 OBJECT_STORE_BYTES = 80 * 1024 * 1024
@@ -96,3 +105,40 @@ def _session_pids(session: int) -> list[int]:
         if fields[0] != "Z" and int(fields[3]) == session:
             pids.append(int(entry.name))
     return pids
+
+
+class Events:
+    """A Report that keeps what it is told, per job."""
+
+    def __init__(self):
+        self.by_job: dict[str, list[TrainingEvent]] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, job_id: str, event: TrainingEvent) -> None:
+        with self.lock:
+            self.by_job.setdefault(job_id, []).append(event)
+
+    def of(self, job_id: str) -> list[TrainingEvent]:
+        with self.lock:
+            return list(self.by_job.get(job_id, []))
+
+    def kinds(self, job_id: str) -> list[EventKind]:
+        return [event.kind for event in self.of(job_id)]
+
+    def exited(self, job_id: str, timeout: float = RUN_TIMEOUT) -> TrainingEvent:
+        wait_for(lambda: EventKind.EXITED in self.kinds(job_id), timeout=timeout, interval=0.1,
+                 message=f"job {job_id} to exit")
+        return self.of(job_id)[-1]
+
+
+def spec_for(config: dict, root: Path, job_id: str, **overrides) -> JobSpec:
+    out = root / job_id
+    resolved = SFTConfig.model_validate({**config, **overrides, "output_dir": str(out)})
+    return JobSpec(job_id=job_id, config=resolved.model_dump(mode="json"), output_dir=str(out),
+                   model_cache_dir=str(root / "model-cache"))
+
+
+def assert_one_stream(events: list[TrainingEvent]) -> None:
+    assert [event.seq for event in events] == list(range(1, len(events) + 1))
+    assert [event.kind for event in events].count(EventKind.EXITED) == 1
+    assert events[-1].kind is EventKind.EXITED

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,18 +14,12 @@ pytest.importorskip("ray")
 
 from app.jobs.executors.base import JobSpec, RunState  # noqa: E402
 from app.jobs.executors.ray import RayExecutor, RayUnavailable  # noqa: E402
-from app.sft.config import SFTConfig  # noqa: E402
 from app.sft.errors import ConfigError  # noqa: E402
-from app.sft.events import EventKind, TrainingEvent  # noqa: E402
+from app.sft.events import EventKind  # noqa: E402
 from factories import free_port, wait_for, write_jsonl  # noqa: E402
-from ray_cluster import LocalRayHead  # noqa: E402
+from ray_cluster import RUN_TIMEOUT, Events, LocalRayHead, assert_one_stream, spec_for  # noqa: E402
 
 pytestmark = pytest.mark.ray
-
-#: A run on the cluster starts a fresh Python worker that imports torch and transformers: slow on a
-#: loaded 2-core machine.
-RUN_TIMEOUT = 240
-
 
 @pytest.fixture(scope="module")
 def head():
@@ -44,43 +37,6 @@ def executor(head):
     yield executor
     executor.shutdown()
     ray.shutdown()
-
-
-class Events:
-    """A Report that keeps what it is told, per job."""
-
-    def __init__(self):
-        self.by_job: dict[str, list[TrainingEvent]] = {}
-        self.lock = threading.Lock()
-
-    def __call__(self, job_id: str, event: TrainingEvent) -> None:
-        with self.lock:
-            self.by_job.setdefault(job_id, []).append(event)
-
-    def of(self, job_id: str) -> list[TrainingEvent]:
-        with self.lock:
-            return list(self.by_job.get(job_id, []))
-
-    def kinds(self, job_id: str) -> list[EventKind]:
-        return [event.kind for event in self.of(job_id)]
-
-    def exited(self, job_id: str, timeout: float = RUN_TIMEOUT) -> TrainingEvent:
-        wait_for(lambda: EventKind.EXITED in self.kinds(job_id), timeout=timeout, interval=0.1,
-                 message=f"job {job_id} to exit")
-        return self.of(job_id)[-1]
-
-
-def spec_for(config: dict, root: Path, job_id: str, **overrides) -> JobSpec:
-    out = root / job_id
-    resolved = SFTConfig.model_validate({**config, **overrides, "output_dir": str(out)})
-    return JobSpec(job_id=job_id, config=resolved.model_dump(mode="json"), output_dir=str(out),
-                   model_cache_dir=str(root / "model-cache"))
-
-
-def assert_one_stream(events: list[TrainingEvent]) -> None:
-    assert [event.seq for event in events] == list(range(1, len(events) + 1))
-    assert [event.kind for event in events].count(EventKind.EXITED) == 1
-    assert events[-1].kind is EventKind.EXITED
 
 
 def test_job_trains_on_ray_and_reports_every_event_in_order(executor, tiny_config, tmp_path):

@@ -1,0 +1,64 @@
+"""GPU placement on a real local Ray head that declares 2 GPUs on this CPU machine (``ray start
+--num-gpus=2``): each job's actor gets its own devices, and a job that does not fit waits in Ray's queue."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ray")
+
+from app.jobs.executors.base import RunState  # noqa: E402
+from app.jobs.executors.ray import RayExecutor  # noqa: E402
+from app.sft.errors import ConfigError  # noqa: E402
+from app.sft.events import EventKind  # noqa: E402
+from factories import wait_for  # noqa: E402
+from ray_cluster import RUN_TIMEOUT, Events, LocalRayHead, spec_for  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def executor():
+    import ray
+
+    head = LocalRayHead(num_cpus=2, num_gpus=2).start()
+    executor = RayExecutor(address=head.address, poll_seconds=0.1)
+    assert executor.error is None, executor.error
+    yield executor
+    executor.shutdown()
+    ray.shutdown()
+    head.stop()
+
+
+def test_two_jobs_get_disjoint_gpus_and_a_third_waits_for_one(executor, tiny_config, tmp_path):
+    report = Events()
+    # GPUs per worker left to its default: 1, since the cluster has GPUs. CPUs: half each, so that CPUs
+    # are not what the third job waits for.
+    specs = [spec_for(tiny_config, tmp_path, f"job-gpu-{n}", max_steps=100_000, num_cpus_per_worker=0.5)
+             for n in range(3)]
+    for spec in specs[:2]:
+        executor.start(spec, report)
+    for spec in specs[:2]:
+        wait_for(lambda: EventKind.STEP in report.kinds(spec.job_id), timeout=RUN_TIMEOUT, interval=0.1,
+                 message=f"{spec.job_id} to train")
+
+    placed = [executor.where(spec.job_id) for spec in specs[:2]]
+    executor.start(specs[2], report)
+
+    assert sorted(where["cuda_visible_devices"] for where in placed) == ["0", "1"]
+    assert [where["gpu_ids"] for where in placed] == [[where["cuda_visible_devices"]] for where in placed]
+    assert executor.health()["gpus"] == 2
+    # Both GPUs are held: the third job is in Ray's queue, not running.
+    wait_for(lambda: executor.state(specs[2].job_id) is RunState.WAITING, timeout=5)
+    assert executor.state(specs[0].job_id) is RunState.RUNNING
+    for spec in specs:
+        executor.cancel(spec.job_id)
+    assert all(report.of(spec.job_id)[-1].payload["error_detail"]["category"] == "cancelled" for spec in specs)
+    assert not any(e.kind is EventKind.LOG for e in report.of(specs[2].job_id))
+
+
+def test_more_gpus_per_worker_than_a_node_has_is_refused(executor, tiny_config, tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        executor.check(spec_for(tiny_config, tmp_path, "job-3-gpus", num_gpus_per_worker=3))
+    assert refused.value.field == "num_gpus_per_worker"
+    assert "at most 2 CPUs and 2 GPUs on one node" in str(refused.value)
