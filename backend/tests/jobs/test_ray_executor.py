@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("ray")
-
-from app.jobs.executors.base import JobSpec, RunState  # noqa: E402
-from app.jobs.executors.ray import RayExecutor, RayUnavailable  # noqa: E402
-from app.sft.errors import ConfigError  # noqa: E402
-from app.sft.events import EventKind  # noqa: E402
-from factories import free_port, wait_for, write_jsonl  # noqa: E402
-from ray_cluster import RUN_TIMEOUT, Events, LocalRayHead, assert_one_stream, spec_for  # noqa: E402
+from app.jobs.executors.base import JobSpec, RunState
+from app.jobs.executors.ray import RayExecutor, RayUnavailable
+from app.sft.errors import ConfigError
+from app.sft.events import EventKind
+from factories import free_port, wait_for, write_jsonl
+from ray_cluster import RUN_TIMEOUT, Events, LocalRayHead, assert_one_stream, spec_for
 
 pytestmark = pytest.mark.ray
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("ray")
-
-from app.jobs.executors.base import RunState  # noqa: E402
-from app.jobs.executors.ray import RayExecutor  # noqa: E402
-from app.sft.errors import ConfigError  # noqa: E402
-from app.sft.events import EventKind  # noqa: E402
-from factories import wait_for  # noqa: E402
-from ray_cluster import RUN_TIMEOUT, Events, LocalRayHead, spec_for  # noqa: E402
+from app.jobs.executors.base import RunState
+from app.jobs.executors.ray import RayExecutor
+from app.sft.errors import ConfigError
+from app.sft.events import EventKind
+from factories import wait_for
+from ray_cluster import RUN_TIMEOUT, Events, LocalRayHead, spec_for
 
 pytestmark = pytest.mark.ray
 
