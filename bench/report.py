@@ -19,6 +19,7 @@ SECTION_TITLES = {
     "page": "7. Dashboard: page weight and speed",
     "chat": "8. Chat latency: OpenAI-compatible /v1/chat/completions vs /generate",
     "auth": "9. What API keys cost",
+    "ray": "10. Executors: the same job on threads and on a local Ray",
 }
 
 
@@ -46,6 +47,7 @@ def render(results: dict[str, Any]) -> str:
     _page(w, results)
     _chat(w, results)
     _auth(w, results)
+    _ray(w, results)
     _method(w, results)
     return "\n".join(out) + "\n"
 
@@ -452,6 +454,33 @@ def _auth(w, results: dict) -> None:
         ["with a key", _f(a["keys"]["p50"], 2), _f(a["keys"]["p95"], 2), _f(a["keys"]["p99"], 2)],
     ])
     _targets_of(w, results, "auth")
+
+
+def _ray(w, results: dict) -> None:
+    r = _section(w, results, "ray")
+    if r is None:
+        return
+    w(f"A Ray head started on this machine (`ray start --head`, {r['cores']} CPUs) took {r['head_start_s']:.1f} s to "
+      f"come up. The demo job, {r['steps']} steps, then trained once through a server with the thread executor "
+      "(after a 1-step warm-up job that pays the server's imports) and once through a server with "
+      "`SFT_EXECUTOR=ray` pointed at that head (the job's actor holding every CPU). *Steps/s* is "
+      "`global_step ÷ train_runtime` (the training loop alone); *time to result* runs from the POST to the "
+      "terminal event; *server start* is until `/health` answers (the Ray server connects to the cluster "
+      "first).")
+    w("")
+    rows = []
+    for name in ("thread", "ray"):
+        run = r["runs"][name]
+        rows.append([name, _f(run["server_start_s"], 2), _f(run["ttr_s"]), _f(run["train_runtime_s"]),
+                     _f(run["steps_per_s"], 3), _f(run.get("other_cores"), 2)])
+    _table(w, ["Executor", "Server start (s)", "Time to result (s)", "Train runtime (s)", "Steps/s",
+               "Other load (cores)"], rows)
+    w(f"Ray ÷ thread: steps/s {r['ratio_steps_per_s']:.3f}×, time to result {r['ratio_ttr']:.2f}×. Ray's start-up "
+      f"cost per job (outside the training loop, beyond the thread job's): {r['startup_cost_s']:+.1f} s — a fresh "
+      "worker process that imports torch and transformers and loads the model, which a thread of a warm server "
+      "does not pay.")
+    w("")
+    _targets_of(w, results, "ray")
 
 
 def _method(w, results: dict) -> None:

@@ -13,7 +13,9 @@ Measures, against a real ``uvicorn`` server started the way ``make run`` starts 
    has drawn its chart, in headless Chromium (``bench/page.py``);
 8. latency of the OpenAI-compatible POST /v1/chat/completions (first token and total, streaming and not)
    against POST /api/sft/jobs/{id}/generate, same model and prompt;
-9. what API keys cost: p50 of GET /api/sft/jobs/{id} on a server without keys and on one with keys.
+9. what API keys cost: p50 of GET /api/sft/jobs/{id} on a server without keys and on one with keys;
+10. the same job on the thread executor and on a local Ray (SFT_EXECUTOR=ray): steps/s, time to result and
+   Ray's start-up cost (``bench/ray_bench.py``).
 
 and writes ``docs/benchmarks.md`` (machine, one table per section, each target met or missed).
 Full mode uses the bundled SmolLM2-135M-Instruct on the bundled json-extract data; ``--smoke`` uses a
@@ -43,6 +45,7 @@ sys.path.insert(0, str(BENCH))
 
 from bare_sft import RESULT_PREFIX  # noqa: E402
 from page import page_section  # noqa: E402
+from ray_bench import ray_section  # noqa: E402
 from report import DISTURBED_CORES, render  # noqa: E402
 from service import TERMINAL, JobRun, OtherLoad, Service  # noqa: E402
 from stats import median, summary_ms  # noqa: E402
@@ -58,10 +61,10 @@ BUNDLED_DATASET = "bundled:json-extract"
 TRAIN_JSONL = ROOT / "backend" / "app" / "demo" / "json_extract" / "train.jsonl"
 DEFAULT_GPU_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
-SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu", "page", "chat", "auth")
+SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu", "page", "chat", "auth", "ray")
 #: The Plan counts that a command-line option (--pairs, --memory-jobs...) overrides.
 COUNT_OPTIONS = ("pairs", "steps", "memory_jobs", "memory_steps", "knob_steps", "latency_idle_requests",
-                 "scale_submits", "scale_lists", "chat_rounds", "auth_requests")
+                 "scale_submits", "scale_lists", "chat_rounds", "auth_requests", "ray_steps")
 
 # Targets of the issues.
 TARGET_STEPS_RATIO = 0.97  # service ÷ bare TRL steps/s on a CUDA GPU (issue 11 measured on CPU only)
@@ -77,6 +80,7 @@ TARGET_LIST_P50_MS = 20.0
 TARGET_RSS_FACTOR = 1.1
 TARGET_CHAT_RATIO = 1.1
 TARGET_AUTH_P50_MS = 1.0  # GET /jobs/{id} p50 with a key minus without keys
+TARGET_RAY_STEPS_RATIO = 0.9  # Ray executor ÷ thread executor steps/s, same job (issue 13)
 
 #: Causes found by profiling (py-spy) for targets this harness has missed on the reference machine.
 #: Appended to a missed target's "why" line; the measured figures come first.
@@ -175,6 +179,7 @@ class Plan:
     chat_rounds: int = 10
     chat_tokens: int = 32
     auth_requests: int = 2000
+    ray_steps: int = 10
     #: None: wait for a job by following its SSE event stream; seconds: poll GET /jobs/{id} that often.
     poll: float | None = None
     sections: tuple[str, ...] = SECTIONS
@@ -183,7 +188,7 @@ class Plan:
 def smoke_plan() -> Plan:
     return Plan(mode="smoke", pairs=1, steps=2, latency_idle_requests=15, latency_interval=0.01,
                 memory_jobs=2, memory_steps=8, knob_steps=2, scale_levels=(0, 5, 10), scale_submits=3,
-                scale_lists=5, chat_rounds=2, chat_tokens=8, auth_requests=40)
+                scale_lists=5, chat_rounds=2, chat_tokens=8, auth_requests=40, ray_steps=4)
 
 
 # Machine
@@ -880,6 +885,13 @@ def targets(results: dict) -> list[dict[str, Any]]:
             add(key, "chat", figure, f"{value:.2f}×", f"≤ {TARGET_CHAT_RATIO}×", value <= TARGET_CHAT_RATIO,
                 f"/generate {ms['generate']:.0f} ms, /v1 {ms['chat']:.0f} ms, streamed {ms['stream_total']:.0f} ms "
                 f"(first token {ms['stream_first']:.0f} ms) for {c['completion_tokens']} tokens.")
+    r = results.get("ray")
+    if r:
+        thread, ray = r["runs"]["thread"], r["runs"]["ray"]
+        add("ray_steps_ratio", "ray", "steps/s, Ray executor ÷ thread executor", f"{r['ratio_steps_per_s']:.3f}",
+            f"≥ {TARGET_RAY_STEPS_RATIO}", r["ratio_steps_per_s"] >= TARGET_RAY_STEPS_RATIO,
+            f"Ray {ray['steps_per_s']:.3f} vs thread {thread['steps_per_s']:.3f} steps/s; time to result "
+            f"{ray['ttr_s']:.1f} vs {thread['ttr_s']:.1f} s.")
     g = results.get("gpu")
     if g and g.get("status") == "run":
         add("gpu_ratio", "gpu", f"GPU steps/s, service ÷ bare ({g['model']})", f"{g['median_ratio']:.3f}",
@@ -1003,6 +1015,8 @@ def main(argv: list[str] | None = None) -> int:
             results["page"] = timed("page", page_section, bench, repeats=2 if args.smoke else 5)
         if "auth" in plan.sections:
             results["auth"] = timed("auth", auth_section, bench)
+        if "ray" in plan.sections:
+            results["ray"] = timed("ray", ray_section, bench)
     finally:
         if args.keep_work:
             log(f"work directory kept: {work}")

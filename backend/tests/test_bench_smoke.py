@@ -29,6 +29,7 @@ SECTION_HEADINGS = [
     "## 7. Dashboard: page weight and speed",
     "## 8. Chat latency: OpenAI-compatible /v1/chat/completions vs /generate",
     "## 9. What API keys cost",
+    "## 10. Executors: the same job on threads and on a local Ray",
 ]
 
 
@@ -55,11 +56,11 @@ def test_smoke_report_has_every_section_and_target(smoke):
     assert "Not run: not run in smoke mode." in report  # the GPU section says why it did not run
 
     sections = {t["section"] for t in results["targets"]}
-    assert sections == {"overhead", "latency", "scale", "memory", "chat", "auth"}
+    assert sections == {"overhead", "latency", "scale", "memory", "chat", "auth", "ray"}
     keys = {t["key"] for t in results["targets"]}
     assert {"steps_ratio", "steps_vs_limit", "ttr", "ttr_vs_bare", "rss_vs_bare", "p99_job", "p99_list",
             "p99_factor_job", "p99_factor_list", "list_top", "rss", "chat_ratio",
-            "chat_stream_ratio", "auth_cost"} <= keys
+            "chat_stream_ratio", "auth_cost", "ray_steps_ratio"} <= keys
     assert sum(k.startswith("submit_") for k in keys) == 3  # one per stored-job level
     for target in results["targets"]:
         assert isinstance(target["met"], bool)
@@ -99,6 +100,10 @@ def test_smoke_figures_are_sane(smoke):
     assert chat["same_text"], "/generate and /v1/chat/completions answered the same prompt differently"
     assert all(chat["median_ms"][key] > 0 for key in ("generate", "chat", "stream_first", "stream_total"))
     assert chat["median_ms"]["stream_first"] <= chat["median_ms"]["stream_total"]
+    ray = results["ray"]
+    assert [ray["runs"][name]["executor"] for name in ("thread", "ray")] == ["thread", "ray"]
+    assert all(ray["runs"][name]["global_step"] == ray["steps"] for name in ("thread", "ray"))
+    assert ray["head_start_s"] > 0 and ray["ratio_steps_per_s"] > 0
 
 
 def test_bare_baseline_gives_trl_what_the_service_gives_it():

@@ -107,8 +107,11 @@ class JobProgress(BaseModel):
 
 
 class JobError(BaseModel):
-    category: Literal["out_of_memory", "dataset", "model", "config", "interrupted", "internal"] = Field(
-        ..., description="What kind of failure."
+    category: Literal["out_of_memory", "dataset", "model", "config", "interrupted", "cancelled", "executor_down",
+                      "internal"] = Field(
+        ..., description="What kind of failure. interrupted: the server or the cluster lost the run (resume it); "
+        "cancelled: ended hard without saving (a stop not honoured within the grace period); executor_down: the Ray "
+        "cluster could not be reached to start it."
     )
     message: str = Field(..., description="What went wrong and what to do about it.")
     log_tail: list[str] = Field(default_factory=list, description="The job's last log lines.")

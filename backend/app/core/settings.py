@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,7 +37,34 @@ class Settings(BaseSettings):
         description="Directories local models (directories, .gguf files) may be read from, besides the "
         "model cache. Default: the data directory.",
     )
-    max_concurrent_jobs: int = Field(1, ge=1, le=64, description="Jobs that train at once.")
+    max_concurrent_jobs: int = Field(
+        1, ge=1, le=64,
+        description="Jobs that train at once (with SFT_EXECUTOR=ray: jobs submitted to the cluster at once; "
+        "those the cluster cannot place yet wait in Ray's queue).",
+    )
+    executor: Literal["thread", "ray"] = Field(
+        "thread",
+        description="Where jobs train. thread: threads of this server process (the default). ray: an actor per job "
+        "on a Ray cluster, with its own GPUs and CPUs, several workers per job, and jobs that outlive a restart "
+        "of this server (README: Scale out on Ray; needs pip install '.[ray]').",
+    )
+    ray_address: str = Field(
+        "",
+        description="SFT_EXECUTOR=ray: the cluster, as host:port of its head (what `ray start --head` prints), "
+        "auto (the cluster this machine is part of) or ray://host:10001 (Ray Client). Empty: start a Ray inside "
+        "this server process; its jobs end with it.",
+    )
+    ray_storage: str | None = Field(
+        None,
+        description="SFT_EXECUTOR=ray: a directory this server and every node of the cluster reach (a shared "
+        "filesystem such as NFS); jobs' outputs and checkpoints go there. Default: the output root, which is "
+        "right for a Ray on this machine.",
+    )
+    ray_stop_grace_seconds: float = Field(
+        300.0, gt=0, le=86_400,
+        description="SFT_EXECUTOR=ray: how long a stopped job may take to save before Ray kills it (the job then "
+        "fails with category cancelled).",
+    )
     auto_resume_interrupted: bool = Field(
         True,
         description="When the server starts, resume jobs it was running when it stopped (from their "
@@ -116,6 +143,14 @@ class Settings(BaseSettings):
         "Default: llama-quantize on PATH; without one only f16, bf16 and q8_0 are offered.",
     )
 
+    @field_validator("ray_storage")
+    @classmethod
+    def _a_shared_directory(cls, value: str | None) -> str | None:
+        if value and "://" in value:
+            raise ValueError(f"{value}: give a directory every node mounts (object-store URIs are not supported "
+                             "yet: the trainer writes to a filesystem)")
+        return value or None
+
     @property
     def resolved_gguf_converter_dir(self) -> Path:
         return (self.gguf_converter_dir or Path(sys.prefix) / "gguf-converter").resolve()
@@ -130,6 +165,8 @@ class Settings(BaseSettings):
 
     @property
     def resolved_output_root(self) -> Path:
+        if self.executor == "ray" and self.ray_storage:
+            return Path(self.ray_storage).resolve()
         return (self.output_root or self.data_dir / "outputs").resolve()
 
     @property

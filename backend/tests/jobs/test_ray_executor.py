@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ import pytest
 from app.jobs.executors.base import JobSpec, RunState
 from app.jobs.executors.ray import RayExecutor, RayUnavailable
 from app.sft.errors import ConfigError
-from app.sft.events import EventKind
+from app.jobs.executors.training import run_training
+from app.sft.events import EventKind, TrainingEvent
 from factories import free_port, wait_for, write_jsonl
 from ray_cluster import RUN_TIMEOUT, Events, LocalRayHead, assert_one_stream, spec_for
 
@@ -37,32 +39,6 @@ def executor(head):
     ray.shutdown()
 
 
-def test_job_trains_on_ray_and_reports_every_event_in_order(executor, tiny_config, tmp_path):
-    report = Events()
-    spec = spec_for(tiny_config, tmp_path, "job-complete")
-
-    handle = executor.start(spec, report)
-
-    assert json.loads(json.dumps(handle)) == handle
-    assert handle["actor"] == "sft-job-job-complete-1"
-    exited = report.exited(spec.job_id)
-    assert exited.payload["status"] == "completed", exited.payload
-    events = report.of(spec.job_id)
-    assert_one_stream(events)
-    kinds = [event.kind for event in events]
-    assert kinds.count(EventKind.STEP) == 4
-    assert EventKind.METRICS in kinds and EventKind.TRAINING_STARTED in kinds
-    assert any(event.kind is EventKind.LOG and "running on Ray node" in event.payload["message"] for event in events)
-    result = exited.payload["result"]
-    assert result["global_step"] == 4
-    assert (Path(result["adapter_path"]) / "adapter_config.json").exists()
-    # The actor is killed once its last event is in: its CPU is free again.
-    wait_for(lambda: executor.state(spec.job_id) is RunState.UNKNOWN, timeout=10)
-    import ray
-
-    wait_for(lambda: _actor_gone(ray, handle["actor"]), timeout=30, message="the actor to be killed")
-
-
 def _actor_gone(ray, name: str) -> bool:
     try:
         ray.get_actor(name, namespace="sft-service")
@@ -71,67 +47,15 @@ def _actor_gone(ray, name: str) -> bool:
     return False
 
 
-def test_stop_saves_the_adapter_at_the_next_step(executor, tiny_config, tmp_path):
-    report = Events()
-    spec = spec_for(tiny_config, tmp_path, "job-stop", max_steps=100_000)
-    executor.start(spec, report)
-    wait_for(lambda: EventKind.STEP in report.kinds(spec.job_id), timeout=RUN_TIMEOUT, interval=0.1,
-             message="a first step")
-
-    executor.stop(spec.job_id)
-
-    exited = report.exited(spec.job_id)
-    assert exited.payload["status"] == "stopped", exited.payload
-    result = exited.payload["result"]
-    assert 1 <= result["global_step"] < 100_000
-    assert (Path(result["adapter_path"]) / "adapter_config.json").exists()
-    assert_one_stream(report.of(spec.job_id))
-
-
-def test_a_run_that_does_not_stop_within_the_grace_period_is_cancelled(executor, tiny_model_dir, tmp_path):
-    # Preparing 200,000 rows takes many seconds, and a run only stops between phases or steps.
-    rows = tmp_path / "big.jsonl"
-    line = json.dumps({"messages": [{"role": "user", "content": "hello"},
-                                    {"role": "assistant", "content": '{"name": "Ada", "age": 36}'}]}) + "\n"
-    rows.write_text(line * 200_000)
-    report = Events()
-    spec = spec_for({"base_model": str(tiny_model_dir), "dataset_name": str(rows), "max_steps": 2}, tmp_path,
-                    "job-grace")
-    executor.stop_grace_seconds = 1.0
-    try:
-        executor.start(spec, report)
-        wait_for(lambda: any(e.kind is EventKind.PHASE and e.payload.get("phase") == "preparing_dataset"
-                             for e in report.of(spec.job_id)), timeout=RUN_TIMEOUT, interval=0.05,
-                 message="the dataset phase")
-        pid = executor.where(spec.job_id)["pid"]
-
-        executor.stop(spec.job_id)
-
-        exited = report.exited(spec.job_id, timeout=30)
-    finally:
-        executor.stop_grace_seconds = 300.0
-    assert exited.payload["status"] == "failed"
-    detail = exited.payload["error_detail"]
-    assert detail["category"] == "cancelled"
-    assert "did not stop within 1 s of the stop request; Ray killed its worker" in detail["message"]
-    assert executor.state(spec.job_id) is RunState.UNKNOWN
-    wait_for(lambda: not _alive(pid), timeout=30, message="the worker process to end")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "\nState:\tZ" in status.read_text())
-
-
 def test_a_new_executor_reattaches_and_continues_the_stream_without_a_gap(head, executor, tiny_config, tmp_path):
+    import ray
+
     report = Events()
     spec = spec_for(tiny_config, tmp_path, "job-reattach", max_steps=30)
     first = RayExecutor(address=head.address, poll_seconds=0.1)
     handle = first.start(spec, report)
+    assert json.loads(json.dumps(handle)) == handle
+    assert handle["actor"] == "sft-job-job-reattach-1"
     wait_for(lambda: EventKind.STEP in report.kinds(spec.job_id), timeout=RUN_TIMEOUT, interval=0.1,
              message="a first step")
     first.shutdown()  # the API process goes away: nobody pulls events
@@ -142,8 +66,16 @@ def test_a_new_executor_reattaches_and_continues_the_stream_without_a_gap(head, 
 
     exited = later.exited(spec.job_id)
     assert exited.payload["status"] == "completed", exited.payload
-    assert_one_stream(seen + later.of(spec.job_id))
-    assert exited.payload["result"]["global_step"] == 30
+    events = seen + later.of(spec.job_id)
+    assert_one_stream(events)
+    assert [e.payload["step"] for e in events if e.kind is EventKind.STEP] == list(range(1, 31))
+    assert any(e.kind is EventKind.LOG and "running on Ray node" in e.payload["message"] for e in events)
+    result = exited.payload["result"]
+    assert result["global_step"] == 30
+    assert (Path(result["adapter_path"]) / "adapter_config.json").exists()
+    # The actor is killed once its last event is in: its CPU is free again.
+    assert executor.state(spec.job_id) is RunState.UNKNOWN
+    wait_for(lambda: _actor_gone(ray, handle["actor"]), timeout=30, message="the actor to be killed")
 
 
 def test_reattach_to_a_run_that_is_gone_is_false(executor, tiny_config, tmp_path):
@@ -198,22 +130,23 @@ def test_two_workers_train_data_parallel_with_the_loss_of_one_worker(executor, t
             for i, name in enumerate(["Ada", "Bob", "Cy", "Dee", "Eve", "Fay", "Gus", "Hal"] * 2)]
     data = write_jsonl(tmp_path / "varied.jsonl", rows)
     base = {"base_model": str(tiny_model_dir), "dataset_name": str(data), "max_steps": 3, "learning_rate": 5e-3}
-    one, two = Events(), Events()
-    single = spec_for(base, tmp_path, "job-one-worker", per_device_train_batch_size=4)
+    two = Events()
     double = spec_for(base, tmp_path, "job-two-workers", per_device_train_batch_size=2, num_workers=2)
+    single = spec_for(base, tmp_path, "job-one-worker", per_device_train_batch_size=4)
 
     executor.start(double, two)
+    # The one-worker reference trains here, with the same training function, while the cluster starts.
+    one: list[TrainingEvent] = []
+    exited_one = run_training(single, one.append, stop_event=threading.Event())
     exited_two = two.exited(double.job_id)
-    executor.start(single, one)
-    exited_one = one.exited(single.job_id)
 
     assert exited_two.payload["status"] == "completed", exited_two.payload
     assert exited_one.payload["status"] == "completed", exited_one.payload
     assert_one_stream(two.of(double.job_id))
     assert any(e.kind is EventKind.LOG and e.payload["message"] == "Ray Train worker group: 2 workers, torch.distributed gloo"
                for e in two.of(double.job_id))
-    losses = [[e.payload["loss"] for e in events.of(spec.job_id) if e.kind is EventKind.METRICS and "loss" in e.payload]
-              for events, spec in ((one, single), (two, double))]
+    losses = [[e.payload["loss"] for e in events if e.kind is EventKind.METRICS and "loss" in e.payload]
+              for events in (one, two.of(double.job_id))]
     assert len(losses[0]) == len(losses[1]) == 3
     assert losses[1] == pytest.approx(losses[0], rel=2e-3)
     result = exited_two.payload["result"]

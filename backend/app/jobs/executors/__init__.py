@@ -17,6 +17,12 @@ __all__ = ["Executor", "JobSpec", "LocalThreadExecutor", "Report", "RunState", "
 
 
 def create_executor(settings: Settings, *, logs: JobLogRouter | None = None, runner: Any = None) -> Executor:
-    """The executor the settings ask for. Today: the thread executor (``runner`` replaces what its
-    threads run, for tests)."""
+    """The executor the settings ask for (``SFT_EXECUTOR``): the thread executor (``runner`` replaces
+    what its threads run, for tests) or the Ray executor."""
+    if settings.executor == "ray":
+        if runner is not None:
+            raise ValueError("a runner is what the thread executor's threads run; SFT_EXECUTOR=ray runs run_training")
+        from .ray import RayExecutor
+
+        return RayExecutor(address=settings.ray_address, stop_grace_seconds=settings.ray_stop_grace_seconds)
     return LocalThreadExecutor(runner=runner, logs=logs)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ...core.errors import ServiceBusy
 from ...sft.errors import ConfigError, SFTError
 from ...sft.events import EventKind, TrainingEvent
 from .base import JobSpec, Report, RunState
@@ -29,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 #: The Ray namespace the service's actors live in (named actors are looked up in it after a restart).
 NAMESPACE = "sft-service"
+
+#: How long a new run's actor may take to answer before the job's phase says it waits for the cluster
+#: (to place it: no node has its GPUs / CPUs free; or to start its process).
+WAITING_AFTER_SECONDS = 2.0
 
 #: Environment variables of the API process that a run on the cluster also gets.
 FORWARDED_ENV = ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_TOKEN", "TOKENIZERS_PARALLELISM")
@@ -49,6 +54,8 @@ class _Run:
     last_seq: int = 0
     answered: bool = False
     stop_deadline: float | None = None
+    started: float = field(default_factory=time.monotonic)
+    said_waiting: bool = False
     done: bool = False
     pending: Any = field(default=None, repr=False)
 
@@ -146,7 +153,10 @@ class RayExecutor:
 
     def check(self, spec: JobSpec) -> None:
         """Refuse a job the cluster can never place (more GPUs or CPUs per worker than any node has,
-        or more workers than fit at once), saying what the cluster has."""
+        or more workers than fit at once), saying what the cluster has. While the cluster cannot be
+        reached nothing is accepted (503)."""
+        if self.error:
+            raise ServiceBusy(f"SFT_EXECUTOR=ray: {self.error}; jobs are accepted again once it answers (GET /health)")
         nodes = self.cluster()
         place = self.placement(spec)
         gpus, cpus, workers = place["num_gpus_per_worker"], place["num_cpus_per_worker"], place["num_workers"]
@@ -280,6 +290,11 @@ class RayExecutor:
         for run in runs:
             if run.pending is None:
                 run.pending = run.actor.pull.remote(run.last_seq)
+            if not run.answered and not run.said_waiting and time.monotonic() - run.started > WAITING_AFTER_SECONDS:
+                # Not placed yet, most likely (in Ray's queue until a node has its GPUs / CPUs free). Not
+                # numbered: the run's own events are.
+                run.said_waiting = True
+                run.report(run.spec.job_id, TrainingEvent(EventKind.PHASE, {"phase": "waiting_for_cluster"}))
             if run.stop_deadline is not None and time.monotonic() > run.stop_deadline:
                 self.cancel(run.spec.job_id, message=(
                     f"cancelled: the job did not stop within {_number(self.stop_grace_seconds)} s of the stop "

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.joblogs import JobLogRouter
+from ...sft.errors import ConfigError
 from ...sft.events import EventKind, TrainingEvent
 from .base import JobSpec, Report, RunState
 from .training import run_to_exit, run_training
@@ -95,7 +96,15 @@ class LocalThreadExecutor:
         self._lock = threading.Lock()
 
     def check(self, spec: JobSpec) -> None:
-        """Anything the API process can train, a thread can."""
+        """Anything the API process can train, a thread can, on one device: several workers or GPUs
+        need a cluster."""
+        workers, gpus = spec.config.get("num_workers", 1), spec.config.get("num_gpus_per_worker")
+        if workers > 1:
+            raise ConfigError(f"{workers} workers need SFT_EXECUTOR=ray; the thread executor trains a job in one "
+                              "process", field="num_workers")
+        if gpus is not None and gpus > 1:
+            raise ConfigError(f"{gpus} GPUs per worker need SFT_EXECUTOR=ray; the thread executor trains a job on "
+                              "one device", field="num_gpus_per_worker")
 
     def start(self, spec: JobSpec, report: Report, *, callbacks: list[Any] | None = None) -> dict[str, Any]:
         run = ThreadRun(spec, report, list(callbacks or []))
