@@ -2,8 +2,9 @@
 
 A Ray head is started on this machine with ``ray start --head`` (all its cores), a server with the thread
 executor and one with the Ray executor pointed at it each train the demo job once, and the section reports
-each job's steps/s (``global_step ÷ train_runtime``: the training loop alone), its time to result (POST to
-the terminal event) and what Ray costs to start: the head, the server's connection to it, and the job's
+each job's steps/s (``global_step ÷ train_runtime``, timed where it trains) and as the server received
+its per-step metrics (from step 1 to the last: the Ray executor pulls them every 0.25 s), its time to
+result (POST to the terminal event) and what Ray costs to start: the head, the server's connection to it, and the job's
 own start on the cluster (a fresh worker process importing torch and transformers).
 """
 
@@ -18,6 +19,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def received_steps_per_s(metrics: list[dict[str, Any]]) -> float:
+    """Steps/s as the server saw them arrive: from step 1's metric point to the last one."""
+    points = [m for m in metrics if "loss" in m and "elapsed_seconds" in m]
+    first, last = points[0], points[-1]
+    return (last["step"] - first["step"]) / (last["elapsed_seconds"] - first["elapsed_seconds"])
+
+
 def ray_section(bench) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "backend" / "tests"))
     sys.path.insert(0, str(ROOT / "backend"))
@@ -25,8 +33,10 @@ def ray_section(bench) -> dict[str, Any]:
 
     cores = os.cpu_count() or 1
     steps = bench.plan.ray_steps
-    # The Ray job holds every core, as the thread executor's job may use them all.
-    config = bench.config(steps, num_cpus_per_worker=cores)
+    # The Ray job holds as many cores as the thread executor's job may use (Ray sets its worker's
+    # OMP_NUM_THREADS to them): all of them, or the --threads the servers are given.
+    threads = int(bench.env.get("OMP_NUM_THREADS") or cores)
+    config = bench.config(steps, num_cpus_per_worker=threads)
     runs: dict[str, Any] = {}
     started = time.perf_counter()
     head = LocalRayHead(num_cpus=cores).start()
@@ -51,6 +61,7 @@ def ray_section(bench) -> dict[str, Any]:
                 "train_runtime_s": result["train_runtime"],
                 "global_step": result["global_step"],
                 "steps_per_s": result["global_step"] / result["train_runtime"],
+                "received_steps_per_s": received_steps_per_s(run.metrics),
                 "other_cores": run.other_cores,
                 "executor": health.get("name"),
             }
@@ -60,6 +71,7 @@ def ray_section(bench) -> dict[str, Any]:
     return {
         "steps": steps,
         "cores": cores,
+        "threads": threads,
         "head_start_s": round(head_start_s, 2),
         "runs": runs,
         "ratio_steps_per_s": ray["steps_per_s"] / thread["steps_per_s"],

@@ -463,18 +463,21 @@ def _ray(w, results: dict) -> None:
     w(f"A Ray head started on this machine (`ray start --head`, {r['cores']} CPUs) took {r['head_start_s']:.1f} s to "
       f"come up. The demo job, {r['steps']} steps, then trained once through a server with the thread executor "
       "(after a 1-step warm-up job that pays the server's imports) and once through a server with "
-      "`SFT_EXECUTOR=ray` pointed at that head (the job's actor holding every CPU). *Steps/s* is "
-      "`global_step ÷ train_runtime` (the training loop alone); *time to result* runs from the POST to the "
-      "terminal event; *server start* is until `/health` answers (the Ray server connects to the cluster "
+      f"`SFT_EXECUTOR=ray` pointed at that head (the job's actor holding {r['threads']} CPU(s), the threads the "
+      "thread executor's job trains with). *Steps/s* is "
+      "`global_step ÷ train_runtime`, timed where the job trains; *received steps/s* counts the job's per-step "
+      "metrics from step 1 to the last as the server received them (the Ray executor pulls them every 0.25 s); "
+      "*time to result* runs from "
+      "the POST to the terminal event; *server start* is until `/health` answers (the Ray server connects to the cluster "
       "first).")
     w("")
     rows = []
     for name in ("thread", "ray"):
         run = r["runs"][name]
         rows.append([name, _f(run["server_start_s"], 2), _f(run["ttr_s"]), _f(run["train_runtime_s"]),
-                     _f(run["steps_per_s"], 3), _f(run.get("other_cores"), 2)])
+                     _f(run["steps_per_s"], 3), _f(run["received_steps_per_s"], 3), _f(run.get("other_cores"), 2)])
     _table(w, ["Executor", "Server start (s)", "Time to result (s)", "Train runtime (s)", "Steps/s",
-               "Other load (cores)"], rows)
+               "Received steps/s", "Other load (cores)"], rows)
     w(f"Ray ÷ thread: steps/s {r['ratio_steps_per_s']:.3f}×, time to result {r['ratio_ttr']:.2f}×. Ray's start-up "
       f"cost per job (outside the training loop, beyond the thread job's): {r['startup_cost_s']:+.1f} s — a fresh "
       "worker process that imports torch and transformers and loads the model, which a thread of a warm server "
