@@ -29,23 +29,26 @@ OBJECT_STORE_BYTES = 80 * 1024 * 1024
 
 
 class LocalRayHead:
-    """One Ray head node on this machine: ``address`` is its GCS address (``host:port``)."""
+    """One Ray head node on this machine: ``address`` is its GCS address (``host:port``). With ``join``
+    (a head's address), a worker node of that head's cluster instead."""
 
-    def __init__(self, *, num_cpus: int = 2, num_gpus: int = 0):
+    def __init__(self, *, num_cpus: int = 2, num_gpus: int = 0, join: str | None = None):
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
+        self.join = join
         self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = join or f"127.0.0.1:{self.port}"
         # Short: Ray's socket paths under it must stay under the 107-byte limit of a Unix socket path.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> LocalRayHead:
         ray_cli = Path(sys.executable).with_name("ray")
-        command = [str(ray_cli), "start", "--head", "--block", f"--port={self.port}",
-                   f"--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}",
-                   f"--object-store-memory={OBJECT_STORE_BYTES}", f"--temp-dir={self.temp_dir}",
-                   "--include-dashboard=false", "--disable-usage-stats"]
+        where = ([f"--address={self.join}"] if self.join else
+                 ["--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}", "--include-dashboard=false"])
+        command = [str(ray_cli), "start", *where, "--block", "--node-ip-address=127.0.0.1",
+                   f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}",
+                   f"--object-store-memory={OBJECT_STORE_BYTES}", "--disable-usage-stats"]
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
         self.log = (self.temp_dir / "head.log").open("w")
         self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env,
@@ -61,6 +64,15 @@ class LocalRayHead:
             self.stop()
             raise RuntimeError(f"ray start failed:\n{text[-3000:]}")
         return self
+
+    def crash(self) -> None:
+        """SIGKILL every process of the node at once, as a machine that is lost would end them."""
+        for pid in _session_pids(self.proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.stop()
 
     def stop(self) -> None:
         """End every process of the head's session: SIGTERM, then SIGKILL for those that linger."""

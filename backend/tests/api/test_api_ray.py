@@ -117,15 +117,23 @@ def test_a_job_trains_on_ray_and_generate_uses_its_adapter(server, tiny_config):
     assert served.json()["completion"] == greedy_text(model, AutoTokenizer.from_pretrained(adapter), messages)
 
 
-def test_stop_saves_the_adapter(server, tiny_config):
-    job_id = server.submit({**tiny_config, "max_steps": 100_000}).json()["job_id"]
+def test_stop_saves_the_adapter_and_resume_continues_from_its_checkpoint(server, tiny_config):
+    job_id = server.submit({**tiny_config, "max_steps": 300}).json()["job_id"]
     server.trained_a_step(job_id)
 
     assert httpx.post(f"{server.url}/jobs/{job_id}/stop", timeout=10).json()["status"] == "stopping"
 
     job = server.ended(job_id)
     assert job["status"] == "stopped", job["error"]
+    stopped_at = job["result"]["global_step"]
+    assert 1 <= stopped_at < 300
     assert (Path(job["result"]["adapter_path"]) / "adapter_config.json").is_file()
+
+    assert httpx.post(f"{server.url}/jobs/{job_id}/resume", timeout=30).status_code == 200
+    job = server.ended(job_id)
+    assert job["status"] == "completed", job["error"]
+    assert job["result"]["global_step"] == 300
+    assert [a["resumed_from_step"] for a in job["attempts"]] == [None, stopped_at]
 
 
 def test_a_stop_not_honoured_within_the_grace_period_is_a_hard_cancel(server, tiny_model_dir, tmp_path):

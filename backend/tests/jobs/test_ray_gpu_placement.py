@@ -1,5 +1,6 @@
-"""GPU placement on a real local Ray head that declares 2 GPUs on this CPU machine (``ray start
---num-gpus=2``): each job's actor gets its own devices, and a job that does not fit waits in Ray's queue."""
+"""A real local Ray cluster of two nodes: a head that declares 2 GPUs on this CPU machine (``ray start
+--num-gpus=2``) and a worker node without GPUs. Each job's actor gets its own GPUs, a job that does not
+fit waits in Ray's queue, and a job whose node is lost fails as interrupted."""
 
 from __future__ import annotations
 
@@ -16,16 +17,24 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def executor():
+def nodes():
+    head = LocalRayHead(num_cpus=1, num_gpus=2).start()
+    worker = LocalRayHead(num_cpus=2, join=head.address).start()
+    yield head, worker
+    worker.stop()
+    head.stop()
+
+
+@pytest.fixture(scope="module")
+def executor(nodes):
     import ray
 
-    head = LocalRayHead(num_cpus=2, num_gpus=2).start()
-    executor = RayExecutor(address=head.address, poll_seconds=0.1)
+    executor = RayExecutor(address=nodes[0].address, poll_seconds=0.1)
     assert executor.error is None, executor.error
+    wait_for(lambda: executor.health()["nodes"] == 2, timeout=60, message="the worker node to join")
     yield executor
     executor.shutdown()
     ray.shutdown()
-    head.stop()
 
 
 def test_two_jobs_get_disjoint_gpus_and_a_third_waits_for_one(executor, tiny_config, tmp_path):
@@ -61,3 +70,25 @@ def test_more_gpus_per_worker_than_a_node_has_is_refused(executor, tiny_config, 
         executor.check(spec_for(tiny_config, tmp_path, "job-3-gpus", num_gpus_per_worker=3))
     assert refused.value.field == "num_gpus_per_worker"
     assert "at most 2 CPUs and 2 GPUs on one node" in str(refused.value)
+
+
+def test_a_job_whose_node_is_lost_fails_as_interrupted(nodes, executor, tiny_config, tmp_path):
+    report = Events()
+    # 2 CPUs and no GPU: only the worker node can hold it.
+    spec = spec_for(tiny_config, tmp_path, "job-lost-node", max_steps=100_000, num_gpus_per_worker=0,
+                    num_cpus_per_worker=2)
+    executor.start(spec, report)
+    wait_for(lambda: EventKind.STEP in report.kinds(spec.job_id), timeout=RUN_TIMEOUT, interval=0.1,
+             message="a first step")
+    import ray
+
+    worker_node = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and not n["Resources"].get("GPU"))
+    assert executor.where(spec.job_id)["node_id"] == worker_node
+
+    nodes[1].crash()
+
+    exited = report.exited(spec.job_id, timeout=120)
+    assert exited.payload["status"] == "failed"
+    detail = exited.payload["error_detail"]
+    assert detail["category"] == "interrupted"
+    assert detail["message"].startswith("interrupted: the Ray node running the job was lost; resume the job"), detail

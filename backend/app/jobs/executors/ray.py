@@ -311,6 +311,10 @@ class RayExecutor:
             ref, run.pending = run.pending, None
             try:
                 events = ray.get(ref)
+            except ray.exceptions.ActorUnavailableError:
+                # Unreachable for now (its node is failing, or a network blip): Ray says whether it died
+                # in a later answer, with the reason.
+                continue
             except Exception as exc:  # noqa: BLE001 - the actor is gone: the job is over
                 self._lost(run, exc)
                 continue
