@@ -160,8 +160,11 @@ def test_more_gpus_than_the_cluster_has_is_a_400_that_says_what_it_has(server, t
 
     assert response.status_code == 400
     assert response.json()["detail"] == (
-        "config.num_gpus_per_worker: 4 GPUs per worker asked; the Ray cluster has 1 node(s), 2 CPUs and 0 GPUs in "
+        "config.num_gpus_per_worker: 4 GPUs per worker asked, but the Ray cluster has 1 node(s), 2 CPUs and 0 GPUs in "
         "all, at most 2 CPUs and 0 GPUs on one node")
+    assert response.json()["errors"] == [{"field": "config.num_gpus_per_worker", "type": "invalid_config", "message": (
+        "4 GPUs per worker asked, but the Ray cluster has 1 node(s), 2 CPUs and 0 GPUs in all, at most 2 CPUs and "
+        "0 GPUs on one node")}]
 
 
 def test_the_api_killed_mid_training_reattaches_and_the_job_completes(server, tiny_config):

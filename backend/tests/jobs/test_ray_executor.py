@@ -104,7 +104,7 @@ def test_placement_the_cluster_can_never_give_is_refused_naming_the_field(execut
     with pytest.raises(ConfigError) as gpus:
         executor.check(spec_for(tiny_config, tmp_path, "job-gpus", num_gpus_per_worker=4))
     assert gpus.value.field == "num_gpus_per_worker"
-    assert str(gpus.value) == ("4 GPUs per worker asked; the Ray cluster has 1 node(s), 2 CPUs and 0 GPUs in all, "
+    assert str(gpus.value) == ("4 GPUs per worker asked, but the Ray cluster has 1 node(s), 2 CPUs and 0 GPUs in all, "
                                "at most 2 CPUs and 0 GPUs on one node")
     with pytest.raises(ConfigError) as cpus:
         executor.check(spec_for(tiny_config, tmp_path, "job-cpus", num_cpus_per_worker=3))

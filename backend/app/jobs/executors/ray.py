@@ -156,7 +156,7 @@ class RayExecutor:
         or more workers than fit at once), saying what the cluster has. While the cluster cannot be
         reached nothing is accepted (503)."""
         if self.error:
-            raise ServiceBusy(f"SFT_EXECUTOR=ray: {self.error}; jobs are accepted again once it answers (GET /health)")
+            raise ServiceBusy(f"SFT_EXECUTOR=ray: {self.error}. Jobs are accepted again once it answers (GET /health)")
         nodes = self.cluster()
         place = self.placement(spec)
         gpus, cpus, workers = place["num_gpus_per_worker"], place["num_cpus_per_worker"], place["num_workers"]
@@ -165,13 +165,13 @@ class RayExecutor:
                f"{_number(max((n['CPU'] for n in nodes), default=0))} CPUs and "
                f"{_number(max((n['GPU'] for n in nodes), default=0))} GPUs on one node")
         if not any(n["GPU"] >= gpus for n in nodes):
-            raise ConfigError(f"{_number(gpus)} GPUs per worker asked; {has}", field="num_gpus_per_worker")
+            raise ConfigError(f"{_number(gpus)} GPUs per worker asked, but {has}", field="num_gpus_per_worker")
         if not any(n["CPU"] >= cpus for n in nodes):
-            raise ConfigError(f"{_number(cpus)} CPUs per worker asked; {has}", field="num_cpus_per_worker")
+            raise ConfigError(f"{_number(cpus)} CPUs per worker asked, but {has}", field="num_cpus_per_worker")
         fit = sum(min(math.floor(n["CPU"] / cpus) if cpus else workers,
                       math.floor(n["GPU"] / gpus) if gpus else workers) for n in nodes)
         if fit < workers:
-            raise ConfigError(f"{workers} workers of {_number(gpus)} GPUs and {_number(cpus)} CPUs asked; {has}: "
+            raise ConfigError(f"{workers} workers of {_number(gpus)} GPUs and {_number(cpus)} CPUs asked, but {has}: "
                               f"{fit} such workers fit at once", field="num_workers")
 
     # Runs
