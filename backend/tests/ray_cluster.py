@@ -32,10 +32,12 @@ class LocalRayHead:
     """One Ray head node on this machine: ``address`` is its GCS address (``host:port``). With ``join``
     (a head's address), a worker node of that head's cluster instead."""
 
-    def __init__(self, *, num_cpus: int = 2, num_gpus: int = 0, join: str | None = None):
+    def __init__(self, *, num_cpus: int = 2, num_gpus: int = 0, join: str | None = None,
+                 env: dict[str, str] | None = None):
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self.join = join
+        self.env = env or {}
         self.port = free_port()
         self.address = join or f"127.0.0.1:{self.port}"
         # Short: Ray's socket paths under it must stay under the 107-byte limit of a Unix socket path.
@@ -49,7 +51,9 @@ class LocalRayHead:
         command = [str(ray_cli), "start", *where, "--block", "--node-ip-address=127.0.0.1",
                    f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}",
                    f"--object-store-memory={OBJECT_STORE_BYTES}", "--disable-usage-stats"]
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        # Token auth off explicitly: Ray 2.60 turns it on for a new head when ~/.ray/auth_token exists (a
+        # local ray.init() writes one), and a node joining such a head would then be refused.
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", **self.env}
         self.log = (self.temp_dir / "head.log").open("w")
         self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)

@@ -1,6 +1,7 @@
-"""A real local Ray cluster of two nodes: a head that declares 2 GPUs on this CPU machine (``ray start
---num-gpus=2``) and a worker node without GPUs. Each job's actor gets its own GPUs, a job that does not
-fit waits in Ray's queue, and a job whose node is lost fails as interrupted."""
+"""A real local Ray cluster: a head that declares 2 GPUs on this CPU machine (``ray start --num-gpus=2``),
+a worker node of 2 CPUs, and later one of 3 CPUs whose memory monitor finds any use too much.
+Each job's actor gets its own GPUs, a job that does not fit waits in Ray's queue, a job whose node is lost
+fails as interrupted, and one Ray kills for memory fails as out_of_memory."""
 
 from __future__ import annotations
 
@@ -18,11 +19,15 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def nodes():
-    head = LocalRayHead(num_cpus=1, num_gpus=2).start()
-    worker = LocalRayHead(num_cpus=2, join=head.address).start()
-    yield head, worker
-    worker.stop()
-    head.stop()
+    started: list[LocalRayHead] = []
+    try:
+        head = LocalRayHead(num_cpus=1, num_gpus=2)
+        started.append(head.start())
+        started.append(LocalRayHead(num_cpus=2, join=head.address).start())
+        yield started
+    finally:
+        for node in reversed(started):
+            node.stop()
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +97,22 @@ def test_a_job_whose_node_is_lost_fails_as_interrupted(nodes, executor, tiny_con
     detail = exited.payload["error_detail"]
     assert detail["category"] == "interrupted"
     assert detail["message"].startswith("interrupted: the Ray node running the job was lost; resume the job"), detail
+
+
+def test_a_job_ray_kills_for_memory_fails_as_out_of_memory(nodes, executor, tiny_config, tmp_path):
+    # A node whose memory monitor kills the worker of any task or actor (the machine uses more than 1 %).
+    starved = LocalRayHead(num_cpus=3, join=nodes[0].address, env={
+        "RAY_memory_usage_threshold": "0.01", "RAY_memory_monitor_refresh_ms": "100"}).start()
+    nodes.append(starved)
+    wait_for(lambda: any(node["CPU"] == 3 for node in executor.cluster()), timeout=60, message="the node to join")
+    report = Events()
+    # 3 CPUs: only the starved node can hold it.
+    spec = spec_for(tiny_config, tmp_path, "job-oom", num_gpus_per_worker=0, num_cpus_per_worker=3)
+
+    executor.start(spec, report)
+
+    exited = report.exited(spec.job_id, timeout=120)
+    assert exited.payload["status"] == "failed"
+    detail = exited.payload["error_detail"]
+    assert detail["category"] == "out_of_memory", detail
+    assert detail["message"].startswith("out of memory: Ray killed the job's worker to keep its node alive")
