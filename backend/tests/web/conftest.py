@@ -7,19 +7,13 @@ no browser can be had the tests skip saying why, except in CI (``CI=true``), whe
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
-import httpx
 import pytest
 
-from factories import contact_rows, free_port, wait_for, write_jsonl
-
-BACKEND = Path(__file__).resolve().parents[2]
+from factories import contact_rows, write_jsonl
+from web_helpers import running_server, web_env
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 
 
@@ -64,53 +58,12 @@ def page(browser, request):
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-class Server:
-    def __init__(self, url: str, root: Path, process: subprocess.Popen, log: Path):
-        self.url = url
-        self.root = root
-        self.process = process
-        self.log = log
-
-    def api(self, method: str, path: str, **kwargs) -> httpx.Response:
-        return httpx.request(method, f"{self.url}{path}", timeout=60, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_dir):
     """A real uvicorn process on a free port, with its own data directory and a small chat dataset."""
     root = tmp_path_factory.mktemp("web")
     dataset = write_jsonl(root / "chat.jsonl", contact_rows(32))
-    env = {**os.environ, "SFT_DATA_DIR": str(root / "data"), "SFT_DATASET_ROOTS": json.dumps([str(root)]),
-           "SFT_MODEL_ROOTS": json.dumps([str(tiny_model_dir.parent)]),
-           "SFT_MODEL_CACHE_DIR": str(root / "models"), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    port = free_port()
-    log = root / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--app-dir", str(BACKEND), "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"],
-            env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited: {log.read_text()[-3000:]}")
-        try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(healthy, timeout=60, interval=0.1, message="the server to start")
-        server = Server(url, root, process, log)
+    with running_server(root, web_env(root, tiny_model_dir)) as server:
         server.model = str(tiny_model_dir)
         server.dataset = str(dataset)
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)

@@ -3,8 +3,6 @@ a header on every call, and follows a job's live stream with the key in a header
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from factories import contact_rows, free_port, wait_for, write_jsonl
-
-BACKEND = Path(__file__).resolve().parents[2]
+from factories import contact_rows, wait_for, write_jsonl
+from web_helpers import BACKEND, running_server, web_env
 
 
 @pytest.fixture(scope="module")
@@ -22,40 +19,13 @@ def keyed_server(tmp_path_factory, tiny_model_dir):
     """A real uvicorn process with SFT_AUTH=keys, and a key of user alice made with ``python -m app keys``."""
     root = tmp_path_factory.mktemp("web-keys")
     dataset = write_jsonl(root / "chat.jsonl", contact_rows(32))
-    env = {**os.environ, "SFT_DATA_DIR": str(root / "data"), "SFT_DATASET_ROOTS": json.dumps([str(root)]),
-           "SFT_MODEL_ROOTS": json.dumps([str(tiny_model_dir.parent)]), "SFT_AUTH": "keys",
-           "SFT_MODEL_CACHE_DIR": str(root / "models"), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(BACKEND)}
+    env = web_env(root, tiny_model_dir, SFT_AUTH="keys", PYTHONPATH=str(BACKEND))
     made = subprocess.run([sys.executable, "-m", "app", "keys", "create", "--name", "alice"], env=env, cwd=root,
                           capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr
-    port = free_port()
-    log = root / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--app-dir", str(BACKEND), "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "debug"], env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited: {log.read_text()[-3000:]}")
-        try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(healthy, timeout=60, interval=0.1, message="the server to start")
-        yield {"url": url, "key": made.stdout.strip(), "log": log, "root": root, "model": str(tiny_model_dir),
-               "dataset": str(dataset)}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    with running_server(root, env, "--log-level", "debug") as server:
+        yield {"url": server.url, "key": made.stdout.strip(), "log": server.log, "root": root,
+               "model": str(tiny_model_dir), "dataset": str(dataset)}
 
 
 def test_the_dashboard_asks_for_a_key_once_and_streams_with_it_in_a_header(page, keyed_server):
