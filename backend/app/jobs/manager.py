@@ -180,9 +180,7 @@ class SFTJobManager(RunControl):
             JobConflict: the job has already ended.
         """
         with self._lock:
-            job = self._get(job_id)
-            if job.status.is_terminal():
-                raise JobConflict(f"Job {job_id} has already ended ({job.status.value}); nothing to stop")
+            job = self._get_active(job_id, "stop")
             job.stop_event.set()
             if job.status is JobStatus.PENDING:
                 if job_id in self._queue:
@@ -204,9 +202,7 @@ class SFTJobManager(RunControl):
             JobConflict: the job has already ended.
         """
         with self._lock:
-            job = self._get(job_id)
-            if job.status.is_terminal():
-                raise JobConflict(f"Job {job_id} has already ended ({job.status.value}); nothing to cancel")
+            job = self._get_active(job_id, "cancel")
             if job.status is JobStatus.PENDING:
                 return self.stop_job(job_id)
             self.executor.cancel(job_id)
@@ -217,6 +213,13 @@ class SFTJobManager(RunControl):
                              error_detail={"category": "cancelled", "message": message, "log_tail": []})
                 self._schedule()
             return job.status
+
+    def _get_active(self, job_id: str, action: str) -> SFTJob:
+        """The job, if it has not ended; JobConflict (``nothing to <action>``) if it has. Caller holds the lock."""
+        job = self._get(job_id)
+        if job.status.is_terminal():
+            raise JobConflict(f"Job {job_id} has already ended ({job.status.value}); nothing to {action}")
+        return job
 
     def resume_job(self, job_id: str) -> SFTJob:
         """Queue a stopped or failed job again; it continues from its latest checkpoint with its stored config.
