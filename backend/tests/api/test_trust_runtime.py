@@ -1,0 +1,67 @@
+"""Issue #23's runtime items on an in-process app: bodies that cannot be stored, page headers, logs."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from app.core.access_log import RedactQuerySecrets, redact
+from app.core.bodies import lone_surrogate_at
+
+SURROGATE_CONFIG = '{"config": {"base_model": "tiny-model", "dataset_name": "data.jsonl", "max_steps": 3, ' \
+                   '"column_mapping": {"prompt": "q\\ud800"}}}'
+
+
+def test_a_lone_surrogate_in_an_api_sft_body_is_a_400_naming_the_field_and_nothing_is_stored(client):
+    response = client.post("/api/sft/train", content=SURROGATE_CONFIG, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["detail"].startswith("config.column_mapping.prompt: holds an unpaired UTF-16 surrogate")
+    assert body["errors"][0]["field"] == "config.column_mapping.prompt"
+    listed = client.get("/api/sft/jobs")
+    assert listed.status_code == 200 and listed.json()["jobs"] == []
+
+
+def test_a_lone_surrogate_in_a_v1_body_is_openais_400_naming_the_param(client):
+    body = '{"model": "tiny-model", "training_file": "file-x", "metadata": {"team": "\\udc00x"}}'
+    response = client.post("/v1/fine_tuning/jobs", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "metadata.team" and error["type"] == "invalid_request_error"
+    assert "unpaired UTF-16 surrogate" in error["message"]
+    assert client.get("/v1/fine_tuning/jobs").json()["data"] == []
+
+
+def test_surrogates_are_found_in_keys_and_lists_and_pairs_pass():
+    assert lone_surrogate_at({"a": [{"b": "ok"}, {"c": "\ud800"}]}) == "a[1].c"
+    assert lone_surrogate_at({"a": {"\udfff": 1}}) == "a (a key)"
+    assert lone_surrogate_at({"a": "\U0001F600 emoji", "b": [1, 2.5, None]}) is None
+
+
+def test_a_paired_surrogate_escape_is_text(client):
+    body = '{"model": "x", "messages": [{"role": "user", "content": "\\ud83d\\ude00"}]}'
+    response = client.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code != 400 or "surrogate" not in response.text
+
+
+@pytest.mark.parametrize("path", ["/", "/docs", "/redoc"])
+def test_pages_cannot_be_framed_and_run_no_inline_script_they_were_not_served_with(client, path):
+    response = client.get(path)
+    assert response.status_code == 200
+    policy = response.headers["content-security-policy"]
+    script_src = next(part for part in policy.split(";") if part.strip().startswith("script-src"))
+    assert "'unsafe-inline'" not in script_src and "frame-ancestors 'none'" in policy
+    assert response.headers["x-frame-options"] == "DENY"
+    if path == "/docs":  # Swagger UI's start-up script, allowed by its hash
+        assert "'sha256-" in script_src
+    if path == "/":
+        assert "<script>" not in response.text
+
+
+def test_query_string_secrets_are_redacted_in_access_records():
+    assert redact("/api/sft/jobs?api_key=sk_abc&limit=3") == "/api/sft/jobs?api_key=***&limit=3"
+    assert redact("/x?limit=3&API_KEY=s&token=t#f") == "/x?limit=3&API_KEY=***&token=***#f"
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/health?api_key=sk_secret", "1.1", 401), None)
+    assert RedactQuerySecrets().filter(record) and "sk_secret" not in record.getMessage()
