@@ -1,19 +1,19 @@
 """What every JSON body must be before a route sees it: text that can be stored and sent back.
 
 A JSON ``\\ud800`` escape is valid JSON but no text: it cannot be encoded as UTF-8, so a body
-carrying one would be stored and then fail every answer that includes it. :func:`lone_surrogate_at`
-finds the first one; the request guard refuses such a body (400 naming the field) for every route.
+carrying one would be stored and then fail every answer that includes it. The request guard
+refuses such a body (400 naming the field) for every route, through :func:`check_json_body`.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from typing import Any
 
 from starlette.exceptions import HTTPException
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+from ..sft.jsontext import lone_surrogate_at
+
+__all__ = ["BodyRejected", "check_json_body", "lone_surrogate_at"]
 
 
 class BodyRejected(HTTPException):
@@ -25,26 +25,6 @@ class BodyRejected(HTTPException):
         self.field = field
 
 
-def lone_surrogate_at(value: Any, path: str = "") -> str | None:
-    """The dotted path (``config.column_mapping.prompt``, ``messages[0].content``) of the first string in
-    ``value`` (a parsed JSON document) holding an unpaired surrogate, as a key or a value; None when none."""
-    stack = [(value, path)]
-    while stack:
-        item, where = stack.pop()
-        if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return where or "body"
-        elif isinstance(item, dict):
-            for key, child in reversed(list(item.items())):
-                child_path = f"{where}.{key}" if where else str(key)
-                if _SURROGATE.search(key):
-                    return f"{where or 'body'} (a key)"
-                stack.append((child, child_path))
-        elif isinstance(item, list):
-            stack.extend((child, f"{where}[{i}]") for i, child in reversed(list(enumerate(item))))
-    return None
-
-
 def check_json_body(body: bytes) -> None:
     """Raise :class:`BodyRejected` when ``body`` is JSON holding an unpaired surrogate; a body that is not
     JSON passes (the route's own parsing answers it)."""
@@ -54,7 +34,9 @@ def check_json_body(body: bytes) -> None:
         parsed = json.loads(body)
     except (ValueError, RecursionError):
         return
-    field = lone_surrogate_at(parsed)
-    if field is not None:
-        raise BodyRejected(f"{field}: holds an unpaired UTF-16 surrogate (a \\ud800-\\udfff escape that is not "
-                           "half of a pair); send valid Unicode text", field=field.removesuffix(" (a key)"))
+    where = lone_surrogate_at(parsed)
+    if where is not None:
+        field = where.removesuffix(" (a key)")
+        field = "body" if field in ("the value", "the object") else field
+        raise BodyRejected(f"{field}: holds an unpaired UTF-16 surrogate{' in a key' if '(a key)' in where else ''} "
+                           "(a \\ud800-\\udfff escape that is not half of a pair); send valid Unicode text", field=field)

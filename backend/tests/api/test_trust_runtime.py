@@ -65,3 +65,49 @@ def test_query_string_secrets_are_redacted_in_access_records():
     record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
                                ("127.0.0.1:5", "GET", "/health?api_key=sk_secret", "1.1", 401), None)
     assert RedactQuerySecrets().filter(record) and "sk_secret" not in record.getMessage()
+
+
+# Files whose JSON parses but cannot become text rows
+
+GOOD_LINE = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'
+BAD_LINES = {
+    "a long number": ('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], '
+                      '"n": ' + "9" * 5000 + "}", "a number too long to read"),
+    "deep nesting": ('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], '
+                     '"x": ' + "[" * 60_000 + "]" * 60_000 + "}", "nested too deeply to read"),
+    "a lone surrogate": ('{"messages": [{"role": "user", "content": "hi \\ud800"}, '
+                         '{"role": "assistant", "content": "yo"}]}', "messages[0].content: holds an unpaired UTF-16"),
+}
+
+
+def bad_file(tmp_path, kind: str):
+    line, _ = BAD_LINES[kind]
+    path = tmp_path / f"{kind.replace(' ', '-')}.jsonl"
+    path.write_text(f"{GOOD_LINE}\n{GOOD_LINE}\n{line}\n")
+    return path
+
+
+@pytest.mark.parametrize("kind", list(BAD_LINES))
+def test_preview_and_training_name_the_line_a_json_number_nesting_or_surrogate_breaks(
+        checked_client, tiny_model_dir, tmp_path, kind):
+    path, reason = bad_file(tmp_path, kind), BAD_LINES[kind][1]
+    preview = checked_client.post("/api/sft/datasets/preview",
+                                  json={"dataset_name": str(path), "base_model": str(tiny_model_dir)})
+    assert preview.status_code == 400, preview.text
+    assert preview.json()["detail"].startswith(f"dataset_name: {path}, line 3: {reason}")
+    train = checked_client.post("/api/sft/train", json={"config": {
+        "base_model": str(tiny_model_dir), "dataset_name": str(path), "max_steps": 1}})
+    assert train.status_code == 400, train.text
+    assert f"{path}, line 3: {reason}" in train.json()["detail"]
+
+
+@pytest.mark.parametrize("kind", list(BAD_LINES))
+def test_an_upload_with_such_a_line_is_refused_naming_it(client, tmp_path, kind):
+    path, reason = bad_file(tmp_path, kind), BAD_LINES[kind][1]
+    response = client.post("/v1/files", data={"purpose": "fine-tune"},
+                           files={"file": ("train.jsonl", path.read_bytes())})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["message"].startswith(f"Invalid file train.jsonl, line 3: {reason}")
+    assert error["code"] == "invalid_file_format"
+    assert client.get("/v1/files").json()["data"] == []
