@@ -20,6 +20,7 @@ from .api.model_requests import ModelRequestGate
 from .api.model_routes import router as model_router
 from .api.openai import router as openai_router
 from .api.schemas import ErrorResponse, HealthResponse
+from .jobs.exports import ExportManager
 from .jobs.manager import SFTJobManager, get_sft_job_manager
 from .api.sft_routes import router as sft_router
 from .core.access_log import redact_access_log
@@ -52,6 +53,7 @@ def create_app(manager: SFTJobManager | None = None, *, host: str | None = None)
             app.state.manager = get_sft_job_manager()
         if app.state.keys is None:
             app.state.keys = KeyStore(app.state.manager.store)
+        ExportManager.of(app.state.manager)  # exports a killed server left unfinished: failed, files removed
         bound = bind_host(sys.argv, explicit=host)
         try:
             app.state.auth_mode = resolve_auth_mode(settings.auth, bound, app.state.keys)

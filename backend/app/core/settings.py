@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         description="llama.cpp's llama-quantize binary, for K-quant GGUF exports (q4_k_m...). "
         "Default: llama-quantize on PATH; without one only f16, bf16 and q8_0 are offered.",
     )
+    max_exports_per_job: int = Field(
+        8, ge=1, le=1000,
+        description="Exports one job keeps (pending, running and completed; failed ones do not count); more get "
+        "a 409 until one is deleted. The same format and type asked again returns the export it has.",
+    )
 
     @field_validator("ray_storage")
     @classmethod
