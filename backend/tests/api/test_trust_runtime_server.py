@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from factories import free_port, wait_for
+from factories import contact_rows, free_port, wait_for, write_jsonl
 
 BACKEND = Path(__file__).resolve().parents[2]
 #: Greedy decoding of the tiny random model does not meet its end token within this many tokens (seconds of work).
@@ -31,33 +31,41 @@ def admin_key(data_dir: Path) -> str:
     return made.stdout.strip()
 
 
+def start_server(root: Path, env: dict[str, str], port: int) -> subprocess.Popen:
+    """uvicorn on 127.0.0.1:``port``, its output appended to ``root/server.log``; returns once it answers."""
+    log = root / "server.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--app-dir", str(BACKEND), "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"], env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT)
+
+    def healthy() -> bool:
+        assert process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout=60, interval=0.1, message="the server to start")
+    return process
+
+
+def server_env(root: Path, tiny_model_dir: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "SFT_DATA_DIR": str(root / "data"), "SFT_DATASET_ROOTS": json.dumps([str(root)]),
+            "SFT_MODEL_ROOTS": json.dumps([str(tiny_model_dir.parent)]), "SFT_MODEL_CACHE_DIR": str(root / "models"),
+            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_dir):
     """A keyed server on 127.0.0.1 (its log in ``root/server.log``) serving the tiny base model."""
     root = tmp_path_factory.mktemp("trust-runtime")
     key = admin_key(root / "data")
-    env = {**os.environ, "SFT_DATA_DIR": str(root / "data"), "SFT_AUTH": "keys",
-           "SFT_DATASET_ROOTS": json.dumps([str(root)]), "SFT_MODEL_ROOTS": json.dumps([str(tiny_model_dir.parent)]),
-           "SFT_MODEL_CACHE_DIR": str(root / "models"), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     port = free_port()
-    log = root / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--app-dir", str(BACKEND), "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"], env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
-        try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(healthy, timeout=60, interval=0.1, message="the server to start")
+    process = start_server(root, server_env(root, tiny_model_dir, SFT_AUTH="keys"), port)
     try:
-        yield SimpleNamespace(url=url, process=process, log=log, key=key, model=str(tiny_model_dir),
-                              headers={"Authorization": f"Bearer {key}"})
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}", process=process, log=root / "server.log", key=key,
+                              model=str(tiny_model_dir), headers={"Authorization": f"Bearer {key}"})
     finally:
         if process.poll() is None:
             process.kill()
@@ -165,3 +173,73 @@ def test_sixty_streams_that_leave_starve_no_route_and_sigterm_still_stops_the_se
     took = asyncio.run(held_then_term())
     assert server.process.poll() is not None, "the server did not stop within 10 s of SIGTERM"
     assert took < 5, f"SIGTERM took {took:.1f} s to stop the server"
+
+
+# kill -9 mid-GGUF export
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of ``pid``'s child processes, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
+def test_a_server_killed_mid_gguf_export_leaves_no_converter_staging_folder_or_log(tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "chat.jsonl", contact_rows(16))
+    env = server_env(tmp_path, tiny_model_dir)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api/sft"
+    process = start_server(tmp_path, env, port)
+    try:
+        config = {"base_model": str(tiny_model_dir), "dataset_name": str(data), "max_steps": 2,
+                  "per_device_train_batch_size": 4, "logging_steps": 1}
+        job_id = httpx.post(f"{url}/train", json={"config": config}, timeout=30).json()["job_id"]
+        wait_for(lambda: httpx.get(f"{url}/jobs/{job_id}", timeout=5).json()["status"] == "completed",
+                 timeout=180, interval=0.2, message="the tiny job to train")
+        started = httpx.post(f"{url}/jobs/{job_id}/export", json={"format": "gguf", "type": "f16"}, timeout=30)
+        assert started.status_code == 202, started.text
+        record = started.json()
+
+        def converter() -> int | None:
+            for pid, cmdline in _children(process.pid):
+                if "convert_hf_to_gguf" in cmdline:
+                    return pid
+            assert httpx.get(f"{url}/jobs/{job_id}/exports/{record['export_id']}", timeout=5).json()["status"] in \
+                ("pending", "running"), "the export ended before its converter was seen"
+            return None
+
+        child = wait_for(converter, timeout=120, interval=0.02, message="the GGUF converter to start")
+        exports_dir = Path(record["path"]).parent
+        staging = exports_dir / f".{record['export_id']}-merged"
+        assert staging.is_dir() and (exports_dir / f"{record['export_id']}.log").exists()
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        wait_for(lambda: not _alive(child), timeout=10, interval=0.05, message="the orphaned converter to die")
+
+        process = start_server(tmp_path, env, port)
+        after = httpx.get(f"{url}/jobs/{job_id}/exports/{record['export_id']}", timeout=10).json()
+        assert after["status"] == "failed" and after["error"].startswith("interrupted: the server stopped")
+        assert sorted(p.name for p in exports_dir.iterdir()) == [], "staging folder, partial export or log left"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
