@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         description="Longest a /generate or /evaluate request may generate; then it stops with a 504.",
     )
     model_request_workers: int = Field(
-        1, ge=1, le=16, description="Generation, evaluation and merge requests served at once."
+        1, ge=1, le=16, description="Generation, evaluation, merge and /v1 chat requests (streamed too) served at once."
     )
     max_queued_model_requests: int = Field(
         8, ge=0, le=10_000,
