@@ -93,7 +93,7 @@ def start_export(job: ValidJob, request: ExportRequest, exports: ExportsDep) -> 
     """Start exporting a finished job (runs in the background; follow it in GET .../exports). Asking again for
     an export the job has (pending, running or completed) returns that one; a job keeps at most
     SFT_MAX_EXPORTS_PER_JOB exports (409 beyond: delete one)."""
-    return exports.submit(job, fmt=request.format, gguf_type=request.type)[0]
+    return exports.submit(job, fmt=request.format, gguf_type=request.type)
 
 
 @router.get("/jobs/{job_id}/exports", response_model=ExportListResponse)

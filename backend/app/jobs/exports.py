@@ -94,9 +94,9 @@ class ExportManager:
     def capabilities(self) -> dict[str, Any]:
         return exporting.capabilities(self.toolchain())
 
-    def submit(self, job: SFTJob, *, fmt: str, gguf_type: str | None) -> tuple[dict[str, Any], bool]:
-        """Check the request, record a pending export and queue it; return its record and True. When the
-        job already has this export (pending, running or completed), return that one and False.
+    def submit(self, job: SFTJob, *, fmt: str, gguf_type: str | None) -> dict[str, Any]:
+        """Check the request, record a pending export and queue it; return its record. When the job already
+        has this export (pending, running or completed, its files on disk), return that one instead.
 
         Raises:
             RequestError: a format, type or architecture this machine cannot export (nothing is recorded).
@@ -112,7 +112,7 @@ class ExportManager:
             kept = [r for r in self.store.exports(job.job_id) if r["status"] != ExportStatus.FAILED.value]
             for record in kept:
                 if (record["format"], record["type"]) == (fmt, gguf_type) and _files_present(record):
-                    return _public(record), False
+                    return _public(record)
             limit = self.settings.max_exports_per_job
             if len(kept) >= limit:
                 raise JobConflict(
@@ -131,7 +131,7 @@ class ExportManager:
                 self._worker = threading.Thread(target=self._work, name="sft-export", daemon=True)
                 self._worker.start()
         self._queue.put((record, artifact, tools, card))
-        return self.get(job.job_id, export_id), True
+        return self.get(job.job_id, export_id)
 
     def list(self, job_id: str) -> list[dict[str, Any]]:
         return [_public(record) for record in self.store.exports(job_id)]
