@@ -111,3 +111,62 @@ def test_an_upload_with_such_a_line_is_refused_naming_it(client, tmp_path, kind)
     assert error["message"].startswith(f"Invalid file train.jsonl, line 3: {reason}")
     assert error["code"] == "invalid_file_format"
     assert client.get("/v1/files").json()["data"] == []
+
+
+# Streams in the model request gate
+
+
+class _Client:
+    """What the gate asks of a request: whether its client is still there."""
+
+    def __init__(self) -> None:
+        self.gone = False
+
+    async def is_disconnected(self) -> bool:
+        return self.gone
+
+
+def test_a_queued_stream_whose_client_leaves_frees_its_place_at_once_and_the_bound_holds():
+    import asyncio
+    import threading
+
+    from app.api.model_requests import ModelRequestGate
+    from app.core.errors import RequestCancelled, ServiceBusy
+
+    gate = ModelRequestGate(workers=1, max_queued=1, timeout_seconds=30)
+    release = threading.Event()
+
+    def produce(budget):
+        yield {"n": 0}
+        for n in range(1, 1000):
+            if budget.should_stop() or release.wait(0.01):
+                return
+            yield {"n": n}
+
+    async def scenario():
+        first_client, second_client = _Client(), _Client()
+        first, rest = await gate.stream(first_client, produce)
+        assert first == {"n": 0} and gate.counts() == {"running": 1, "waiting": 0}
+        waiting = asyncio.create_task(gate.stream(second_client, produce))
+        while gate.admitted < 2:
+            await asyncio.sleep(0.01)
+        with pytest.raises(ServiceBusy) as refused:  # beyond workers + max_queued
+            await gate.stream(_Client(), produce)
+        assert refused.value.headers["Retry-After"]
+        second_client.gone = True
+        with pytest.raises(RequestCancelled):
+            await asyncio.wait_for(waiting, timeout=2)
+        assert gate.admitted == 1  # at once: the first stream still holds the only worker
+        assert (await anext(rest))["n"] == 1
+        await rest.aclose()  # the first client leaves: generation stops at its next item
+        for _ in range(200):
+            if gate.admitted == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert gate.admitted == 0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        gate.close()
