@@ -20,8 +20,10 @@ from .api.model_requests import ModelRequestGate
 from .api.model_routes import router as model_router
 from .api.openai import router as openai_router
 from .api.schemas import ErrorResponse, HealthResponse
+from .jobs.exports import ExportManager
 from .jobs.manager import SFTJobManager, get_sft_job_manager
 from .api.sft_routes import router as sft_router
+from .core.access_log import redact_access_log
 from .core.errors import register_error_handlers
 from .core.settings import settings as default_settings
 from .sft.model_cache import ModelCache
@@ -51,6 +53,7 @@ def create_app(manager: SFTJobManager | None = None, *, host: str | None = None)
             app.state.manager = get_sft_job_manager()
         if app.state.keys is None:
             app.state.keys = KeyStore(app.state.manager.store)
+        ExportManager.of(app.state.manager)  # exports a killed server left unfinished: failed, files removed
         bound = bind_host(sys.argv, explicit=host)
         try:
             app.state.auth_mode = resolve_auth_mode(settings.auth, bound, app.state.keys)
@@ -89,6 +92,7 @@ def create_app(manager: SFTJobManager | None = None, *, host: str | None = None)
 
     app.state.model_gate = new_gate()
     register_error_handlers(app)
+    redact_access_log()
     # Added first, so it runs after RequestGuard (a bad Host or an oversized body never reaches a key check).
     app.add_middleware(AuthGate)
     app.add_middleware(RequestGuard, allowed_hosts=settings.allowed_hosts,

@@ -1,20 +1,15 @@
-"""Export routes: what this machine can export, start an export, follow it, download it."""
+"""Export routes: what this machine can export, start an export, follow it, download it, delete it."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.background import BackgroundTask
 
-from ..sft import export as exporting
+from ..jobs.exports import ExportManager
 from .deps import ManagerDep, ValidJob
-from .export_manager import ExportManager, ExportNotFound
 from .schemas import ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/sft", tags=["exports"], responses=ERROR_RESPONSES)
@@ -95,7 +90,9 @@ def export_formats(exports: ExportsDep) -> dict:
 
 @router.post("/jobs/{job_id}/export", response_model=ExportResponse, status_code=202)
 def start_export(job: ValidJob, request: ExportRequest, exports: ExportsDep) -> dict:
-    """Start exporting a finished job (runs in the background; follow it in GET .../exports)."""
+    """Start exporting a finished job (runs in the background; follow it in GET .../exports). Asking again for
+    an export the job has (pending, running or completed) returns that one; a job keeps at most
+    SFT_MAX_EXPORTS_PER_JOB exports (409 beyond: delete one)."""
     return exports.submit(job, fmt=request.format, gguf_type=request.type)
 
 
@@ -111,36 +108,29 @@ def get_export(job: ValidJob, export_id: str, exports: ExportsDep) -> dict:
     return exports.get(job.job_id, export_id)
 
 
+@router.delete("/jobs/{job_id}/exports/{export_id}", response_model=ExportResponse)
+def delete_export(job: ValidJob, export_id: str, exports: ExportsDep) -> dict:
+    """Delete an export that is not running (409 while it runs): its record and files. Returns it as it was."""
+    return exports.delete(job.job_id, export_id)
+
+
 @router.get(
     "/jobs/{job_id}/exports/{export_id}/download",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={200: {"content": {"application/x-tar": {}},
                      "description": "The export's files as an uncompressed .tar, at its top level."}},
 )
-def download_export(job: ValidJob, export_id: str, exports: ExportsDep, manager: ManagerDep) -> FileResponse:
-    """Download a completed export: its files (model, Modelfile, README.md) as one .tar."""
-    record, folder = exports.finished_folder(job.job_id, export_id)
-    scratch = manager.settings.resolved_data_dir / "tmp"
-    scratch.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f"{export_id}-", suffix=".tar", dir=scratch)
-    os.close(fd)
-    try:
-        exporting.archive(folder, Path(name))
-    except BaseException:
-        os.unlink(name)
-        raise
-    label = record["format"] + (f"-{record['type']}" if record["type"] else "")
-    return FileResponse(name, media_type="application/x-tar", filename=f"{job.job_id}-{label}.tar",
-                        background=BackgroundTask(os.unlink, name))
+def download_export(job: ValidJob, export_id: str, exports: ExportsDep) -> StreamingResponse:
+    """Download a completed export: its files (model, Modelfile, README.md) as one .tar, streamed."""
+    filename, size, chunks = exports.archive(job, export_id)
+    return StreamingResponse(chunks, media_type="application/x-tar",
+                             headers={"Content-Length": str(size),
+                                      "Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @router.get("/jobs/{job_id}/exports/{export_id}/files/{name}", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}, "description": "One file of the export."}})
 def download_export_file(job: ValidJob, export_id: str, name: str, exports: ExportsDep) -> FileResponse:
     """Download one file of a completed export (e.g. just the .gguf, or the Modelfile)."""
-    record, folder = exports.finished_folder(job.job_id, export_id)
-    names = [f["name"] for f in record["result"]["files"]]
-    # Only names the export listed: a name never becomes a path of its own ('../x' is refused).
-    if name not in names:
-        raise ExportNotFound(f"Export {export_id} has no file {name!r} (it has: {', '.join(names)})")
-    return FileResponse(folder / name, media_type="application/octet-stream", filename=name)
+    return FileResponse(exports.file(job.job_id, export_id, name), media_type="application/octet-stream",
+                        filename=name)

@@ -8,6 +8,8 @@
   (form-urlencoded, multipart, text/plain). Browsers send ``Origin`` on every cross-site POST;
   curl and the Python client send none, and the body-less POSTs (``/stop``, ``/resume``,
   ``/merge``) need no Content-Type, so command-line use is unchanged.
+- **Text**: a JSON body holding an unpaired surrogate (``"\\ud800"``) is a 400 naming the field,
+  whatever the route (:mod:`app.core.bodies`), so nothing that cannot be encoded is ever stored.
 - **Body size**: at most ``SFT_MAX_REQUEST_BYTES`` (413), by Content-Length or as it streams in; a file
   upload path (POST /v1/files) takes multipart bodies, up to its own limit (SFT_MAX_UPLOAD_BYTES).
 
@@ -25,6 +27,8 @@ from urllib.parse import urlsplit
 from fastapi import HTTPException
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..core.bodies import check_json_body
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +87,9 @@ class RequestGuard:
         if problem is not None:
             await _reply(send, *problem)
             return
-        await self.app(scope, self._limited(receive, self._body_limit(scope)), send)
+        media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        is_json = media_type == "application/json" or media_type.endswith("+json")
+        await self.app(scope, self._limited(receive, self._body_limit(scope), check_json=is_json), send)
 
     def _problem(self, scope: Scope, headers: Headers, *, server_host: str) -> tuple[int, str] | None:
         host = host_name(headers.get("host", ""))
@@ -125,8 +131,9 @@ class RequestGuard:
     def _body_limit(self, scope: Scope) -> int:
         return self.uploads[scope["path"]] if self._is_upload(scope) else self.max_body_bytes
 
-    def _limited(self, receive: Receive, limit: int) -> Receive:
+    def _limited(self, receive: Receive, limit: int, *, check_json: bool) -> Receive:
         received = 0
+        chunks: list[bytes] = []
         setting = "SFT_MAX_REQUEST_BYTES" if limit == self.max_body_bytes else "SFT_MAX_UPLOAD_BYTES"
 
         async def limited() -> Message:
@@ -138,6 +145,10 @@ class RequestGuard:
                     # Raised inside FastAPI's body parsing, which passes HTTPExceptions on: a 413.
                     raise HTTPException(413, f"the request body is over {limit:,} bytes, the most this server "
                                              f"accepts ({setting})")
+                if check_json:
+                    chunks.append(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        check_json_body(b"".join(chunks))  # a BodyRejected (400) where FastAPI parses it
             return message
 
         return limited

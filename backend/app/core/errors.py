@@ -14,6 +14,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..sft import errors as sft
+from .bodies import BodyRejected
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -216,6 +217,10 @@ def register_error_handlers(app: FastAPI) -> None:
         detail = "; ".join(f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in errors)
         return ASCIIJSONResponse(status_code=422, content={"detail": detail, "errors": errors})
 
+    async def handle_rejected_body(request: Request, exc: BodyRejected) -> JSONResponse:
+        errors = [{"field": exc.field, "message": exc.detail.removeprefix(f"{exc.field}: "), "type": "invalid_text"}]
+        return ASCIIJSONResponse(status_code=400, content={"detail": exc.detail, "errors": errors})
+
     async def handle_method_not_allowed(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code != 405:
             return await http_exception_handler(request, exc)
@@ -229,6 +234,7 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, handle)
     app.add_exception_handler(sft.SFTError, handle_sft)
     app.add_exception_handler(RequestValidationError, handle_validation)
+    app.add_exception_handler(BodyRejected, handle_rejected_body)
     app.add_exception_handler(StarletteHTTPException, handle_method_not_allowed)
 
 

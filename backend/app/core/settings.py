@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         description="Longest a /generate or /evaluate request may generate; then it stops with a 504.",
     )
     model_request_workers: int = Field(
-        1, ge=1, le=16, description="Generation, evaluation and merge requests served at once."
+        1, ge=1, le=16, description="Generation, evaluation, merge and /v1 chat requests (streamed too) served at once."
     )
     max_queued_model_requests: int = Field(
         8, ge=0, le=10_000,
@@ -141,6 +141,11 @@ class Settings(BaseSettings):
         None,
         description="llama.cpp's llama-quantize binary, for K-quant GGUF exports (q4_k_m...). "
         "Default: llama-quantize on PATH; without one only f16, bf16 and q8_0 are offered.",
+    )
+    max_exports_per_job: int = Field(
+        8, ge=1, le=1000,
+        description="Exports one job keeps (pending, running and completed; failed ones do not count); more get "
+        "a 409 until one is deleted. The same format and type asked again returns the export it has.",
     )
 
     @field_validator("ray_storage")

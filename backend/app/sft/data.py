@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import DatasetError
 from .formats import RawRows, convert_rows
 from .hub import HUB_ID, HubUnreachable, hub_problem
+from .jsontext import JSONTextError, loads_text
 from .paths import PathRefused, check_path_text, resolve_allowed_path
 
 if TYPE_CHECKING:
@@ -133,16 +134,22 @@ def _first_char(path: Path) -> str:
 
 def _iter_jsonl(path: Path, label: str, limit: int | None) -> Iterator[dict[str, Any]]:
     count = 0
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
             if limit is not None and count >= limit:
                 return
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DatasetError("not UTF-8 text", source=label, location=f"line {lineno}") from None
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = loads_text(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"not JSON ({exc.msg})", source=label, location=f"line {lineno}") from None
+            except JSONTextError as exc:
+                raise DatasetError(str(exc), source=label, location=f"line {lineno}") from None
             if not isinstance(row, dict):
                 raise DatasetError(
                     f"expected a JSON object, got {type(row).__name__}", source=label, location=f"line {lineno}"
@@ -155,9 +162,13 @@ def _iter_jsonl(path: Path, label: str, limit: int | None) -> Iterator[dict[str,
 
 def _read_json_array(path: Path, label: str, limit: int | None) -> RawRows:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_text(path.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"not JSON ({exc.msg})", source=label, location=f"line {exc.lineno}") from None
+    except UnicodeDecodeError:
+        raise DatasetError("not UTF-8 text", source=label) from None
+    except JSONTextError as exc:
+        raise DatasetError(str(exc), source=label) from None
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:

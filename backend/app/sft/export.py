@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 from .artifacts import Artifact, dir_size, merge_adapter
 from .errors import ArtifactUnavailable, ModelError, RequestError
-from .export_files import model_card, ollama_modelfile
+from .export_files import archive_stream, model_card, ollama_modelfile
 from .models import CHATML_TEMPLATE, resolve_model
 
 FORMATS = ("gguf", "merged", "adapter")
@@ -216,7 +215,7 @@ def _adapter_files(path: Path) -> list[str]:
 def _export_gguf(artifact: Artifact, *, gguf_type: str, target: Path, tools: Toolchain, cache_dir: Path,
                  log_file: Path) -> dict[str, Any]:
     source = artifact.path
-    staging = target.parent / f".{target.name}-merged"
+    staging = staging_folder(target)
     name = f"{_slug(artifact.base_model)}-{artifact.job_id[:8]}-{gguf_type}.gguf"
     peak = 0.0
     try:
@@ -243,18 +242,42 @@ def _export_gguf(artifact: Artifact, *, gguf_type: str, target: Path, tools: Too
             "tool_peak_rss_mb": round(peak, 1)}
 
 
+def staging_folder(target: Path) -> Path:
+    """Where a GGUF export of a LoRA job merges the model before converting it (beside ``target``)."""
+    return target.parent / f".{target.name}-merged"
+
+
+#: Run before a tool's own program (Linux): the kernel kills the tool when the thread that started it
+#: ends (a killed server included), so no converter outlives its server. The parent pid is checked
+#: after the prctl, in case the server died in between. Elsewhere the tool is simply run.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "parent = int(sys.argv[1])\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG\n"
+    "except (OSError, AttributeError):\n"
+    "    pass\n"
+    "if os.getppid() != parent:\n"
+    "    sys.exit(1)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
 def run_tool(command: list[str], *, log_file: Path, what: str, env: dict[str, str] | None = None) -> float:
-    """Run ``command`` with its output appended to ``log_file``; return its peak RSS in MiB.
+    """Run ``command`` with its output appended to ``log_file``; return its peak RSS in MiB. The tool dies
+    with this process (``kill -9`` included) on Linux.
 
     Raises:
         ModelError: it exited non-zero; the message is its last error line.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     peak = 0.0
+    guarded = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *command] \
+        if sys.platform.startswith("linux") else command
     with log_file.open("a", encoding="utf-8") as log:
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(guarded, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env={**os.environ, **(env or {})})
         # The child's own high-water mark (VmHWM), polled: its rusage maxrss would start from this
         # process' size at the fork.
@@ -309,10 +332,10 @@ def _slug(text: str) -> str:
 
 
 def archive(folder: Path, destination: Path) -> Path:
-    """``folder``'s files as an uncompressed tar, at its top level (GGUF and safetensors barely compress)."""
+    """``folder``'s files as an uncompressed tar at ``destination``, at its top level (see ``archive_stream``)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(destination, "w") as tar:
-        for path in sorted(folder.iterdir()):
-            if path.is_file():
-                tar.add(path, arcname=path.name)
+    _, chunks = archive_stream(folder)
+    with destination.open("wb") as out:
+        for chunk in chunks:
+            out.write(chunk)
     return destination

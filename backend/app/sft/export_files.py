@@ -1,9 +1,15 @@
-"""The files written beside an exported model: Ollama's Modelfile (for GGUF) and the README model card."""
+"""The files written beside an exported model (Ollama's Modelfile for GGUF, the README model card), and
+an export's folder as a tar streamed from its files."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import tarfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
+
+#: Bytes read from a file per chunk of a streamed archive.
+ARCHIVE_CHUNK = 1024 * 1024
 
 # Ollama
 
@@ -141,3 +147,40 @@ def _usage(card: dict[str, Any], *, fmt: str, gguf_name: str | None) -> str:
             f"{max(16, int((card.get('lora') or {}).get('r') or 16))}\n```\n\n"
             "then ask for `\"model\": \"my-adapter\"` on its OpenAI API. PEFT:\n\n```python\n"
             "from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained('.')\n```")
+
+
+# Archives
+
+
+def archive_stream(folder: Path) -> tuple[int, Iterator[bytes]]:
+    """``folder``'s files as an uncompressed tar at its top level (GGUF and safetensors barely compress),
+    made as it is read: its exact size and its bytes, so that no download writes a copy to disk.
+    GNU format, padded to 10 KiB records as ``tarfile`` pads them."""
+    members = []
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            stat = path.stat()
+            info = tarfile.TarInfo(path.name)
+            info.size, info.mtime, info.mode = stat.st_size, int(stat.st_mtime), 0o644
+            members.append((path, info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"), stat.st_size))
+    body = sum(len(header) + _padded(size) for _, header, size in members) + 2 * tarfile.BLOCKSIZE
+    total = -(-body // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+    def chunks() -> Iterator[bytes]:
+        for path, header, size in members:
+            yield header
+            sent = 0
+            with path.open("rb") as f:
+                while sent < size and (chunk := f.read(min(ARCHIVE_CHUNK, size - sent))):
+                    sent += len(chunk)
+                    yield chunk
+            if sent != size:
+                raise OSError(f"{path} changed while it was archived ({sent} of {size} bytes)")
+            yield b"\0" * (_padded(size) - size)
+        yield b"\0" * (total - body + 2 * tarfile.BLOCKSIZE)
+
+    return total, chunks()
+
+
+def _padded(size: int) -> int:
+    return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE

@@ -297,6 +297,9 @@ class SQLiteStore:
                            params)
         return [{**dict(row), "result": json.loads(row["result"]) if row["result"] else None} for row in rows]
 
+    def delete_export(self, export_id: str) -> None:
+        self._execute("DELETE FROM exports WHERE export_id = ?", (export_id,))
+
 
 def _file_from_row(row: sqlite3.Row) -> dict[str, Any]:
     record = dict(row)

@@ -152,6 +152,16 @@ def _export(path: str = "") -> Callable[[World], Call]:
     return lambda w: Call("GET", f"/api/sft/jobs/{w.trained}/exports/{w.export_id}{path}", target=w.trained)
 
 
+def _delete_export(w: World) -> Call:
+    """A fresh (failed) export of A's job to delete: the shared completed one stays for the other cases."""
+    export_id = str(uuid.uuid4())
+    w.manager.store.insert_export({
+        "export_id": export_id, "job_id": w.trained, "format": "gguf", "type": "f16", "status": "failed",
+        "path": str(Path(w.manager.get_job(w.trained).output_dir) / "exports" / export_id),
+        "created_at": "2026-01-01T00:00:00+00:00", "error": "made by the test"})
+    return Call("DELETE", f"/api/sft/jobs/{w.trained}/exports/{export_id}", target=w.trained)
+
+
 def _new_key(w: World) -> Call:
     return Call("POST", "/api/keys", json={"name": "carol"})
 
@@ -231,6 +241,7 @@ CASES: dict[tuple[str, str], Case] = {
         status=202),
     ("GET", "/api/sft/jobs/{job_id}/exports"): Case(_job("/exports")),
     ("GET", "/api/sft/jobs/{job_id}/exports/{export_id}"): Case(_export()),
+    ("DELETE", "/api/sft/jobs/{job_id}/exports/{export_id}"): Case(_delete_export),
     ("GET", "/api/sft/jobs/{job_id}/exports/{export_id}/download"): Case(_export("/download")),
     ("GET", "/api/sft/jobs/{job_id}/exports/{export_id}/files/{name}"): Case(
         lambda w: _export(f"/files/{w.export_file}")(w)),

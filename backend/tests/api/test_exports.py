@@ -171,3 +171,73 @@ def test_unfinished_exports_of_a_dead_server_fail_on_restart(settings, tmp_path)
     finally:
         quiesce(manager)
         store.close()
+
+
+# Limits, de-duplication, deletion, streamed downloads (issue #23)
+
+
+def test_the_same_export_asked_again_is_the_one_the_job_has(env):
+    first = export(env, "lora", format="adapter")
+    again = env.client.post(f"/api/sft/jobs/{env.jobs['lora']}/export", json={"format": "adapter"})
+    assert again.status_code == 202 and again.json()["export_id"] == first["export_id"]
+    listed = env.client.get(f"/api/sft/jobs/{env.jobs['lora']}/exports").json()["exports"]
+    assert [e["export_id"] for e in listed if e["format"] == "adapter"] == [first["export_id"]]
+
+
+def test_a_job_keeps_at_most_its_limit_of_exports_and_delete_frees_a_place(env, monkeypatch):
+    job_id = env.jobs["lora"]
+    exports = ExportManager.of(env.manager)
+    export(env, "lora", format="adapter")
+    kept = [e for e in exports.list(job_id) if e["status"] != "failed"]
+    monkeypatch.setattr(env.settings, "max_exports_per_job", len(kept))
+    refused = env.client.post(f"/api/sft/jobs/{job_id}/export", json={"format": "gguf", "type": "f16"})
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (
+        f"job {job_id} already has {len(kept)} exports, the most one job keeps (SFT_MAX_EXPORTS_PER_JOB="
+        f"{len(kept)}); delete one (DELETE /api/sft/jobs/{job_id}/exports/{{export_id}}) first")
+    # A duplicate is still answered at the limit: it adds nothing.
+    assert env.client.post(f"/api/sft/jobs/{job_id}/export", json={"format": "adapter"}).status_code == 202
+
+    victim = next(e for e in kept if e["format"] == "adapter")
+    deleted = env.client.delete(f"/api/sft/jobs/{job_id}/exports/{victim['export_id']}")
+    assert deleted.status_code == 200 and deleted.json()["export_id"] == victim["export_id"]
+    assert not Path(victim["path"]).exists()
+    gone = env.client.get(f"/api/sft/jobs/{job_id}/exports/{victim['export_id']}")
+    assert gone.status_code == 404
+    assert env.client.delete(f"/api/sft/jobs/{job_id}/exports/{victim['export_id']}").status_code == 404
+    again = export(env, "lora", format="adapter")  # a place was freed
+    assert again["status"] == "completed" and again["export_id"] != victim["export_id"]
+
+
+def test_only_the_owner_or_an_admin_deletes_an_export(env):
+    from app.api.auth import Principal
+    from app.api.deps import current_user
+
+    job_id = env.jobs["lora"]
+    record = export(env, "lora", format="adapter")
+    overrides = env.client.app.dependency_overrides
+    overrides[current_user] = lambda: Principal(name="bob", admin=False)
+    try:
+        refused = env.client.delete(f"/api/sft/jobs/{job_id}/exports/{record['export_id']}")
+    finally:
+        overrides.clear()
+    assert refused.status_code == 404
+    assert env.client.get(f"/api/sft/jobs/{job_id}/exports/{record['export_id']}").status_code == 200
+
+
+def test_a_download_is_streamed_with_its_size_and_writes_no_copy(env, tmp_path):
+    record = export(env, "lora", format="adapter")
+    scratch = env.settings.resolved_data_dir / "tmp"
+    before = sorted(scratch.iterdir()) if scratch.exists() else []
+    with env.client.stream("GET", record["download_url"]) as response:
+        assert response.status_code == 200
+        size = int(response.headers["content-length"])
+        chunks = response.iter_bytes()
+        first = next(chunks)
+        assert (sorted(scratch.iterdir()) if scratch.exists() else []) == before  # mid-download: no temporary copy
+        content = first + b"".join(chunks)
+    assert len(content) == size
+    names = untar(content, tmp_path / "out")
+    assert sorted(names) == sorted(f["name"] for f in record["result"]["files"])
+    for name in names:
+        assert (tmp_path / "out" / name).read_bytes() == (Path(record["path"]) / name).read_bytes()

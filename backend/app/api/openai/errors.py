@@ -115,6 +115,6 @@ class OpenAIRoute(APIRoute):
                 message, param = validation_message(list(exc.errors()))
                 return error_response(400, message, param=param)
             except HTTPException as exc:
-                return error_response(exc.status_code, str(exc.detail))
+                return error_response(exc.status_code, str(exc.detail), param=getattr(exc, "field", None))
 
         return handle

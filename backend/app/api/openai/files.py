@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 from ...core.settings import Settings
 from ...sft.formats import RawRows, convert_rows
 from ...sft.errors import DatasetError
+from ...sft.jsontext import JSONTextError, loads_text
 from ...store import SQLiteStore
 from .errors import OpenAIError, invalid, not_found
 
@@ -113,9 +114,11 @@ def check_training_file(path: Path, filename: str) -> tuple[int, str]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = loads_text(line)
             except json.JSONDecodeError as exc:
                 raise bad(f"not valid JSON ({exc.msg}, column {exc.colno})") from None
+            except JSONTextError as exc:
+                raise bad(str(exc)) from None
             if not isinstance(row, dict):
                 raise bad(f"expected a JSON object, got {type(row).__name__}")
             row_fmt = _row_format(row)
