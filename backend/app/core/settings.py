@@ -37,6 +37,13 @@ class Settings(BaseSettings):
         description="Directories local models (directories, .gguf files) may be read from, besides the "
         "model cache. Default: the data directory.",
     )
+    shared_roots: list[Path] | None = Field(
+        None,
+        description="With keys: directories every user may read datasets and models from (read-only), besides "
+        "their own uploads and jobs' outputs. The data directory and the output root are never shared (other "
+        "users' files live there). Default: the dataset and model roots. Admin keys read the dataset and model "
+        "roots, as the local user does with keys off.",
+    )
     max_concurrent_jobs: int = Field(
         1, ge=1, le=64,
         description="Jobs that train at once (with SFT_EXECUTOR=ray: jobs submitted to the cluster at once; "
@@ -182,6 +189,27 @@ class Settings(BaseSettings):
     def resolved_dataset_roots(self) -> list[Path]:
         roots = self.dataset_roots or [self.data_dir, Path.cwd()]
         return [Path(root).resolve() for root in roots]
+
+    @property
+    def resolved_shared_roots(self) -> tuple[list[Path], list[Path]]:
+        """What a user's key may read besides their own files, as (dataset roots, model roots), before the
+        data directory and the output root are taken out (``app.jobs.access`` does that)."""
+        if self.shared_roots is not None:
+            roots = [Path(root).resolve() for root in self.shared_roots]
+            return roots, roots
+        return self.resolved_dataset_roots, self.resolved_model_roots[:-1]
+
+    @property
+    def private_roots(self) -> list[Path]:
+        """Where every user's uploads, outputs, logs and the database live: never a shared root."""
+        return [self.resolved_data_dir, self.resolved_output_root]
+
+    @property
+    def server_paths(self) -> list[Path]:
+        """What the server itself keeps in the data directory: no job's output_dir may overlap them."""
+        data = self.resolved_data_dir
+        return [self.resolved_files_dir, data / "logs", data / "tmp", self.resolved_model_cache_dir,
+                self.resolved_database_path]
 
     @property
     def resolved_model_roots(self) -> list[Path]:
