@@ -142,6 +142,13 @@ def path_access(manager: Any, user: Caller) -> PathAccess:
                       private=tuple(settings.private_roots), model_cache=settings.resolved_model_cache_dir)
 
 
+def check_submission(manager: Any, user: Caller, config: Mapping[str, Any]) -> None:
+    """InvalidConfig naming the field when ``config`` names a file ``user`` may not read. Like the rest of
+    pre-flight (the model and dataset checks), skipped by a manager made without it (tests of the queue)."""
+    if manager.preflight:
+        path_access(manager, user).check_config(config)
+
+
 def models_on_hand(manager: Any, user: Caller) -> list[dict[str, Any]]:
     """The base models ``user`` may name (``app.sft.models.list_models``): for a user's key, not the
     models converted from someone's file nor the local ones outside the shared roots."""
