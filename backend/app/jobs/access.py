@@ -25,7 +25,7 @@ from ..core.errors import InvalidConfig
 from ..sft.errors import DatasetError, ModelError
 from ..sft.data import BUNDLED_PREFIX, looks_local
 from ..sft.models import is_local_model, list_models
-from ..sft.paths import PathRefused, is_within, resolve_allowed_path
+from ..sft.paths import PathRefused, check_path_text, is_within, resolve_allowed_path
 
 Kind = Literal["dataset", "model"]
 
@@ -70,7 +70,7 @@ class PathAccess:
     def check(self, reference: str, *, kind: Kind) -> None:
         """Raise PathRefused when ``reference`` is a local path this caller may not read (bundled names
         and Hub ids pass: the path policy and the loaders judge them)."""
-        if self.own is None or not is_local(reference, kind=kind):
+        if self.own is None or not is_local(check_path_text(reference), kind=kind):
             return
         if not self.allows(resolve_allowed_path(reference, roots=None, kind=kind), kind=kind):
             listed = ", ".join(str(root) for root in self.shared(kind)) or "none on this server"
