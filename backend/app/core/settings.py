@@ -41,8 +41,8 @@ class Settings(BaseSettings):
         None,
         description="With keys: directories every user may read datasets and models from (read-only), besides "
         "their own uploads and jobs' outputs. The data directory and the output root are never shared (other "
-        "users' files live there). Default: the dataset and model roots. Admin keys read the dataset and model "
-        "roots, as the local user does with keys off.",
+        "users' files live there). Default: the dataset and model roots; set, they are dataset and model roots "
+        "too. Admin keys read the dataset and model roots, as the local user does with keys off.",
     )
     max_concurrent_jobs: int = Field(
         1, ge=1, le=64,
@@ -187,7 +187,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_dataset_roots(self) -> list[Path]:
-        roots = self.dataset_roots or [self.data_dir, Path.cwd()]
+        roots = [*(self.dataset_roots or [self.data_dir, Path.cwd()]), *(self.shared_roots or [])]
         return [Path(root).resolve() for root in roots]
 
     @property
@@ -213,9 +213,9 @@ class Settings(BaseSettings):
 
     @property
     def resolved_model_roots(self) -> list[Path]:
-        """Where local models may be read from: ``model_roots`` (default the data directory), and the
-        model cache."""
-        roots = [Path(root).resolve() for root in (self.model_roots or [self.data_dir])]
+        """Where local models may be read from: ``model_roots`` (default the data directory), the shared
+        roots, and the model cache (last)."""
+        roots = [Path(root).resolve() for root in [*(self.model_roots or [self.data_dir]), *(self.shared_roots or [])]]
         return [*roots, self.resolved_model_cache_dir]
 
 
