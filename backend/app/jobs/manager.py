@@ -122,7 +122,6 @@ class SFTJobManager(RunControl):
             if max_active is not None:
                 self.check_quota(owner, max_active)
             check_output_dir_free(self.jobs.values(), resolved.output_dir, owner=owner)
-            # With keys, no job holds the directory now: what a deleted job left there is not this one's.
             create_output_dir(resolved.output_dir, fresh=owner is not None)
             self._next_seq += 1
             job = SFTJob(resolved, callbacks, job_id=job_id, seq=self._next_seq)
