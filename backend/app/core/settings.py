@@ -40,9 +40,9 @@ class Settings(BaseSettings):
     shared_roots: list[Path] | None = Field(
         None,
         description="With keys: directories every user may read datasets and models from (read-only), besides "
-        "their own uploads and jobs' outputs. The data directory and the output root are never shared (other "
-        "users' files live there). Default: the dataset and model roots; set, they are dataset and model roots "
-        "too. Admin keys read the dataset and model roots, as the local user does with keys off.",
+        "their own uploads and jobs' outputs. The data directory, the output root and the model cache are never "
+        "shared (other users' files live there). Default: the dataset and model roots; set, they are dataset and "
+        "model roots too. Admin keys read the dataset and model roots, as the local user does with keys off.",
     )
     max_concurrent_jobs: int = Field(
         1, ge=1, le=64,
@@ -201,8 +201,8 @@ class Settings(BaseSettings):
 
     @property
     def private_roots(self) -> list[Path]:
-        """Where every user's uploads, outputs, logs and the database live: never a shared root."""
-        return [self.resolved_data_dir, self.resolved_output_root]
+        """Where every user's uploads, outputs, logs, converted models and the database live: never shared."""
+        return [self.resolved_data_dir, self.resolved_output_root, self.resolved_model_cache_dir]
 
     @property
     def server_paths(self) -> list[Path]:

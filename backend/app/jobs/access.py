@@ -6,8 +6,10 @@ Keys off (the local user) and admin keys read what the server's path policy allo
 - their own uploads and their own jobs' output directories (adapters, checkpoints, merged models),
   however they are named: a file id, an ``ft:`` model or a path;
 - the shared roots (``SFT_SHARED_ROOTS``; by default the dataset and model roots), read-only, less the
-  data directory and the output root, where every user's uploads, outputs and logs live;
-- for models, also the model cache (the bundled models, converted once for everyone).
+  data directory, the output root and the model cache, where every user's uploads, outputs, logs and
+  converted models live;
+- for models, also the bundled models' folders in the model cache (converted once for everyone), not the
+  models converted there from someone's GGUF file.
 
 A reference is resolved (symlinks followed) and checked without being opened, so a refusal reads the
 same for a file that exists and one that does not, and never says what is there or whose it is. The
@@ -24,7 +26,7 @@ from typing import Any, Literal, Protocol
 from ..core.errors import InvalidConfig
 from ..sft.errors import DatasetError, ModelError
 from ..sft.data import BUNDLED_PREFIX, looks_local
-from ..sft.models import is_local_model, list_models
+from ..sft.models import BUNDLED_MODELS, is_local_model, list_models
 from ..sft.paths import PathRefused, check_path_text, is_within, resolve_allowed_path
 
 Kind = Literal["dataset", "model"]
@@ -52,7 +54,8 @@ class PathAccess:
     shared_datasets: tuple[Path, ...] = ()
     shared_models: tuple[Path, ...] = ()
     private: tuple[Path, ...] = ()
-    model_cache: Path | None = None
+    #: The bundled models' folders in the model cache (the rest of it was converted from someone's file).
+    bundled: tuple[Path, ...] = ()
 
     @property
     def restricted(self) -> bool:
@@ -62,7 +65,7 @@ class PathAccess:
         """Whether the resolved ``path`` is this caller's to read."""
         if self.own is None or is_within(path, self.own):
             return True
-        if kind == "model" and self.model_cache is not None and is_within(path, [self.model_cache]):
+        if kind == "model" and is_within(path, self.bundled):
             return True
         shared = self.shared_datasets if kind == "dataset" else self.shared_models
         return is_within(path, shared) and not is_within(path, self.private)
@@ -139,7 +142,8 @@ def path_access(manager: Any, user: Caller) -> PathAccess:
     own += [Path(record["path"]).resolve() for record in manager.store.load_files(owner=user.owner)]
     datasets, models = settings.resolved_shared_roots
     return PathAccess(own=tuple(own), shared_datasets=tuple(datasets), shared_models=tuple(models),
-                      private=tuple(settings.private_roots), model_cache=settings.resolved_model_cache_dir)
+                      private=tuple(settings.private_roots),
+                      bundled=tuple(settings.resolved_model_cache_dir / alias for alias in BUNDLED_MODELS))
 
 
 def check_submission(manager: Any, user: Caller, config: Mapping[str, Any]) -> None:

@@ -123,7 +123,7 @@ def test_alices_merged_model_is_not_bobs_to_chat_with_retrieve_or_preview(w):
     assert w.as_("alice", "GET", f"/v1/models/{merged}").status_code == 200
 
 
-def test_bobs_model_list_shows_no_models_converted_from_alices_files(w):
+def test_bob_neither_lists_nor_names_a_model_converted_from_alices_file(w):
     converted = w.manager.settings.resolved_model_cache_dir / "gguf-alices-model-1234"
     converted.mkdir(parents=True, exist_ok=True)
     (converted / "config.json").write_text("{}")
@@ -131,6 +131,8 @@ def test_bobs_model_list_shows_no_models_converted_from_alices_files(w):
         for url in ("/api/sft/models", "/v1/models"):
             assert str(converted) not in w.as_("bob", "GET", url).text
             assert str(converted) in w.as_("root", "GET", url).text
+        assert w.as_("bob", "GET", f"/v1/models/{converted}").status_code == 404
+        assert w.as_("root", "GET", f"/v1/models/{converted}").status_code == 200
     finally:
         (converted / "config.json").unlink()
         converted.rmdir()
