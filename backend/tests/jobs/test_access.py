@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from app.api.auth import Principal
-from app.jobs.access import path_access
+from app.jobs.access import PathAccess, path_access
 from app.sft.paths import PathRefused
 from factories import contact_rows, write_jsonl
 
@@ -39,3 +42,17 @@ def test_no_shared_roots_leaves_a_user_their_own_files_and_the_bundled_ones(make
     access.check("bundled:json-extract", kind="dataset")
     with pytest.raises(PathRefused, match=r"\(none on this server\)$"):
         access.check(str(chat_jsonl), kind="dataset")
+
+
+
+@hypothesis_settings(max_examples=300, deadline=None, derandomize=True, database=None,
+                     suppress_health_check=list(HealthCheck))
+@given(reference=st.text() | st.sampled_from(["~", "~nobody/x", "/", ".", "..", "a/../../etc/passwd", "x.gguf"]),
+       kind=st.sampled_from(["dataset", "model"]))
+def test_any_text_is_judged_never_raised_past_the_rule(tmp_path, reference, kind):
+    access = PathAccess(own=(tmp_path / "mine",), shared_datasets=(tmp_path,), shared_models=(tmp_path,),
+                        private=(tmp_path / "data",))
+    try:
+        access.check(reference, kind=kind)
+    except PathRefused:
+        pass
