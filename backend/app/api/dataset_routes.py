@@ -38,4 +38,3 @@ async def preview(request: DatasetPreviewRequest, manager: ManagerDep, gate: Gat
         )
 
     return await gate.run(http, work)
-

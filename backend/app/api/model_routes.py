@@ -109,4 +109,3 @@ async def evaluate(request: EvaluateRequest, manager: ManagerDep, cache: CacheDe
 def list_models(manager: ManagerDep, user: CurrentUser) -> list[dict]:
     """Models usable offline: bundled aliases, converted and local model directories, the Hub cache."""
     return models_on_hand(manager, user)
-

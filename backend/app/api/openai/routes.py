@@ -91,8 +91,8 @@ def delete_file(file_id: str, manager: ManagerDep, user: CurrentUser) -> dict:
     record = files.get_file(manager.store, file_id, visible=user.sees)
     extras = jobs.load_extras(manager)
     # Only the file's owner's jobs hold it: another user's job cannot keep a file they may not read.
-    busy = next((job.job_id for job in files.file_users(manager, record["path"])
-                 if job.owner == record.get("owner") and jobs.openai_status(job, extras.get(job.job_id, {})) in ("queued", "running", "paused")), None)
+    busy = next((job.job_id for job in files.file_users(manager, record["path"]) if job.owner == record.get("owner")
+                 and jobs.openai_status(job, extras.get(job.job_id, {})) in ("queued", "running", "paused")), None)
     files.delete_file(manager.store, record, busy_job=busy)
     return {"id": file_id, "object": "file", "deleted": True}
 
