@@ -168,6 +168,9 @@ def test_a_deleted_jobs_directory_starts_clean_for_the_next_job(w):
     steps = [c["step"] for c in w.as_("bob", "GET", f"/api/sft/jobs/{bobs}/checkpoints").json()["checkpoints"]]
     assert 999 not in steps
     wait_for(lambda: w.manager.get_job(bobs).status.is_terminal(), timeout=180, message="bob's job")
+    # His own job, evaluated on her file: refused as the preview is.
+    evaluate = w.as_("bob", "POST", "/api/sft/evaluate", json={"job_id": bobs, "dataset_name": w.file_path})
+    assert evaluate.status_code == 400 and evaluate.json()["errors"][0]["field"] == "dataset_name"
 
 
 # Item 9: file deletes
