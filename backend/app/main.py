@@ -120,9 +120,14 @@ def create_app(manager: SFTJobManager | None = None, *, host: str | None = None)
         """Liveness, version, auth mode, the caller's job counts (none for an anonymous caller), the executor's
         state and model requests in progress."""
         jobs = manager.counts(owner=user.scope) if user is not None else {}
+        # Server-wide activity (GPU memory in use, model requests, the executor's runs) is the admins': a user's
+        # key sees its own job counts and whether the executor is up.
+        wide = user is not None and user.admin
+        executor = manager.executor.health()
         return HealthResponse(version=VERSION, auth=app.state.auth_mode, max_concurrent_jobs=manager.max_concurrent_jobs,
-                              jobs=jobs, device=default_device(), gpu=gpu_memory(), model_requests=gate.counts(),
-                              executor=manager.executor.health())
+                              jobs=jobs, device=default_device(), gpu=gpu_memory() if wide else None,
+                              model_requests=gate.counts() if wide else {},
+                              executor=executor if wide else {k: executor[k] for k in ("name", "status") if k in executor})
 
     return app
 

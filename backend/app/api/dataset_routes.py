@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from ..jobs.access import path_access
 from ..sft.preview import preview_dataset
-from .deps import GateDep, ManagerDep
+from .deps import CurrentUser, GateDep, ManagerDep
 from .schemas import ERROR_RESPONSES, DatasetPreviewRequest, DatasetPreviewResponse, ErrorResponse
 
 router = APIRouter(prefix="/api/sft", tags=["datasets"],
@@ -17,9 +18,11 @@ router = APIRouter(prefix="/api/sft", tags=["datasets"],
 
 
 @router.post("/datasets/preview", response_model=DatasetPreviewResponse)
-async def preview(request: DatasetPreviewRequest, manager: ManagerDep, gate: GateDep, http: Request) -> dict:
+async def preview(request: DatasetPreviewRequest, manager: ManagerDep, gate: GateDep, http: Request,
+                  user: CurrentUser) -> dict:
     """Detected format, row count, three examples rendered as the model sees them, token lengths."""
     settings = manager.settings
+    path_access(manager, user).check_sources(dataset_name=request.dataset_name, base_model=request.base_model)
 
     # It loads a tokenizer (converting a bundled model the first time), so it runs on the model
     # request threads like generate and evaluate, not on the pool that serves /health.

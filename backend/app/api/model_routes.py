@@ -11,9 +11,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from ..core.errors import ServiceBusy
+from ..jobs.access import models_on_hand, path_access
 from ..sft import artifacts, evaluation, generation
 from ..sft.budget import Budget
-from ..sft import models as sft_models
 from .deps import CacheDep, CurrentUser, GateDep, ManagerDep, ValidJob, visible_job
 from .schemas import (
     ERROR_RESPONSES,
@@ -91,6 +91,7 @@ async def evaluate(request: EvaluateRequest, manager: ManagerDep, cache: CacheDe
     """Exact-match score of the base model and of the job's model on a conversational dataset."""
     job = visible_job(manager, user, request.job_id)
     settings = manager.settings
+    path_access(manager, user).check_sources(dataset_name=request.dataset_name)
     artifact = artifacts.job_artifact(job, checkpoint=request.checkpoint, model_roots=settings.resolved_model_roots)
     check_not_busy(manager)
 
@@ -105,8 +106,6 @@ async def evaluate(request: EvaluateRequest, manager: ManagerDep, cache: CacheDe
 
 
 @router.get("/models", response_model=list[ModelInfo])
-def list_models(manager: ManagerDep) -> list[dict]:
+def list_models(manager: ManagerDep, user: CurrentUser) -> list[dict]:
     """Models usable offline: bundled aliases, converted and local model directories, the Hub cache."""
-    settings = manager.settings
-    return sft_models.list_models(cache_dir=settings.resolved_model_cache_dir,
-                                      model_roots=settings.resolved_model_roots)
+    return models_on_hand(manager, user)

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from ..jobs.access import check_submission
 from ..sft.config import SFTConfig
 from .deps import CurrentUser, ManagerDep, ValidConfig, ValidJob, idempotency_scope, job_quota, visible_config
 from .schemas import (
@@ -45,6 +46,7 @@ def start_training(
     if request.config_id is not None:
         visible_config(manager, user, request.config_id)
         config = manager.config_from_template(request.config_id, request.overrides)
+    check_submission(manager, user, config or {})
     job = manager.submit(config, idempotency_key=idempotency_scope(user, idempotency_key), owner=user.owner,
                          max_active=job_quota(manager, user))
     return JobStartResponse(job_id=job.job_id, status=job.status.value, queue_position=job.queue_position)

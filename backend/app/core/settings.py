@@ -37,6 +37,13 @@ class Settings(BaseSettings):
         description="Directories local models (directories, .gguf files) may be read from, besides the "
         "model cache. Default: the data directory.",
     )
+    shared_roots: list[Path] | None = Field(
+        None,
+        description="With keys: directories every user may read datasets and models from (read-only), besides "
+        "their own uploads and jobs' outputs. The data directory, the output root and the model cache are never "
+        "shared (other users' files live there). Default: the dataset and model roots; set, they are dataset and "
+        "model roots too. Admin keys read the dataset and model roots, as the local user does with keys off.",
+    )
     max_concurrent_jobs: int = Field(
         1, ge=1, le=64,
         description="Jobs that train at once (with SFT_EXECUTOR=ray: jobs submitted to the cluster at once; "
@@ -185,14 +192,35 @@ class Settings(BaseSettings):
 
     @property
     def resolved_dataset_roots(self) -> list[Path]:
-        roots = self.dataset_roots or [self.data_dir, Path.cwd()]
+        roots = [*(self.dataset_roots or [self.data_dir, Path.cwd()]), *(self.shared_roots or [])]
         return [Path(root).resolve() for root in roots]
 
     @property
+    def resolved_shared_roots(self) -> tuple[list[Path], list[Path]]:
+        """What a user's key may read besides their own files, as (dataset roots, model roots), before the
+        data directory and the output root are taken out (``app.jobs.access`` does that)."""
+        if self.shared_roots is not None:
+            roots = [Path(root).resolve() for root in self.shared_roots]
+            return roots, roots
+        return self.resolved_dataset_roots, self.resolved_model_roots[:-1]
+
+    @property
+    def private_roots(self) -> list[Path]:
+        """Where every user's uploads, outputs, logs, converted models and the database live: never shared."""
+        return [self.resolved_data_dir, self.resolved_output_root, self.resolved_model_cache_dir]
+
+    @property
+    def server_paths(self) -> list[Path]:
+        """What the server itself keeps in the data directory: no job's output_dir may overlap them."""
+        data = self.resolved_data_dir
+        return [self.resolved_files_dir, data / "logs", data / "tmp", self.resolved_model_cache_dir,
+                self.resolved_database_path]
+
+    @property
     def resolved_model_roots(self) -> list[Path]:
-        """Where local models may be read from: ``model_roots`` (default the data directory), and the
-        model cache."""
-        roots = [Path(root).resolve() for root in (self.model_roots or [self.data_dir])]
+        """Where local models may be read from: ``model_roots`` (default the data directory), the shared
+        roots, and the model cache (last)."""
+        roots = [Path(root).resolve() for root in [*(self.model_roots or [self.data_dir]), *(self.shared_roots or [])]]
         return [*roots, self.resolved_model_cache_dir]
 
 

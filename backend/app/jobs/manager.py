@@ -121,8 +121,8 @@ class SFTJobManager(RunControl):
                     return existing.job_id
             if max_active is not None:
                 self.check_quota(owner, max_active)
-            check_output_dir_free(self.jobs.values(), resolved.output_dir)
-            create_output_dir(resolved.output_dir)
+            check_output_dir_free(self.jobs.values(), resolved.output_dir, owner=owner)
+            create_output_dir(resolved.output_dir, fresh=owner is not None)
             self._next_seq += 1
             job = SFTJob(resolved, callbacks, job_id=job_id, seq=self._next_seq)
             job.idempotency_key = idempotency_key
@@ -236,7 +236,7 @@ class SFTJobManager(RunControl):
                 raise JobConflict(
                     f"Job {job_id} is {job.status.value}; only a stopped or failed job can be resumed"
                 )
-            check_output_dir_free(self.jobs.values(), job.output_dir, besides=job_id)
+            check_output_dir_free(self.jobs.values(), job.output_dir, besides=job_id, owner=job.owner)
             self._requeue(job, attempt_status=None, reason="Resume requested")
             self._schedule()
             return job

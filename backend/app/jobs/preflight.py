@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import shutil
 from pathlib import Path
 from collections.abc import Iterable
 from typing import Any
@@ -92,13 +93,26 @@ def resolve_output_dir(output_dir: str | None, *, job_id: str, settings: Setting
             f"config.output_dir: {output_dir!r} resolves outside the output root {root}; "
             "use a relative path (it is taken from the output root) or leave it unset"
         )
+    if any(resolved == own or resolved.is_relative_to(own) or own.is_relative_to(resolved)
+           for own in settings.server_paths):
+        # Only when the output root holds the server's own folders (SFT_OUTPUT_ROOT=<data>): a job must not
+        # write over, or start clean in, uploads, logs or the model cache.
+        raise InvalidConfig(f"config.output_dir: {output_dir!r} would overlap this server's own files "
+                            "(uploads, logs, model cache, database); choose another name")
     return resolved
 
 
-def create_output_dir(output_dir: str) -> None:
-    """Create a job's output directory at submit, so a name the file system refuses is a 400 now."""
+def create_output_dir(output_dir: str, *, fresh: bool = False) -> None:
+    """Create a job's output directory at submit, so a name the file system refuses is a 400 now.
+
+    ``fresh`` (with keys, where no job holds the directory any more): what is left in it, a deleted job's
+    checkpoints perhaps another user's, is removed, so the new job neither lists nor resumes from them.
+    """
+    path = Path(output_dir)
     try:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        if fresh and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidConfig(f"config.output_dir: {output_dir} cannot be created ({exc.strerror or exc})") from None
 
@@ -157,18 +171,26 @@ def _check_target_modules(config: SFTConfig, ref: Any) -> None:
                             "or use 'all-linear')")
 
 
-def check_output_dir_free(jobs: Iterable[Any], output_dir: str, *, besides: str | None = None) -> None:
+def check_output_dir_free(jobs: Iterable[Any], output_dir: str, *, besides: str | None = None,
+                          owner: str | None = None) -> None:
     """JobConflict when ``output_dir`` is, contains or lies inside the directory of one of ``jobs``
-    (any status: a finished job's adapter must not be overwritten); ``besides`` is a job id to skip."""
+    (any status: a finished job's adapter must not be overwritten); ``besides`` is a job id to skip.
+
+    A job of another ``owner`` than the one asking is not identified (no id, status or path of it).
+    """
     for job in jobs:
         other = job.config.get("output_dir")
         if job.job_id == besides or not other:
             continue
         if other == output_dir:
-            raise JobConflict(f"output_dir {output_dir} is in use by job {job.job_id} ({job.status.value})")
-        if output_dir.startswith(other.rstrip("/") + "/"):
-            raise JobConflict(f"output_dir {output_dir} is inside the output_dir of job {job.job_id} "
-                              f"({job.status.value}): {other}")
-        if other.startswith(output_dir.rstrip("/") + "/"):
-            raise JobConflict(f"output_dir {output_dir} contains the output_dir of job {job.job_id} "
-                              f"({job.status.value}): {other}")
+            clash = "is in use by"
+        elif output_dir.startswith(other.rstrip("/") + "/"):
+            clash = "is inside the output_dir of"
+        elif other.startswith(output_dir.rstrip("/") + "/"):
+            clash = "contains the output_dir of"
+        else:
+            continue
+        if job.owner != owner:
+            raise JobConflict(f"output_dir {output_dir} {clash} another job; choose another output_dir")
+        detail = f"output_dir {output_dir} {clash} job {job.job_id} ({job.status.value})"
+        raise JobConflict(detail if clash == "is in use by" else f"{detail}: {other}")

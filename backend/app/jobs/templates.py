@@ -38,10 +38,9 @@ class ConfigTemplates:
         check_partial_config(config)
         with self._lock:
             for saved in self.configs.values():
-                if saved["name"] == name:
-                    # Names are unique server-wide; another user's config is not identified.
-                    known = f" ({saved['config_id']})" if saved.get("owner") == owner else ""
-                    raise JobConflict(f"A config named {name!r} already exists{known}")
+                # Names are unique per owner: another user's names neither collide nor show.
+                if saved["name"] == name and saved.get("owner") == owner:
+                    raise JobConflict(f"A config named {name!r} already exists ({saved['config_id']})")
             config_id = str(uuid.uuid4())
             record = {"config_id": config_id, "name": name, "config": dict(config), "created_at": utcnow(),
                       "owner": owner}

@@ -110,6 +110,11 @@ def resolve_model(reference: str, *, cache_dir: Path, allowed_roots: list[Path] 
     )
 
 
+def is_local_model(reference: str) -> bool:
+    """Whether ``reference`` names a file or directory on this machine (not a bundled alias or a Hub id)."""
+    return reference not in BUNDLED_MODELS and _looks_local(reference)
+
+
 def _looks_local(reference: str) -> bool:
     # A Hub-shaped name that exists on disk is a path: transformers would load that directory.
     return (
@@ -325,12 +330,13 @@ def _load_error(ref: ModelRef, what: str, exc: Exception) -> ModelError:
 # The models a config can name without the Hub
 
 
-def list_models(*, cache_dir: Path, model_roots: list[Path]) -> list[dict[str, Any]]:
+def list_models(*, cache_dir: Path, model_roots: list[Path], converted: bool = True) -> list[dict[str, Any]]:
     """Models usable without the Hub; ``name`` is what a config's ``base_model`` takes.
 
     Bundled aliases (``ready`` once converted into the model cache), other converted model
-    directories in the model cache, model directories (with a config.json) directly under a
-    ``models/`` folder of an allowed model root, and models in the local Hugging Face cache.
+    directories in the model cache (unless ``converted`` is false: they may be converted from
+    someone's own file), model directories (with a config.json) directly under a ``models/`` folder
+    of an allowed model root, and models in the local Hugging Face cache.
     """
     items: list[dict[str, Any]] = []
     seen: set[Path] = set()
@@ -339,7 +345,8 @@ def list_models(*, cache_dir: Path, model_roots: list[Path]) -> list[dict[str, A
         seen.add(path)
         items.append({"name": alias, "kind": "bundled", "path": str(path),
                       "ready": (path / "config.json").is_file()})
-    folders = [(cache_dir, "converted")] + [(root / "models", "local") for root in model_roots]
+    folders = [(cache_dir, "converted")] if converted else []
+    folders += [(root / "models", "local") for root in model_roots]
     for folder, kind in folders:
         for path in _model_dirs(folder, roots=[*(r.resolve() for r in model_roots), cache_dir.resolve()]):
             if path not in seen:

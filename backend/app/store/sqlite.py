@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE TABLE IF NOT EXISTS configs (
     config_id   TEXT PRIMARY KEY,
-    name        TEXT NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
     config      TEXT NOT NULL,
     created_at  TEXT NOT NULL
 );
@@ -146,6 +146,21 @@ class SQLiteStore:
             columns = {row["name"] for row in self._conn.execute(f"PRAGMA table_info({table})")}
             if column not in columns:
                 self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        self._configs_unique_per_owner()
+
+    def _configs_unique_per_owner(self) -> None:
+        """Config names are unique per owner (a database made before had them unique server-wide)."""
+        unique = [row["name"] for row in self._conn.execute("PRAGMA index_list(configs)") if row["origin"] == "u"]
+        if any([c["name"] for c in self._conn.execute(f"PRAGMA index_info({index})")] == ["name"]
+               for index in unique):
+            self._conn.executescript(
+                "BEGIN; ALTER TABLE configs RENAME TO configs_old;"
+                "CREATE TABLE configs (config_id TEXT PRIMARY KEY, name TEXT NOT NULL, config TEXT NOT NULL,"
+                " created_at TEXT NOT NULL, owner TEXT);"
+                "INSERT INTO configs SELECT config_id, name, config, created_at, owner FROM configs_old;"
+                "DROP TABLE configs_old; COMMIT;"
+            )
+        self._conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS configs_owner_name ON configs (IFNULL(owner, ''), name)")
 
     def close(self) -> None:
         with self._lock:

@@ -18,7 +18,9 @@ from starlette.convertors import Convertor, register_url_convertor
 from ...sft.artifacts import Artifact, base_model_artifact, job_artifact
 from ...sft.errors import ModelError
 from ...sft.generation import chat, stream_chat
-from ...sft.models import list_models, resolve_model
+from ...jobs.access import models_on_hand, path_access
+from ...sft.models import resolve_model
+from ...sft.paths import PathRefused
 from ..auth import Principal
 from ..deps import CacheDep, CurrentUser, GateDep, ManagerDep
 from ..model_routes import check_not_busy
@@ -51,9 +53,7 @@ router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute, respo
 @router.get("/models", response_model=ModelList)
 def list_models_route(manager: ManagerDep, user: CurrentUser) -> dict:
     """Base models on hand (as /api/sft/models lists them) and the fine-tuned models of succeeded jobs."""
-    settings = manager.settings
-    data = [_base_model_object(m["name"], Path(m["path"]), m["kind"])
-            for m in list_models(cache_dir=settings.resolved_model_cache_dir, model_roots=settings.resolved_model_roots)]
+    data = [_base_model_object(m["name"], Path(m["path"]), m["kind"]) for m in models_on_hand(manager, user)]
     extras = jobs.load_extras(manager)
     for job in manager.select_jobs(status=JobStatus.COMPLETED.value, owner=user.scope)[0]:
         model = _fine_tuned_model_object(job, extras.get(job.job_id, {}))
@@ -71,7 +71,7 @@ def retrieve_model(model: str, manager: ManagerDep, user: CurrentUser) -> dict:
         if found is None:
             raise not_found(f"The model '{model}' does not exist", param="model", code="model_not_found")
         return found
-    ref = _base_model_ref(manager, model)
+    ref = _base_model_ref(manager, model, user)
     return _base_model_object(model, Path(ref.path), ref.kind)
 
 
@@ -187,11 +187,13 @@ def _fine_tuned_model_object(job: SFTJob, extras: dict[str, Any], name: str | No
             "created": jobs.epoch_seconds(job.completed_at) or 0, "owned_by": jobs.ORGANIZATION}
 
 
-def _base_model_ref(manager: SFTJobManager, name: str):
+def _base_model_ref(manager: SFTJobManager, name: str, user: Principal):
     try:
+        # Another user's model (a merged one in their outputs...) is as missing as a model that is not there.
+        path_access(manager, user).check(name, kind="model")
         ref = resolve_model(name, cache_dir=manager.settings.resolved_model_cache_dir,
                             allowed_roots=manager.settings.resolved_model_roots)
-    except ModelError:
+    except (ModelError, PathRefused):
         ref = None
     if ref is None or (ref.kind == "hub" and not ref.ready):
         raise not_found(f"The model '{name}' does not exist on this server (GET /v1/models lists the models "
@@ -213,5 +215,5 @@ def _chat_artifact(manager: SFTJobManager, name: str, user: Principal) -> Artifa
         job, _, step = _fine_tuned(manager, name, user)
         return job_artifact(job, checkpoint=f"checkpoint-{step}" if step is not None else None,
                             model_roots=manager.settings.resolved_model_roots)
-    _base_model_ref(manager, name)
+    _base_model_ref(manager, name, user)
     return base_model_artifact(name, model_roots=manager.settings.resolved_model_roots)

@@ -12,6 +12,8 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from ...core.errors import InvalidConfig, JobConflict
+from ...jobs.access import path_access
+from ...sft.paths import PathRefused
 from ..auth import Principal
 from ..deps import CurrentUser, ManagerDep, ValidJob, job_quota
 from ..sft_job_manager import JobStatus, SFTJob, SFTJobManager
@@ -88,8 +90,9 @@ def delete_file(file_id: str, manager: ManagerDep, user: CurrentUser) -> dict:
     """Delete a file; refused while a job that may still train on it uses it."""
     record = files.get_file(manager.store, file_id, visible=user.sees)
     extras = jobs.load_extras(manager)
-    busy = next((job.job_id for job in files.file_users(manager, record["path"])
-                 if jobs.openai_status(job, extras.get(job.job_id, {})) in ("queued", "running", "paused")), None)
+    # Only the file's owner's jobs hold it: another user's job cannot keep a file they may not read.
+    busy = next((job.job_id for job in files.file_users(manager, record["path"]) if job.owner == record.get("owner")
+                 and jobs.openai_status(job, extras.get(job.job_id, {})) in ("queued", "running", "paused")), None)
     files.delete_file(manager.store, record, busy_job=busy)
     return {"id": file_id, "object": "file", "deleted": True}
 
@@ -109,6 +112,10 @@ def create_job(request: JobCreateRequest, manager: ManagerDep, user: CurrentUser
     if request.model.startswith("ft:"):
         raise invalid(f"model: {request.model} is a fine-tuned model; continuing a fine-tune is not supported, "
                       "give its base model", param="model")
+    try:
+        path_access(manager, user).check(request.model, kind="model")
+    except PathRefused as exc:
+        raise invalid(f"model: '{request.model}': {exc}", param="model") from None
     settings = manager.settings
     train = _fine_tune_file(manager, request.training_file, "training_file", user)
     validation = None

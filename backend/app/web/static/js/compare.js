@@ -42,8 +42,8 @@ export function compareView(params) {
   async function showComparison() {
     if (!chosen.size) return;
     const ids = [...chosen];
-    const jobs = await Promise.all(ids.map((id) => api(`/api/sft/jobs/${id}`)));
-    const metrics = await Promise.all(ids.map((id) => api(`/api/sft/jobs/${id}/metrics`)));
+    const jobs = await Promise.all(ids.map((id) => api(`/api/sft/jobs/${encodeURIComponent(id)}`)));
+    const metrics = await Promise.all(ids.map((id) => api(`/api/sft/jobs/${encodeURIComponent(id)}/metrics`)));
     const canvas = h("canvas", { class: "chart", id: "compare-chart", role: "img", "aria-label": "Loss curves" });
     chart = new LineChart(canvas, jobs.map((job, i) => ({ key: job.job_id, label: `${job.job_id.slice(0, 8)} train loss`, color: COLORS[i], axis: "left" })),
       { title: "Train loss of the compared jobs" });

@@ -9,7 +9,8 @@ const EVENT_TYPES = ["created", "queued", "started", "model_loaded", "dataset_re
 const POLL_MS = 1500;
 
 export function jobView(jobId) {
-  const base = `/api/sft/jobs/${jobId}`;
+  // Every id that goes into a path is escaped: a crafted link must not send keyed requests elsewhere.
+  const base = `/api/sft/jobs/${encodeURIComponent(jobId)}`;
   let job = null, source = null, lastSeq = 0, closed = false, timer = null;
 
   const title = h("h2", { id: "job-title" }, `Job ${jobId}`);
@@ -36,8 +37,8 @@ export function jobView(jobId) {
     h("p", {}, h("a", { href: "#/jobs" }, "← Jobs")),
     title,
     h("div", { class: "toolbar" }, statusEl, stopButton, resumeButton,
-      h("a", { class: "button secondary", href: `#/new?from=${jobId}` }, "Copy config to a new job"),
-      h("a", { class: "button secondary", href: `#/compare?jobs=${jobId}` }, "Compare")),
+      h("a", { class: "button secondary", href: `#/new?from=${encodeURIComponent(jobId)}` }, "Copy config to a new job"),
+      h("a", { class: "button secondary", href: `#/compare?jobs=${encodeURIComponent(jobId)}` }, "Compare")),
     actionMessage,
     details,
     failure,

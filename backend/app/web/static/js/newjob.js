@@ -285,7 +285,7 @@ export function newJobView(params) {
     template = null;
     if (!templateSelect.value) { fill({}); return; }
     try {
-      template = await api(`/api/sft/configs/${templateSelect.value}`);
+      template = await api(`/api/sft/configs/${encodeURIComponent(templateSelect.value)}`);
       fill(template.config);
       formMessage.textContent = `Starting from "${template.name}": what you change is sent as overrides.`;
     } catch (error) { formError.replaceChildren(h("p", {}, error.message)); }
@@ -314,7 +314,7 @@ export function newJobView(params) {
     }
     const from = params.get("from");
     if (from) {
-      try { fill((await api(`/api/sft/jobs/${from}`)).config); formMessage.textContent = `Config copied from job ${from}.`; }
+      try { fill((await api(`/api/sft/jobs/${encodeURIComponent(from)}`)).config); formMessage.textContent = `Config copied from job ${from}.`; }
       catch (error) { formError.replaceChildren(h("p", {}, error.message)); }
     }
     loadTemplates();
