@@ -226,6 +226,8 @@ class BarFollowView(FollowView):
             fields["loss"] = f"loss {progress.loss:.4f}"
         if progress.eta_seconds is not None and not job.is_terminal:
             fields["eta"] = f"ETA {duration(progress.eta_seconds)}"
+        elif progress.phase == "training" and not job.is_terminal:
+            fields["eta"] = "ETA estimating…"
         if progress.tokens_per_second:
             fields["speed"] = f"{progress.tokens_per_second:,.0f} tok/s"
         phase = "reconnecting" if self._offline else (progress.phase or job.status)

@@ -1,7 +1,7 @@
 // One job: live status and progress, the loss chart fed by the event stream, events, log tail,
 // checkpoints, Stop / Resume, the failure, and (once it has an adapter) Try it, download, merge, evaluate.
 
-import { api, apiKey, authFetch, h, formatDuration, formatNumber, formatTime, progressCell, statusBadge, TERMINAL } from "./util.js";
+import { api, apiKey, authFetch, h, etaText, formatNumber, formatTime, progressCell, statusBadge, TERMINAL } from "./util.js";
 import { LineChart } from "./chart.js";
 
 const EVENT_TYPES = ["created", "queued", "started", "model_loaded", "dataset_ready", "metrics", "eval",
@@ -148,9 +148,9 @@ export function jobView(jobId) {
     chart.setXMax(progress.max_steps);
     const item = (label, value) => [h("div", {}, h("dt", {}, label), h("dd", {}, value))];
     details.replaceChildren(
-      ...item("Progress", progressCell(job)),
+      ...item("Progress", progressCell(job, { withEta: false })),
       ...item("Phase", progress.phase || "–"),
-      ...item("ETA", job.status === "running" ? formatDuration(progress.eta_seconds) : "–"),
+      ...item("ETA", etaText(job) ?? "–"),
       ...item("Tokens / s", formatNumber(progress.tokens_per_second)),
       ...item("Samples / s", formatNumber(progress.samples_per_second)),
       ...item("Loss", formatNumber(metrics.loss ?? result.train_loss)),
