@@ -232,7 +232,7 @@ export function jobView(jobId) {
     const evalOut = h("div", { id: "evaluate-result", "aria-live": "polite" });
     const evalDataset = h("input", { id: "eval-dataset", value: "bundled:json-extract", size: 30 });
     const evalSplit = h("input", { id: "eval-split", value: "eval", size: 8 });
-    const evalSamples = h("input", { id: "eval-samples", type: "number", min: 1, max: 10000, value: 20 });
+    const evalSamples = h("input", { id: "eval-samples", type: "number", min: 1, max: 10000, value: 50 });
 
     async function send(event) {
       event.preventDefault();
@@ -272,8 +272,21 @@ export function jobView(jobId) {
           h("thead", {}, h("tr", {}, h("th", {}, "Model"), h("th", {}, "Exact match"), h("th", {}, "Rows"))),
           h("tbody", {},
             h("tr", {}, h("td", {}, "base"), h("td", {}, `${(answer.base.exact_match * 100).toFixed(1)} %`), h("td", {}, answer.base.n)),
-            h("tr", {}, h("td", {}, "tuned"), h("td", {}, `${(answer.tuned.exact_match * 100).toFixed(1)} %`), h("td", {}, answer.tuned.n)))));
+            h("tr", {}, h("td", {}, "tuned"), h("td", {}, `${(answer.tuned.exact_match * 100).toFixed(1)} %`), h("td", {}, answer.tuned.n)))),
+          missesTable(answer.tuned));
       } catch (error) { evalOut.replaceChildren(h("p", { class: "error" }, error.message)); }
+    }
+
+    // The rows the tuned model answered wrong: what it said beside what was expected.
+    function missesTable(score) {
+      const misses = score.misses || [];
+      if (!misses.length) return h("p", { class: "muted" }, "The tuned model answered every row exactly.");
+      return h("details", { id: "evaluate-misses" },
+        h("summary", {}, `The ${misses.length} row${misses.length === 1 ? "" : "s"} the tuned model missed`),
+        h("table", {},
+          h("thead", {}, h("tr", {}, h("th", {}, "Row"), h("th", {}, "Prompt"), h("th", {}, "Expected"), h("th", {}, "Answered"))),
+          h("tbody", {}, ...misses.map((miss) => h("tr", {},
+            h("td", {}, miss.row + 1), h("td", {}, miss.prompt), h("td", {}, miss.reference), h("td", {}, miss.prediction))))));
     }
 
     tryPanel.replaceChildren(
