@@ -143,16 +143,22 @@ export function jobView(jobId) {
     title.textContent = `Job ${job.job_id.slice(0, 8)}: ${job.config.base_model} on ${job.config.dataset_name}`;
     statusEl.replaceChildren("Status: ", statusBadge(job.status),
       job.queue_position ? ` (queue position ${job.queue_position})` : "");
-    stopButton.disabled = !["pending", "running"].includes(job.status);
-    resumeButton.disabled = !["stopped", "failed"].includes(job.status);
+    // The button the job's state calls for is the primary one; an ended job has none.
+    const stoppable = ["pending", "running"].includes(job.status), resumable = ["stopped", "failed"].includes(job.status);
+    stopButton.disabled = !stoppable;
+    stopButton.className = stoppable ? "" : "secondary";
+    resumeButton.disabled = !resumable;
+    resumeButton.className = resumable ? "" : "secondary";
+    // A rate appears with the first logged step: until then a running job is measuring it.
+    const rate = (value) => value == null && job.status === "running" ? "measuring…" : formatNumber(value);
     chart.setXMax(progress.max_steps);
     const item = (label, value) => [h("div", {}, h("dt", {}, label), h("dd", {}, value))];
     details.replaceChildren(
       ...item("Progress", progressCell(job, { withEta: false })),
       ...item("Phase", progress.phase || "–"),
       ...item("ETA", etaText(job) ?? "–"),
-      ...item("Tokens / s", formatNumber(progress.tokens_per_second)),
-      ...item("Samples / s", formatNumber(progress.samples_per_second)),
+      ...item("Tokens / s", rate(progress.tokens_per_second)),
+      ...item("Samples / s", rate(progress.samples_per_second)),
       ...item("Loss", formatNumber(metrics.loss ?? result.train_loss)),
       ...item("Eval loss", formatNumber(metrics.eval_loss ?? result.eval_loss)),
       ...item("Learning rate", formatNumber(metrics.learning_rate)),
