@@ -70,6 +70,12 @@ def test_bundled_model_exports_to_gguf(settings, tmp_path):
             assert len(reader.tensors) == 2 + 9 * 30  # embeddings, final norm, 9 per block (tied output)
             assert len(reader.fields["tokenizer.ggml.tokens"].data) == 49152
             assert "tokenizer.chat_template" in reader.fields
+            text = {key: bytes(reader.fields[key].parts[reader.fields[key].data[0]]).decode()
+                    for key in ("general.name", "general.basename", "general.finetune", "general.size_label")}
+            assert text == {"general.name": f"SmolLM2-135M-Instruct sft-{job.job_id[:8]}",
+                            "general.basename": "SmolLM2-135M-Instruct", "general.finetune": f"sft-{job.job_id[:8]}",
+                            "general.size_label": "135M"}, text
+            assert "general.version" not in reader.fields
             wanted = {"f16": gguf.GGMLQuantizationType.F16, "q8_0": gguf.GGMLQuantizationType.Q8_0}[kind]
             assert {t.tensor_type for t in reader.tensors if t.name.endswith("attn_q.weight")} == {wanted}
 
