@@ -226,7 +226,7 @@ class SFTTrainer:
     def _build_trainer(self, model, tokenizer, data: PreparedData):
         """The HF trainer for this run, and the loss path it trains with ("cross_entropy" or "trl")."""
         import trl
-        from transformers import set_seed
+        from transformers import PrinterCallback, set_seed
 
         from .loss import CrossEntropySFTTrainer, plain_head_problem
 
@@ -266,6 +266,8 @@ class SFTTrainer:
                 callbacks=callbacks,
                 **extra,
             )
+            if self.disable_tqdm:  # ReportingCallback records every log; PrinterCallback would print each to stdout
+                trainer.remove_callback(PrinterCallback)
             return trainer, loss_path
         except ValueError as exc:
             # PEFT and TRL raise ValueError for what the config asks and the model cannot do

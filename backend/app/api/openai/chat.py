@@ -7,15 +7,16 @@ import json
 import time
 import uuid
 from pathlib import Path
-from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from starlette.convertors import Convertor, register_url_convertor
 
 from ...sft.artifacts import Artifact, base_model_artifact, job_artifact
+from ...sft.budget import Budget
 from ...sft.errors import ModelError
 from ...sft.generation import chat, stream_chat
 from ...sft.models import list_models, resolve_model
@@ -109,11 +110,12 @@ async def chat_completions(request: ChatCompletionRequest, manager: ManagerDep, 
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if request.stream:
-        # A stream takes a place in the model request gate for its whole answer; its first item comes once the
-        # model is loaded and the prompt rendered, so what fails before answers as an error.
-        first, chunks = await gate.stream(http, lambda budget: stream_chat(cache, artifact, budget=budget, **options))
+        # A stream runs outside the model request gate (its answer outlives one call), with the same time limit.
+        budget = gate.budget()
+        chunks = stream_chat(cache, artifact, budget=budget, **options)
+        first = await run_in_threadpool(next, chunks)  # loads the model, renders the prompt: errors answer as errors
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        events = _chat_events(chunks, completion_id=completion_id, created=created, model=request.model,
+        events = _chat_events(chunks, budget, completion_id=completion_id, created=created, model=request.model,
                               prompt_tokens=first["prompt_tokens"], include_usage=include_usage)
         return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -128,7 +130,7 @@ async def chat_completions(request: ChatCompletionRequest, manager: ManagerDep, 
     }
 
 
-async def _chat_events(chunks: AsyncIterator[dict[str, Any]], *, completion_id: str, created: int, model: str,
+async def _chat_events(chunks, budget: Budget, *, completion_id: str, created: int, model: str,
                        prompt_tokens: int, include_usage: bool):
     """OpenAI's chat.completion.chunk events, then ``data: [DONE]``."""
 
@@ -140,9 +142,10 @@ async def _chat_events(chunks: AsyncIterator[dict[str, Any]], *, completion_id: 
     def delta(content: dict[str, Any], finish_reason: str | None = None) -> str:
         return event([{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish_reason}])
 
+    end = object()
     try:
         yield delta({"role": "assistant", "content": ""})
-        async for item in chunks:
+        while (item := await run_in_threadpool(next, chunks, end)) is not end:
             if "text" in item:
                 yield delta({"content": item["text"]})
                 continue
@@ -156,7 +159,11 @@ async def _chat_events(chunks: AsyncIterator[dict[str, Any]], *, completion_id: 
                  "param": None, "code": None}
         yield f"data: {json.dumps({'error': error})}\n\n"
     finally:
-        await chunks.aclose()  # stops the generation at its next token and frees its place (a no-op once done)
+        budget.cancel("the client went away")  # stops the generation at its next token (a no-op once done)
+        with anyio.CancelScope(shield=True):
+            while chunks.gi_running:  # a next() the cancelled request left running ends within a token
+                await anyio.sleep(0.01)
+            await run_in_threadpool(chunks.close)
     yield "data: [DONE]\n\n"
 
 
