@@ -1,9 +1,13 @@
 """The bundled SmolLM2-135M after a short demo job, exported to GGUF f16 and q8_0 through the API: the
-files read back with ``gguf``, load with transformers' GGUF loader, and answer as the merged model."""
+files read back with ``gguf`` (names and size included), load with transformers' GGUF loader, answer as the
+merged model, and answer in real llama.cpp (npm node-llama-cpp) as /generate does."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,20 @@ from test_export import ollama_prompt
 pytestmark = pytest.mark.slow
 
 EVAL_ROWS = Path(__file__).resolve().parents[2] / "app" / "demo" / "json_extract" / "eval.jsonl"
+REPO = Path(__file__).resolve().parents[3]
+#: Where `make llama` installs npm's node-llama-cpp (prebuilt llama.cpp binaries).
+LLAMA_NODE = REPO / ".venv" / "llama-node"
+
+
+def llama_answers(gguf_file: Path, prompts: list[str], *, max_tokens: int) -> list[str]:
+    """Greedy answers of real llama.cpp (scripts/llama_answer.mjs) to prompts already in the chat template."""
+    if not (LLAMA_NODE / ".installed").is_file() or shutil.which("node") is None:
+        pytest.fail(f"llama.cpp is not installed in {LLAMA_NODE}: run `make llama` (make test does)")
+    request = json.dumps({"model": str(gguf_file), "prompts": prompts, "max_tokens": max_tokens})
+    done = subprocess.run(["node", str(REPO / "scripts" / "llama_answer.mjs")], input=request, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "NODE_LLAMA_CPP_DIR": str(LLAMA_NODE)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def test_bundled_model_exports_to_gguf(settings, tmp_path):
@@ -55,6 +73,9 @@ def test_bundled_model_exports_to_gguf(settings, tmp_path):
                 record = exports.wait(job.job_id, response.json()["export_id"], timeout=900)
                 assert record["status"] == "completed", record["error"]
                 records[kind or fmt] = record
+            asked = [row["messages"][:-1] for row in load_rows(EVAL_ROWS)[:3]]
+            served = [client.post(f"/api/sft/jobs/{job.job_id}/generate",
+                                  json={"messages": chat, "max_new_tokens": 40}).json()["completion"] for chat in asked]
 
         merged_dir = records["merged"]["path"]
         tokenizer = AutoTokenizer.from_pretrained(merged_dir)
@@ -89,6 +110,12 @@ def test_bundled_model_exports_to_gguf(settings, tmp_path):
             for chat in prompts[:2] + [[{"role": "system", "content": "JSON only."}, *prompts[0]]]:
                 assert ollama_prompt(modelfile, chat) == tokenizer.apply_chat_template(
                     chat, tokenize=False, add_generation_prompt=True)
+
+            # Real llama.cpp answers as /generate does (greedy): exactly from f16; from q8_0 at least 2 of 3.
+            in_llama = llama_answers(folder / name, [tokenizer.apply_chat_template(
+                chat, tokenize=False, add_generation_prompt=True) for chat in asked], max_tokens=40)
+            same = sum(a == b for a, b in zip(in_llama, served))
+            assert same == 3 if kind == "f16" else same >= 2, (kind, in_llama, served)
 
             model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name).eval()
             if kind == "f16":
