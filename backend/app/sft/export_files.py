@@ -100,8 +100,10 @@ def generation_defaults(generation: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_card(card: dict[str, Any], *, fmt: str, gguf_type: str | None, gguf_name: str | None) -> str:
-    """README.md of an export: what it was trained from and on, how long, its final losses, how to run it."""
-    title = {"gguf": f"GGUF ({gguf_type})", "merged": "merged model (safetensors)", "adapter": "LoRA adapter (PEFT)"}
+    """README.md of an export or of a job's own adapter (``fmt`` "model" for a full fine-tune): what it was
+    trained from and on, how long, its final losses, which base goes with it, how to run it."""
+    title = {"gguf": f"GGUF ({gguf_type})", "merged": "merged model (safetensors)", "adapter": "LoRA adapter (PEFT)",
+             "model": "full fine-tune (safetensors)"}
     lora = card.get("lora") or {}
     rows = [
         ("Job", card.get("job_id")),
@@ -118,9 +120,11 @@ def model_card(card: dict[str, Any], *, fmt: str, gguf_type: str | None, gguf_na
         ("Finished", card.get("completed_at")),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows if v not in (None, "", "None of None"))
-    return (f"# {card.get('base_model')} fine-tuned: {title[fmt]}\n\n"
-            f"Exported by the SFT job service from job `{card.get('job_id')}`.\n\n"
-            f"| | |\n|---|---|\n{table}\n\n## Run it\n\n{_usage(card, fmt=fmt, gguf_name=gguf_name)}\n")
+    intro = (f"Exported by the SFT job service from job `{card.get('job_id')}`." if card.get("job_id")
+             else "Trained by the SFT job service.")
+    base = f"## The base model\n\n{card['base_note']}\n\n" if card.get("base_note") else ""
+    return (f"# {card.get('base_model')} fine-tuned: {title[fmt]}\n\n{intro}\n\n"
+            f"| | |\n|---|---|\n{table}\n\n{base}## Run it\n\n{_usage(card, fmt=fmt, gguf_name=gguf_name)}\n")
 
 
 def _number(value: Any) -> str | None:
@@ -135,8 +139,9 @@ def _usage(card: dict[str, Any], *, fmt: str, gguf_name: str | None) -> str:
                 "Ollama (the Modelfile beside this file holds the chat template, stop tokens and defaults):\n\n"
                 "```sh\nollama create my-model -f Modelfile\nollama run my-model\n```\n\n"
                 "LM Studio: import the .gguf file.")
-    if fmt == "merged":
-        return ("A standalone transformers model (the adapter merged into the full-precision base):\n\n"
+    if fmt in ("merged", "model"):
+        how = " (the adapter merged into the full-precision base)" if fmt == "merged" else ""
+        return (f"A standalone transformers model{how}:\n\n"
                 "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
                 "model = AutoModelForCausalLM.from_pretrained('.')\ntokenizer = AutoTokenizer.from_pretrained('.')\n"
                 "```\n\nvLLM: `vllm serve .`")

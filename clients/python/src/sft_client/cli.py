@@ -463,11 +463,15 @@ def cmd_generate(client: SFTClient, args: argparse.Namespace, out: Output) -> in
     elif args.compare_base:
         out.line("Fine-tuned:", style="bold")
         out.line(result.completion)
+        out.note(f"{result.completion_tokens} tokens in {result.latency_ms:,.0f} ms", style="dim")
         out.line()
         out.line("Base:", style="bold")
         out.line(result.base_completion or "")
+        if result.base_latency_ms is not None:
+            out.note(f"{result.base_completion_tokens} tokens in {result.base_latency_ms:,.0f} ms", style="dim")
     else:
         out.line(result.completion)
+        out.note(f"{result.completion_tokens} tokens in {result.latency_ms:,.0f} ms", style="dim")
     return EXIT_OK
 
 

@@ -2,7 +2,7 @@
 // rate on the right. Points arrive one at a time (from the event stream); what is drawn is
 // downsampled to the canvas width, what is kept is not.
 
-const PAD = { left: 56, right: 64, top: 12, bottom: 30 };
+const PAD = { left: 56, right: 64, top: 12, bottom: 36 };
 
 function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
@@ -32,6 +32,26 @@ export function downsample(points, xToPx, width) {
   }
   flush();
   return out;
+}
+
+/** Tick values for [low, high]: about ``count`` steps of 1, 2 or 5 × 10^k, covering the range (integers when
+ * ``integer``). */
+export function niceTicks(low, high, count = 4, { integer = false } = {}) {
+  if (!(high > low)) return [low];
+  const raw = (high - low) / count, power = 10 ** Math.floor(Math.log10(raw));
+  let step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw * 0.999);
+  if (integer) step = Math.max(1, Math.round(step));
+  const first = Math.ceil(low / step - 1e-9) * step, ticks = [];
+  for (let v = first; v <= high + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
+  return ticks;
+}
+
+/** The value range an axis shows: its values with a 5 % margin, never below 0 when none is negative. */
+export function axisRange(values) {
+  let low = Math.min(...values), high = Math.max(...values);
+  if (high === low) { high = low + (Math.abs(low) || 1) * 0.05; low -= (Math.abs(low) || 1) * 0.05; }
+  const pad = (high - low) * 0.05, floor = Math.min(...values) >= 0 ? 0 : -Infinity;
+  return [Math.max(floor, low - pad), high + pad];
 }
 
 export class LineChart {
@@ -108,11 +128,7 @@ export class LineChart {
     const xToPx = (x) => PAD.left + ((x - xMin) / (xMax - xMin || 1)) * plotW;
     const range = (axis) => {
       const values = this.series.filter((s) => s.axis === axis).flatMap((s) => s.points.map((p) => p[1]));
-      if (!values.length) return null;
-      let low = Math.min(...values), high = Math.max(...values);
-      if (high === low) { high = low + (Math.abs(low) || 1) * 0.05; low -= (Math.abs(low) || 1) * 0.05; }
-      const pad = (high - low) * 0.05;
-      return [axis === "right" ? Math.max(0, low - pad) : low - pad, high + pad];
+      return values.length ? axisRange(values) : null;
     };
     const ranges = { left: range("left"), right: range("right") };
     const yToPx = (axis, y) => { const [low, high] = ranges[axis]; return PAD.top + plotH - ((y - low) / (high - low)) * plotH; };
@@ -121,19 +137,17 @@ export class LineChart {
     ctx.beginPath(); ctx.moveTo(PAD.left, PAD.top); ctx.lineTo(PAD.left, PAD.top + plotH);
     ctx.lineTo(PAD.left + plotW, PAD.top + plotH); ctx.stroke();
     ctx.textAlign = "center";
-    for (let i = 0; i <= 5; i++) {
-      const x = xMin + ((xMax - xMin) * i) / 5;
-      ctx.fillText(Math.round(x).toLocaleString(), xToPx(x), height - 10);
+    for (const x of niceTicks(xMin, xMax, 5, { integer: true })) {
+      ctx.fillText(x.toLocaleString(), xToPx(x), PAD.top + plotH + 15);
     }
-    ctx.fillText(this.xLabel, PAD.left + plotW / 2, height - 0);
+    ctx.fillText(this.xLabel, PAD.left + plotW / 2, height - 5);
     for (const axis of ["left", "right"]) {
       if (!ranges[axis]) continue;
       const [low, high] = ranges[axis];
       ctx.textAlign = axis === "left" ? "right" : "left";
       const xText = axis === "left" ? PAD.left - 6 : PAD.left + plotW + 6;
-      for (let i = 0; i <= 4; i++) {
-        const y = low + ((high - low) * i) / 4;
-        const label = Math.abs(y) < 1e-2 && y !== 0 ? y.toExponential(1) : y.toPrecision(3);
+      for (const y of niceTicks(low, high, 4)) {
+        const label = Math.abs(y) < 1e-2 && y !== 0 ? y.toExponential(1) : String(Number(y.toPrecision(3)));
         ctx.fillText(label, xText, yToPx(axis, y) + 4);
         if (axis === "left") {
           ctx.strokeStyle = line; ctx.globalAlpha = 0.5;

@@ -1,7 +1,7 @@
 // One job: live status and progress, the loss chart fed by the event stream, events, log tail,
 // checkpoints, Stop / Resume, the failure, and (once it has an adapter) Try it, download, merge, evaluate.
 
-import { api, apiKey, authFetch, h, formatDuration, formatNumber, formatTime, progressCell, statusBadge, TERMINAL } from "./util.js";
+import { api, apiKey, authFetch, h, etaText, formatNumber, formatTime, progressCell, statusBadge, TERMINAL } from "./util.js";
 import { LineChart } from "./chart.js";
 
 const EVENT_TYPES = ["created", "queued", "started", "model_loaded", "dataset_ready", "metrics", "eval",
@@ -144,16 +144,22 @@ export function jobView(jobId) {
     title.textContent = `Job ${job.job_id.slice(0, 8)}: ${job.config.base_model} on ${job.config.dataset_name}`;
     statusEl.replaceChildren("Status: ", statusBadge(job.status),
       job.queue_position ? ` (queue position ${job.queue_position})` : "");
-    stopButton.disabled = !["pending", "running"].includes(job.status);
-    resumeButton.disabled = !["stopped", "failed"].includes(job.status);
+    // The button the job's state calls for is the primary one; an ended job has none.
+    const stoppable = ["pending", "running"].includes(job.status), resumable = ["stopped", "failed"].includes(job.status);
+    stopButton.disabled = !stoppable;
+    stopButton.className = stoppable ? "" : "secondary";
+    resumeButton.disabled = !resumable;
+    resumeButton.className = resumable ? "" : "secondary";
+    // A rate appears with the first logged step: until then a running job is measuring it.
+    const rate = (value) => value == null && job.status === "running" ? "measuring…" : formatNumber(value);
     chart.setXMax(progress.max_steps);
     const item = (label, value) => [h("div", {}, h("dt", {}, label), h("dd", {}, value))];
     details.replaceChildren(
-      ...item("Progress", progressCell(job)),
+      ...item("Progress", progressCell(job, { withEta: false })),
       ...item("Phase", progress.phase || "–"),
-      ...item("ETA", job.status === "running" ? formatDuration(progress.eta_seconds) : "–"),
-      ...item("Tokens / s", formatNumber(progress.tokens_per_second)),
-      ...item("Samples / s", formatNumber(progress.samples_per_second)),
+      ...item("ETA", etaText(job) ?? "–"),
+      ...item("Tokens / s", rate(progress.tokens_per_second)),
+      ...item("Samples / s", rate(progress.samples_per_second)),
       ...item("Loss", formatNumber(metrics.loss ?? result.train_loss)),
       ...item("Eval loss", formatNumber(metrics.eval_loss ?? result.eval_loss)),
       ...item("Learning rate", formatNumber(metrics.learning_rate)),
@@ -233,7 +239,7 @@ export function jobView(jobId) {
     const evalOut = h("div", { id: "evaluate-result", "aria-live": "polite" });
     const evalDataset = h("input", { id: "eval-dataset", value: "bundled:json-extract", size: 30 });
     const evalSplit = h("input", { id: "eval-split", value: "eval", size: 8 });
-    const evalSamples = h("input", { id: "eval-samples", type: "number", min: 1, max: 10000, value: 20 });
+    const evalSamples = h("input", { id: "eval-samples", type: "number", min: 1, max: 10000, value: 50 });
 
     async function send(event) {
       event.preventDefault();
@@ -273,8 +279,21 @@ export function jobView(jobId) {
           h("thead", {}, h("tr", {}, h("th", {}, "Model"), h("th", {}, "Exact match"), h("th", {}, "Rows"))),
           h("tbody", {},
             h("tr", {}, h("td", {}, "base"), h("td", {}, `${(answer.base.exact_match * 100).toFixed(1)} %`), h("td", {}, answer.base.n)),
-            h("tr", {}, h("td", {}, "tuned"), h("td", {}, `${(answer.tuned.exact_match * 100).toFixed(1)} %`), h("td", {}, answer.tuned.n)))));
+            h("tr", {}, h("td", {}, "tuned"), h("td", {}, `${(answer.tuned.exact_match * 100).toFixed(1)} %`), h("td", {}, answer.tuned.n)))),
+          missesTable(answer.tuned));
       } catch (error) { evalOut.replaceChildren(h("p", { class: "error" }, error.message)); }
+    }
+
+    // The rows the tuned model answered wrong: what it said beside what was expected.
+    function missesTable(score) {
+      const misses = score.misses || [];
+      if (!misses.length) return h("p", { class: "muted" }, "The tuned model answered every row exactly.");
+      return h("details", { id: "evaluate-misses" },
+        h("summary", {}, `The ${misses.length} row${misses.length === 1 ? "" : "s"} the tuned model missed`),
+        h("table", {},
+          h("thead", {}, h("tr", {}, h("th", {}, "Row"), h("th", {}, "Prompt"), h("th", {}, "Expected"), h("th", {}, "Answered"))),
+          h("tbody", {}, ...misses.map((miss) => h("tr", {},
+            h("td", {}, miss.row + 1), h("td", {}, miss.prompt), h("td", {}, miss.reference), h("td", {}, miss.prediction))))));
     }
 
     tryPanel.replaceChildren(

@@ -225,6 +225,8 @@ export function newJobView(params) {
     } catch (error) { showDetail(error.detail); }
   }
 
+  let models = [];  // GET /api/sft/models: which bundled models still need their one-time conversion
+
   async function preview() {
     clearErrors();
     const config = collect();
@@ -233,9 +235,19 @@ export function newJobView(params) {
       const value = fields.get(key)?.get();
       if (value !== null && value !== undefined) body[key] = value;
     }
-    previewOut.replaceChildren(h("p", {}, "Reading the dataset…"));
+    // The first use of a bundled model converts it (tens of seconds): say so, and count the seconds.
+    const converting = models.some((m) => m.name === body.base_model && m.kind === "bundled" && !m.ready);
+    const waiting = converting
+      ? `Converting the bundled model ${body.base_model} into a trainable copy, once (about 20 s on a quiet 2-core CPU, `
+        + "a minute or two on a busy one), then reading the dataset…"
+      : "Reading the dataset…";
+    const note = h("p", { id: "preview-waiting" }, waiting);
+    previewOut.replaceChildren(note);
+    const started = Date.now();
+    const ticker = setInterval(() => { note.textContent = `${waiting} ${Math.round((Date.now() - started) / 1000)} s`; }, 1000);
     try {
       const p = await api("/api/sft/datasets/preview", { method: "POST", body });
+      if (converting) models = await api("/api/sft/models").catch(() => models);
       const share = (p.truncated_share * 100).toFixed(1);
       previewOut.replaceChildren(h("section", { class: "panel", "aria-labelledby": "preview-title" },
         h("h3", { id: "preview-title" }, "Dataset preview"),
@@ -252,7 +264,7 @@ export function newJobView(params) {
     } catch (error) {
       previewOut.replaceChildren();
       showDetail(error.detail);
-    }
+    } finally { clearInterval(ticker); }
   }
 
   /** The API's own example of a job (the bundled model on the bundled data), from its OpenAPI document. */
@@ -318,7 +330,10 @@ export function newJobView(params) {
       catch (error) { formError.replaceChildren(h("p", {}, error.message)); }
     }
     loadTemplates();
-    api("/api/sft/models").then((models) => modelOptions.replaceChildren(...models.map((m) => h("option", { value: m.name }, m.kind)))).catch(() => {});
+    api("/api/sft/models").then((found) => {
+      models = found;
+      modelOptions.replaceChildren(...models.map((m) => h("option", { value: m.name }, m.kind)));
+    }).catch(() => {});
   })();
   return { element };
 }

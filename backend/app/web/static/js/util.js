@@ -122,12 +122,20 @@ export function statusBadge(status) {
   return h("span", { class: `status status-${status}`, "data-status": status }, status);
 }
 
-/** A progress bar with "step / max" and the ETA while running. */
-export function progressCell(job) {
+/** A running job's ETA: "estimating…" while training has not made enough steps to tell; null otherwise. */
+export function etaText(job) {
+  const progress = job.progress || {};
+  if (job.status !== "running") return null;
+  if (progress.eta_seconds != null) return formatDuration(progress.eta_seconds);
+  return progress.phase === "training" ? "estimating…" : null;
+}
+
+/** A progress bar with "step / max", and the ETA while running unless ``withEta`` is false. */
+export function progressCell(job, { withEta = true } = {}) {
   const progress = job.progress || {};
   const step = progress.current_step ?? 0, max = progress.max_steps ?? 0;
   const label = max ? `${step} / ${max}` : (progress.phase || "–");
-  const eta = job.status === "running" && progress.eta_seconds != null ? ` · ETA ${formatDuration(progress.eta_seconds)}` : "";
+  const eta = withEta && etaText(job) ? ` · ETA ${etaText(job)}` : "";
   return h("span", { class: "progress-cell" },
     h("progress", { max: max || 1, value: max ? step : 0, "aria-label": `Progress ${label}` }), " ", label + eta);
 }
