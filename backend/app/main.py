@@ -11,18 +11,14 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from .api.auth import AuthGate, AuthSetupError, bind_host, document_keys, resolve_auth_mode, startup_warning
-from .api.dataset_routes import router as dataset_router
 from .api.deps import GateDep, ManagerDep, OptionalUser
-from .api.export_routes import router as export_router
 from .api.guard import RequestGuard
-from .api.key_routes import router as key_router
+from .api.main import api_router
 from .api.model_requests import ModelRequestGate
-from .api.model_routes import router as model_router
-from .api.openai import router as openai_router
 from .api.schemas import ErrorResponse, HealthResponse
 from .jobs.exports import ExportManager
 from .jobs.manager import SFTJobManager, get_sft_job_manager
-from .api.sft_routes import router as sft_router
+from .jobs.scoped import ScopedJobs
 from .core.access_log import redact_access_log
 from .core.errors import register_error_handlers
 from .core.settings import settings as default_settings
@@ -100,12 +96,7 @@ def create_app(manager: SFTJobManager | None = None, *, host: str | None = None)
                        max_body_bytes=settings.max_request_bytes,
                        # The multipart envelope around an uploaded file: headers, boundaries, the purpose field.
                        uploads={"/v1/files": settings.max_upload_bytes + 64 * 1024})
-    app.include_router(sft_router)
-    app.include_router(model_router)
-    app.include_router(dataset_router)
-    app.include_router(openai_router)
-    app.include_router(export_router)
-    app.include_router(key_router)
+    app.include_router(api_router)
     if settings.cors_origins:
         # Outermost: it answers preflights itself (they carry no key), and adds its headers to 401s too.
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
@@ -119,7 +110,7 @@ def create_app(manager: SFTJobManager | None = None, *, host: str | None = None)
     async def health(manager: ManagerDep, gate: GateDep, user: OptionalUser) -> HealthResponse:
         """Liveness, version, auth mode, the caller's job counts (none for an anonymous caller), the executor's
         state and model requests in progress."""
-        jobs = manager.counts(owner=user.scope) if user is not None else {}
+        jobs = ScopedJobs(manager, user).counts() if user is not None else {}
         # Server-wide activity (GPU memory in use, model requests, the executor's runs) is the admins': a user's
         # key sees its own job counts and whether the executor is up.
         wide = user is not None and user.admin

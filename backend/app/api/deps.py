@@ -1,5 +1,6 @@
-"""Typed dependencies: the manager, the generation model cache, the model request gate, the caller, and a
-job or config looked up once (404 naming the id, also when it is another user's)."""
+"""Typed dependencies: the manager, the generation model cache, the model request gate, the caller, the
+caller's view of the jobs (``UserJobs``), a job or config looked up once (404 naming the id, also when it is
+another user's), and whether a training slot is free for a model request."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from ..core.errors import ConfigNotFound, JobNotFound
+from ..core.errors import ServiceBusy
 from ..jobs.manager import SFTJobManager, get_sft_job_manager
 from ..jobs.models import SFTJob
+from ..jobs.scoped import ScopedJobs
 from ..sft.model_cache import ModelCache
 from ..store.keys import KeyStore
 from .auth import USER_SCOPE_KEY, AdminRequired, Principal, Unauthenticated
@@ -74,41 +76,56 @@ async def get_keys(request: Request) -> KeyStore:
 KeysDep = Annotated[KeyStore, Depends(get_keys)]
 
 
+def get_user_jobs(manager: ManagerDep, user: CurrentUser) -> ScopedJobs:
+    return ScopedJobs(manager, user)
+
+
+#: The caller's view of the jobs, configs and files: what it may see, create and resume.
+UserJobs = Annotated[ScopedJobs, Depends(get_user_jobs)]
+
+
 def visible_job(manager: SFTJobManager, user: Principal, job_id: str) -> SFTJob:
     """The job, or JobNotFound, the same for another user's job as for a missing one."""
-    job = manager.get_job(job_id)
-    if not user.sees(job.owner):
-        raise JobNotFound(job_id)
-    return job
+    return ScopedJobs(manager, user).get(job_id)
 
 
-def valid_job(job_id: str, manager: ManagerDep, user: CurrentUser) -> SFTJob:
-    return visible_job(manager, user, job_id)
+def valid_job(job_id: str, jobs: UserJobs) -> SFTJob:
+    return jobs.get(job_id)
 
 
 ValidJob = Annotated[SFTJob, Depends(valid_job)]
 
 
-def visible_config(manager: SFTJobManager, user: Principal, config_id: str) -> dict[str, Any]:
-    """The saved config, or ConfigNotFound, the same for another user's config as for a missing one."""
-    config = manager.get_config(config_id)
-    if not user.sees(config.get("owner")):
-        raise ConfigNotFound(config_id)
-    return config
-
-
-def valid_config(config_id: str, manager: ManagerDep, user: CurrentUser) -> dict[str, Any]:
-    return visible_config(manager, user, config_id)
+def valid_config(config_id: str, jobs: UserJobs) -> dict[str, Any]:
+    return jobs.config(config_id)
 
 
 ValidConfig = Annotated[dict[str, Any], Depends(valid_config)]
 
 
-def job_quota(manager: SFTJobManager, user: Principal) -> int | None:
-    """The most pending + running jobs ``user`` may have (None: not limited, admins and keys off)."""
-    return None if user.admin else manager.settings.max_active_jobs_per_key
+class TrainingSlot:
+    """Whether a model request (generate, evaluate, chat) may load a model now: not while every training
+    slot is taken, unless the settings allow generating alongside. A route calls ``require()`` once it
+    has checked what it was asked for (an unknown checkpoint answers 404 before a busy server's 503)."""
+
+    def __init__(self, manager: SFTJobManager):
+        self.manager = manager
+
+    def require(self) -> None:
+        """Raise ServiceBusy (503) while every training slot is taken."""
+        if self.manager.settings.generate_while_training:
+            return
+        counts = self.manager.counts()
+        training = counts.get("running", 0) + counts.get("stopping", 0)
+        if training >= self.manager.max_concurrent_jobs:
+            raise ServiceBusy(
+                f"{training} job(s) are training and every training slot is taken; generation would compete "
+                "with them for memory. Try again when a job ends (or set SFT_GENERATE_WHILE_TRAINING=true)"
+            )
 
 
-def idempotency_scope(user: Principal, key: str | None) -> str | None:
-    """An Idempotency-Key within its user: another user's key never finds (or reveals) this user's job."""
-    return key if key is None or user.name is None else f"{user.name}\x1f{key}"
+async def training_slot(manager: ManagerDep) -> TrainingSlot:
+    return TrainingSlot(manager)
+
+
+TrainingSlotFree = Annotated[TrainingSlot, Depends(training_slot)]

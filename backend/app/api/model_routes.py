@@ -10,11 +10,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
-from ..core.errors import ServiceBusy
-from ..jobs.access import models_on_hand, path_access
+from ..jobs.access import models_on_hand
 from ..sft import artifacts, evaluation, generation
 from ..sft.budget import Budget
-from .deps import CacheDep, CurrentUser, GateDep, ManagerDep, ValidJob, visible_job
+from .deps import CacheDep, CurrentUser, GateDep, ManagerDep, TrainingSlotFree, UserJobs, ValidJob
 from .schemas import (
     ERROR_RESPONSES,
     ErrorResponse,
@@ -25,7 +24,6 @@ from .schemas import (
     MergeResponse,
     ModelInfo,
 )
-from ..jobs.manager import SFTJobManager
 
 router = APIRouter(prefix="/api/sft", tags=["models"],
                    responses={**ERROR_RESPONSES,
@@ -35,26 +33,13 @@ router = APIRouter(prefix="/api/sft", tags=["models"],
                                     "(SFT_REQUEST_TIMEOUT_SECONDS)"}})
 
 
-def check_not_busy(manager: SFTJobManager) -> None:
-    """503 while every training slot is taken, unless the settings allow generating alongside."""
-    if manager.settings.generate_while_training:
-        return
-    counts = manager.counts()
-    training = counts.get("running", 0) + counts.get("stopping", 0)
-    if training >= manager.max_concurrent_jobs:
-        raise ServiceBusy(
-            f"{training} job(s) are training and every training slot is taken; generation would compete "
-            "with them for memory. Try again when a job ends (or set SFT_GENERATE_WHILE_TRAINING=true)"
-        )
-
-
 @router.post("/jobs/{job_id}/generate", response_model=GenerateResponse)
 async def generate(job: ValidJob, request: GenerateRequest, manager: ManagerDep, cache: CacheDep,
-                   gate: GateDep, http: Request) -> dict:
+                   gate: GateDep, http: Request, slot: TrainingSlotFree) -> dict:
     """Generate with a finished job's model (greedy by default), optionally beside its base model."""
     artifact = artifacts.job_artifact(job, checkpoint=request.checkpoint,
                                       model_roots=manager.settings.resolved_model_roots)
-    check_not_busy(manager)
+    slot.require()
     messages = [m.model_dump() for m in request.messages] if request.messages is not None else None
     return await gate.run(http, lambda budget: generation.generate(
         cache, artifact, cache_dir=manager.settings.resolved_model_cache_dir, messages=messages,
@@ -87,13 +72,13 @@ async def merge(job: ValidJob, manager: ManagerDep, gate: GateDep, http: Request
 
 @router.post("/evaluate", response_model=EvaluateResponse)
 async def evaluate(request: EvaluateRequest, manager: ManagerDep, cache: CacheDep, gate: GateDep,
-                   http: Request, user: CurrentUser) -> dict:
+                   http: Request, jobs: UserJobs, slot: TrainingSlotFree) -> dict:
     """Exact-match score of the base model and of the job's model on a conversational dataset."""
-    job = visible_job(manager, user, request.job_id)
+    job = jobs.get(request.job_id)
     settings = manager.settings
-    path_access(manager, user).check_sources(dataset_name=request.dataset_name)
+    jobs.paths.check_sources(dataset_name=request.dataset_name)
     artifact = artifacts.job_artifact(job, checkpoint=request.checkpoint, model_roots=settings.resolved_model_roots)
-    check_not_busy(manager)
+    slot.require()
 
     def work(budget: Budget) -> dict:
         rows = evaluation.chat_rows(request.dataset_name, request.split, limit=request.max_samples,

@@ -1,12 +1,35 @@
-"""Request and response models of the SFT API (the seed's names, plus what was added)."""
+"""Request and response models of the SFT API (the seed's names, plus what was added).
+
+The response models are defined once, in the light client's ``sft_client.models`` (pydantic only, no
+torch), and re-exported here: the OpenAPI document and the client read the same definitions.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sft_client.models import (  # the response models the routes name
+    CheckpointListResponse,
+    ConfigResponse,
+    ConfigSaveResponse,
+    DeleteResponse,
+    ErrorResponse,
+    EvaluateResponse,
+    EventListResponse,
+    GenerateResponse,
+    HealthResponse,
+    JobListResponse,
+    JobStartResponse,
+    JobStatusName,
+    JobStatusResponse,
+    LogsResponse,
+    MergeResponse,
+    MetricsResponse,
+    ModelInfo,
+    StopResponse,
+)
 
-JobStatusName = Literal["pending", "running", "stopping", "completed", "failed", "stopped"]
 
 DEMO_CONFIG = {
     "base_model": "smollm2-135m-instruct",
@@ -17,27 +40,6 @@ DEMO_CONFIG = {
     "max_length": 256,
     "lora_dropout": 0.0,
 }
-
-
-class FieldError(BaseModel):
-    field: str | None = Field(..., description="The field at fault, a dotted path into the request "
-                              "(config.lora_r, messages.0.content); null when no one field is.",
-                              examples=["config.lora_r"])
-    message: str = Field(..., description="What is wrong with it.", examples=["Input should be greater than 0"])
-    type: str = Field(..., description="The kind of problem: pydantic's error type for a 422 (missing, "
-                      "int_parsing, extra_forbidden...); invalid_config, invalid_dataset, invalid_model or "
-                      "invalid_request for a 400.", examples=["greater_than"])
-
-
-class ErrorResponse(BaseModel):
-    """Every error outside /v1. ``detail`` is one string naming the field, file and line or id;
-    a 400 and a 422 also list each problem in ``errors``."""
-
-    detail: str = Field(..., description="What is wrong, naming the field, file and line or id "
-                        "(several problems: 'field: message' clauses joined by '; ').",
-                        examples=["config.lora_rank: unknown field (did you mean lora_r?)"])
-    errors: list[FieldError] | None = Field(None, description="400 and 422 only: each problem, with the "
-                                            "field it names.")
 
 
 #: The error answers every route may give, for the OpenAPI document (routers add their own).
@@ -80,79 +82,6 @@ class JobStartRequest(BaseModel):
         return self
 
 
-class JobStartResponse(BaseModel):
-    job_id: str = Field(..., description="The new job's id.", examples=["abc-123-def-456"])
-    status: JobStatusName = Field(..., description="'running', or 'pending' while it waits in the queue.")
-    queue_position: int | None = Field(None, description="1 = next to start; null when not queued.")
-
-
-class JobProgress(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    phase: str | None = Field(
-        None, description="starting, loading_model, preparing_dataset, training, saving, or the final status."
-    )
-    current_step: int | None = Field(None, description="Optimizer steps done.")
-    max_steps: int | None = Field(None, description="Steps the job trains for.")
-    epoch: float | None = Field(None, description="Epochs done (fractional).")
-    percent: float | None = Field(None, description="current_step / max_steps, in percent.")
-    eta_seconds: float | None = Field(None, description="Estimated seconds left at the current pace.")
-    steps_per_second: float | None = Field(None, description="Average pace of this attempt.")
-    tokens_per_second: float | None = Field(None, description="Training tokens per second of this attempt.")
-    samples_per_second: float | None = Field(None, description="Training rows per second of this attempt.")
-    tokens_seen: float | None = Field(None, description="Training tokens seen so far.")
-    metrics: dict[str, float] | None = Field(
-        None, description="Latest logged values: loss, learning_rate, grad_norm, eval_loss, epoch."
-    )
-
-
-class JobError(BaseModel):
-    category: Literal["out_of_memory", "dataset", "model", "config", "interrupted", "cancelled", "executor_down",
-                      "internal"] = Field(
-        ..., description="What kind of failure. interrupted: the server or the cluster lost the run (resume it); "
-        "cancelled: ended hard without saving (a stop not honoured within the grace period); executor_down: the Ray "
-        "cluster could not be reached to start it."
-    )
-    message: str = Field(..., description="What went wrong and what to do about it.")
-    log_tail: list[str] = Field(default_factory=list, description="The job's last log lines.")
-
-
-class JobStatusResponse(BaseModel):
-    job_id: str = Field(..., description="Job id.")
-    status: JobStatusName = Field(..., description="pending → running → completed | failed | stopped.")
-    created_at: str = Field(..., description="ISO 8601, UTC.")
-    started_at: str | None = Field(None, description="When its first attempt started.")
-    completed_at: str | None = Field(None, description="When it reached a terminal status.")
-    error: str | None = Field(None, description="Why it failed.")
-    result: dict[str, Any] | None = Field(
-        None,
-        description="train_loss, eval_loss, adapter_path, global_step, train_runtime, "
-        "train_tokens_per_second, stopped, ... (set when the job ends).",
-        examples=[{"train_loss": 0.5, "eval_loss": 0.6, "adapter_path": "./data/outputs/abc/adapter"}],
-    )
-    error_detail: JobError | None = Field(None, description="The failure's category, message and log tail.")
-    queue_position: int | None = Field(None, description="Place in the queue while pending (1 = next).")
-    progress: JobProgress | None = Field(None, description="Live progress while it runs; last values after.")
-    attempts: list[dict[str, Any]] = Field(default_factory=list, description="Each run of this job.")
-    config: dict[str, Any] = Field(..., description="The config as submitted, with its output_dir.")
-
-
-class JobListResponse(BaseModel):
-    jobs: list[JobStatusResponse] = Field(..., description="This page of jobs.")
-    total: int = Field(..., description="Jobs matching the filter, over all pages.")
-    offset: int = Field(..., description="Index of the first job of this page.")
-    limit: int = Field(..., description="Page size asked for.")
-
-
-class StopResponse(BaseModel):
-    message: str = Field(..., examples=["Job abc-123 stopped"])
-    status: JobStatusName = Field(..., description="'stopped' for a pending job, 'stopping' for a running one.")
-
-
-class DeleteResponse(BaseModel):
-    message: str = Field(..., examples=["Job abc-123 deleted; its files stay in ./data/outputs/abc-123"])
-
-
 class ConfigSaveRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -161,95 +90,6 @@ class ConfigSaveRequest(BaseModel):
 
     name: str = Field(..., min_length=1, max_length=200, description="Unique name of the template.")
     config: dict[str, Any] = Field(..., description="SFTConfig fields; a template may leave some out.")
-
-
-class ConfigSaveResponse(BaseModel):
-    config_id: str = Field(..., examples=["xyz-789"])
-    name: str = Field(..., examples=["alpaca_qlora_gpt2"])
-
-
-class ConfigResponse(BaseModel):
-    config_id: str = Field(..., description="Config id.")
-    name: str = Field(..., description="Template name.")
-    config: dict[str, Any] = Field(..., description="The saved fields.")
-    created_at: str = Field(..., description="ISO 8601, UTC.")
-
-
-class EventResponse(BaseModel):
-    seq: int = Field(..., description="Sequence number within the job (the SSE event id).")
-    time: str = Field(..., description="ISO 8601, UTC.")
-    type: str = Field(
-        ...,
-        description="created, queued, started, model_loaded, dataset_ready, metrics, eval, checkpoint_saved, "
-        "stopping, resumed, completed, failed, stopped.",
-    )
-    level: Literal["info", "warning", "error"] = Field(..., description="Severity.")
-    message: str = Field(..., description="What happened, for people.")
-    data: dict[str, Any] = Field(default_factory=dict, description="Structured details.")
-
-
-class EventListResponse(BaseModel):
-    events: list[EventResponse]
-    next_after: int = Field(..., description="Pass as ?after= to get the events after this page.")
-
-
-class MetricsResponse(BaseModel):
-    job_id: str
-    metrics: list[dict[str, Any]] = Field(
-        ..., description="One point per log: step, loss, learning_rate, grad_norm, eval_loss, num_tokens, "
-        "epoch, elapsed_seconds, attempt."
-    )
-
-
-class LogsResponse(BaseModel):
-    job_id: str
-    lines: list[str] = Field(..., description="The job's log lines (its own thread's only).")
-
-
-class CheckpointInfo(BaseModel):
-    step: int = Field(..., description="Optimizer step it was saved at.")
-    path: str = Field(..., description="Checkpoint directory (adapter or model, optimizer, scheduler, RNG).")
-    eval_loss: float | None = Field(None, description="Eval loss at that step, when evaluated.")
-    created_at: str = Field(..., description="ISO 8601, UTC.")
-
-
-class CheckpointListResponse(BaseModel):
-    job_id: str
-    checkpoints: list[CheckpointInfo] = Field(..., description="Oldest first.")
-
-
-class GpuMemory(BaseModel):
-    memory_allocated_mb: float = Field(..., description="Tensors allocated now, in MiB (torch.cuda.memory_allocated).")
-    memory_reserved_mb: float = Field(..., description="Held by the caching allocator, in MiB.")
-    max_memory_allocated_mb: float = Field(..., description="Peak allocated since start or the last job's start.")
-
-
-class ExecutorHealth(BaseModel):
-    """Where jobs run: the executor's name and whether it can take work (executors may add details)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    name: str = Field(..., description="thread (the API process' own threads) or another executor's name.")
-    status: Literal["up", "down"] = Field(..., description="down: jobs cannot start or be followed now.")
-
-
-class HealthResponse(BaseModel):
-    status: Literal["ok"] = "ok"
-    version: str
-    auth: Literal["off", "keys"] = Field(..., description="off: no keys; keys: API calls need an API key.")
-    max_concurrent_jobs: int
-    jobs: dict[str, int] = Field(..., description="The caller's jobs by status (everyone's for an admin or with "
-                                 "keys off; empty for a caller without a key).")
-    device: Literal["cuda", "cpu"] = Field(..., description="Where jobs train and models generate.")
-    gpu: GpuMemory | None = Field(
-        None, description="This server's CUDA memory (null without a GPU): what its jobs and loaded models hold."
-    )
-    model_requests: dict[str, int] = Field(
-        default_factory=dict,
-        description="Generate / evaluate / merge requests: 'running' on the model threads and 'waiting' for one.",
-    )
-    executor: ExecutorHealth | None = Field(None, description="Where jobs run, and whether it is up.")
-
 
 
 # Using a trained model: generate, evaluate, merge, list models
@@ -295,21 +135,6 @@ class GenerateRequest(BaseModel):
         return self
 
 
-class GenerateResponse(BaseModel):
-    completion: str = Field(..., description="The fine-tuned model's completion.")
-    base_completion: str | None = Field(None, description="The base model's completion (with compare_base).")
-    prompt_tokens: int = Field(..., description="Tokens in the rendered prompt.")
-    completion_tokens: int = Field(..., description="Tokens generated by the fine-tuned model.")
-    base_completion_tokens: int | None = Field(None, description="Tokens generated by the base model.")
-    latency_ms: float = Field(..., description="Generation time of the fine-tuned model (loading excluded).")
-    base_latency_ms: float | None = Field(None, description="Generation time of the base model.")
-
-
-class MergeResponse(BaseModel):
-    merged_path: str = Field(..., description="Directory of the standalone merged model (<output_dir>/merged).")
-    size_bytes: int = Field(..., description="Total size of its files.")
-
-
 class EvaluateRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -326,34 +151,6 @@ class EvaluateRequest(BaseModel):
     max_samples: int = Field(50, ge=1, le=10_000, description="Score at most this many rows (the first ones).")
     max_new_tokens: int = Field(64, ge=1, le=2048, description="Most tokens generated per answer.")
     checkpoint: str | None = Field(None, max_length=100, description="Score this checkpoint instead.")
-
-
-class EvaluationScore(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    exact_match: float = Field(..., description="Fraction of rows answered exactly (or as equal JSON).")
-    n: int = Field(..., description="Rows scored.")
-    examples: list[dict[str, Any]] = Field(default_factory=list, description="A few prompts, answers, predictions.")
-    misses: list[dict[str, Any]] = Field(
-        default_factory=list, description="The rows answered wrong (the first 100): row (0-based), prompt, reference, "
-                                          "prediction.")
-
-
-class EvaluateResponse(BaseModel):
-    job_id: str
-    dataset_name: str
-    split: str
-    base: EvaluationScore = Field(..., description="The base model's score.")
-    tuned: EvaluationScore = Field(..., description="The fine-tuned model's score.")
-
-
-class ModelInfo(BaseModel):
-    name: str = Field(..., description="What to put in a config's base_model.")
-    kind: Literal["bundled", "converted", "local", "hub"] = Field(
-        ..., description="bundled alias, model converted into the model cache, local directory, or Hub cache."
-    )
-    path: str = Field(..., description="Where it is (or will be, for a bundled alias not yet converted).")
-    ready: bool = Field(..., description="Loads without a conversion or a download.")
 
 
 # Dataset preview
@@ -412,3 +209,13 @@ class DatasetPreviewResponse(BaseModel):
     max_length: int
     truncated_rows: int = Field(..., description="Rows longer than max_length (the trainer truncates them).")
     truncated_share: float = Field(..., description="truncated_rows / rows.")
+
+
+__all__ = [
+    "DEMO_CONFIG", "ERROR_RESPONSES", "ChatMessage", "CheckpointListResponse", "ConfigResponse", "ConfigSaveRequest",
+    "ConfigSaveResponse", "DatasetPreviewRequest", "DatasetPreviewResponse", "DeleteResponse", "ErrorResponse",
+    "EvaluateRequest", "EvaluateResponse", "EventListResponse", "GenerateRequest", "GenerateResponse",
+    "HealthResponse", "JobListResponse", "JobStartRequest", "JobStartResponse", "JobStatusName", "JobStatusResponse",
+    "LogsResponse", "MergeResponse", "MetricsResponse", "ModelInfo", "PreviewExample", "PreviewSegment",
+    "StopResponse", "TokenLengths",
+]

@@ -8,9 +8,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from ..jobs.access import check_submission
 from ..sft.config import SFTConfig
-from .deps import CurrentUser, ManagerDep, ValidConfig, ValidJob, idempotency_scope, job_quota, visible_config
+from .deps import ManagerDep, UserJobs, ValidConfig, ValidJob
 from .schemas import (
     ERROR_RESPONSES,
     CheckpointListResponse,
@@ -35,8 +34,7 @@ router = APIRouter(prefix="/api/sft", tags=["sft"], responses=ERROR_RESPONSES)
 @router.post("/train", response_model=JobStartResponse)
 def start_training(
     request: JobStartRequest,
-    manager: ManagerDep,
-    user: CurrentUser,
+    jobs: UserJobs,
     idempotency_key: Annotated[
         str | None, Header(max_length=200, description="Retries with the same key return the same job.")
     ] = None,
@@ -44,27 +42,22 @@ def start_training(
     """Start a new SFT training job (validated and pre-flighted; 400 names what is wrong)."""
     config = request.config
     if request.config_id is not None:
-        visible_config(manager, user, request.config_id)
-        config = manager.config_from_template(request.config_id, request.overrides)
-    check_submission(manager, user, config or {})
-    job = manager.submit(config, idempotency_key=idempotency_scope(user, idempotency_key), owner=user.owner,
-                         max_active=job_quota(manager, user))
+        config = jobs.from_template(request.config_id, request.overrides)
+    job = jobs.submit(config, idempotency_key=idempotency_key)
     return JobStartResponse(job_id=job.job_id, status=job.status.value, queue_position=job.queue_position)
 
 
 @router.get("/jobs", response_model=JobListResponse)
 def list_jobs(
-    manager: ManagerDep,
-    user: CurrentUser,
+    jobs: UserJobs,
     status: Annotated[JobStatusName | None, Query(description="Only jobs in this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000, description="Jobs to skip.")] = 0,
     order: Annotated[Literal["asc", "desc"], Query(description="By creation time.")] = "desc",
 ) -> JobListResponse:
     """List jobs, newest first by default, optionally of one status."""
-    jobs, total = manager.select_jobs(status=status, limit=limit, offset=offset, newest_first=order == "desc",
-                                      owner=user.scope)
-    return JobListResponse(jobs=[job.to_dict() for job in jobs], total=total, offset=offset, limit=limit)
+    page, total = jobs.select(status=status, limit=limit, offset=offset, newest_first=order == "desc")
+    return JobListResponse(jobs=[job.to_dict() for job in page], total=total, offset=offset, limit=limit)
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatusResponse)
@@ -84,12 +77,9 @@ def stop_job(job: ValidJob, manager: ManagerDep) -> StopResponse:
 
 
 @router.post("/jobs/{job_id}/resume", response_model=JobStartResponse)
-def resume_job(job: ValidJob, manager: ManagerDep, user: CurrentUser) -> JobStartResponse:
+def resume_job(job: ValidJob, jobs: UserJobs) -> JobStartResponse:
     """Continue a stopped or failed job from its latest checkpoint (optimizer state included)."""
-    quota = job_quota(manager, user)
-    if quota is not None and job.status.is_terminal():
-        manager.check_quota(job.owner, quota)
-    manager.resume_job(job.job_id)
+    jobs.resume(job)
     return JobStartResponse(job_id=job.job_id, status=job.status.value, queue_position=job.queue_position)
 
 
@@ -159,16 +149,16 @@ async def _event_stream(manager, job_id: str, after: int, request: Request):
 
 
 @router.post("/configs", response_model=ConfigSaveResponse)
-def save_config(request: ConfigSaveRequest, manager: ManagerDep, user: CurrentUser) -> ConfigSaveResponse:
+def save_config(request: ConfigSaveRequest, jobs: UserJobs) -> ConfigSaveResponse:
     """Save a named configuration template."""
-    config_id = manager.save_config(request.name, request.config, owner=user.owner)
+    config_id = jobs.save_config(request.name, request.config)
     return ConfigSaveResponse(config_id=config_id, name=request.name)
 
 
 @router.get("/configs", response_model=list[ConfigResponse])
-def list_configs(manager: ManagerDep, user: CurrentUser) -> list[dict]:
+def list_configs(jobs: UserJobs) -> list[dict]:
     """List saved configuration templates."""
-    return manager.list_configs(owner=user.scope)
+    return jobs.configs()
 
 
 @router.get("/configs/{config_id}", response_model=ConfigResponse)

@@ -31,6 +31,8 @@ from factories import free_port, wait_for
 
 BACKEND = Path(__file__).resolve().parents[2]
 REPO = BACKEND.parent
+#: The server imports its response models from this checkout's light client (sft_client.models).
+SERVER_PATH = os.pathsep.join([str(BACKEND), str(REPO / "clients" / "python" / "src")])
 
 
 @pytest.fixture
@@ -53,7 +55,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SFT_DATA_DIR": str(data_dir), "PYTHONPATH": str(BACKEND)}
+    env = {**os.environ, "SFT_DATA_DIR": str(data_dir), "PYTHONPATH": SERVER_PATH}
     return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
 
@@ -229,7 +231,7 @@ def test_the_bound_host_is_read_from_uvicorn_arguments():
 
 def start_uvicorn(data_dir: Path, port: int, *, launcher: bool = False, **env: str) -> subprocess.Popen:
     """``uvicorn app.main:app --host 0.0.0.0`` as ``make run HOST=0.0.0.0`` runs it (or ``python -m app serve``)."""
-    environ = {**os.environ, "SFT_DATA_DIR": str(data_dir), "PYTHONPATH": str(BACKEND)}
+    environ = {**os.environ, "SFT_DATA_DIR": str(data_dir), "PYTHONPATH": SERVER_PATH}
     environ.pop("SFT_AUTH", None)
     environ.update(env)
     command = (["-m", "app", "serve"] if launcher else

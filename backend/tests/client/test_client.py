@@ -173,7 +173,7 @@ def test_the_client_installs_alone_without_torch(server, client_venv):
     listing = "import importlib.metadata as m; print(' '.join(d.metadata['Name'].lower() for d in m.distributions()))"
     installed = set(subprocess.run([str(python), "-c", listing], capture_output=True, text=True,
                                    check=True).stdout.split())
-    assert {"sft-client", "httpx", "rich", "pyyaml"} <= installed
+    assert {"sft-client", "httpx", "rich", "pyyaml", "pydantic"} <= installed
     assert not installed & {"torch", "transformers", "peft", "trl", "fastapi", "uvicorn", "sft-service"}
     health = subprocess.run([str(sft), "--url", server.url, "health"], capture_output=True, text=True, cwd=REPO,
                             env={"PATH": "/usr/bin:/bin"}, timeout=60)

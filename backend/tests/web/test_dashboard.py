@@ -269,3 +269,29 @@ def test_compare_runs_and_models(page, server):
     page.locator("#models-table tbody tr").first.wait_for()
     names = page.locator("#models-table tbody td:first-child").all_inner_texts()
     assert names == [m["name"] for m in server.api("GET", "/api/sft/models").json()]
+
+
+def test_the_status_filter_lists_the_servers_statuses(page, server):
+    page.goto(f"{server.url}/#/jobs")
+    page.locator("#status-filter option[value='stopped']").wait_for(state="attached")
+    options = page.eval_on_selector_all("#status-filter option", "options => options.map(o => o.value)")
+    documented = server.api("GET", "/openapi.json").json()["components"]["schemas"]["JobStatusResponse"]
+    assert options == ["", *documented["properties"]["status"]["enum"]]
+
+
+def test_the_form_reads_the_structured_errors_of_an_answer(page, server):
+    # A 400 whose detail names no form field: only its errors[] says which field is at fault.
+    answer = {"detail": "the config cannot run (see errors)",
+              "errors": [{"field": "config.lora_alpha", "message": "must be at least lora_r", "type": "invalid_config"},
+                         {"field": None, "message": "and one more thing", "type": "invalid_config"}]}
+    page.route("**/api/sft/train", lambda route: route.fulfill(status=400, json=answer))
+    page.goto(f"{server.url}/#/new")
+    page.fill("#f-base_model", server.model)
+    page.fill("#f-dataset_name", server.dataset)
+    page.click("#submit-job")
+    error = page.locator("#e-lora_alpha")
+    error.wait_for()
+    page.wait_for_function("document.querySelector('#e-lora_alpha').textContent !== ''")
+    assert error.inner_text() == "must be at least lora_r"
+    assert page.get_attribute("#f-lora_alpha", "aria-invalid") == "true"
+    assert page.inner_text("#form-error") == "and one more thing"

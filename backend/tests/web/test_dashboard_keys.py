@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from factories import contact_rows, wait_for, write_jsonl
-from web_helpers import BACKEND, running_server, web_env
+from web_helpers import SERVER_PATH, running_server, web_env
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def keyed_server(tmp_path_factory, tiny_model_dir):
     """A real uvicorn process with SFT_AUTH=keys, and a key of user alice made with ``python -m app keys``."""
     root = tmp_path_factory.mktemp("web-keys")
     dataset = write_jsonl(root / "chat.jsonl", contact_rows(32))
-    env = web_env(root, tiny_model_dir, SFT_AUTH="keys", PYTHONPATH=str(BACKEND))
+    env = web_env(root, tiny_model_dir, SFT_AUTH="keys", PYTHONPATH=SERVER_PATH)
     made = subprocess.run([sys.executable, "-m", "app", "keys", "create", "--name", "alice"], env=env, cwd=root,
                           capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr

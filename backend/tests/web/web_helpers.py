@@ -15,6 +15,8 @@ import httpx
 from factories import free_port, wait_for
 
 BACKEND = Path(__file__).resolve().parents[2]
+#: What a server process of this checkout imports: the backend, and the light client's response models.
+SERVER_PATH = os.pathsep.join([str(BACKEND), str(BACKEND.parent / "clients" / "python" / "src")])
 
 
 class Server:

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from starlette.convertors import Convertor, register_url_convertor
 
+from ...jobs.scoped import ScopedJobs
 from ...sft.artifacts import Artifact, base_model_artifact, job_artifact
 from ...sft.errors import ModelError
 from ...sft.generation import chat, stream_chat
@@ -22,8 +23,7 @@ from ...jobs.access import models_on_hand, path_access
 from ...sft.models import resolve_model
 from ...sft.paths import PathRefused
 from ..auth import Principal
-from ..deps import CacheDep, CurrentUser, GateDep, ManagerDep
-from ..model_routes import check_not_busy
+from ..deps import CacheDep, CurrentUser, GateDep, ManagerDep, TrainingSlotFree
 from ..sft_job_manager import JobStatus, SFTJob, SFTJobManager
 from . import jobs
 from .errors import OpenAIRoute, invalid, not_found, responses
@@ -55,7 +55,7 @@ def list_models_route(manager: ManagerDep, user: CurrentUser) -> dict:
     """Base models on hand (as /api/sft/models lists them) and the fine-tuned models of succeeded jobs."""
     data = [_base_model_object(m["name"], Path(m["path"]), m["kind"]) for m in models_on_hand(manager, user)]
     extras = jobs.load_extras(manager)
-    for job in manager.select_jobs(status=JobStatus.COMPLETED.value, owner=user.scope)[0]:
+    for job in ScopedJobs(manager, user).select(status=JobStatus.COMPLETED.value)[0]:
         model = _fine_tuned_model_object(job, extras.get(job.job_id, {}))
         if model is not None:
             data.append(model)
@@ -98,10 +98,10 @@ def delete_model(model: str, manager: ManagerDep, user: CurrentUser) -> dict:
                                             "description": "A chat.completion, or chunks with stream: true."}},
 )
 async def chat_completions(request: ChatCompletionRequest, manager: ManagerDep, cache: CacheDep, gate: GateDep,
-                           http: Request, user: CurrentUser):
+                           http: Request, user: CurrentUser, slot: TrainingSlotFree):
     """Chat with a fine-tuned (ft:...) or base model; ``stream: true`` answers Server-Sent Events."""
     artifact = await run_in_threadpool(_chat_artifact, manager, request.model, user)
-    check_not_busy(manager)
+    slot.require()
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages]
     options = {"cache_dir": manager.settings.resolved_model_cache_dir, "messages": messages,
                "max_new_tokens": request.new_tokens, "temperature": request.temperature, "top_p": request.top_p,
@@ -167,9 +167,7 @@ def _fine_tuned(manager: SFTJobManager, name: str, user: Principal) -> tuple[SFT
     """The job behind an ``ft:`` model name (or one of its checkpoints); 404 model_not_found otherwise, also
     for another user's model."""
     parsed = jobs.parse_fine_tuned(name)
-    job = manager.jobs.get(parsed[0]) if parsed else None
-    if job is not None and not user.sees(job.owner):
-        job = None
+    job = ScopedJobs(manager, user).find(parsed[0]) if parsed else None
     extras = jobs.extras_of(manager, job.job_id) if job is not None else {}
     step = parsed[1] if parsed else None
     if job is not None and not extras.get("model_deleted"):

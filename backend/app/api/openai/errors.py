@@ -1,7 +1,7 @@
 """OpenAI's error envelope for every /v1 route: ``{"error": {"message", "type", "param", "code"}}``.
 
 FastAPI's exception handlers are app-wide, and /api/sft keeps its ``{"detail": ...}`` shape, so /v1
-routes use ``OpenAIRoute``: it turns the service's errors (the training core's mapped by
+routes use ``OpenAIRoute``: it turns the service's errors (a file error's ``field`` as ``param``; the training core's mapped by
 ``app.core.errors.from_sft_error``), request validation errors and HTTP errors raised while
 handling a /v1 request into the envelope, with the status OpenAI would give
 (so the ``openai`` SDK raises its typed exceptions: 400 BadRequestError, 404 NotFoundError...).
@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from ...core.errors import ServiceError, from_sft_error
+from ...jobs.files import FileError
 from ...sft.errors import SFTError
 
 #: The envelope's ``type`` by status, as OpenAI names them.
@@ -107,6 +108,8 @@ class OpenAIRoute(APIRoute):
                 return await handler(request)
             except OpenAIError as exc:
                 return error_response(exc.status_code, exc.detail, param=exc.param, code=exc.code)
+            except FileError as exc:
+                return error_response(exc.status_code, exc.detail, param=exc.field, code=exc.code)
             except (ServiceError, SFTError) as exc:
                 error = from_sft_error(exc) if isinstance(exc, SFTError) else exc
                 code = {404: "not_found", 409: "conflict", 503: "busy"}.get(error.status_code)

@@ -44,11 +44,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ...jobs.files import file_users, write_results_file
 from ...jobs.manager import SFTJobManager
 from ...jobs.models import JobStatus, SFTJob
 from ...sft.errors import ModelError
 from ...sft.models import resolve_model
-from .files import write_results_file
 
 TARGET_EPOCHS = 3
 MIN_TARGET_EXAMPLES = 100
@@ -332,3 +332,32 @@ def checkpoint_object(job: SFTJob, extras: dict[str, Any], checkpoint: dict[str,
         "metrics": metrics,
         "step_number": step,
     }
+
+
+# Rendering and stopping
+
+
+def render(manager: SFTJobManager, job: SFTJob, extras: dict[str, Any]) -> dict[str, Any]:
+    """The job as a ``fine_tuning.job``, its result file written once it has succeeded."""
+    return job_object(job, extras, result_files=result_files(manager, job, extras))
+
+
+def stop(manager: SFTJobManager, job: SFTJob, kind: str) -> dict[str, Any]:
+    """Stop the job for a /v1 ``cancel`` or ``pause``; return its record, which says which."""
+    # Recorded before the stop (so no reader sees it unexplained) and again after (the count of
+    # attempts it is tied to is final once the job no longer waits in the queue).
+    record_stop(manager, job, kind)
+    manager.stop_job(job.job_id)
+    return record_stop(manager, job, kind)
+
+
+def record_stop(manager: SFTJobManager, job: SFTJob, kind: str) -> dict[str, Any]:
+    return update_extras(manager, job.job_id, stop={"kind": kind, "attempts": len(job.attempts)})
+
+
+def busy_user(manager: SFTJobManager, record: dict[str, Any]) -> str | None:
+    """A job that may still train on an uploaded file (queued, running or paused), if any. Only the file's
+    owner's jobs hold it: another user's job cannot keep a file they may not read."""
+    extras = load_extras(manager)
+    return next((job.job_id for job in file_users(manager, record["path"]) if job.owner == record.get("owner")
+                 and openai_status(job, extras.get(job.job_id, {})) in ("queued", "running", "paused")), None)

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from app.api.openai import files, jobs
-from app.api.openai.errors import OpenAIError, validation_message
+from app.api.openai import jobs, mapping
+from app.api.openai.errors import validation_message
+from app.jobs import files
 from app.api.sft_job_manager import JobStatus, SFTJob
+from app.core.errors import InvalidConfig
 from app.sft.generation import _StopCutter
 from factories import contact_rows, write_jsonl
 
@@ -83,9 +85,9 @@ def test_a_training_file_is_checked_line_by_line(tmp_path: Path):
     def problem(lines: list[str]) -> str:
         path = tmp_path / "bad.jsonl"
         path.write_text("\n".join(lines) + "\n")
-        with pytest.raises(OpenAIError) as caught:
+        with pytest.raises(files.InvalidFile) as caught:
             files.check_training_file(path, "bad.jsonl")
-        assert caught.value.status_code == 400 and caught.value.param == "file"
+        assert caught.value.status_code == 400 and caught.value.field == "file"
         return caught.value.detail
 
     good = json.dumps(contact_rows(1)[0])
@@ -128,3 +130,16 @@ def test_validation_errors_read_like_openais():
     assert message == ("Invalid value for 'n': Input should be less than or equal to 1; Unrecognized request "
                        "argument supplied: tools (this server does not support it); Missing required parameter: "
                        "'model'.")
+
+
+def test_config_errors_come_back_in_the_requests_names_by_their_field():
+    assert {mapping.FIELDS[param]: param for param in mapping.FIELDS} == mapping.PARAMS  # one table, both ways
+    refused = InvalidConfig("config.dataset_name: /data/files/file-1.jsonl: line 3: not JSON; config.lora_r: too small")
+    error = mapping.config_error(refused)
+    assert (error.status_code, error.param) == (400, "training_file")
+    assert error.detail == "training_file: /data/files/file-1.jsonl: line 3: not JSON"
+    structured = InvalidConfig("the model cannot be loaded", field="config.base_model")
+    assert (mapping.config_error(structured).param, mapping.config_error(structured).detail) == (
+        "model", "model: the model cannot be loaded")
+    unnamed = mapping.config_error(InvalidConfig("config.lora_r: too small"))
+    assert (unnamed.param, unnamed.detail) == (None, "config.lora_r: too small")

@@ -1,6 +1,7 @@
 """Client of the SFT job service: ``SFTClient`` / ``AsyncSFTClient`` and the ``sft`` command.
 
-Needs only httpx (and Rich and PyYAML for the command): no torch, no transformers, no server.
+Needs only httpx and pydantic (and Rich and PyYAML for the command): no torch, no transformers, no server.
+The answers are the server's own response models (``sft_client.models``).
 """
 
 from .client import DEFAULT_URL, AsyncSFTClient, SFTClient, __version__
@@ -21,7 +22,9 @@ from .errors import (
     UnprocessableEntityError,
 )
 from .types import (
+    JOB_STATUSES,
     TERMINAL_STATUSES,
+    Attempt,
     Checkpoint,
     ConfigSaved,
     Evaluation,
@@ -30,8 +33,10 @@ from .types import (
     Generation,
     Health,
     Job,
+    JobConfig,
     JobError,
     JobList,
+    JobResult,
     JobStart,
     Merge,
     ModelInfo,
@@ -42,10 +47,10 @@ from .types import (
 )
 
 __all__ = [
-    "DEFAULT_URL", "TERMINAL_STATUSES", "APIConnectionError", "APIStatusError", "APITimeoutError",
-    "AsyncSFTClient", "AuthenticationError", "BadRequestError", "Checkpoint", "ConfigSaved", "ConflictError",
+    "DEFAULT_URL", "JOB_STATUSES", "TERMINAL_STATUSES", "APIConnectionError", "APIStatusError", "APITimeoutError",
+    "AsyncSFTClient", "Attempt", "AuthenticationError", "BadRequestError", "Checkpoint", "ConfigSaved", "ConflictError",
     "DownloadError", "Evaluation", "Event", "EventPage", "Generation", "Health", "InternalServerError", "Job",
-    "JobError", "JobList", "JobStart", "Merge", "ModelInfo", "NotFoundError", "PermissionDeniedError",
+    "JobConfig", "JobError", "JobList", "JobResult", "JobStart", "Merge", "ModelInfo", "NotFoundError", "PermissionDeniedError",
     "Progress", "RateLimitError", "SavedConfig", "Score", "ServiceUnavailableError", "SFTClient", "SFTError",
     "StopResult", "UnprocessableEntityError", "__version__",
 ]

@@ -32,7 +32,7 @@ from ._display import (
 from ._transfer import check_destination
 from .client import DEFAULT_URL, SFTClient, __version__
 from .errors import APIConnectionError, APIStatusError, ConflictError, DownloadError, SFTError
-from .types import Job, SavedConfig
+from .types import JOB_STATUSES, Job, SavedConfig
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 #: A number as people write it; PyYAML leaves some (1e-3) as strings.
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_interrupt(p)
 
     p = command("jobs", cmd_jobs, "List jobs, newest first.")
-    p.add_argument("--status", choices=["pending", "running", "stopping", "completed", "failed", "stopped"])
+    p.add_argument("--status", choices=JOB_STATUSES)
     p.add_argument("--limit", type=int, default=20, help="At most this many (default 20).")
 
     p = command("show", cmd_show, "Show a job: status, progress, result, error.")
@@ -382,7 +382,7 @@ def show_job(out: Output, job: Job) -> None:
         out.line("Last log lines:")
         indented(out, job.error_detail.log_tail)
     out.line("Config:")
-    for line in yaml.safe_dump(job.config, sort_keys=False, allow_unicode=True).splitlines():
+    for line in yaml.safe_dump(job.config.to_dict(), sort_keys=False, allow_unicode=True).splitlines():
         out.line(f"  {line}")
 
 

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -351,9 +352,29 @@ class SFTClient(_Base):
         return self._run(_api.delete_config(config_id))
 
 
+class _BuildOnly:
+    """Stands in for a client when a sync method is asked only for its request: ``_run`` hands back the
+    :class:`Call` the method built, unsent."""
+
+    @staticmethod
+    def _run(call: Call[T]) -> Call[T]:
+        return call
+
+
+def _awaited(method: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """``SFTClient.method`` for the async client: the sync method builds the request, this awaits it."""
+
+    @functools.wraps(method)
+    async def awaited(self: AsyncSFTClient, *args: Any, **kwargs: Any) -> T:
+        return await self._run(method(_BuildOnly, *args, **kwargs))
+
+    return awaited
+
+
 class AsyncSFTClient(_Base):
     """The asyncio twin of :class:`SFTClient`: the same methods and arguments, awaited
-    (``follow`` is an async iterator)."""
+    (``follow`` is an async iterator). Only what loops over I/O (``follow``, ``wait``, ``download``)
+    is written again for asyncio; every other method is derived from SFTClient's."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30.0, *,
                  max_retries: int = 2, backoff: float = 0.5, work_timeout: float = 1800.0,
@@ -408,48 +429,6 @@ class AsyncSFTClient(_Base):
                 raise error_from_response(response)
             return response
 
-    async def health(self) -> Health:
-        return await self._run(_api.health())
-
-    async def list_models(self) -> list[ModelInfo]:
-        return await self._run(_api.models())
-
-    async def config_schema(self) -> dict[str, Any]:
-        return await self._run(_api.config_schema())
-
-    async def train(self, config: dict[str, Any] | None = None, *, config_id: str | None = None,
-                    overrides: dict[str, Any] | None = None, idempotency_key: str | None = None) -> JobStart:
-        return await self._run(_api.train(config, config_id=config_id, overrides=overrides,
-                                          idempotency_key=idempotency_key))
-
-    async def list_jobs(self, *, status: str | None = None, limit: int = 100, offset: int = 0,
-                        order: str = "desc") -> JobList:
-        return await self._run(_api.list_jobs(status=status, limit=limit, offset=offset, order=order))
-
-    async def get_job(self, job_id: str) -> Job:
-        return await self._run(_api.get_job(job_id))
-
-    async def stop_job(self, job_id: str) -> StopResult:
-        return await self._run(_api.stop(job_id))
-
-    async def resume_job(self, job_id: str) -> JobStart:
-        return await self._run(_api.resume(job_id))
-
-    async def delete_job(self, job_id: str) -> str:
-        return await self._run(_api.delete_job(job_id))
-
-    async def checkpoints(self, job_id: str) -> list[Checkpoint]:
-        return await self._run(_api.checkpoints(job_id))
-
-    async def metrics(self, job_id: str) -> list[dict[str, Any]]:
-        return await self._run(_api.metrics(job_id))
-
-    async def logs(self, job_id: str, *, tail: int | None = None) -> list[str]:
-        return await self._run(_api.logs(job_id, tail=tail))
-
-    async def events(self, job_id: str, *, after: int = 0, limit: int = 100) -> EventPage:
-        return await self._run(_api.events(job_id, after=after, limit=limit))
-
     async def follow(self, job_id: str, *, after: int = 0, reconnect_timeout: float = 300.0,
                      on_disconnect: Callable[[Exception], None] | None = None,
                      on_reconnect: Callable[[], None] | None = None) -> AsyncIterator[Event]:
@@ -493,24 +472,6 @@ class AsyncSFTClient(_Base):
             pass
         return await self.get_job(job_id)
 
-    async def generate(self, job_id: str, prompt: str | None = None, *,
-                       messages: list[dict[str, str]] | None = None, max_new_tokens: int = 128,
-                       temperature: float = 0.0, top_p: float | None = None, seed: int | None = None,
-                       compare_base: bool = False, checkpoint: str | None = None) -> Generation:
-        return await self._run(_api.generate(job_id, prompt=prompt, messages=messages,
-                                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                             seed=seed, compare_base=compare_base, checkpoint=checkpoint))
-
-    async def evaluate(self, job_id: str, *, dataset_name: str | None = None, split: str | None = None,
-                       max_samples: int | None = None, max_new_tokens: int | None = None,
-                       checkpoint: str | None = None) -> Evaluation:
-        return await self._run(_api.evaluate(job_id, dataset_name=dataset_name, split=split,
-                                             max_samples=max_samples, max_new_tokens=max_new_tokens,
-                                             checkpoint=checkpoint))
-
-    async def merge(self, job_id: str) -> Merge:
-        return await self._run(_api.merge(job_id))
-
     async def download(self, job_id: str, directory: str | Path, *,
                        on_progress: ProgressCallback | None = None) -> Path:
         directory = Path(directory)
@@ -536,14 +497,24 @@ class AsyncSFTClient(_Base):
             (Path(scratch) / "unpacked").mkdir()
             return await asyncio.to_thread(unpack, archive, directory, scratch=Path(scratch) / "unpacked")
 
-    async def save_config(self, name: str, config: dict[str, Any]) -> ConfigSaved:
-        return await self._run(_api.save_config(name, config))
-
-    async def list_configs(self) -> list[SavedConfig]:
-        return await self._run(_api.list_configs())
-
-    async def get_config(self, config_id: str) -> SavedConfig:
-        return await self._run(_api.get_config(config_id))
-
-    async def delete_config(self, config_id: str) -> str:
-        return await self._run(_api.delete_config(config_id))
+    # The endpoints without I/O loops of their own: SFTClient's methods, awaited (same arguments, docs).
+    health = _awaited(SFTClient.health)
+    list_models = _awaited(SFTClient.list_models)
+    config_schema = _awaited(SFTClient.config_schema)
+    train = _awaited(SFTClient.train)
+    list_jobs = _awaited(SFTClient.list_jobs)
+    get_job = _awaited(SFTClient.get_job)
+    stop_job = _awaited(SFTClient.stop_job)
+    resume_job = _awaited(SFTClient.resume_job)
+    delete_job = _awaited(SFTClient.delete_job)
+    checkpoints = _awaited(SFTClient.checkpoints)
+    metrics = _awaited(SFTClient.metrics)
+    logs = _awaited(SFTClient.logs)
+    events = _awaited(SFTClient.events)
+    generate = _awaited(SFTClient.generate)
+    evaluate = _awaited(SFTClient.evaluate)
+    merge = _awaited(SFTClient.merge)
+    save_config = _awaited(SFTClient.save_config)
+    list_configs = _awaited(SFTClient.list_configs)
+    get_config = _awaited(SFTClient.get_config)
+    delete_config = _awaited(SFTClient.delete_config)

@@ -1,6 +1,6 @@
 // The dashboard: a hash router over the views, and the header's version and job counts.
 
-import { api, apiKey, askForKey, h } from "./util.js";
+import { api, apiKey, askForKey, h, statusesReady } from "./util.js";
 import { jobsView } from "./jobs.js";
 import { jobView } from "./job.js";
 import { newJobView } from "./newjob.js";
@@ -21,6 +21,7 @@ const routes = [
 ];
 
 async function route() {
+  await statusesReady;
   if (cleanup) { cleanup(); cleanup = null; }
   window.sftDashboard.chart = null;
   const hash = location.hash || "#/jobs";

@@ -99,6 +99,18 @@ class Field {
   }
 }
 
+/** An API error's problems as [[form field or null, message], ...]: from its structured ``errors``
+ * ({field: "config.lora_r", message}), or, from an answer without them, its detail's clauses. */
+export function problems(error) {
+  if (error && error.errors && error.errors.length) {
+    return error.errors.map(({ field, message }) => {
+      const match = (field || "").match(/^(?:config\.)?([a-z_]+)/);
+      return match ? [match[1], message] : [null, message];
+    });
+  }
+  return splitDetail(error ? error.detail : "");
+}
+
 /** "config.lora_r: Input should be ...; config: set max_steps ..." -> [[field or null, message], ...] */
 export function splitDetail(detail) {
   if (typeof detail !== "string") return [[null, JSON.stringify(detail)]];
@@ -153,10 +165,10 @@ export function newJobView(params) {
     for (const field of fields.values()) field.showError("");
   }
 
-  function showDetail(detail) {
+  function showError(error) {
     let first = null;
     const general = [];
-    for (const [name, message] of splitDetail(detail)) {
+    for (const [name, message] of problems(error)) {
       const field = name && fields.get(name);
       if (field) {
         field.showError(field.error.textContent ? `${field.error.textContent}; ${message}` : message);
@@ -211,7 +223,7 @@ export function newJobView(params) {
       location.hash = `#/jobs/${answer.job_id}`;
     } catch (error) {
       formMessage.textContent = "";
-      showDetail(error.detail);
+      showError(error);
     }
   }
 
@@ -222,7 +234,7 @@ export function newJobView(params) {
       const answer = await api("/api/sft/configs", { method: "POST", body: { name: templateName.value.trim(), config: collect() } });
       formMessage.textContent = `Saved as template "${answer.name}" (${answer.config_id}).`;
       loadTemplates();
-    } catch (error) { showDetail(error.detail); }
+    } catch (error) { showError(error); }
   }
 
   let models = [];  // GET /api/sft/models: which bundled models still need their one-time conversion
@@ -263,7 +275,7 @@ export function newJobView(params) {
           h("pre", { class: "rendered" }, ...example.segments.map((seg) => seg.trained ? h("mark", {}, seg.text) : seg.text))))));
     } catch (error) {
       previewOut.replaceChildren();
-      showDetail(error.detail);
+      showError(error);
     } finally { clearInterval(ticker); }
   }
 

@@ -1,10 +1,12 @@
 // Small helpers: the API, building elements, formatting.
 
 export class ApiError extends Error {
-  constructor(status, detail) {
+  /** ``errors``: a 400's or 422's structured problems, [{field, message, type}, ...] (null otherwise). */
+  constructor(status, detail, errors = null) {
     super(typeof detail === "string" ? detail : JSON.stringify(detail));
     this.status = status;
     this.detail = detail;
+    this.errors = Array.isArray(errors) ? errors : null;
   }
 }
 
@@ -75,7 +77,10 @@ export async function api(path, { method = "GET", body } = {}) {
   const text = await response.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = text; }
-  if (!response.ok) throw new ApiError(response.status, data && data.detail !== undefined ? data.detail : data);
+  if (!response.ok) {
+    const detail = data && data.detail !== undefined ? data.detail : data;
+    throw new ApiError(response.status, detail, data && data.errors);
+  }
   return data;
 }
 
@@ -140,5 +145,22 @@ export function progressCell(job, { withEta = true } = {}) {
     h("progress", { max: max || 1, value: max ? step : 0, "aria-label": `Progress ${label}` }), " ", label + eta);
 }
 
-export const TERMINAL = new Set(["completed", "failed", "stopped"]);
-export const STATUSES = ["pending", "running", "stopping", "completed", "failed", "stopped"];
+/** The job statuses, in their order, and the terminal ones: read from the server's OpenAPI document (the
+ * status enum of its job model), so the list is written once, on the server. Filled in place once
+ * ``statusesReady`` resolves (the router waits for it before it shows a view). */
+export const STATUSES = [];
+export const TERMINAL = new Set();
+
+async function loadStatuses() {
+  try {
+    const response = await fetch("/openapi.json");
+    if (!response.ok) throw new Error(`/openapi.json answered ${response.status}`);
+    const status = (await response.json()).components.schemas.JobStatusResponse.properties.status;
+    STATUSES.push(...status.enum);
+    for (const name of status["x-terminal"]) TERMINAL.add(name);
+  } catch (error) {
+    console.error("The job statuses could not be read from /openapi.json:", error);
+  }
+}
+
+export const statusesReady = loadStatuses();

@@ -1,4 +1,4 @@
-"""Files of the /v1 API: uploads checked line by line, kept under the data directory.
+"""Uploaded fine-tuning files (the /v1 files API's domain): checked line by line, kept under the data directory.
 
 A fine-tuning file is JSONL in one of OpenAI's two formats, the same on every line: chat examples
 ``{"messages": [{"role": ..., "content": ...}, ...]}`` (trained on the final assistant turn) or
@@ -16,16 +16,15 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ...core.settings import Settings
-from ...sft.formats import RawRows, convert_rows
-from ...sft.errors import DatasetError
-from ...sft.jsontext import JSONTextError, loads_text
-from ...store import SQLiteStore
-from .errors import OpenAIError, invalid, not_found
+from ..core.errors import ServiceError
+from ..core.settings import Settings
+from ..sft.errors import DatasetError
+from ..sft.formats import RawRows, convert_rows
+from ..sft.jsontext import JSONTextError, loads_text
+from ..store import SQLiteStore
 
 FINE_TUNE = "fine-tune"
 RESULTS = "fine-tune-results"
@@ -33,6 +32,38 @@ RESULTS = "fine-tune-results"
 KNOWN_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 FORMAT_NAMES = {"messages": "chat (messages)", "prompt_completion": "prompt/completion"}
 _CHUNK = 1024 * 1024
+
+
+class FileError(ServiceError):
+    """A file request that cannot be served: ``field`` names the request field at fault, ``code`` says
+    what kind of problem it is (each API surface presents both in its own error shape)."""
+
+    error_type = "invalid_file"
+
+    def __init__(self, detail: str, *, field: str | None, code: str | None = None):
+        super().__init__(detail, errors=[{"field": field, "message": detail, "type": code or self.error_type}])
+        self.field = field
+        self.code = code
+
+
+class InvalidFile(FileError):
+    status_code = 400
+
+
+class FileTooLarge(FileError):
+    status_code = 413
+
+
+class FileNotFound(FileError, LookupError):
+    status_code = 404
+
+    def __init__(self, file_id: str, *, field: str = "file_id"):
+        super().__init__(f"No such File object: {file_id}", field=field, code="file_not_found")
+        self.file_id = file_id
+
+
+class FileInUse(FileError):
+    status_code = 409
 
 
 def file_object(record: dict[str, Any]) -> dict[str, Any]:
@@ -50,22 +81,13 @@ def file_object(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def get_file(store: SQLiteStore, file_id: str, *, param: str = "file_id",
-             visible: Callable[[str | None], bool] | None = None) -> dict[str, Any]:
-    """The file's record; 404 naming the id otherwise, also when ``visible(owner)`` says it is another user's."""
-    record = store.get_file(file_id)
-    if record is None or (visible is not None and not visible(record.get("owner"))):
-        raise not_found(f"No such File object: {file_id}", param=param, code="file_not_found")
-    return record
-
-
 def save_upload(source: BinaryIO, *, filename: str | None, purpose: str, store: SQLiteStore,
                 settings: Settings, owner: str | None = None) -> dict[str, Any]:
     """Copy an upload under the files directory (at most ``settings.max_upload_bytes``), check it, record it."""
     if purpose != FINE_TUNE:
         known = purpose in KNOWN_PURPOSES
-        raise invalid(f"purpose '{purpose}' is {'not supported by this server' if known else 'unknown'}; "
-                      f"upload fine-tuning data with purpose '{FINE_TUNE}'", param="purpose")
+        raise InvalidFile(f"purpose '{purpose}' is {'not supported by this server' if known else 'unknown'}; "
+                          f"upload fine-tuning data with purpose '{FINE_TUNE}'", field="purpose")
     filename = Path(filename or "upload.jsonl").name[:255] or "upload.jsonl"
     folder = settings.resolved_files_dir
     folder.mkdir(parents=True, exist_ok=True)
@@ -78,8 +100,8 @@ def save_upload(source: BinaryIO, *, filename: str | None, purpose: str, store: 
             while chunk := source.read(_CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise OpenAIError(413, f"{filename} is larger than this server accepts ({limit:,} bytes; "
-                                      "set SFT_MAX_UPLOAD_BYTES to change it)", param="file", code="file_too_large")
+                    raise FileTooLarge(f"{filename} is larger than this server accepts ({limit:,} bytes; "
+                                       "set SFT_MAX_UPLOAD_BYTES to change it)", field="file", code="file_too_large")
                 out.write(chunk)
         rows, fmt = check_training_file(staging, filename)
         path = folder / f"{file_id}.jsonl"
@@ -96,16 +118,16 @@ def check_training_file(path: Path, filename: str) -> tuple[int, str]:
     """Check every line of a fine-tuning JSONL file; return its number of examples and its format.
 
     Raises:
-        OpenAIError: 400 naming the file, the line and what is wrong with it.
+        InvalidFile: naming the file, the line and what is wrong with it.
     """
     fmt: str | None = None
     first_line = 0
     count = 0
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
-            def bad(reason: str) -> OpenAIError:
-                return invalid(f"Invalid file {filename}, line {lineno}: {reason}", param="file",
-                               code="invalid_file_format")
+            def bad(reason: str) -> InvalidFile:
+                return InvalidFile(f"Invalid file {filename}, line {lineno}: {reason}", field="file",
+                                   code="invalid_file_format")
 
             try:
                 line = raw.decode("utf-8")
@@ -138,8 +160,8 @@ def check_training_file(path: Path, filename: str) -> tuple[int, str]:
                 raise bad(exc.reason) from None
             count += 1
     if fmt is None:
-        raise invalid(f"Invalid file {filename}: it has no examples (expected one JSON object per line)",
-                      param="file", code="invalid_file_format")
+        raise InvalidFile(f"Invalid file {filename}: it has no examples (expected one JSON object per line)",
+                          field="file", code="invalid_file_format")
     return count, fmt
 
 
@@ -168,16 +190,16 @@ def dataset_roots_allow(settings: Settings, path: str) -> bool:
 
 
 def file_users(manager: Any, path: str) -> list[Any]:
-    """Jobs whose config reads ``path``."""
-    return [job for job in list(manager.jobs.values())
+    """Jobs (anyone's) whose config reads ``path``."""
+    return [job for job in manager.select_jobs()[0]
             if path in (job.config.get("dataset_name"), job.config.get("eval_dataset_name"))]
 
 
 def delete_file(store: SQLiteStore, record: dict[str, Any], *, busy_job: str | None) -> None:
     """Forget a file and remove its bytes; refused (409) while a job that may still train reads it."""
     if busy_job is not None:
-        raise OpenAIError(409, f"File {record['file_id']} is used by job {busy_job}, which may still train on "
-                          "it; cancel the job first", param="file_id", code="file_in_use")
+        raise FileInUse(f"File {record['file_id']} is used by job {busy_job}, which may still train on "
+                        "it; cancel the job first", field="file_id", code="file_in_use")
     store.delete_file(record["file_id"])
     Path(record["path"]).unlink(missing_ok=True)
 

@@ -1,0 +1,138 @@
+"""A /v1 fine-tuning request as the service's own ``SFTConfig``, and the service's errors back in /v1's names.
+
+One table, ``FIELDS``, says which request parameter becomes which config field; it is read one way to
+build the config and the other way to name the parameter of a config error (``config.dataset_name`` is
+``training_file``), from the error's structured ``field`` rather than from its message.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from ...core.errors import InvalidConfig
+from ...jobs import files
+from ...jobs.scoped import ScopedJobs
+from ...sft.config import SFTConfig
+from ...sft.paths import PathRefused
+from . import jobs
+from .errors import OpenAIError, invalid
+from .schemas import Hyperparameters, JobCreateRequest
+
+#: /v1 request parameter -> the SFTConfig field it sets (and, read backwards, the parameter a field's error names).
+FIELDS: dict[str, str] = {
+    "model": "base_model",
+    "training_file": "dataset_name",
+    "validation_file": "eval_dataset_name",
+    "seed": "seed",
+    "hyperparameters.n_epochs": "num_train_epochs",
+    "hyperparameters.batch_size": "per_device_train_batch_size",
+    "hyperparameters.learning_rate_multiplier": "learning_rate",
+}
+#: SFTConfig field -> the /v1 parameter that set it.
+PARAMS: dict[str, str] = {field: param for param, field in FIELDS.items()}
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """What a /v1 request resolves to: the config to submit and what the job's /v1 record keeps."""
+
+    config: SFTConfig
+    extras: dict[str, Any]
+
+
+def fine_tune(request: JobCreateRequest, scoped: ScopedJobs) -> FineTune:
+    """The request's files looked up (as this user's), "auto" resolved, and one validated ``SFTConfig``.
+
+    Raises:
+        OpenAIError: a /v1 error naming the parameter (an unsupported method, a file of the wrong
+            purpose or format, a value the config refuses).
+    """
+    _check_supported(request)
+    try:
+        scoped.paths.check(request.model, kind="model")
+    except PathRefused as exc:
+        raise invalid(f"model: '{request.model}': {exc}", param="model") from None
+    settings = scoped.manager.settings
+    train = _fine_tune_file(scoped, request.training_file, "training_file")
+    validation = None
+    if request.validation_file is not None:
+        validation = _fine_tune_file(scoped, request.validation_file, "validation_file")
+        if validation["details"]["format"] != train["details"]["format"]:
+            raise invalid(f"validation_file {validation['file_id']} is in the "
+                          f"{files.FORMAT_NAMES[validation['details']['format']]} format and training_file "
+                          f"{train['file_id']} in the {files.FORMAT_NAMES[train['details']['format']]} one; "
+                          "use one format", param="validation_file")
+    supervised = request.method.supervised if request.method is not None else None
+    asked = (supervised.hyperparameters if supervised is not None else None) or request.hyperparameters \
+        or Hyperparameters()
+    examples = train["details"]["rows"]
+    n_epochs = jobs.auto_epochs(examples) if asked.n_epochs == "auto" else asked.n_epochs
+    batch_size = jobs.auto_batch_size(examples) if asked.batch_size == "auto" else asked.batch_size
+    multiplier = 1.0 if asked.learning_rate_multiplier == "auto" else asked.learning_rate_multiplier
+    base_rate = jobs.base_learning_rate(jobs.estimate_parameters(
+        request.model, cache_dir=settings.resolved_model_cache_dir, allowed_roots=settings.resolved_model_roots))
+    steps_per_epoch = math.ceil(examples / batch_size)
+    values: dict[str, Any] = {
+        "model": request.model,
+        "training_file": train["path"],
+        "seed": request.seed if request.seed is not None else secrets.randbelow(2**31),
+        "hyperparameters.n_epochs": n_epochs,
+        "hyperparameters.batch_size": batch_size,
+        "hyperparameters.learning_rate_multiplier": min(1.0, base_rate * multiplier),
+    }
+    extra: dict[str, Any] = {"dataset_format": train["details"]["format"], "save_steps": steps_per_epoch,
+                             "save_total_limit": jobs.KEPT_CHECKPOINTS}
+    if validation is not None:
+        values["validation_file"] = validation["path"]
+        extra["eval_steps"] = steps_per_epoch
+    try:
+        config = SFTConfig.model_validate({**{FIELDS[param]: value for param, value in values.items()}, **extra})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        message = error["msg"].removeprefix("Value error, ")
+        param = PARAMS.get(str(error["loc"][0])) if error["loc"] else None
+        raise invalid(f"{param}: {message}" if param else message, param=param) from None
+    hyperparameters = {"n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": multiplier}
+    return FineTune(config=config, extras={
+        "model": request.model, "suffix": request.suffix, "metadata": request.metadata,
+        "training_file": train["file_id"], "validation_file": validation["file_id"] if validation else None,
+        "hyperparameters": hyperparameters, "base_learning_rate": base_rate,
+    })
+
+
+def config_error(exc: InvalidConfig) -> OpenAIError:
+    """The manager's refusal of a config, in /v1's names: the first problem whose field the table knows
+    names the parameter; otherwise the detail as it is."""
+    for error in exc.errors:
+        field = (error.get("field") or "").removeprefix("config.")
+        if field in PARAMS:
+            return invalid(f"{PARAMS[field]}: {error['message']}", param=PARAMS[field])
+    return invalid(exc.detail)
+
+
+def _check_supported(request: JobCreateRequest) -> None:
+    if request.method is not None and request.method.type != "supervised":
+        raise invalid(f"method.type '{request.method.type}' is not supported: this server runs supervised "
+                      "fine-tuning only", param="method.type", code="unsupported_method")
+    if request.integrations:
+        raise invalid("integrations are not supported by this server (Weights & Biases: report_to through "
+                      "/api/sft)", param="integrations")
+    if request.model.startswith("ft:"):
+        raise invalid(f"model: {request.model} is a fine-tuned model; continuing a fine-tune is not supported, "
+                      "give its base model", param="model")
+
+
+def _fine_tune_file(scoped: ScopedJobs, file_id: str, param: str) -> dict[str, Any]:
+    record = scoped.file(file_id, field=param)
+    if record["purpose"] != files.FINE_TUNE:
+        raise invalid(f"{param}: file {file_id} has purpose '{record['purpose']}', not '{files.FINE_TUNE}'",
+                      param=param)
+    if not files.dataset_roots_allow(scoped.manager.settings, record["path"]):
+        raise invalid(f"{param}: file {file_id} is stored in {record['path']}, outside the server's dataset roots; "
+                      "add its data directory to SFT_DATASET_ROOTS", param=param)
+    return record

@@ -1,0 +1,375 @@
+"""The SFT API's response models, defined once: the server answers with them (``app.api.schemas``
+re-exports them into its OpenAPI document) and this client reads its answers into them.
+
+Pydantic only, so the light client carries no torch and no server. Every model keeps the JSON it was
+read from in ``raw`` (fields a newer server adds are there too); ``from_dict`` reads one answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+#: A job's status: pending -> running (-> stopping) -> completed | failed | stopped; a resume takes a stopped
+#: or failed job back to pending. The server's ``JobStatus`` enum has these values (a test holds them equal).
+JobStatusName = Literal["pending", "running", "stopping", "completed", "failed", "stopped"]
+JOB_STATUSES: tuple[str, ...] = get_args(JobStatusName)
+#: Job statuses after which nothing more happens (until a resume).
+TERMINAL_STATUSES = frozenset({"completed", "failed", "stopped"})
+
+
+class WireModel(BaseModel):
+    """A response of the API: immutable, and ``raw`` holds the JSON it was read from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_raw(cls, data: Any, handler: Any) -> Any:
+        model = handler(data)
+        if isinstance(data, dict) and isinstance(model, WireModel):
+            model._raw = data
+        return model
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The server's JSON for this object ({} for one built in code)."""
+        return self._raw
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Read one answer of the server."""
+        return cls.model_validate(data)
+
+
+class OpenRecord(WireModel):
+    """An object that lists the fields a client can count on and keeps every other one the server sends;
+    readable like the dict it is on the wire (``record["key"]``, ``record.get("key")``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields the server sent (or the code set), in their order."""
+        return self.model_dump(exclude_unset=True)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.to_dict()
+
+    def keys(self):
+        return self.to_dict().keys()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, dict):
+            return self.to_dict() == other
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]  # equal to a dict, so not hashable
+
+
+# Health
+
+
+class GpuMemory(WireModel):
+    memory_allocated_mb: float = Field(..., description="Tensors allocated now, in MiB (torch.cuda.memory_allocated).")
+    memory_reserved_mb: float = Field(..., description="Held by the caching allocator, in MiB.")
+    max_memory_allocated_mb: float = Field(..., description="Peak allocated since start or the last job's start.")
+
+
+class ExecutorHealth(WireModel):
+    """Where jobs run: the executor's name and whether it can take work (executors may add details)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(..., description="thread (the API process' own threads) or another executor's name.")
+    status: Literal["up", "down"] = Field(..., description="down: jobs cannot start or be followed now.")
+
+
+class HealthResponse(WireModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    auth: Literal["off", "keys"] = Field(..., description="off: no keys; keys: API calls need an API key.")
+    max_concurrent_jobs: int
+    jobs: dict[str, int] = Field(..., description="The caller's jobs by status (everyone's for an admin or with "
+                                 "keys off; empty for a caller without a key).")
+    device: Literal["cuda", "cpu"] = Field(..., description="Where jobs train and models generate.")
+    gpu: GpuMemory | None = Field(
+        None, description="This server's CUDA memory (null without a GPU): what its jobs and loaded models hold."
+    )
+    model_requests: dict[str, int] = Field(
+        default_factory=dict,
+        description="Generate / evaluate / merge requests: 'running' on the model threads and 'waiting' for one.",
+    )
+    executor: ExecutorHealth | None = Field(None, description="Where jobs run, and whether it is up.")
+
+
+# Jobs
+
+
+class JobStartResponse(WireModel):
+    """What ``train`` and ``resume`` answer."""
+
+    job_id: str = Field(..., description="The new job's id.", examples=["abc-123-def-456"])
+    status: JobStatusName = Field(..., description="'running', or 'pending' while it waits in the queue.")
+    queue_position: int | None = Field(None, description="1 = next to start; null when not queued.")
+
+
+class JobProgress(WireModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    phase: str | None = Field(
+        None, description="starting, loading_model, preparing_dataset, training, saving, or the final status."
+    )
+    current_step: int | None = Field(None, description="Optimizer steps done.")
+    max_steps: int | None = Field(None, description="Steps the job trains for.")
+    epoch: float | None = Field(None, description="Epochs done (fractional).")
+    percent: float | None = Field(None, description="current_step / max_steps, in percent.")
+    eta_seconds: float | None = Field(None, description="Estimated seconds left at the current pace.")
+    steps_per_second: float | None = Field(None, description="Average pace of this attempt.")
+    tokens_per_second: float | None = Field(None, description="Training tokens per second of this attempt.")
+    samples_per_second: float | None = Field(None, description="Training rows per second of this attempt.")
+    tokens_seen: float | None = Field(None, description="Training tokens seen so far.")
+    metrics: dict[str, float] | None = Field(
+        None, description="Latest logged values: loss, learning_rate, grad_norm, eval_loss, epoch."
+    )
+
+    @property
+    def loss(self) -> float | None:
+        """The latest logged training loss."""
+        return (self.metrics or {}).get("loss")
+
+
+class JobError(WireModel):
+    category: Literal["out_of_memory", "dataset", "model", "config", "interrupted", "cancelled", "executor_down",
+                      "internal"] = Field(
+        ..., description="What kind of failure. interrupted: the server or the cluster lost the run (resume it); "
+        "cancelled: ended hard without saving (a stop not honoured within the grace period); executor_down: the Ray "
+        "cluster could not be reached to start it."
+    )
+    message: str = Field(..., description="What went wrong and what to do about it.")
+    log_tail: list[str] = Field(default_factory=list, description="The job's last log lines.")
+
+
+class JobResult(OpenRecord):
+    """What a finished run produced (executors may add fields)."""
+
+    train_loss: float | None = Field(None, description="Average training loss of the run.")
+    eval_loss: float | None = Field(None, description="Final eval loss, when evaluated.")
+    adapter_path: str | None = Field(None, description="The saved adapter (the full model for full fine-tuning).")
+    global_step: int | None = Field(None, description="Optimizer steps trained.")
+    max_steps: int | None = Field(None, description="Steps it was to train for.")
+    train_runtime: float | None = Field(None, description="Seconds of training.")
+    train_tokens_per_second: float | None = Field(None, description="Training tokens per second.")
+    stopped: bool | None = Field(None, description="Ended by a stop, with what was trained saved.")
+    output_dir: str | None = Field(None, description="The job's output directory.")
+    artifact: str | None = Field(None, description="adapter or model.")
+    dataset_format: str | None = Field(None, description="The format the dataset was read in.")
+    train_rows: int | None = Field(None, description="Training rows.")
+    eval_rows: int | None = Field(None, description="Eval rows.")
+    precision: str | None = Field(None, description="What the run trained in ('auto' resolved for the device).")
+    peak_gpu_memory_mb: float | None = Field(None, description="Peak CUDA memory of the process during the run.")
+    loss_path: str | None = Field(None, description="cross_entropy or trl.")
+
+
+class Attempt(OpenRecord):
+    """One run of a job (a resume starts another)."""
+
+    attempt: int = Field(..., description="1 for the first run.")
+    started_at: str = Field(..., description="ISO 8601, UTC.")
+    ended_at: str | None = Field(None, description="When it ended; null while it runs.")
+    status: str | None = Field(None, description="How it ended (completed, failed, stopped, or interrupted: the "
+                               "server or the cluster lost it); null while it runs or when a resume ended it.")
+    resumed_from_step: int | None = Field(None, description="The checkpoint step it continued from.")
+
+
+class JobConfig(OpenRecord):
+    """A job's whole config as it trains (every SFTConfig field, defaults and the resolved output_dir
+    included; GET /api/sft/config-schema describes them)."""
+
+    base_model: str = Field(..., description="The model it fine-tunes.")
+    dataset_name: str = Field(..., description="The dataset it trains on.")
+    output_dir: str | None = Field(None, description="Where its adapter, checkpoints and logs go.")
+
+
+class JobStatusResponse(WireModel):
+    job_id: str = Field(..., description="Job id.")
+    status: JobStatusName = Field(..., description="pending → running → completed | failed | stopped.",
+                                  json_schema_extra={"x-terminal": sorted(TERMINAL_STATUSES)})
+    created_at: str = Field(..., description="ISO 8601, UTC.")
+    started_at: str | None = Field(None, description="When its first attempt started.")
+    completed_at: str | None = Field(None, description="When it reached a terminal status.")
+    error: str | None = Field(None, description="Why it failed.")
+    result: JobResult | None = Field(
+        None, description="What the run produced (set when the job ends).",
+        examples=[{"train_loss": 0.5, "eval_loss": 0.6, "adapter_path": "./data/outputs/abc/adapter"}],
+    )
+    error_detail: JobError | None = Field(None, description="The failure's category, message and log tail.")
+    queue_position: int | None = Field(None, description="Place in the queue while pending (1 = next).")
+    progress: JobProgress | None = Field(None, description="Live progress while it runs; last values after.")
+    attempts: list[Attempt] = Field(default_factory=list, description="Each run of this job.")
+    config: JobConfig = Field(..., description="The config as submitted, with its output_dir.")
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def adapter_path(self) -> str | None:
+        """Where the server saved the adapter (or the full model), once the job has one."""
+        return self.result.adapter_path if self.result is not None else None
+
+
+class JobListResponse(WireModel):
+    jobs: list[JobStatusResponse] = Field(..., description="This page of jobs.")
+    total: int = Field(..., description="Jobs matching the filter, over all pages.")
+    offset: int = Field(..., description="Index of the first job of this page.")
+    limit: int = Field(..., description="Page size asked for.")
+
+
+class StopResponse(WireModel):
+    message: str = Field(..., examples=["Job abc-123 stopped"])
+    status: JobStatusName = Field(..., description="'stopped' for a pending job, 'stopping' for a running one.")
+
+
+class DeleteResponse(WireModel):
+    message: str = Field(..., examples=["Job abc-123 deleted; its files stay in ./data/outputs/abc-123"])
+
+
+class ConfigSaveResponse(WireModel):
+    config_id: str = Field(..., examples=["xyz-789"])
+    name: str = Field(..., examples=["alpaca_qlora_gpt2"])
+
+
+class ConfigResponse(WireModel):
+    config_id: str = Field(..., description="Config id.")
+    name: str = Field(..., description="Template name.")
+    config: dict[str, Any] = Field(..., description="The saved fields (a template may leave some out).")
+    created_at: str = Field(..., description="ISO 8601, UTC.")
+
+
+class EventResponse(WireModel):
+    """One entry of a job's event log; ``seq`` is its SSE id."""
+
+    seq: int = Field(..., description="Sequence number within the job (the SSE event id).")
+    time: str = Field(..., description="ISO 8601, UTC.")
+    type: str = Field(
+        ...,
+        description="created, queued, started, model_loaded, dataset_ready, metrics, eval, checkpoint_saved, "
+        "stopping, resumed, completed, failed, stopped.",
+    )
+    level: Literal["info", "warning", "error"] = Field(..., description="Severity.")
+    message: str = Field(..., description="What happened, for people.")
+    data: dict[str, Any] = Field(default_factory=dict, description="Structured details.")
+
+    @property
+    def is_terminal(self) -> bool:
+        """The job ended with this event (completed, failed or stopped)."""
+        return self.type in TERMINAL_STATUSES
+
+
+class EventListResponse(WireModel):
+    events: list[EventResponse]
+    next_after: int = Field(..., description="Pass as ?after= to get the events after this page.")
+
+
+class MetricsResponse(WireModel):
+    job_id: str
+    metrics: list[dict[str, Any]] = Field(
+        ..., description="One point per log: step, loss, learning_rate, grad_norm, eval_loss, num_tokens, "
+        "epoch, elapsed_seconds, attempt."
+    )
+
+
+class LogsResponse(WireModel):
+    job_id: str
+    lines: list[str] = Field(..., description="The job's log lines (its own thread's only).")
+
+
+class CheckpointInfo(WireModel):
+    step: int = Field(..., description="Optimizer step it was saved at.")
+    path: str = Field(..., description="Checkpoint directory (adapter or model, optimizer, scheduler, RNG).")
+    eval_loss: float | None = Field(None, description="Eval loss at that step, when evaluated.")
+    created_at: str = Field(..., description="ISO 8601, UTC.")
+
+
+class CheckpointListResponse(WireModel):
+    job_id: str
+    checkpoints: list[CheckpointInfo] = Field(..., description="Oldest first.")
+
+
+# Using a trained model
+
+
+class GenerateResponse(WireModel):
+    completion: str = Field(..., description="The fine-tuned model's completion.")
+    base_completion: str | None = Field(None, description="The base model's completion (with compare_base).")
+    prompt_tokens: int = Field(..., description="Tokens in the rendered prompt.")
+    completion_tokens: int = Field(..., description="Tokens generated by the fine-tuned model.")
+    base_completion_tokens: int | None = Field(None, description="Tokens generated by the base model.")
+    latency_ms: float = Field(..., description="Generation time of the fine-tuned model (loading excluded).")
+    base_latency_ms: float | None = Field(None, description="Generation time of the base model.")
+
+
+class MergeResponse(WireModel):
+    merged_path: str = Field(..., description="Directory of the standalone merged model (<output_dir>/merged).")
+    size_bytes: int = Field(..., description="Total size of its files.")
+
+
+class EvaluationScore(WireModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    exact_match: float = Field(..., description="Fraction of rows answered exactly (or as equal JSON).")
+    n: int = Field(..., description="Rows scored.")
+    examples: list[dict[str, Any]] = Field(default_factory=list, description="A few prompts, answers, predictions.")
+    misses: list[dict[str, Any]] = Field(
+        default_factory=list, description="The rows answered wrong (the first 100): row (0-based), prompt, reference, "
+                                          "prediction.")
+
+
+class EvaluateResponse(WireModel):
+    job_id: str
+    dataset_name: str
+    split: str
+    base: EvaluationScore = Field(..., description="The base model's score.")
+    tuned: EvaluationScore = Field(..., description="The fine-tuned model's score.")
+
+
+class ModelInfo(WireModel):
+    name: str = Field(..., description="What to put in a config's base_model.")
+    kind: Literal["bundled", "converted", "local", "hub"] = Field(
+        ..., description="bundled alias, model converted into the model cache, local directory, or Hub cache."
+    )
+    path: str = Field(..., description="Where it is (or will be, for a bundled alias not yet converted).")
+    ready: bool = Field(..., description="Loads without a conversion or a download.")
+
+
+# Errors
+
+
+class FieldError(WireModel):
+    field: str | None = Field(..., description="The field at fault, a dotted path into the request "
+                              "(config.lora_r, messages.0.content); null when no one field is.",
+                              examples=["config.lora_r"])
+    message: str = Field(..., description="What is wrong with it.", examples=["Input should be greater than 0"])
+    type: str = Field(..., description="The kind of problem: pydantic's error type for a 422 (missing, "
+                      "int_parsing, extra_forbidden...); invalid_config, invalid_dataset, invalid_model or "
+                      "invalid_request for a 400.", examples=["greater_than"])
+
+
+class ErrorResponse(WireModel):
+    """Every error outside /v1. ``detail`` is one string naming the field, file and line or id;
+    a 400 and a 422 also list each problem in ``errors``."""
+
+    detail: str = Field(..., description="What is wrong, naming the field, file and line or id "
+                        "(several problems: 'field: message' clauses joined by '; ').",
+                        examples=["config.lora_rank: unknown field (did you mean lora_r?)"])
+    errors: list[FieldError] | None = Field(None, description="400 and 422 only: each problem, with the "
+                                            "field it names.")
