@@ -17,6 +17,8 @@ BAD_TEXT = {
     "component": ("n" * 300, "has a path component of 300 bytes; a file or directory name may have at most 255 bytes"),
     "surrogate": ("\udc80x", "is not valid text (it contains an unpaired surrogate)"),
 }
+SURROGATE_IN_BODY = ("holds an unpaired UTF-16 surrogate (a \\ud800-\\udfff escape that is not half of a pair); "
+                     "send valid Unicode text")
 
 
 
@@ -42,8 +44,8 @@ def refused(client, manager, config: dict) -> str:
 def test_unusable_path_text_is_a_400_naming_the_field(checked_client, checked, good_config, field, case):
     value, reason = BAD_TEXT[case]
     detail = refused(checked_client, checked, good_config | {field: value})
-    if case == "surrogate" and field != "output_dir":  # a plain str field: pydantic refuses it before us
-        reason = "Input should be a valid string, unable to parse raw data as a unicode string"
+    if case == "surrogate":  # refused at the edge, for every body, before any field is read (#23 item 5)
+        reason = SURROGATE_IN_BODY
     assert detail == f"config.{field}: {reason}"
 
 
@@ -91,10 +93,10 @@ def test_evaluate_dataset_with_unusable_text_is_a_400(client, manager, fake_conf
     manager.wait_for_job(job.job_id, timeout=10)
     value, reason = BAD_TEXT[case]
     response = post(client, "/api/sft/evaluate", {"job_id": job.job_id, "dataset_name": value})
-    if case == "surrogate":  # refused by the request model itself, and echoed back without a 500
-        assert response.status_code == 422, response.text
+    if case == "surrogate":  # refused at the edge, naming the field, without a 500 (#23 item 5)
+        assert response.status_code == 400, response.text
         assert [e["field"] for e in response.json()["errors"]] == ["dataset_name"]
-        assert response.json()["detail"].startswith("dataset_name: ")
+        assert response.json()["detail"] == f"dataset_name: {SURROGATE_IN_BODY}"
         return
     assert response.status_code == 400, response.text
     assert response.json()["detail"].startswith("dataset_name: ") and reason in response.json()["detail"]
