@@ -151,3 +151,51 @@ def test_undocumented_methods_are_405_with_the_documented_allow_header(fuzz, pat
         assert response.status_code == 405, (method, path, response.text)
         assert {m.strip() for m in response.headers["allow"].split(",")} == expected, (method, path)
         assert response.json()["detail"].startswith(f"{method.upper()} is not allowed on ")
+
+
+# The same fuzz with keys on, as a user's key (not an admin's): half the ids are the user's own objects, a
+# quarter another user's (which must read as missing), the rest random. Fewer examples: the schema-shaped
+# part is the run above; this one is about the keyed paths (ownership, scoping, the path rule) never 5xx-ing.
+
+@pytest.fixture(scope="module")
+def keyed_users(fuzz):
+    from app.store.keys import KeyStore
+
+    keys = KeyStore(fuzz.manager.store)
+    alice = keys.create("fuzz-alice")[1]
+    keys.create("fuzz-bob")
+    bob_job = fuzz.manager.submit(fuzz.config | {"seed": 7}, owner="fuzz-bob").job_id
+    wait_for(lambda: fuzz.manager.get_job(bob_job).status.is_terminal(), timeout=10, message="bob's job to end")
+    return keys, {"Authorization": f"Bearer {alice}"}, bob_job
+
+
+@pytest.fixture
+def keys_on(keyed_users):
+    keys, headers, bob_job = keyed_users
+    app.state.keys, app.state.auth_mode = keys, "keys"
+    yield headers, bob_job
+    app.state.auth_mode = "off"
+
+
+def _alice_job(fuzz) -> str:
+    mine = [job for job in fuzz.manager.jobs.values() if job.owner == "fuzz-alice" and job.status.is_terminal()]
+    if mine:
+        return mine[0].job_id
+    job_id = fuzz.manager.submit(fuzz.config | {"seed": next(fuzz._seed)}, owner="fuzz-alice").job_id
+    wait_for(lambda: fuzz.manager.get_job(job_id).status.is_terminal(), timeout=10, message="alice's job to end")
+    return job_id
+
+
+@schema.parametrize()
+@settings(max_examples=12, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_no_keyed_request_gets_a_server_error(case, fuzz, keys_on):
+    headers, bob_job = keys_on
+    params = case.path_parameters or {}
+    if isinstance(params.get("job_id"), str):
+        params["job_id"] = {0: _alice_job(fuzz), 1: bob_job}.get(len(params["job_id"]) % 3, params["job_id"])
+    response = case.call_and_validate(
+        headers={"Accept": "application/json", **headers},
+        checks=[not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance],
+    )
+    assert response.status_code != 401, response.text  # the key was taken: the run is the keyed one
