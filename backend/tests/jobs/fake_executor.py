@@ -39,7 +39,7 @@ class FakeExecutor:
     # The protocol
 
     def check(self, spec: JobSpec) -> None:
-        if spec.config.get("seed") == REFUSED_SEED:
+        if spec.config.seed == REFUSED_SEED:
             raise ConfigError(f"seed {REFUSED_SEED} cannot run on the fake cluster", field="seed")
 
     def start(self, spec: JobSpec, report: Report, *, callbacks: list[Any] | None = None) -> dict[str, Any]:

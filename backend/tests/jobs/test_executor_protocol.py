@@ -10,6 +10,7 @@ from app.jobs.manager import SFTJobManager
 from app.jobs.models import JobStatus
 from app.sft.config import SFTConfig
 from app.sft.events import EventKind
+from app.jobs.executors.base import JobSpec
 from app.store import SQLiteStore
 from fake_executor import REFUSED_SEED, FakeExecutor
 
@@ -49,8 +50,10 @@ def test_start_hands_over_the_whole_config_and_stores_the_handle(on_fake, fake, 
     job = manager.submit(fake_config)
     assert job.status is JobStatus.RUNNING
     run = fake.run(job.job_id)
-    assert set(run.spec.config) == set(SFTConfig.model_fields)  # every field, defaults included
-    assert run.spec.config == job.config and run.spec.output_dir == job.output_dir
+    assert isinstance(run.spec.config, SFTConfig)  # the typed value, not validated again on the way
+    assert set(run.spec.config.model_dump()) == set(SFTConfig.model_fields)  # every field, defaults included
+    assert run.spec.config.model_dump(mode="json") == job.config and run.spec.output_dir == job.output_dir
+    assert JobSpec.from_dict(run.spec.to_dict()) == run.spec  # what crosses a process boundary
     assert (run.spec.attempt, run.spec.resume_from) == (1, None)
     record = manager.store.load_jobs()[0]
     assert (record["executor"], record["handle"], record["training_seq"]) == ("fake", {"run_id": f"fake-{job.job_id}-1"}, 0)
@@ -204,7 +207,8 @@ def test_thread_executor_cancel_abandons_the_thread():
         return {"stopped": run.stop_event.is_set()}
 
     executor = LocalThreadExecutor(runner=runner)
-    spec = JobSpec(job_id="j", config={"output_dir": "/tmp/x"}, output_dir="/tmp/x")
+    spec = JobSpec(job_id="j", config={"base_model": "m", "dataset_name": "d", "max_steps": 1, "output_dir": "/tmp/x"},
+                   output_dir="/tmp/x")
     handle = executor.start(spec, lambda job_id, event: reports.append((job_id, event)))
     assert handle["thread"] == "sft-job-j" and executor.state("j") is RunState.RUNNING
     run = executor.run_of("j")

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 from ...core.errors import ServiceBusy
 from ...sft.errors import ConfigError, SFTError
 from ...sft.events import EventKind, TrainingEvent
-from .base import JobSpec, Report, RunState
+from .base import FailureCategory, JobFailure, JobSpec, Report, RunState
 
 logger = logging.getLogger(__name__)
 
@@ -142,11 +142,11 @@ class RayExecutor:
     def placement(self, spec: JobSpec) -> dict[str, Any]:
         """The job's resources with the defaults resolved (1 GPU per worker when the cluster has GPUs)."""
         config = spec.config
-        gpus = config.get("num_gpus_per_worker")
+        gpus = config.num_gpus_per_worker
         if gpus is None:
             gpus = 1 if any(node["GPU"] >= 1 for node in self.cluster()) else 0
-        return {"num_workers": int(config.get("num_workers") or 1), "num_gpus_per_worker": gpus,
-                "num_cpus_per_worker": float(config.get("num_cpus_per_worker") or 1),
+        return {"num_workers": config.num_workers, "num_gpus_per_worker": gpus,
+                "num_cpus_per_worker": float(config.num_cpus_per_worker),
                 # Ray Train's own run state, beside the job's outputs (which every node must reach).
                 "storage": str(Path(spec.output_dir) / "ray-train"),
                 "name": actor_name(spec)}
@@ -223,9 +223,8 @@ class RayExecutor:
             run.actor.abort.remote()
         else:
             ray.kill(run.actor, no_restart=True)
-        run.report(job_id, TrainingEvent(EventKind.EXITED, {"status": "failed", "error_detail": {
-            "category": "cancelled", "log_tail": [],
-            "message": message or "cancelled: Ray killed the job's worker; nothing was saved since its last checkpoint"}}))
+        run.report(job_id, JobFailure(FailureCategory.CANCELLED, message or (
+            "cancelled: Ray killed the job's worker; nothing was saved since its last checkpoint")).exited())
 
     def state(self, job_id: str) -> RunState:
         run = self._runs.get(job_id)

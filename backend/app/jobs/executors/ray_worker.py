@@ -198,8 +198,8 @@ def train_worker(config: dict[str, Any]) -> None:
         run_training(spec, sink, stop_event=stop_event, callbacks=[_SharedStop(requested, stop_event)])
         return
     with tempfile.TemporaryDirectory(prefix=f"sft-rank{rank}-") as scratch:
-        spec = JobSpec.from_dict({**spec.to_dict(), "output_dir": scratch,
-                                  "config": {**spec.config, "output_dir": scratch}})
+        data = spec.to_dict()
+        spec = JobSpec.from_dict({**data, "output_dir": scratch, "config": {**data["config"], "output_dir": scratch}})
         exited = run_training(spec, lambda event: None, stop_event=stop_event,
                               callbacks=[_SharedStop(threading.Event(), stop_event)])
     if exited.payload.get("status") == "failed":
