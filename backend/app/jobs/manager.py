@@ -279,12 +279,7 @@ class SFTJobManager:
                     newest_first: bool = False, owner: str | None = None) -> tuple[list[SFTJob], int]:
         """A page of jobs and the total that match (of one ``owner``, or everyone's when None)."""
         with self._lock:
-            jobs = list(self.jobs.values())
-        if owner is not None:
-            jobs = [job for job in jobs if job.owner == owner]
-        if status is not None:
-            wanted = JobStatus(status)
-            jobs = [job for job in jobs if job.status is wanted]
+            jobs = self.records.select(owner=owner, status=None if status is None else JobStatus(status))
         if newest_first:
             jobs.reverse()
         end = None if limit is None else offset + limit
@@ -313,8 +308,8 @@ class SFTJobManager:
     def counts(self, *, owner: str | None = None) -> dict[str, int]:
         """Jobs by status (of one ``owner``, or everyone's when None)."""
         with self._lock:
-            statuses = [job.status.value for job in self.jobs.values() if owner is None or job.owner == owner]
-        return {status.value: statuses.count(status.value) for status in JobStatus}
+            statuses = [job.status for job in self.records.select(owner=owner)]
+        return {status.value: statuses.count(status) for status in JobStatus}
 
     # Events and metrics
 
@@ -355,8 +350,7 @@ class SFTJobManager:
     def check_quota(self, owner: str | None, max_active: int) -> None:
         """Raise QuotaExceeded when ``owner`` has ``max_active`` jobs pending, running or stopping."""
         with self._lock:
-            active = sum(1 for job in self.jobs.values() if job.owner == owner
-                         and job.status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.STOPPING))
+            active = sum(1 for job in self.records.select(owner=owner, everyone=False) if not job.status.is_terminal())
         if active >= max_active:
             raise QuotaExceeded(f"{active} of your jobs are pending or running, the most one key may have "
                                 f"(SFT_MAX_ACTIVE_JOBS_PER_KEY={max_active}); wait for one to end or stop one")

@@ -64,6 +64,12 @@ class JobRecords:
             del self._by_dir[directory]
             self._dirs.remove(directory)
 
+    def select(self, *, owner: str | None = None, status: JobStatus | None = None,
+               everyone: bool = True) -> list[SFTJob]:
+        """The jobs of ``owner`` (everyone's when None and ``everyone``), optionally of one status, oldest first."""
+        return [job for job in self.jobs.values() if (job.owner == owner or (owner is None and everyone))
+                and (status is None or job.status is status)]
+
     def by_idempotency_key(self, key: str) -> SFTJob | None:
         job_id = self._by_key.get(key)
         return None if job_id is None else self.jobs.get(job_id)
