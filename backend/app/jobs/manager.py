@@ -1,12 +1,10 @@
-"""SFTJobManager: the façade of the seed's public methods over small objects that each own one thing.
+"""SFTJobManager: the façade of the seed's public methods over small parts that each own one thing.
 
-``JobRecords`` keeps the jobs and changes a status in one place (``set_status``); ``Scheduler`` owns
-the queue and the training slots; ``JobRuns`` starts runs on the executor, ends, requeues and recovers
-them; its ``ReportHandler`` turns what runs report into status, progress, metrics and the event log;
-``ConfigTemplates`` keeps saved configs. The manager validates requests (``build_config`` /
-``resolve_config``), decides, and holds the one lock its parts run under. It imports no FastAPI and
-starts no threads of its own. Its seams are injectable: ``store``, ``executor`` (default the thread
-executor), ``runner`` (what the thread executor's threads run, for tests) and ``max_concurrent_jobs``.
+``JobRecords`` keeps the jobs and changes a status in one place; ``Scheduler`` owns the queue and the
+slots; ``JobRuns`` runs jobs on the executor (its ``ReportHandler`` turns what runs report into status,
+progress, metrics and events); ``ConfigTemplates`` keeps saved configs. The manager validates, decides
+and holds the one lock; it imports no FastAPI and starts no threads. Seams: ``store``, ``executor``,
+``runner`` (the thread executor's, for tests) and ``max_concurrent_jobs``.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from .events import EventLog, JobEventType
 from .executors import Executor, create_executor
 from .executors.training import train
 from .models import JobStatus, SFTJob
-from .preflight import build_config, create_output_dir, resolve_config
+from .preflight import create_output_dir, resolve_config
 from .records import JobRecords
 from .runs import JobRuns
 from .scheduler import Scheduler
@@ -120,7 +118,8 @@ class SFTJobManager:
         """Validate and pre-flight ``config``, record a pending job with its whole resolved config, return its id.
 
         Args:
-            config: the request's fields, or an ``SFTConfig`` built from them (``build_config``).
+            config: the request's fields, or an ``SFTConfig`` built from them (``preflight.build_config``):
+                validated once either way.
             owner: the user the job belongs to (None: no keys, the admins').
             max_active: the most pending + running jobs ``owner`` may have (None: no limit).
 
@@ -129,8 +128,9 @@ class SFTJobManager:
             JobConflict: ``idempotency_key`` was used for a different request.
             QuotaExceeded: ``owner`` already has ``max_active`` jobs pending or running.
         """
-        request = build_config(config)
-        request_hash = _hash(request.model_dump(mode="json", exclude_unset=True))
+        # The request as it came (an SFTConfig: the fields it set) keys idempotency, before any validation.
+        raw = config.model_dump(mode="json", exclude_unset=True) if isinstance(config, SFTConfig) else dict(config)
+        request_hash = _hash(raw)
         with self._lock:
             if idempotency_key is not None:
                 existing = self.records.by_idempotency_key(idempotency_key)
@@ -138,7 +138,7 @@ class SFTJobManager:
                     _check_same_request(existing, idempotency_key, request_hash)
                     return existing.job_id
         job_id = str(uuid.uuid4())
-        resolved = self.validate_config(request, job_id=job_id)
+        resolved = self.validate_config(config, job_id=job_id)
         with self._lock:
             if idempotency_key is not None:
                 # Another request with this key may have been recorded while this one was validated.
