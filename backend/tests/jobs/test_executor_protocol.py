@@ -16,6 +16,7 @@ from app.sft.config import SFTConfig
 from app.sft.events import EventKind
 from app.jobs.executors.base import JobSpec
 from app.store import SQLiteStore
+from factories import wait_for
 from fake_executor import REFUSED_SEED, FakeExecutor
 from subprocess_executor import SubprocessExecutor, read_events
 
@@ -117,6 +118,31 @@ def test_cancel_fails_the_job_and_later_reports_change_nothing(on_fake, fake, fa
     assert manager.metrics(job_id) == []
     with pytest.raises(JobConflict):
         manager.cancel_job(job_id)
+
+
+def test_a_run_that_does_not_stop_within_its_grace_is_cancelled(on_fake, fake, fake_config):
+    manager = on_fake()
+    job_id = manager.submit(fake_config).job_id
+    fake.stop_grace_seconds = 0.0
+    assert manager.stop_job(job_id) is JobStatus.STOPPING
+    fake.poll_once()  # the poll after the grace period (the subprocess executor's poller may get there first)
+    wait_for(lambda: manager.get_job(job_id).status is JobStatus.FAILED, timeout=10, message="the hard cancel")
+    job = manager.get_job(job_id)
+    assert job.error_detail["category"] == "cancelled" and fake.run(job_id).state is RunState.EXITED
+    assert job.error == ("cancelled: the job did not stop within 0 s of the stop request; its run was killed "
+                         "without saving (its last checkpoint is kept)")
+
+
+def test_a_run_lost_while_attached_fails_its_job(on_fake, fake, fake_config):
+    manager = on_fake()
+    job_id = manager.submit(fake_config).job_id
+    fake.emit(job_id, EventKind.TRAINING_STARTED, global_step=0, max_steps=3)
+    fake.lose(job_id)
+    fake.poll_once()
+    wait_for(lambda: manager.get_job(job_id).status is JobStatus.FAILED, timeout=10, message="the lost run")
+    detail = manager.get_job(job_id).error_detail
+    assert detail["category"] == "interrupted"
+    assert detail["message"].startswith(f"interrupted: the job's {fake.name} run died; resume the job to continue")
 
 
 def test_reattach_after_a_restart_continues_without_gaps_or_duplicates(on_fake, fake, fake_config):
