@@ -274,7 +274,8 @@ def test_the_subprocess_executor_trains_a_real_job(settings, db_path, tiny_confi
         assert final["result"]["global_step"] == 2 and Path(final["result"]["adapter_path"]).is_dir()
         assert [p["step"] for p in manager.metrics(job_id) if "loss" in p] == [1, 2]
         assert _types(manager, job_id)[-1] == "completed" and "model_loaded" in _types(manager, job_id)
-        assert manager.store.load_jobs()[0]["training_seq"] == len(read_events(executor.root / f"subprocess-{job_id}-1"))
+        events = read_events(executor.root / f"subprocess-{job_id}-1")
+        assert manager.store.load_jobs()[0]["training_seq"] == len(events) == events[-1]["seq"]
     finally:
         executor.shutdown()
         manager.store.close()

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 from ...core.errors import ServiceBusy
 from ...sft.errors import ConfigError, SFTError
-from .base import JobFailure, JobSpec
+from .base import FailureCategory, JobFailure, JobSpec
 from .remote import RemoteExecutor, RemoteRun, RunLost
 
 logger = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ class RayExecutor(RemoteExecutor):
         ray.kill(run.remote.actor, no_restart=True)
 
     def lost_failure(self, cause: BaseException) -> JobFailure:
-        return JobFailure.from_dict(lost_run_error(cause))
+        return lost_run_failure(cause)
 
     def where(self, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
         """Where a run's actor is: node, process, ``CUDA_VISIBLE_DEVICES``."""
@@ -264,23 +264,24 @@ class RayExecutor(RemoteExecutor):
                 "cpus": sum(n["CPU"] for n in nodes), "gpus": sum(n["GPU"] for n in nodes), "runs": len(self._runs)}
 
 
-def lost_run_error(exc: BaseException) -> dict[str, Any]:
+def lost_run_failure(exc: BaseException) -> JobFailure:
     """Why a run's actor died, as a failed job's error."""
     text = str(exc)
     lowered = text.lower()
     # The phrases of Ray 2.60's ActorDiedError causes: its memory monitor's kill, a node's death.
     if "low on memory" in lowered or "outofmemoryerror" in lowered or "memory monitor" in lowered:
-        category, message = "out_of_memory", ("out of memory: Ray killed the job's worker to keep its node alive. "
-                                              "Lower per_device_train_batch_size or max_length, enable "
-                                              "gradient_checkpointing, or use QLoRA")
+        category = FailureCategory.OUT_OF_MEMORY
+        message = ("out of memory: Ray killed the job's worker to keep its node alive. Lower "
+                   "per_device_train_batch_size or max_length, enable gradient_checkpointing, or use QLoRA")
     elif "node has died" in lowered or "node died" in lowered or "node was lost" in lowered:
-        category, message = "interrupted", ("interrupted: the Ray node running the job was lost; "
-                                            "resume the job to continue from its last checkpoint")
+        category = FailureCategory.INTERRUPTED
+        message = ("interrupted: the Ray node running the job was lost; resume the job to continue from its last "
+                   "checkpoint")
     else:
-        category, message = "interrupted", ("interrupted: the job's Ray worker died; resume the job to "
-                                            "continue from its last checkpoint")
+        category = FailureCategory.INTERRUPTED
+        message = "interrupted: the job's Ray worker died; resume the job to continue from its last checkpoint"
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return {"category": category, "message": f"{message} ({first[:300]})", "log_tail": []}
+    return JobFailure(category, f"{message} ({first[:300]})")
 
 
 def actor_name(spec: JobSpec) -> str:

@@ -25,7 +25,7 @@ import ray
 from ...sft.events import EventKind, TrainingEvent
 from .base import JobSpec
 from .remote import EventBuffer
-from .training import classify_error, run_training
+from .training import classify, run_training
 
 #: Longest an actor whose run is over waits for the API to collect its last events before it exits
 #: (an API that comes back later finds no run and marks the job interrupted; its outputs stay).
@@ -154,8 +154,7 @@ class JobRun:
                 raise RuntimeError("the training workers ended without reporting how")
             final = self._final
         except BaseException as exc:  # noqa: BLE001 - a worker group's failure must become the job's last event
-            final = self._final or TrainingEvent(EventKind.EXITED, {"status": "failed",
-                                                                    "error_detail": classify_error(exc)})
+            final = self._final or classify(exc).exited()
         self._emit(final)
 
     def _linger(self) -> None:
