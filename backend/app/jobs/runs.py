@@ -45,10 +45,9 @@ class JobRuns:
         self.lock = lock
         self.report = ReportHandler(records, logs, self.run_ended)
 
-    def spec(self, job: SFTJob, *, attempt: int | None = None) -> JobSpec:
+    def spec(self, job: SFTJob) -> JobSpec:
         """What the executor gets for ``job``'s current attempt."""
-        return self.spec_of(job.job_id, job.sft_config, attempt=attempt or max(len(job.attempts), 1),
-                            resume_from=job.resume_from)
+        return self.spec_of(job.job_id, job.sft_config, attempt=max(len(job.attempts), 1), resume_from=job.resume_from)
 
     def spec_of(self, job_id: str, config: SFTConfig, *, attempt: int, resume_from: str | None) -> JobSpec:
         settings = self.settings
