@@ -99,8 +99,13 @@ class JobFailure:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobFailure:
-        return cls(FailureCategory(data.get("category", "internal")), data.get("message") or "the run failed",
-                   list(data.get("log_tail") or []))
+        """A failure as a run reported it; a category this version does not know (a worker of another
+        release) is ``internal``, so the job still ends with the run's message."""
+        try:
+            category = FailureCategory(data.get("category", "internal"))
+        except ValueError:
+            category = FailureCategory.INTERNAL
+        return cls(category, data.get("message") or "the run failed", list(data.get("log_tail") or []))
 
     def exited(self) -> TrainingEvent:
         """The ``EXITED`` event of a run that failed this way."""
