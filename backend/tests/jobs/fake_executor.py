@@ -21,6 +21,29 @@ from app.sft.events import EventKind, TrainingEvent
 REFUSED_SEED = 666
 
 
+class Driving:
+    """What a test drives a run with, on top of the executor's ``emit(job_id, kind, **payload)``; and a
+    re-attach that records itself and pulls at once what the run said while nobody listened (a test
+    reads the job right after its restart). Mixed in before ``RemoteExecutor``."""
+
+    reattached: list[tuple[str, int]]
+
+    def reattach(self, spec: JobSpec, handle: dict[str, Any], report: Report, *, after_seq: int) -> bool:
+        if not super().reattach(spec, handle, report, after_seq=after_seq):
+            return False
+        self.reattached.append((spec.job_id, after_seq))
+        self.poll_once()
+        return True
+
+    def step(self, job_id: str, step: int, max_steps: int, *, loss: float | None = None) -> None:
+        self.emit(job_id, EventKind.STEP, step=step, max_steps=max_steps, epoch=step / max_steps)
+        if loss is not None:
+            self.emit(job_id, EventKind.METRICS, step=step, max_steps=max_steps, loss=loss, learning_rate=1e-3)
+
+    def exit(self, job_id: str, status: str, **payload: Any) -> None:
+        self.emit(job_id, EventKind.EXITED, status=status, **payload)
+
+
 @dataclass
 class FakeRun:
     """The run's side, on the fake cluster."""
@@ -31,7 +54,7 @@ class FakeRun:
     state: RunState = RunState.RUNNING
 
 
-class FakeExecutor(RemoteExecutor):
+class FakeExecutor(Driving, RemoteExecutor):
     name = "fake"
     waiting_after_seconds = float("inf")  # pulled in the test's own thread: never "waiting for the cluster"
 
@@ -65,13 +88,6 @@ class FakeExecutor(RemoteExecutor):
     def kill(self, run: RemoteRun) -> None:
         run.remote.state = RunState.EXITED
 
-    def reattach(self, spec: JobSpec, handle: dict[str, Any], report: Report, *, after_seq: int) -> bool:
-        if not super().reattach(spec, handle, report, after_seq=after_seq):
-            return False
-        self.reattached.append((spec.job_id, after_seq))
-        self.poll_once()
-        return True
-
     def health(self) -> dict[str, Any]:
         return {"name": self.name, "status": "up", "runs": len(self.runs)}
 
@@ -89,14 +105,6 @@ class FakeExecutor(RemoteExecutor):
         if kind is EventKind.EXITED:
             run.state = RunState.EXITED
         self.poll_once()
-
-    def step(self, job_id: str, step: int, max_steps: int, *, loss: float | None = None) -> None:
-        self.emit(job_id, EventKind.STEP, step=step, max_steps=max_steps, epoch=step / max_steps)
-        if loss is not None:
-            self.emit(job_id, EventKind.METRICS, step=step, max_steps=max_steps, loss=loss, learning_rate=1e-3)
-
-    def exit(self, job_id: str, status: str, **payload: Any) -> None:
-        self.emit(job_id, EventKind.EXITED, status=status, **payload)
 
     def detach(self) -> None:
         """The API process died: runs go on, nobody pulls their events."""

@@ -9,7 +9,8 @@ API process re-attaches by the run id in the handle).
 
 The worker either trains (``run_training``, as the thread and Ray executors do) or, for the executor
 protocol tests, plays a script: it emits the events the test appends to ``commands.jsonl``
-(``emit``/``step``/``exit``, the same driving methods as ``FakeExecutor``'s).
+(``emit``/``step``/``exit``, the same driving methods as ``FakeExecutor``'s; the test scaffolding
+``Driving`` is the one thing it takes from outside this file).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.jobs.executors import JobSpec, Report, RunState
+from app.jobs.executors import JobSpec, RunState
 from app.jobs.executors.remote import EventBuffer, RemoteExecutor, RemoteRun, RunLost
 from app.sft.errors import ConfigError
 from app.sft.events import EventKind, TrainingEvent
+from fake_executor import Driving
 
 #: A config seed the executor refuses at submit (as the fake does, to test ``check``).
 REFUSED_SEED = 666
@@ -42,7 +44,7 @@ class Worker:
     proc: subprocess.Popen
 
 
-class SubprocessExecutor(RemoteExecutor):
+class SubprocessExecutor(Driving, RemoteExecutor):
     """Runs each job in its own Python process under ``root``.
 
     Args:
@@ -121,20 +123,12 @@ class SubprocessExecutor(RemoteExecutor):
         with self._poll_lock:
             return super().poll_once()
 
-    def reattach(self, spec: JobSpec, handle: dict[str, Any], report: Report, *, after_seq: int) -> bool:
-        """Re-attach, and pull what the run said while nobody listened before the manager goes on."""
-        if not super().reattach(spec, handle, report, after_seq=after_seq):
-            return False
-        self.reattached.append((spec.job_id, after_seq))
-        self.poll_once()
-        return True
-
     def shutdown(self) -> None:
         super().shutdown()
         for run_dir, proc in self.procs.items():
             _kill(Worker(run_dir, proc))
 
-    # What the test drives (FakeExecutor's driving methods)
+    # What the test drives (``emit``, and ``step`` / ``exit`` from ``Driving``, as on the fake)
 
     def run(self, job_id: str) -> RunView:
         dirs = sorted(self.root.glob(f"{self.name}-{job_id}-*"), key=lambda d: int(d.name.rsplit("-", 1)[1]))
@@ -158,14 +152,6 @@ class SubprocessExecutor(RemoteExecutor):
             wait_for(lambda: attached.done or attached.last_seq >= count, timeout=30, message=f"event {count} pulled")
             with self._poll_lock:  # the pull that took it has reported it
                 pass
-
-    def step(self, job_id: str, step: int, max_steps: int, *, loss: float | None = None) -> None:
-        self.emit(job_id, EventKind.STEP, step=step, max_steps=max_steps, epoch=step / max_steps)
-        if loss is not None:
-            self.emit(job_id, EventKind.METRICS, step=step, max_steps=max_steps, loss=loss, learning_rate=1e-3)
-
-    def exit(self, job_id: str, status: str, **payload: Any) -> None:
-        self.emit(job_id, EventKind.EXITED, status=status, **payload)
 
     def detach(self) -> None:
         """The API process died: runs go on, nobody pulls their events."""
