@@ -14,7 +14,6 @@ import difflib
 import importlib.util
 import shutil
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -193,28 +192,3 @@ def _check_target_modules(config: SFTConfig, ref: Any) -> None:
     if unknown:
         raise _refuse("lora_target_modules", f"{', '.join(unknown)} match no module of {config.base_model} "
                       f"(its linear layers: {', '.join(names.linear) or 'none'}; or use 'all-linear')")
-
-
-def check_output_dir_free(jobs: Iterable[Any], output_dir: str, *, besides: str | None = None,
-                          owner: str | None = None) -> None:
-    """JobConflict when ``output_dir`` is, contains or lies inside the directory of one of ``jobs``
-    (any status: a finished job's adapter must not be overwritten); ``besides`` is a job id to skip.
-
-    A job of another ``owner`` than the one asking is not identified (no id, status or path of it).
-    """
-    for job in jobs:
-        other = job.config.get("output_dir")
-        if job.job_id == besides or not other:
-            continue
-        if other == output_dir:
-            clash = "is in use by"
-        elif output_dir.startswith(other.rstrip("/") + "/"):
-            clash = "is inside the output_dir of"
-        elif other.startswith(output_dir.rstrip("/") + "/"):
-            clash = "contains the output_dir of"
-        else:
-            continue
-        if job.owner != owner:
-            raise JobConflict(f"output_dir {output_dir} {clash} another job; choose another output_dir")
-        detail = f"output_dir {output_dir} {clash} job {job.job_id} ({job.status.value})"
-        raise JobConflict(detail if clash == "is in use by" else f"{detail}: {other}")

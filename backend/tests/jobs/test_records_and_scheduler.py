@@ -88,6 +88,10 @@ def test_output_dirs_are_looked_up_in_an_index(records):
         records.check_output_dir_free(other, besides=job.job_id)
     for free in ("/out/a/bc", "/out/a/a", "/out/ab", "/other"):
         records.check_output_dir_free(free)
+    for other in ("/out/a/b", "/out/a/b/c", "/out/a"):  # another user's job is not identified
+        with pytest.raises(JobConflict) as exc:
+            records.check_output_dir_free(other, owner="bob")
+        assert job.job_id not in exc.value.detail and exc.value.detail.endswith("another job; choose another output_dir")
     records.remove(job.job_id)
     records.check_output_dir_free("/out/a/b")
 
