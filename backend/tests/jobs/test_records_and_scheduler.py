@@ -69,6 +69,8 @@ def test_set_status_applies_the_table_stamps_times_and_stores_the_move(records):
 def test_the_store_refuses_to_move_an_ended_job_except_on_resume(records):
     store = records.store
     assert isinstance(store, JobStore)
+    # Everything public of the SQLite store is in the protocol (what another store must have too).
+    assert {n for n in vars(SQLiteStore) if not n.startswith("_")} <= {n for n in vars(JobStore) if not n.startswith("_")}
     job = _job(records, "/out/a")
     store.update_job(job.job_id, status="stopped")
     with pytest.raises(TerminalJob, match="only a resume moves it"):
