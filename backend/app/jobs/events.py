@@ -1,4 +1,5 @@
-"""The job event log: numbered, persisted events per job, and a follower for live streams (SSE).
+"""The job event log: numbered, persisted events per job of the kinds ``JobEventType`` names, and a
+follower for live streams (SSE).
 
 Each job's events are numbered from 1. ``emit`` numbers and stores an event under one lock, so a
 reader that has seen event N never misses one numbered below N; the newest number per job is kept
@@ -10,20 +11,55 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from enum import Enum
 from typing import Any
 
 from ..core.joblogs import JobLogRouter
-from ..store import SQLiteStore
+from ..store import JobStore
 from .models import utcnow
 
-#: Event types that end a job's stream.
-TERMINAL_EVENTS = frozenset({"completed", "failed", "stopped"})
+
+class JobEventType(str, Enum):
+    """The kinds of a job's events (``type`` in the API), in the order a job usually has them."""
+
+    #: The job was recorded (submit).
+    CREATED = "created"
+    #: It waits for a training slot.
+    QUEUED = "queued"
+    #: An attempt began on the executor.
+    STARTED = "started"
+    #: The run loaded the base model.
+    MODEL_LOADED = "model_loaded"
+    #: The run prepared its datasets.
+    DATASET_READY = "dataset_ready"
+    #: Training metrics of a step.
+    METRICS = "metrics"
+    #: Evaluation metrics of a step.
+    EVAL = "eval"
+    #: The run wrote a checkpoint.
+    CHECKPOINT_SAVED = "checkpoint_saved"
+    #: A stop was asked; the run ends at its next step and saves.
+    STOPPING = "stopping"
+    #: The server died under the run (before it is queued again).
+    INTERRUPTED = "interrupted"
+    #: The job was queued for another attempt (by hand or after an interruption).
+    RESUMED = "resumed"
+    #: The job ended: trained to its target.
+    COMPLETED = "completed"
+    #: The job ended: an error, a cancel or a lost run.
+    FAILED = "failed"
+    #: The job ended: stopped.
+    STOPPED = "stopped"
+
+
+#: Event types that end a job's stream (their values: what the store and the API hold).
+TERMINAL_EVENTS = frozenset(t.value for t in (JobEventType.COMPLETED, JobEventType.FAILED, JobEventType.STOPPED))
 
 
 class EventLog:
     """Numbers, stores and follows job events. ``store`` may be swapped (the manager owns it)."""
 
-    def __init__(self, store: SQLiteStore, logs: JobLogRouter):
+    def __init__(self, store: JobStore, logs: JobLogRouter):
         self.store = store
         self.logs = logs
         # Its own lock, not the manager's: a training thread writing an event must not hold up
@@ -38,9 +74,10 @@ class EventLog:
     def forget(self, job_id: str) -> None:
         self._seq.pop(job_id, None)
 
-    def emit(self, job_id: str, kind: str, message: str, *, level: str = "info",
+    def emit(self, job_id: str, kind: JobEventType, message: str, *, level: str = "info",
              data: dict[str, Any] | None = None) -> int:
         """Record an event; return its number. The job's log gets the line too."""
+        kind = JobEventType(kind).value
         with self._lock:
             seq = self._seq.get(job_id, 0) + 1
             self._seq[job_id] = seq

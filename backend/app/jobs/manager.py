@@ -1,10 +1,10 @@
-"""SFTJobManager: jobs, their queue and their records. It decides; an executor runs.
+"""SFTJobManager: the façade of the seed's public methods over small parts that each own one thing.
 
-The manager imports no FastAPI and starts no threads of its own. Its seams are injectable: ``store``
-(persistence), ``executor`` (where runs happen; default the thread executor), ``runner`` (what the
-thread executor's threads run, for tests) and ``max_concurrent_jobs``. Whatever the executor, runs
-report back through one channel, ``_on_report(job_id, TrainingEvent)``, turned into status,
-progress, metrics and the event log in one place.
+``JobRecords`` keeps the jobs and changes a status in one place; ``Scheduler`` owns the queue and the
+slots; ``JobRuns`` runs jobs on the executor (its ``ReportHandler`` turns what runs report into status,
+progress, metrics and events); ``ConfigTemplates`` keeps saved configs. The manager validates, decides
+and holds the one lock; it imports no FastAPI and starts no threads. Seams: ``store``, ``executor``,
+``runner`` (the thread executor's, for tests) and ``max_concurrent_jobs``.
 """
 
 from __future__ import annotations
@@ -14,29 +14,31 @@ import json
 import threading
 import time
 import uuid
-from collections import deque
 from typing import Any
 
 from ..core import joblogs
-from ..core.errors import InvalidConfig, JobConflict, JobNotFound, QuotaExceeded
+from ..core.errors import InvalidConfig, JobConflict, QuotaExceeded
 from ..core.settings import Settings, settings as default_settings
 from ..sft.checkpoints import list_checkpoints
 from ..sft.config import SFTConfig
 from ..sft.errors import ConfigError
-from ..store import SQLiteStore
-from .events import EventLog
+from ..store import JobStore, SQLiteStore
+from .events import EventLog, JobEventType
 from .executors import Executor, create_executor
-from .models import JobStatus, SFTJob, move
-from .preflight import check_output_dir_free, create_output_dir, resolve_config
-from .runs import RunControl
+from .executors.training import train
+from .models import JobStatus, SFTJob
+from .preflight import create_output_dir, resolve_config
+from .records import JobRecords
+from .runs import JobRuns
+from .scheduler import Scheduler
 from .templates import ConfigTemplates
 
 
-class SFTJobManager(RunControl):
+class SFTJobManager:
     """Creates, queues, starts, stops and remembers SFT jobs and saved configs.
 
     Args:
-        store: persistence; default a SQLite file under the settings' data directory.
+        store: persistence (a ``JobStore``); default a SQLite file under the settings' data directory.
         executor: where runs happen; default ``create_executor(settings)`` (the thread executor).
         runner: ``runner(run, emit) -> result dict`` for the thread executor's threads instead of the
             real trainer (tests); it must return when ``run.stop_event`` is set. Not with ``executor``.
@@ -48,7 +50,7 @@ class SFTJobManager(RunControl):
     def __init__(
         self,
         *,
-        store: SQLiteStore | None = None,
+        store: JobStore | None = None,
         runner: Any = None,
         executor: Executor | None = None,
         max_concurrent_jobs: int | None = None,
@@ -61,15 +63,37 @@ class SFTJobManager(RunControl):
         self.logs = joblogs.install(self.settings.resolved_data_dir / "logs")
         self.event_log = EventLog(store or SQLiteStore(self.settings.resolved_database_path), self.logs)
         self.executor = executor or create_executor(self.settings, logs=self.logs, runner=runner)
-        self.max_concurrent_jobs = max_concurrent_jobs or self.settings.max_concurrent_jobs
         self.preflight = preflight
-        self.templates = ConfigTemplates(lambda: self.store)
-        self.jobs: dict[str, SFTJob] = {}
-        self._queue: deque[str] = deque()
-        self._running: set[str] = set()
+        self.records = JobRecords(self.event_log)
+        self.scheduler = Scheduler(max_concurrent_jobs or self.settings.max_concurrent_jobs)
         self._lock = threading.RLock()
-        self._dispatch = self._handlers()
-        self._recover()
+        self.runs = JobRuns(records=self.records, scheduler=self.scheduler, executor=self.executor,
+                            settings=self.settings, logs=self.logs, lock=self._lock)
+        self.templates = ConfigTemplates(lambda: self.store)
+        with self._lock:
+            self.runs.recover()
+        self.templates.load()
+
+    @property
+    def store(self) -> JobStore:
+        return self.event_log.store
+
+    @store.setter
+    def store(self, store: JobStore) -> None:
+        self.event_log.store = store
+
+    @property
+    def jobs(self) -> dict[str, SFTJob]:
+        """Every job by id (the records')."""
+        return self.records.jobs
+
+    @property
+    def max_concurrent_jobs(self) -> int:
+        return self.scheduler.slots
+
+    @max_concurrent_jobs.setter
+    def max_concurrent_jobs(self, slots: int) -> None:
+        self.scheduler.slots = slots
 
     @property
     def runner(self) -> Any:
@@ -94,6 +118,8 @@ class SFTJobManager(RunControl):
         """Validate and pre-flight ``config``, record a pending job with its whole resolved config, return its id.
 
         Args:
+            config: the request's fields, or an ``SFTConfig`` built from them (``preflight.build_config``):
+                validated once either way.
             owner: the user the job belongs to (None: no keys, the admins').
             max_active: the most pending + running jobs ``owner`` may have (None: no limit).
 
@@ -102,63 +128,65 @@ class SFTJobManager(RunControl):
             JobConflict: ``idempotency_key`` was used for a different request.
             QuotaExceeded: ``owner`` already has ``max_active`` jobs pending or running.
         """
-        raw = config.model_dump(exclude_unset=True) if isinstance(config, SFTConfig) else dict(config)
+        # The request as it came (an SFTConfig: the fields it set) keys idempotency, before any validation.
+        raw = config.model_dump(mode="json", exclude_unset=True) if isinstance(config, SFTConfig) else dict(config)
         request_hash = _hash(raw)
         with self._lock:
             if idempotency_key is not None:
-                existing = self._by_idempotency_key(idempotency_key)
+                existing = self.records.by_idempotency_key(idempotency_key)
                 if existing is not None:
-                    self._check_same_request(existing, idempotency_key, request_hash)
+                    _check_same_request(existing, idempotency_key, request_hash)
                     return existing.job_id
         job_id = str(uuid.uuid4())
-        resolved = self.validate_config(raw, job_id=job_id)
+        resolved = self.validate_config(config, job_id=job_id)
         with self._lock:
             if idempotency_key is not None:
                 # Another request with this key may have been recorded while this one was validated.
-                existing = self._by_idempotency_key(idempotency_key)
+                existing = self.records.by_idempotency_key(idempotency_key)
                 if existing is not None:
-                    self._check_same_request(existing, idempotency_key, request_hash)
+                    _check_same_request(existing, idempotency_key, request_hash)
                     return existing.job_id
             if max_active is not None:
                 self.check_quota(owner, max_active)
-            check_output_dir_free(self.jobs.values(), resolved.output_dir, owner=owner)
+            self.records.check_output_dir_free(resolved.output_dir, owner=owner)
             create_output_dir(resolved.output_dir, fresh=owner is not None)
-            self._next_seq += 1
-            job = SFTJob(resolved, callbacks, job_id=job_id, seq=self._next_seq)
+            self.records.next_seq += 1
+            job = SFTJob(resolved, callbacks, job_id=job_id, seq=self.records.next_seq)
             job.idempotency_key = idempotency_key
             job.request_hash = request_hash
             job.owner = owner
-            self.store.insert_job(job.record())
-            self.jobs[job_id] = job
-            self._emit(job, "created", f"Job created: {resolved.base_model} on {resolved.dataset_name}")
+            self.records.add(job)
+            self.records.emit(job, JobEventType.CREATED,
+                              f"Job created: {resolved.base_model} on {resolved.dataset_name}")
         return job_id
 
-    def validate_config(self, raw: dict[str, Any], *, job_id: str) -> SFTConfig:
-        """``raw`` as the job will keep it: validated, resolved, pre-flighted, checked by the executor.
+    def validate_config(self, raw: dict[str, Any] | SFTConfig, *, job_id: str) -> SFTConfig:
+        """``raw`` as the job will keep it: validated (unless it is an ``SFTConfig``), resolved,
+        pre-flighted, checked by the executor.
 
         Raises:
             InvalidConfig: with a detail naming the field (and file and line for a dataset).
         """
         config = resolve_config(raw, job_id=job_id, settings=self.settings, preflight=self.preflight)
         try:
-            self.executor.check(self._spec_of(job_id, config.model_dump(mode="json"), attempt=1, resume_from=None))
+            self.executor.check(self.runs.spec_of(job_id, config, attempt=1, resume_from=None))
         except ConfigError as exc:
-            raise InvalidConfig(f"config.{exc.field}: {exc}" if exc.field else f"config: {exc}") from None
+            field = f"config.{exc.field}" if exc.field else None
+            raise InvalidConfig(f"{field}: {exc}" if field else f"config: {exc}", field=field) from None
         return config
 
     def start_job(self, job_id: str) -> None:
         """Queue a pending job; it starts as soon as a training slot is free."""
         with self._lock:
-            job = self._get(job_id)
+            job = self.records.get(job_id)
             if job.status is not JobStatus.PENDING:
                 raise JobConflict(f"Job {job_id} is {job.status.value}; only a pending job can be started")
-            if job_id in self._queue:
+            if job_id in self.scheduler:
                 return
-            self._queue.append(job_id)
-            ahead = len(self._queue) - 1 + len(self._running) - self.max_concurrent_jobs
-            self._emit(job, "queued", "Queued: a training slot is free" if ahead < 0 else
-                       f"Queued at position {len(self._queue)}: waiting for a free training slot")
-            self._schedule()
+            position = self.scheduler.enqueue(job_id)
+            self.records.emit(job, JobEventType.QUEUED, "Queued: a training slot is free" if position is None else
+                              f"Queued at position {position}: waiting for a free training slot")
+            self.runs.schedule()
 
     def submit(self, config: dict[str, Any] | SFTConfig, callbacks: list[Any] | None = None, *,
                idempotency_key: str | None = None, owner: str | None = None,
@@ -167,8 +195,8 @@ class SFTJobManager(RunControl):
         job_id = self.create_job(config, callbacks, idempotency_key=idempotency_key, owner=owner,
                                  max_active=max_active)
         with self._lock:
-            job = self._get(job_id)
-            if job.status is JobStatus.PENDING and job_id not in self._queue:
+            job = self.records.get(job_id)
+            if job.status is JobStatus.PENDING and job_id not in self.scheduler:
                 self.start_job(job_id)
             return job
 
@@ -181,17 +209,7 @@ class SFTJobManager(RunControl):
         """
         with self._lock:
             job = self._get_active(job_id, "stop")
-            job.stop_event.set()
-            if job.status is JobStatus.PENDING:
-                if job_id in self._queue:
-                    self._queue.remove(job_id)
-                self._finish(job, JobStatus.STOPPED, message="Stopped before it started")
-                self._update_queue_positions()
-            elif job.status is JobStatus.RUNNING:
-                move(job, JobStatus.STOPPING)
-                self.store.update_job(job_id, status=job.status.value)
-                self._emit(job, "stopping", "Stop requested: training ends at the next step and saves")
-                self.executor.stop(job_id)
+            self.runs.stop(job)
             return job.status
 
     def cancel_job(self, job_id: str) -> JobStatus:
@@ -204,19 +222,14 @@ class SFTJobManager(RunControl):
         with self._lock:
             job = self._get_active(job_id, "cancel")
             if job.status is JobStatus.PENDING:
-                return self.stop_job(job_id)
-            self.executor.cancel(job_id)
-            if not job.status.is_terminal():  # the executor had no run to end: end the job here
-                message = "cancelled: the run was ended without saving"
-                self._running.discard(job_id)
-                self._finish(job, JobStatus.FAILED, error=message,
-                             error_detail={"category": "cancelled", "message": message, "log_tail": []})
-                self._schedule()
+                self.runs.stop(job)
+            else:
+                self.runs.cancel(job)
             return job.status
 
     def _get_active(self, job_id: str, action: str) -> SFTJob:
         """The job, if it has not ended; JobConflict (``nothing to <action>``) if it has. Caller holds the lock."""
-        job = self._get(job_id)
+        job = self.records.get(job_id)
         if job.status.is_terminal():
             raise JobConflict(f"Job {job_id} has already ended ({job.status.value}); nothing to {action}")
         return job
@@ -224,21 +237,22 @@ class SFTJobManager(RunControl):
     def resume_job(self, job_id: str) -> SFTJob:
         """Queue a stopped or failed job again; it continues from its latest checkpoint with its stored config.
 
-        Without a checkpoint it trains again from the first step. Each run is one entry of ``attempts``.
+        Without a checkpoint (or when it never started) it trains again from the first step. Each run
+        is one entry of ``attempts``.
 
         Raises:
             JobNotFound: no such job.
             JobConflict: the job is not stopped or failed.
         """
         with self._lock:
-            job = self._get(job_id)
+            job = self.records.get(job_id)
             if job.status not in (JobStatus.STOPPED, JobStatus.FAILED):
                 raise JobConflict(
                     f"Job {job_id} is {job.status.value}; only a stopped or failed job can be resumed"
                 )
-            check_output_dir_free(self.jobs.values(), job.output_dir, besides=job_id, owner=job.owner)
-            self._requeue(job, attempt_status=None, reason="Resume requested")
-            self._schedule()
+            self.records.check_output_dir_free(job.output_dir, besides=job_id, owner=job.owner)
+            self.runs.requeue(job, attempt_status=None, reason="Resume requested")
+            self.runs.schedule()
             return job
 
     def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
@@ -248,12 +262,12 @@ class SFTJobManager(RunControl):
     def get_job(self, job_id: str) -> SFTJob:
         """The job object. Raises JobNotFound."""
         with self._lock:
-            return self._get(job_id)
+            return self.records.get(job_id)
 
     def get_job_status(self, job_id: str) -> dict[str, Any]:
         """The job's status dict. Raises JobNotFound."""
         with self._lock:
-            return self._get(job_id).to_dict()
+            return self.records.get(job_id).to_dict()
 
     def list_jobs(self, *, status: str | None = None, limit: int | None = None, offset: int = 0,
                   newest_first: bool = False) -> list[dict[str, Any]]:
@@ -265,12 +279,7 @@ class SFTJobManager(RunControl):
                     newest_first: bool = False, owner: str | None = None) -> tuple[list[SFTJob], int]:
         """A page of jobs and the total that match (of one ``owner``, or everyone's when None)."""
         with self._lock:
-            jobs = list(self.jobs.values())
-        if owner is not None:
-            jobs = [job for job in jobs if job.owner == owner]
-        if status is not None:
-            wanted = JobStatus(status)
-            jobs = [job for job in jobs if job.status is wanted]
+            jobs = self.records.select(owner=owner, status=None if status is None else JobStatus(status))
         if newest_first:
             jobs.reverse()
         end = None if limit is None else offset + limit
@@ -279,13 +288,11 @@ class SFTJobManager(RunControl):
     def delete_job(self, job_id: str) -> None:
         """Forget a finished job's record, events and metrics; its files stay on disk."""
         with self._lock:
-            job = self._get(job_id)
+            job = self.records.get(job_id)
             if not job.status.is_terminal():
                 raise JobConflict(f"Job {job_id} is {job.status.value}; stop it before deleting it")
-            self.store.delete_job(job_id)
+            self.records.remove(job_id)
             self.logs.forget(job_id)
-            del self.jobs[job_id]
-            self.event_log.forget(job_id)
 
     def wait_for_job(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Block until the job ends (or ``timeout`` passes); return its status dict."""
@@ -301,8 +308,8 @@ class SFTJobManager(RunControl):
     def counts(self, *, owner: str | None = None) -> dict[str, int]:
         """Jobs by status (of one ``owner``, or everyone's when None)."""
         with self._lock:
-            statuses = [job.status.value for job in self.jobs.values() if owner is None or job.owner == owner]
-        return {status.value: statuses.count(status.value) for status in JobStatus}
+            statuses = [job.status for job in self.records.select(owner=owner)]
+        return {status.value: statuses.count(status) for status in JobStatus}
 
     # Events and metrics
 
@@ -317,7 +324,7 @@ class SFTJobManager(RunControl):
     def event_cursor(self, job_id: str) -> tuple[int, bool]:
         """The job's latest event number and whether it has ended (True once deleted), read together.
 
-        ``_finish`` sets a terminal status and writes its terminal event under the manager lock, so a
+        ``JobRuns.finish`` sets a terminal status and writes its terminal event under the manager lock, so a
         reader that sees the job ended here also sees that event's number.
         """
         with self._lock:
@@ -343,8 +350,7 @@ class SFTJobManager(RunControl):
     def check_quota(self, owner: str | None, max_active: int) -> None:
         """Raise QuotaExceeded when ``owner`` has ``max_active`` jobs pending, running or stopping."""
         with self._lock:
-            active = sum(1 for job in self.jobs.values() if job.owner == owner
-                         and job.status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.STOPPING))
+            active = sum(1 for job in self.records.select(owner=owner, everyone=False) if not job.status.is_terminal())
         if active >= max_active:
             raise QuotaExceeded(f"{active} of your jobs are pending or running, the most one key may have "
                                 f"(SFT_MAX_ACTIVE_JOBS_PER_KEY={max_active}); wait for one to end or stop one")
@@ -368,20 +374,14 @@ class SFTJobManager(RunControl):
         """A saved config with ``overrides`` applied on top (validated at submit)."""
         return self.templates.apply(config_id, overrides)
 
-    def _check_same_request(self, existing: SFTJob, key: str, request_hash: str) -> None:
-        if existing.request_hash != request_hash:
-            raise JobConflict(f"Idempotency-Key {key} was used for a different request (job {existing.job_id})")
+    def _train(self, run: Any, emit: Any) -> dict[str, Any]:
+        """The default runner: train ``run`` with ``app.sft.SFTTrainer`` (a custom runner may call it)."""
+        return train(run.spec, emit, stop_event=run.stop_event, callbacks=run.callbacks)
 
-    # Helpers
 
-    def _get(self, job_id: str) -> SFTJob:
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        return job
-
-    def _by_idempotency_key(self, key: str) -> SFTJob | None:
-        return next((job for job in self.jobs.values() if job.idempotency_key == key), None)
+def _check_same_request(existing: SFTJob, key: str, request_hash: str) -> None:
+    if existing.request_hash != request_hash:
+        raise JobConflict(f"Idempotency-Key {key} was used for a different request (job {existing.job_id})")
 
 
 def _hash(value: dict[str, Any]) -> str:

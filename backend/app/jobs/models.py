@@ -1,4 +1,5 @@
-"""A job and its status: ``SFTJob``, ``JobStatus`` and the one table of the moves a status may make."""
+"""A job and its status: ``SFTJob``, ``JobStatus`` and the one table of the moves a status may make
+(``JobRecords.set_status`` applies it)."""
 
 from __future__ import annotations
 
@@ -71,12 +72,6 @@ def check_transition(current: JobStatus, new: JobStatus, *, resume: bool = False
     if new not in TRANSITIONS[current]:
         raise IllegalTransition(f"a job cannot go from {current.value} to {new.value}"
                                 + (" (ended jobs change only by a resume)" if current.is_terminal() else ""))
-
-
-def move(job: SFTJob, new: JobStatus, *, resume: bool = False) -> None:
-    """The one place a job's status changes."""
-    check_transition(job.status, new, resume=resume)
-    job.status = new
 
 
 class SFTJob:

@@ -1,8 +1,11 @@
 """Submit-time checks: a request becomes one resolved ``SFTConfig``, or an ``InvalidConfig`` naming the field.
 
-``resolve_config`` validates once, resolves what depends on the server (the output directory inside
-the output root) and checks what would only fail later (the model, the dataset, trackers, remote
-code, precision on this machine). What it returns is what the job keeps, every field present.
+``build_config`` validates a request's fields once (any API surface calls it: ``/api/sft`` through the
+manager, ``/v1``'s mapper directly); ``resolve_config`` takes that typed value, resolves what depends on
+the server (the output directory inside the output root) and checks what would only fail later (the
+model, the dataset, trackers, remote code, precision on this machine). What it returns is what the
+job keeps, every field present. Every ``InvalidConfig`` raised here carries structured ``errors``
+whose ``field`` is the dotted path (``config.lora_r``), so a surface maps fields, never message text.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import difflib
 import importlib.util
 import shutil
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,25 +29,39 @@ from ..sft.models import check_model, default_device, module_names
 TRACKER_PACKAGES = {"wandb": ("wandb",), "tensorboard": ("tensorboard", "tensorboardX")}
 
 
-def resolve_config(raw: dict[str, Any], *, job_id: str, settings: Settings, preflight: bool = True) -> SFTConfig:
-    """Validate ``raw`` and check that it can run; return the config as the job will keep it.
+def build_config(raw: dict[str, Any] | SFTConfig, *, prefix: str = "config.") -> SFTConfig:
+    """A request's fields as a validated ``SFTConfig`` (an ``SFTConfig`` is returned as it is).
+
+    Raises:
+        InvalidConfig: one structured error per problem, its ``field`` ``prefix`` + the field's name.
+    """
+    if isinstance(raw, SFTConfig):
+        return raw
+    try:
+        return SFTConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = validation_problems(exc.errors(), prefix)
+        raise InvalidConfig("; ".join(f"{field}: {message}" for field, message in problems),
+                            errors=[{"field": field, "message": message, "type": InvalidConfig.error_type}
+                                    for field, message in problems]) from None
+
+
+def resolve_config(raw: dict[str, Any] | SFTConfig, *, job_id: str, settings: Settings,
+                   preflight: bool = True) -> SFTConfig:
+    """Validate ``raw`` (unless it is an ``SFTConfig`` already) and check that it can run; return the
+    config as the job will keep it.
 
     Raises:
         InvalidConfig: with a detail naming the field (and file and line for a dataset).
     """
-    try:
-        config = SFTConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidConfig(format_validation_error(exc.errors())) from None
+    config = build_config(raw)
     output_dir = resolve_output_dir(config.output_dir, job_id=job_id, settings=settings)
     if config.trust_remote_code and not settings.allow_remote_code:
-        raise InvalidConfig(
-            "config.trust_remote_code: this server does not allow remote code (set SFT_ALLOW_REMOTE_CODE=true)"
-        )
+        raise _refuse("trust_remote_code", "this server does not allow remote code (set SFT_ALLOW_REMOTE_CODE=true)")
     try:
         config.resolve_precision(default_device())
     except SFTError as exc:
-        raise InvalidConfig(f"config.precision: {exc}") from None
+        raise _refuse("precision", str(exc)) from None
     _check_trackers(config.report_to)
     if preflight:
         check_model_and_data(config, settings)
@@ -64,7 +80,7 @@ def check_model_and_data(config: SFTConfig, settings: Settings) -> None:
         ref = check_model(config.base_model, cache_dir=settings.resolved_model_cache_dir,
                           allowed_roots=settings.resolved_model_roots)
     except ModelError as exc:
-        raise InvalidConfig(f"config.base_model: {exc}") from None
+        raise _refuse("base_model", str(exc)) from None
     if config.use_lora and config.lora_target_modules != "all-linear" and not config.trust_remote_code:
         _check_target_modules(config, ref)
     roots = settings.resolved_dataset_roots
@@ -72,13 +88,13 @@ def check_model_and_data(config: SFTConfig, settings: Settings) -> None:
         fmt = check_dataset(config.dataset_name, config.dataset_split, dataset_format=config.dataset_format,
                             column_mapping=config.column_mapping, allowed_roots=roots)
     except DatasetError as exc:
-        raise InvalidConfig(f"config.dataset_name: {exc}") from None
+        raise _refuse("dataset_name", str(exc)) from None
     if config.eval_dataset_name:
         try:
             check_dataset(config.eval_dataset_name, config.eval_dataset_split, dataset_format=fmt,
                           column_mapping=config.column_mapping, allowed_roots=roots)
         except DatasetError as exc:
-            raise InvalidConfig(f"config.eval_dataset_name: {exc}") from None
+            raise _refuse("eval_dataset_name", str(exc)) from None
 
 
 def resolve_output_dir(output_dir: str | None, *, job_id: str, settings: Settings) -> Path:
@@ -89,16 +105,14 @@ def resolve_output_dir(output_dir: str | None, *, job_id: str, settings: Setting
     path = Path(output_dir).expanduser()
     resolved = (path if path.is_absolute() else root / path).resolve()
     if not resolved.is_relative_to(root) or resolved == root:
-        raise InvalidConfig(
-            f"config.output_dir: {output_dir!r} resolves outside the output root {root}; "
-            "use a relative path (it is taken from the output root) or leave it unset"
-        )
+        raise _refuse("output_dir", f"{output_dir!r} resolves outside the output root {root}; "
+                      "use a relative path (it is taken from the output root) or leave it unset")
     if any(resolved == own or resolved.is_relative_to(own) or own.is_relative_to(resolved)
            for own in settings.server_paths):
         # Only when the output root holds the server's own folders (SFT_OUTPUT_ROOT=<data>): a job must not
         # write over, or start clean in, uploads, logs or the model cache.
-        raise InvalidConfig(f"config.output_dir: {output_dir!r} would overlap this server's own files "
-                            "(uploads, logs, model cache, database); choose another name")
+        raise _refuse("output_dir", f"{output_dir!r} would overlap this server's own files "
+                      "(uploads, logs, model cache, database); choose another name")
     return resolved
 
 
@@ -114,11 +128,16 @@ def create_output_dir(output_dir: str, *, fresh: bool = False) -> None:
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InvalidConfig(f"config.output_dir: {output_dir} cannot be created ({exc.strerror or exc})") from None
+        raise _refuse("output_dir", f"{output_dir} cannot be created ({exc.strerror or exc})") from None
 
 
 def format_validation_error(errors: list[dict[str, Any]], prefix: str = "config.") -> str:
     """One clause per problem, each naming the field: ``config.lora_r: Input should be ...``."""
+    return "; ".join(f"{field}: {message}" for field, message in validation_problems(errors, prefix))
+
+
+def validation_problems(errors: list[dict[str, Any]], prefix: str = "config.") -> list[tuple[str, str]]:
+    """pydantic's errors as ``(field, message)`` pairs, the field a dotted path under ``prefix``."""
     known = list(SFTConfig.model_fields)
     parts = []
     for error in errors:
@@ -128,8 +147,8 @@ def format_validation_error(errors: list[dict[str, Any]], prefix: str = "config.
             close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
             message = "unknown field" + (f" (did you mean {close[0]}?)" if close else "")
         field = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "config")
-        parts.append(f"{field}: {message}")
-    return "; ".join(parts)
+        parts.append((field, message))
+    return parts
 
 
 def check_partial_config(config: dict[str, Any]) -> None:
@@ -150,12 +169,17 @@ def check_partial_config(config: dict[str, Any]) -> None:
             raise InvalidConfig(format_validation_error(field_errors)) from None
 
 
+def _refuse(field: str, message: str) -> InvalidConfig:
+    """The config's ``field`` cannot run: ``message`` says why (a structured error naming ``config.<field>``)."""
+    return InvalidConfig(f"config.{field}: {message}", field=f"config.{field}")
+
+
 def _check_trackers(report_to: list[str]) -> None:
     for target in report_to:
         packages = TRACKER_PACKAGES[target]
         if not any(importlib.util.find_spec(p) is not None for p in packages):
-            raise InvalidConfig(f"config.report_to: {target} is not installed on this server "
-                                f"(pip install {packages[0]}); install it or leave it out of report_to")
+            raise _refuse("report_to", f"{target} is not installed on this server "
+                                       f"(pip install {packages[0]}); install it or leave it out of report_to")
 
 
 def _check_target_modules(config: SFTConfig, ref: Any) -> None:
@@ -166,31 +190,5 @@ def _check_target_modules(config: SFTConfig, ref: Any) -> None:
         return
     unknown = names.unknown(list(config.lora_target_modules))
     if unknown:
-        raise InvalidConfig(f"config.lora_target_modules: {', '.join(unknown)} match no module of "
-                            f"{config.base_model} (its linear layers: {', '.join(names.linear) or 'none'}; "
-                            "or use 'all-linear')")
-
-
-def check_output_dir_free(jobs: Iterable[Any], output_dir: str, *, besides: str | None = None,
-                          owner: str | None = None) -> None:
-    """JobConflict when ``output_dir`` is, contains or lies inside the directory of one of ``jobs``
-    (any status: a finished job's adapter must not be overwritten); ``besides`` is a job id to skip.
-
-    A job of another ``owner`` than the one asking is not identified (no id, status or path of it).
-    """
-    for job in jobs:
-        other = job.config.get("output_dir")
-        if job.job_id == besides or not other:
-            continue
-        if other == output_dir:
-            clash = "is in use by"
-        elif output_dir.startswith(other.rstrip("/") + "/"):
-            clash = "is inside the output_dir of"
-        elif other.startswith(output_dir.rstrip("/") + "/"):
-            clash = "contains the output_dir of"
-        else:
-            continue
-        if job.owner != owner:
-            raise JobConflict(f"output_dir {output_dir} {clash} another job; choose another output_dir")
-        detail = f"output_dir {output_dir} {clash} job {job.job_id} ({job.status.value})"
-        raise JobConflict(detail if clash == "is in use by" else f"{detail}: {other}")
+        raise _refuse("lora_target_modules", f"{', '.join(unknown)} match no module of {config.base_model} "
+                      f"(its linear layers: {', '.join(names.linear) or 'none'}; or use 'all-linear')")

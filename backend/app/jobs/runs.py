@@ -1,17 +1,15 @@
-"""How the manager runs jobs: it starts them on its executor, consumes what they report, recovers them.
+"""``JobRuns``: how the manager's jobs run — started on the executor, ended, queued again, recovered.
 
-``RunControl`` is the part of ``SFTJobManager`` that faces the executor: scheduling queued jobs onto
-free slots, ending them, re-attaching after a restart, and the one report channel,
-``_on_report(job_id, TrainingEvent)``, that turns training events into status, progress, metrics and
-the event log (a dispatch on ``EventKind``). Callers hold the manager's lock where a method says so.
+It owns nothing it is not given: the records (``JobRecords``), the queue and slots (``Scheduler``),
+the executor and the settings, and the manager's lock, which every method expects its caller to
+hold (except ``run_ended``, the report handler's way in, which takes it). The executor reports
+through ``self.report`` (a ``ReportHandler``), whose last event of a run lands in ``run_ended``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections import deque
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,107 +18,198 @@ from ..core.joblogs import JobLogRouter
 from ..core.settings import Settings
 from ..sft.checkpoints import latest_checkpoint
 from ..sft.config import SFTConfig
-from ..sft.events import EventKind, TrainingEvent
-from ..store import SQLiteStore
-from .events import EventLog
+from .events import JobEventType
 from .executors import Executor, JobSpec
-from .executors.training import classify_error, train
-from .models import INTERRUPTED_ERROR, JobStatus, SFTJob, move, utcnow
+from .executors.base import FailureCategory, JobFailure
+from .executors.training import classify_error
+from .models import INTERRUPTED_ERROR, JobStatus, SFTJob, utcnow
 from .preflight import complete_config
-from .progress import advance, metric_point, public_progress
+from .records import JobRecords
+from .reports import ReportHandler
+from .scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
 
-#: Event kinds whose sequence number needs no write of its own: progress-only kinds write nothing (a
-#: re-attached run replays them, which changes nothing durable, so no write per step), and the others
-#: store it with the write their handling makes anyway.
-_SEQ_NOT_WRITTEN_ALONE = frozenset({EventKind.PHASE, EventKind.STEP, EventKind.TRAINING_STARTED,
-                                    EventKind.METRICS, EventKind.EVAL, EventKind.EXITED})
+_DEFAULT_ENDINGS = {JobStatus.COMPLETED: "Training completed", JobStatus.STOPPED: "Stopped"}
 
 
-class RunControl:
-    """Starting, ending, recovering jobs and consuming their runs' reports (a base of ``SFTJobManager``)."""
+class JobRuns:
+    """Starts, ends, requeues and recovers the runs of ``records``' jobs on ``executor``."""
 
-    settings: Settings
-    executor: Executor
-    event_log: EventLog
-    logs: JobLogRouter
-    jobs: dict[str, SFTJob]
-    max_concurrent_jobs: int
-    _queue: deque[str]
-    _running: set[str]
-    _lock: threading.RLock
-    _next_seq: int
-    _dispatch: dict[EventKind, Any]
+    def __init__(self, *, records: JobRecords, scheduler: Scheduler, executor: Executor, settings: Settings,
+                 logs: JobLogRouter, lock: threading.RLock):
+        self.records = records
+        self.scheduler = scheduler
+        self.executor = executor
+        self.settings = settings
+        self.lock = lock
+        self.report = ReportHandler(records, logs, self.run_ended)
 
-    @property
-    def store(self) -> SQLiteStore:
-        return self.event_log.store
+    def spec(self, job: SFTJob) -> JobSpec:
+        """What the executor gets for ``job``'s current attempt."""
+        return self.spec_of(job.job_id, job.sft_config, attempt=max(len(job.attempts), 1), resume_from=job.resume_from)
 
-    @store.setter
-    def store(self, store: SQLiteStore) -> None:
-        self.event_log.store = store
+    def spec_of(self, job_id: str, config: SFTConfig, *, attempt: int, resume_from: str | None) -> JobSpec:
+        settings = self.settings
+        return JobSpec(job_id=job_id, config=config, output_dir=config.output_dir, attempt=attempt,
+                       resume_from=resume_from, model_cache_dir=str(settings.resolved_model_cache_dir),
+                       dataset_roots=[str(p) for p in settings.resolved_dataset_roots],
+                       model_roots=[str(p) for p in settings.resolved_model_roots])
 
-    def _handlers(self) -> dict[EventKind, Any]:
-        return {
-            EventKind.PHASE: self._on_progress,
-            EventKind.STEP: self._on_progress,
-            EventKind.TRAINING_STARTED: self._on_progress,
-            EventKind.MODEL_LOADED: self._on_model_loaded,
-            EventKind.DATASET_READY: self._on_dataset_ready,
-            EventKind.METRICS: self._on_metrics,
-            EventKind.EVAL: self._on_metrics,
-            EventKind.CHECKPOINT_SAVED: self._on_checkpoint_saved,
-            EventKind.LOG: self._on_log,
-            EventKind.EXITED: self._on_exited,
-        }
+    # Starting
+
+    def schedule(self) -> None:
+        """Start queued jobs while slots are free."""
+        while (job_id := self.scheduler.next_ready()) is not None:
+            job = self.records.jobs[job_id]
+            resume = latest_checkpoint(job.output_dir) if job.attempts else None
+            attempts = [*job.attempts, {"attempt": len(job.attempts) + 1, "started_at": utcnow(), "ended_at": None,
+                                        "status": None, "resumed_from_step": resume[0] if resume else None}]
+            job.queue_position = None
+            job.resume_from = str(resume[1]) if resume else None
+            self.records.set_status(job, JobStatus.RUNNING, attempts=attempts, progress={"phase": "starting"},
+                                    executor=self.executor.name, handle=None, training_seq=0)
+            self.records.emit(job, JobEventType.STARTED,
+                              f"Job started (attempt {len(job.attempts)}): loading the model")
+            self._start(job)
+        self.update_positions()
+
+    def _start(self, job: SFTJob) -> None:
+        """Hand the job to the executor; a refusal fails the job."""
+        try:
+            handle = self.executor.start(self.spec(job), self.report, callbacks=job.callbacks)
+        except Exception as exc:  # noqa: BLE001 - a run that cannot start is a failed job, not a 500
+            logger.exception("job %s: the %s executor could not start it", job.job_id, self.executor.name)
+            self.scheduler.release(job.job_id)
+            self.finish(job, JobStatus.FAILED, failure=JobFailure.from_dict(classify_error(exc)))
+            return
+        job.handle = handle
+        run = getattr(self.executor, "run_of", lambda _: None)(job.job_id)
+        if run is not None:  # an in-process run: the seed's SFTJob.thread and stop_event are its own
+            job.thread, job.stop_event = run.thread, run.stop_event
+        if not job.status.is_terminal():
+            self.records.update(job, handle=handle)
+
+    def update_positions(self) -> None:
+        for job_id, position in self.scheduler.positions().items():
+            self.records.jobs[job_id].queue_position = position
+
+    # Ending
+
+    def finish(self, job: SFTJob, status: JobStatus, *, result: dict[str, Any] | None = None,
+               failure: JobFailure | None = None, message: str | None = None) -> None:
+        """Move a job into a terminal state, stamp it, persist it and say so in its events. A job that
+        has already ended stays as it is (a late report of an abandoned run)."""
+        if job.status.is_terminal():
+            return
+        now, attempts = utcnow(), job.attempts
+        if attempts and attempts[-1]["ended_at"] is None:
+            attempts[-1].update(ended_at=now, status=status.value)
+        job.callbacks = []
+        job.thread = None
+        job.queue_position = None
+        self.records.set_status(
+            job, status, result=result if result is not None else job.result,
+            error=failure.message if failure else None, error_detail=failure.to_dict() if failure else None,
+            progress={**job.progress, "phase": status.value} if job.progress else job.progress,
+            attempts=attempts, training_seq=job.training_seq, completed_at=now)
+        ending = message or (f"Failed: {job.error}" if status is JobStatus.FAILED else _DEFAULT_ENDINGS[status])
+        self.records.emit(job, JobEventType(status.value), ending, level="error" if status is JobStatus.FAILED
+                          else "info", data={"result": job.result} if job.result else None)
+
+    def run_ended(self, job: SFTJob, status: JobStatus, *, result: dict[str, Any] | None = None,
+                  error: str | None = None, error_detail: dict[str, Any] | None = None,
+                  message: str | None = None) -> None:
+        """A run's last event: end its job, free its slot, start the next."""
+        with self.lock:
+            self.scheduler.release(job.job_id)
+            self.finish(job, status, result=result, message=message,
+                        failure=JobFailure.from_dict(error_detail) if error_detail else None)
+            self.schedule()
+
+    def stop(self, job: SFTJob) -> None:
+        """Stop a job: a pending one at once, a running one at its next step boundary (it saves)."""
+        job.stop_event.set()
+        if job.status is JobStatus.PENDING:
+            self.scheduler.dequeue(job.job_id)
+            self.finish(job, JobStatus.STOPPED, message="Stopped before it started")
+            self.update_positions()
+        elif job.status is JobStatus.RUNNING:
+            self.records.set_status(job, JobStatus.STOPPING)
+            self.records.emit(job, JobEventType.STOPPING, "Stop requested: training ends at the next step and saves")
+            self.executor.stop(job.job_id)
+
+    def cancel(self, job: SFTJob) -> None:
+        """End a running job now, without saving (it fails, category ``cancelled``)."""
+        self.executor.cancel(job.job_id)
+        if not job.status.is_terminal():  # the executor had no run to end: end the job here
+            self.scheduler.release(job.job_id)
+            self.finish(job, JobStatus.FAILED, failure=JobFailure(
+                FailureCategory.CANCELLED, "cancelled: the run was ended without saving"))
+            self.schedule()
+
+    # Another attempt
+
+    def requeue(self, job: SFTJob, *, attempt_status: str | None, reason: str) -> None:
+        """Put an ended (or interrupted) job back in the queue for another attempt."""
+        if job.attempts and job.attempts[-1]["ended_at"] is None:
+            job.attempts[-1].update(ended_at=utcnow(), status=attempt_status)
+        job.stop_event = threading.Event()
+        self.records.set_status(job, JobStatus.PENDING, resume=attempt_status is None, error=None,
+                                error_detail=None, attempts=job.attempts)
+        if attempt_status == "interrupted":
+            self.records.emit(job, JobEventType.INTERRUPTED, INTERRUPTED_ERROR, level="warning")
+        self.records.emit(job, JobEventType.RESUMED, f"{reason}: resuming {self.resume_point(job)}")
+        self.scheduler.enqueue(job.job_id)
+        self.update_positions()
+
+    @staticmethod
+    def resume_point(job: SFTJob) -> str:
+        """Where the job's next attempt starts: its latest checkpoint, once it has run (``schedule``'s rule:
+        a job that never started trains from the first step, whatever its directory holds)."""
+        latest = latest_checkpoint(job.output_dir) if job.attempts else None
+        return f"from checkpoint {latest[1].name} (step {latest[0]})" if latest \
+            else "from the first step (no checkpoint)"
 
     # Start-up
 
-    def _recover(self) -> None:
+    def recover(self) -> None:
         """Load records; queue pending jobs again; re-attach to runs still alive, and resume (or fail)
         the ones a dead process was running."""
-        for record in self.store.load_jobs():
-            job = SFTJob.from_record(record)
+        for job in self.records.load():
             self._complete_old_config(job)
-            self.jobs[job.job_id] = job
-            self.event_log.load(job.job_id)
-        self._next_seq = self.store.max_job_seq()
-        self.templates.load()
-        with self._lock:
-            for job in list(self.jobs.values()):
-                if job.status in (JobStatus.RUNNING, JobStatus.STOPPING):
-                    if not self._reattach(job):
-                        self._interrupted(job)
-                elif job.status is JobStatus.PENDING:
-                    self._queue.append(job.job_id)
-            self._schedule()
+        for job in list(self.records.jobs.values()):
+            if job.status in (JobStatus.RUNNING, JobStatus.STOPPING):
+                if not self._reattach(job):
+                    self._interrupted(job)
+            elif job.status is JobStatus.PENDING:
+                self.scheduler.enqueue(job.job_id)
+        self.schedule()
 
     def _complete_old_config(self, job: SFTJob) -> None:
         """A record from before configs were stored whole gets its defaults once, and is stored again."""
         if set(SFTConfig.model_fields) <= set(job.config):
             return
         try:
-            job.config = complete_config(job.config)
+            config = complete_config(job.config)
         except ValidationError as exc:
             logger.warning("job %s: its stored config no longer validates, kept as it is: %s", job.job_id, exc)
             return
         job.__dict__.pop("sft_config", None)
-        self.store.update_job(job.job_id, config=job.config)
+        self.records.update(job, config=config)
 
     def _reattach(self, job: SFTJob) -> bool:
-        """Continue a run the executor still has (events after the last one consumed). Caller holds the lock."""
+        """Continue a run the executor still has (events after the last one consumed)."""
         if job.executor != self.executor.name or job.handle is None:
             return False
-        self._running.add(job.job_id)
+        self.scheduler.claim(job.job_id)
         try:
-            attached = self.executor.reattach(self._spec(job), job.handle, self._on_report,
-                                              after_seq=job.training_seq)
+            attached = self.executor.reattach(self.spec(job), job.handle, self.report, after_seq=job.training_seq)
         except Exception:  # noqa: BLE001 - a broken executor must not stop the server from starting
             logger.exception("job %s: re-attaching failed", job.job_id)
             attached = False
         if not attached:
-            self._running.discard(job.job_id)
+            self.scheduler.release(job.job_id)
             return False
         if not job.status.is_terminal():
             logger.info("job %s: re-attached to its %s run after event %s", job.job_id, job.executor,
@@ -134,7 +223,7 @@ class RunControl:
         resumes = _automatic_resumes(job)
         auto = self.settings.auto_resume_interrupted and job.status is JobStatus.RUNNING
         if auto and resumes < self.settings.max_auto_resumes:
-            self._requeue(job, attempt_status="interrupted", reason=INTERRUPTED_ERROR)
+            self.requeue(job, attempt_status="interrupted", reason=INTERRUPTED_ERROR)
             return
         message = INTERRUPTED_ERROR
         if auto:
@@ -142,195 +231,7 @@ class RunControl:
                        f"(SFT_MAX_AUTO_RESUMES={self.settings.max_auto_resumes}): it may be what stops "
                        "the server (out of memory?), so it is not resumed again by itself; check its "
                        "config and resume it by hand")
-        self._finish(job, JobStatus.FAILED, error=message,
-                     error_detail={"category": "interrupted", "message": message, "log_tail": []})
-
-    def _requeue(self, job: SFTJob, *, attempt_status: str | None, reason: str) -> None:
-        """Put an ended (or interrupted) job back in the queue for another attempt. Caller holds the lock."""
-        if job.attempts and job.attempts[-1]["ended_at"] is None:
-            job.attempts[-1].update(ended_at=utcnow(), status=attempt_status)
-        move(job, JobStatus.PENDING, resume=attempt_status is None)
-        job.completed_at = None
-        job.error = None
-        job.error_detail = None
-        job.stop_event = threading.Event()
-        latest = latest_checkpoint(job.output_dir)
-        where = f"from checkpoint {latest[1].name} (step {latest[0]})" if latest \
-            else "from the first step (no checkpoint)"
-        self.store.update_job(job.job_id, status=job.status.value, completed_at=None, error=None,
-                              error_detail=None, attempts=job.attempts)
-        if attempt_status == "interrupted":
-            self._emit(job, "interrupted", INTERRUPTED_ERROR, level="warning")
-        self._emit(job, "resumed", f"{reason}: resuming {where}")
-        self._queue.append(job.job_id)
-        self._update_queue_positions()
-
-    # Running
-
-    def _spec(self, job: SFTJob) -> JobSpec:
-        return self._spec_of(job.job_id, job.config, attempt=max(len(job.attempts), 1), resume_from=job.resume_from)
-
-    def _spec_of(self, job_id: str, config: dict[str, Any], *, attempt: int, resume_from: str | None) -> JobSpec:
-        settings = self.settings
-        return JobSpec(job_id=job_id, config=config, output_dir=config["output_dir"], attempt=attempt,
-                       resume_from=resume_from, model_cache_dir=str(settings.resolved_model_cache_dir),
-                       dataset_roots=[str(p) for p in settings.resolved_dataset_roots],
-                       model_roots=[str(p) for p in settings.resolved_model_roots])
-
-    def _schedule(self) -> None:
-        """Start queued jobs while slots are free. Caller holds the lock."""
-        while self._queue and len(self._running) < self.max_concurrent_jobs:
-            job = self.jobs[self._queue.popleft()]
-            self._running.add(job.job_id)
-            move(job, JobStatus.RUNNING)
-            job.started_at = job.started_at or utcnow()
-            job.queue_position = None
-            resume = latest_checkpoint(job.output_dir) if job.attempts else None
-            job.resume_from = str(resume[1]) if resume else None
-            job.attempts.append({"attempt": len(job.attempts) + 1, "started_at": utcnow(), "ended_at": None,
-                                 "status": None, "resumed_from_step": resume[0] if resume else None})
-            job.progress = {"phase": "starting"}
-            job.executor, job.handle, job.training_seq = self.executor.name, None, 0
-            self.store.update_job(job.job_id, status=job.status.value, started_at=job.started_at,
-                                  attempts=job.attempts, progress=job.progress, executor=job.executor,
-                                  handle=None, training_seq=0)
-            self._emit(job, "started", f"Job started (attempt {len(job.attempts)}): loading the model")
-            self._start(job)
-        self._update_queue_positions()
-
-    def _start(self, job: SFTJob) -> None:
-        """Hand the job to the executor; a refusal fails the job. Caller holds the lock."""
-        try:
-            handle = self.executor.start(self._spec(job), self._on_report, callbacks=job.callbacks)
-        except Exception as exc:  # noqa: BLE001 - a run that cannot start is a failed job, not a 500
-            logger.exception("job %s: the %s executor could not start it", job.job_id, self.executor.name)
-            self._running.discard(job.job_id)
-            detail = classify_error(exc)
-            self._finish(job, JobStatus.FAILED, error=detail["message"], error_detail=detail)
-            return
-        job.handle = handle
-        run = getattr(self.executor, "run_of", lambda _: None)(job.job_id)
-        if run is not None:  # an in-process run: the seed's SFTJob.thread and stop_event are its own
-            job.thread, job.stop_event = run.thread, run.stop_event
-        if not job.status.is_terminal():
-            self.store.update_job(job.job_id, handle=handle)
-
-    def _update_queue_positions(self) -> None:
-        for position, job_id in enumerate(self._queue, start=1):
-            self.jobs[job_id].queue_position = position
-
-    def _finish(self, job: SFTJob, status: JobStatus, *, result: dict[str, Any] | None = None,
-                error: str | None = None, error_detail: dict[str, Any] | None = None,
-                message: str | None = None) -> None:
-        """Move a job into a terminal state, stamp it, persist it. Caller holds the lock (or is alone).
-        A job that has already ended stays as it is (a late report of an abandoned run)."""
-        if job.status.is_terminal():
-            return
-        move(job, status)
-        job.completed_at = utcnow()
-        job.result = result if result is not None else job.result
-        job.error = error
-        job.error_detail = error_detail
-        job.callbacks = []
-        job.thread = None
-        job.queue_position = None
-        if job.progress:
-            job.progress = {**job.progress, "phase": status.value}
-        if job.attempts and job.attempts[-1]["ended_at"] is None:
-            job.attempts[-1].update(ended_at=job.completed_at, status=status.value)
-        self.store.update_job(job.job_id, status=status.value, completed_at=job.completed_at,
-                              result=job.result, error=error, error_detail=error_detail,
-                              progress=public_progress(job.progress), attempts=job.attempts,
-                              training_seq=job.training_seq)
-        level = "error" if status is JobStatus.FAILED else "info"
-        default = {JobStatus.COMPLETED: "Training completed", JobStatus.FAILED: f"Failed: {error}",
-                   JobStatus.STOPPED: "Stopped"}[status]
-        self._emit(job, status.value, message or default, level=level,
-                   data={"result": job.result} if job.result else None)
-
-    def _emit(self, job: SFTJob, kind: str, message: str, *, level: str = "info",
-              data: dict[str, Any] | None = None) -> int:
-        return self.event_log.emit(job.job_id, kind, message, level=level, data=data)
-
-    # The report channel: training events -> status, progress, metrics, the event log
-
-    def _on_report(self, job_id: str, event: TrainingEvent) -> None:
-        """What every executor calls with each event of a run (on whatever thread it has)."""
-        job = self.jobs.get(job_id)
-        if job is None or job.status.is_terminal():
-            return
-        if event.seq is not None:
-            if event.seq <= job.training_seq:
-                return  # consumed before a restart: a re-attached run's replay starts after it
-            job.training_seq = event.seq
-        self._dispatch[event.kind](job, event)
-        if event.seq is not None and event.kind not in _SEQ_NOT_WRITTEN_ALONE:
-            self.store.update_job(job_id, training_seq=event.seq)
-
-    def _on_progress(self, job: SFTJob, event: TrainingEvent) -> None:
-        rows = _rows_per_step(job) if event.kind is EventKind.TRAINING_STARTED else None
-        job.progress = advance(job.progress, event, now=time.monotonic(), rows_per_step=rows)
-
-    def _on_model_loaded(self, job: SFTJob, event: TrainingEvent) -> None:
-        payload = event.payload
-        self._emit(job, "model_loaded", f"Model {payload.get('base_model')} loaded "
-                   f"({payload.get('parameters', 0):,} parameters)", data=payload)
-
-    def _on_dataset_ready(self, job: SFTJob, event: TrainingEvent) -> None:
-        payload = event.payload
-        self._emit(job, "dataset_ready", f"Dataset ready: {payload['train_rows']} training rows, "
-                   f"{payload['eval_rows']} eval rows ({payload['dataset_format']})", data=payload)
-
-    def _on_checkpoint_saved(self, job: SFTJob, event: TrainingEvent) -> None:
-        self._emit(job, "checkpoint_saved", f"Checkpoint saved at step {event.payload['step']}", data=event.payload)
-
-    def _on_log(self, job: SFTJob, event: TrainingEvent) -> None:
-        payload = event.payload
-        self.logs.write(job.job_id, f"{payload.get('level', 'INFO').upper()} {payload.get('message', '')}")
-
-    def _on_metrics(self, job: SFTJob, event: TrainingEvent) -> None:
-        now = time.monotonic()
-        point = metric_point(job.progress, event.payload, now=now)
-        if point is None:
-            return
-        job.progress = progress = advance(job.progress, event, now=now)
-        attempt = len(job.attempts)
-        self.store.add_metric(job.job_id, point["step"], attempt, {**point, "attempt": attempt})
-        self.store.update_job(job.job_id, progress=public_progress(progress), training_seq=job.training_seq)
-        step = point["step"]
-        if event.kind is EventKind.EVAL:
-            self._emit(job, "eval", f"Step {step}: eval_loss {point.get('eval_loss', float('nan')):.4f}",
-                       data=point)
-        else:
-            loss = point.get("loss")
-            text = f"Step {step}/{progress.get('max_steps', '?')}" + (f": loss {loss:.4f}" if loss is not None else "")
-            self._emit(job, "metrics", text, data=point)
-
-    def _on_exited(self, job: SFTJob, event: TrainingEvent) -> None:
-        payload = event.payload
-        status = JobStatus(payload["status"])
-        result, detail, error, message = payload.get("result"), payload.get("error_detail"), None, None
-        if status is JobStatus.FAILED:
-            detail = dict(detail or {"category": "internal", "message": "the run failed", "log_tail": []})
-            if not detail.get("log_tail"):
-                detail["log_tail"] = self.logs.tail(job.job_id, 20)
-            error = detail["message"]
-        elif status is JobStatus.STOPPED:
-            message = "Stopped; the adapter trained so far is saved" if result and result.get(
-                "adapter_path") else "Stopped before training began"
-        with self._lock:
-            self._running.discard(job.job_id)
-            self._finish(job, status, result=result, error=error, error_detail=detail, message=message)
-            self._schedule()
-
-    def _train(self, run: Any, emit: Any) -> dict[str, Any]:
-        """The default runner: train ``run`` with ``app.sft.SFTTrainer`` (a custom runner may call it)."""
-        return train(run.spec, emit, stop_event=run.stop_event, callbacks=run.callbacks)
-
-
-def _rows_per_step(job: SFTJob) -> int:
-    config = job.sft_config
-    return config.per_device_train_batch_size * config.gradient_accumulation_steps
+        self.finish(job, JobStatus.FAILED, failure=JobFailure(FailureCategory.INTERRUPTED, message))
 
 
 def _automatic_resumes(job: SFTJob) -> int:

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from ..core.errors import ConfigNotFound, InvalidConfig, JobConflict
-from ..store import SQLiteStore
+from ..store import JobStore
 from .models import utcnow
 from .preflight import check_partial_config
 
@@ -22,7 +22,7 @@ class ConfigTemplates:
         self.configs: dict[str, dict[str, Any]] = {}
 
     @property
-    def store(self) -> SQLiteStore:
+    def store(self) -> JobStore:
         return self._store_of()
 
     def load(self) -> None:

@@ -261,11 +261,13 @@ class SFTConfig(BaseModel):
             return True
         return self.token_metrics if self.token_metrics is not None else device == "cuda"
 
-    def to_trl(self, *, output_dir: str | Path, device: str, disable_tqdm: bool = True) -> trl.SFTConfig:
-        """Map onto ``trl.SFTConfig``; precision is chosen from ``device`` (TRL 1.16 defaults to bf16)."""
+    def to_trl(self, *, output_dir: str | Path, device: str, precision: Literal["bf16", "fp16", "fp32"] | None = None,
+               disable_tqdm: bool = True) -> trl.SFTConfig:
+        """Map onto ``trl.SFTConfig``. ``precision``: what ``resolve_precision(device)`` returned (the trainer
+        resolves it once); None resolves it here (TRL 1.16 defaults to bf16, so it is always given to TRL)."""
         import trl
 
-        precision = self.resolve_precision(device)
+        precision = precision or self.resolve_precision(device)
         has_eval = self.has_eval_set
         return trl.SFTConfig(
             output_dir=str(output_dir),

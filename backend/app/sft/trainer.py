@@ -124,6 +124,8 @@ class SFTTrainer:
         self.resume_from_checkpoint = resume_from_checkpoint
         self.disable_tqdm = disable_tqdm
         self.device = device or default_device()
+        #: The precision the run trains in: ``config.precision`` resolved for ``device``, once.
+        self.precision = self.config.resolve_precision(self.device)
         self.output_dir = Path(self.config.output_dir)
 
     def _emit(self, kind: EventKind, payload: dict[str, Any] | None = None) -> None:
@@ -136,7 +138,7 @@ class SFTTrainer:
         cfg = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(self.output_dir / "config.yaml")
-        precision = cfg.resolve_precision(self.device)
+        precision = self.precision
         if self.device == "cuda":
             import torch
 
@@ -231,7 +233,7 @@ class SFTTrainer:
         from .loss import CrossEntropySFTTrainer, plain_head_problem
 
         cfg = self.config
-        args = cfg.to_trl(output_dir=self.output_dir / "checkpoints", device=self.device,
+        args = cfg.to_trl(output_dir=self.output_dir / "checkpoints", device=self.device, precision=self.precision,
                           disable_tqdm=self.disable_tqdm)
         peft_config = None
         if cfg.use_lora:

@@ -1,5 +1,7 @@
-"""Persistence: SQLite records of jobs, configs, events and metrics."""
+"""Persistence: a ``JobStore`` protocol and its SQLite implementation (jobs, configs, events, metrics,
+files, exports, API keys)."""
 
-from .sqlite import DatabaseUnavailable, SQLiteStore
+from .base import JobStore
+from .sqlite import TERMINAL_STATUSES, DatabaseUnavailable, SQLiteStore, TerminalJob
 
-__all__ = ["DatabaseUnavailable", "SQLiteStore"]
+__all__ = ["DatabaseUnavailable", "JobStore", "SQLiteStore", "TERMINAL_STATUSES", "TerminalJob"]

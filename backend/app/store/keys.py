@@ -18,18 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .sqlite import SQLiteStore
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id      TEXT PRIMARY KEY,
-    name        TEXT NOT NULL,
-    admin       INTEGER NOT NULL,
-    secret_hash TEXT NOT NULL,
-    created_at  TEXT NOT NULL,
-    revoked_at  TEXT
-);
-"""
+from .base import JobStore
 
 KEY_PREFIX = "sft_"
 #: Characters a key's name may use: it is the owner recorded on jobs, configs and files.
@@ -63,10 +52,8 @@ class ApiKey:
 class KeyStore:
     """API keys in the service's database (the ``api_keys`` table of ``store``)."""
 
-    def __init__(self, store: SQLiteStore):
+    def __init__(self, store: JobStore):
         self.store = store
-        with store._lock:
-            store._conn.executescript(SCHEMA)
 
     def create(self, name: str, *, admin: bool = False) -> tuple[ApiKey, str]:
         """Create a key for the user ``name``; return its record and the key itself (shown once).
@@ -78,10 +65,8 @@ class KeyStore:
         key_id = secrets.token_hex(5)
         secret = secrets.token_urlsafe(32)
         record = ApiKey(key_id=key_id, name=name, admin=admin, created_at=_utcnow())
-        self.store._execute(
-            "INSERT INTO api_keys (key_id, name, admin, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-            (key_id, name, int(admin), _hash(secret), record.created_at),
-        )
+        self.store.insert_key({"key_id": key_id, "name": name, "admin": admin, "secret_hash": _hash(secret),
+                               "created_at": record.created_at})
         return record, f"{KEY_PREFIX}{key_id}_{secret}"
 
     def verify(self, presented: str) -> ApiKey | None:
@@ -91,40 +76,29 @@ class KeyStore:
         key_id, _, secret = presented[len(KEY_PREFIX):].partition("_")
         if not key_id or not secret:
             return None
-        rows = self.store._query(
-            "SELECT key_id, name, admin, secret_hash, created_at, revoked_at FROM api_keys WHERE key_id = ?",
-            (key_id,),
-        )
-        if not rows:
+        row = self.store.get_key(key_id)
+        if row is None:
             return None
-        row = rows[0]
         if not hmac.compare_digest(_hash(secret), row["secret_hash"]) or row["revoked_at"] is not None:
             return None
         return _key_from_row(row)
 
     def list(self, *, include_revoked: bool = True) -> list[ApiKey]:
-        where = "" if include_revoked else "WHERE revoked_at IS NULL"
-        rows = self.store._query(
-            f"SELECT key_id, name, admin, created_at, revoked_at FROM api_keys {where} ORDER BY created_at, rowid"
-        )
-        return [_key_from_row(row) for row in rows]
+        return [_key_from_row(row) for row in self.store.load_keys(include_revoked=include_revoked)]
 
     def get(self, key_id: str) -> ApiKey | None:
-        rows = self.store._query(
-            "SELECT key_id, name, admin, created_at, revoked_at FROM api_keys WHERE key_id = ?", (key_id,)
-        )
-        return _key_from_row(rows[0]) if rows else None
+        row = self.store.get_key(key_id)
+        return _key_from_row(row) if row is not None else None
 
     def revoke(self, key_id: str) -> ApiKey | None:
         """Revoke a key (it is refused from now on; its jobs stay its user's). None: no such key."""
         if key_id.startswith(KEY_PREFIX):
             key_id = key_id[len(KEY_PREFIX):]
-        self.store._execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
-                            (_utcnow(), key_id))
+        self.store.revoke_key(key_id, _utcnow())
         return self.get(key_id)
 
     def active_count(self) -> int:
-        return self.store._query("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")[0][0]
+        return self.store.count_active_keys()
 
 
 def check_name(name: str) -> None:
@@ -146,6 +120,6 @@ def _utcnow() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def _key_from_row(row: Any) -> ApiKey:
+def _key_from_row(row: dict[str, Any]) -> ApiKey:
     return ApiKey(key_id=row["key_id"], name=row["name"], admin=bool(row["admin"]), created_at=row["created_at"],
                   revoked_at=row["revoked_at"])

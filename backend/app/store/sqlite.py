@@ -84,7 +84,19 @@ CREATE TABLE IF NOT EXISTS exports (
     result        TEXT
 );
 CREATE INDEX IF NOT EXISTS exports_job ON exports(job_id);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id      TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    admin       INTEGER NOT NULL,
+    secret_hash TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);
 """
+
+#: Job statuses a record never leaves except by an explicit resume (``JobStatus.is_terminal()``'s; the
+#: store sits below ``app.jobs``, so it names them itself).
+TERMINAL_STATUSES = ("completed", "failed", "stopped")
 
 #: Columns added to a table after its first release: (table, column, declaration). A database made
 #: by an older version gains them when opened; old rows read the declared default.
@@ -104,6 +116,10 @@ class DatabaseUnavailable(RuntimeError):
     """The database file cannot be opened or set up; the message names it."""
 
 
+class TerminalJob(ValueError):
+    """A status change of a job whose record has ended, other than an explicit resume."""
+
+
 _JSON_JOB_FIELDS = ("config", "error_detail", "result", "progress", "attempts", "handle")
 JOB_FIELDS = (
     "job_id", "seq", "status", "config", "created_at", "started_at", "completed_at", "error",
@@ -119,7 +135,7 @@ EXPORT_FIELDS = (
 
 
 class SQLiteStore:
-    """Durable records of jobs, configs, events and metrics."""
+    """Durable records of jobs, configs, events, metrics, files, exports and API keys (a ``JobStore``)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -185,13 +201,28 @@ class SQLiteStore:
         marks = ", ".join("?" for _ in row)
         self._execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", list(row.values()))
 
-    def update_job(self, job_id: str, **fields: Any) -> None:
+    def update_job(self, job_id: str, *, resume: bool = False, **fields: Any) -> None:
+        """Write ``fields`` of a job's record.
+
+        Raises:
+            TerminalJob: ``fields`` changes the status of a job that has ended, and ``resume`` is False.
+        """
         unknown = set(fields) - set(JOB_FIELDS)
         if unknown:
             raise ValueError(f"unknown job fields: {sorted(unknown)}")
         values = [_dumps(v) if k in _JSON_JOB_FIELDS else v for k, v in fields.items()]
         assignments = ", ".join(f"{k} = ?" for k in fields)
-        self._execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", [*values, job_id])
+        guard, params = "", [*values, job_id]
+        if "status" in fields and not resume:
+            guard = f" AND (status = ? OR status NOT IN ({', '.join('?' for _ in TERMINAL_STATUSES)}))"
+            params += [fields["status"], *TERMINAL_STATUSES]
+        with self._lock:
+            changed = self._conn.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?{guard}", params).rowcount
+            if guard and not changed:
+                row = self._conn.execute("SELECT status FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                if row is not None:
+                    raise TerminalJob(f"job {job_id} has ended ({row['status']}); only a resume moves it "
+                                      f"(asked: {fields['status']})")
 
     def delete_job(self, job_id: str) -> None:
         with self._lock:
@@ -253,6 +284,32 @@ class SQLiteStore:
         rows = self._query("SELECT data FROM metrics WHERE job_id = ? ORDER BY rowid", (job_id,))
         return [json.loads(row["data"]) for row in rows]
 
+    # API keys (``store.keys.KeyStore`` is their logic; only a hash of each secret is kept)
+
+    def insert_key(self, record: dict[str, Any]) -> None:
+        self._execute("INSERT INTO api_keys (key_id, name, admin, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                      (record["key_id"], record["name"], int(record["admin"]), record["secret_hash"],
+                       record["created_at"]))
+
+    def get_key(self, key_id: str) -> dict[str, Any] | None:
+        """A key's record, its secret's hash included; None: no such key."""
+        rows = self._query("SELECT key_id, name, admin, secret_hash, created_at, revoked_at FROM api_keys "
+                           "WHERE key_id = ?", (key_id,))
+        return dict(rows[0]) if rows else None
+
+    def load_keys(self, *, include_revoked: bool = True) -> list[dict[str, Any]]:
+        """Keys' records (without the hashes), oldest first."""
+        where = "" if include_revoked else "WHERE revoked_at IS NULL"
+        rows = self._query(f"SELECT key_id, name, admin, created_at, revoked_at FROM api_keys {where} "
+                           "ORDER BY created_at, rowid")
+        return [dict(row) for row in rows]
+
+    def revoke_key(self, key_id: str, revoked_at: str) -> None:
+        self._execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                      (revoked_at, key_id))
+
+    def count_active_keys(self) -> int:
+        return self._query("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")[0][0]
 
     # Files (uploaded datasets and generated result files; the bytes live on disk at ``path``)
 

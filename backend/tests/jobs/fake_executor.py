@@ -1,9 +1,10 @@
 """A FakeExecutor for the manager's unit tests: runs that live outside the manager, driven by the test.
 
-It behaves as an executor whose runs outlive the API process (as a cluster's do): each run numbers
-its events from 1 and keeps them, so a manager that re-attaches can ask for the ones after the
-last it consumed. ``detach()`` plays the API process dying (events keep coming, nobody hears them);
-``lose(job_id)`` plays a run lost with its node. Events are delivered synchronously in the test's thread.
+It is a remote executor on the shared machinery (``app.jobs.executors.remote``): each run numbers its
+events in an ``EventBuffer`` and keeps them, and the executor pulls them (``poll_once``) right after
+the test adds one, in the test's thread, instead of from a poller. A manager that re-attaches pulls
+the ones after the last it consumed. ``detach()`` plays the API process dying (runs go on, nobody
+pulls); ``lose(job_id)`` plays a run lost with its node.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.jobs.executors import JobSpec, Report, RunState
+from app.jobs.executors.remote import EventBuffer, RemoteExecutor, RemoteRun, RunLost
 from app.sft.errors import ConfigError
 from app.sft.events import EventKind, TrainingEvent
 
@@ -19,80 +21,19 @@ from app.sft.events import EventKind, TrainingEvent
 REFUSED_SEED = 666
 
 
-@dataclass
-class FakeRun:
-    spec: JobSpec
-    report: Report | None
-    callbacks: list[Any]
-    events: list[TrainingEvent] = field(default_factory=list)
-    stop_requested: bool = False
-    state: RunState = RunState.RUNNING
+class Driving:
+    """What a test drives a run with, on top of the executor's ``emit(job_id, kind, **payload)``; and a
+    re-attach that records itself and pulls at once what the run said while nobody listened (a test
+    reads the job right after its restart). Mixed in before ``RemoteExecutor``."""
 
-
-class FakeExecutor:
-    name = "fake"
-
-    def __init__(self) -> None:
-        self.runs: dict[str, FakeRun] = {}  # by run id (the handle)
-        self.reattached: list[tuple[str, int]] = []
-
-    # The protocol
-
-    def check(self, spec: JobSpec) -> None:
-        if spec.config.get("seed") == REFUSED_SEED:
-            raise ConfigError(f"seed {REFUSED_SEED} cannot run on the fake cluster", field="seed")
-
-    def start(self, spec: JobSpec, report: Report, *, callbacks: list[Any] | None = None) -> dict[str, Any]:
-        if callbacks:
-            raise ConfigError("in-process callbacks cannot run on the fake cluster", field="callbacks")
-        run_id = f"fake-{spec.job_id}-{spec.attempt}"
-        self.runs[run_id] = FakeRun(spec, report, list(callbacks or []))
-        return {"run_id": run_id}
-
-    def stop(self, job_id: str) -> None:
-        self.run(job_id).stop_requested = True
-
-    def cancel(self, job_id: str) -> None:
-        self.exit(job_id, "failed", error_detail={"category": "cancelled", "message": "cancelled", "log_tail": []})
-
-    def state(self, job_id: str) -> RunState:
-        run = self._find(job_id)
-        return RunState.UNKNOWN if run is None else run.state
+    reattached: list[tuple[str, int]]
 
     def reattach(self, spec: JobSpec, handle: dict[str, Any], report: Report, *, after_seq: int) -> bool:
-        run = self.runs.get(handle.get("run_id", ""))
-        if run is None:
+        if not super().reattach(spec, handle, report, after_seq=after_seq):
             return False
         self.reattached.append((spec.job_id, after_seq))
-        run.report = report
-        for event in run.events:
-            if event.seq > after_seq:
-                report(spec.job_id, event)
+        self.poll_once()
         return True
-
-    def health(self) -> dict[str, Any]:
-        return {"name": self.name, "status": "up", "runs": len(self.runs)}
-
-    def shutdown(self) -> None:
-        pass
-
-    # What the test drives
-
-    def run(self, job_id: str) -> FakeRun:
-        run = self._find(job_id)
-        assert run is not None, f"no run of {job_id}"
-        return run
-
-    def emit(self, job_id: str, kind: EventKind, **payload: Any) -> TrainingEvent:
-        """The run of ``job_id`` produces an event (heard only by an attached manager)."""
-        run = self.run(job_id)
-        event = TrainingEvent(kind, payload, seq=len(run.events) + 1)
-        run.events.append(event)
-        if kind is EventKind.EXITED:
-            run.state = RunState.EXITED
-        if run.report is not None:
-            run.report(job_id, event)
-        return event
 
     def step(self, job_id: str, step: int, max_steps: int, *, loss: float | None = None) -> None:
         self.emit(job_id, EventKind.STEP, step=step, max_steps=max_steps, epoch=step / max_steps)
@@ -102,10 +43,72 @@ class FakeExecutor:
     def exit(self, job_id: str, status: str, **payload: Any) -> None:
         self.emit(job_id, EventKind.EXITED, status=status, **payload)
 
+
+@dataclass
+class FakeRun:
+    """The run's side, on the fake cluster."""
+
+    spec: JobSpec
+    events: EventBuffer = field(default_factory=EventBuffer)
+    stop_requested: bool = False
+    state: RunState = RunState.RUNNING
+
+
+class FakeExecutor(Driving, RemoteExecutor):
+    name = "fake"
+    waiting_after_seconds = float("inf")  # pulled in the test's own thread: never "waiting for the cluster"
+
+    def __init__(self) -> None:
+        super().__init__(stop_grace_seconds=3600)
+        self.runs: dict[str, FakeRun] = {}  # by run id (the handle)
+        self.reattached: list[tuple[str, int]] = []
+
+    # The hooks
+
+    def check(self, spec: JobSpec) -> None:
+        if spec.config.seed == REFUSED_SEED:
+            raise ConfigError(f"seed {REFUSED_SEED} cannot run on the fake cluster", field="seed")
+
+    def launch(self, spec: JobSpec) -> tuple[FakeRun, dict[str, Any]]:
+        run_id = f"fake-{spec.job_id}-{spec.attempt}"
+        self.runs[run_id] = FakeRun(spec)
+        return self.runs[run_id], {"run_id": run_id}
+
+    def find(self, spec: JobSpec, handle: dict[str, Any]) -> FakeRun | None:
+        return self.runs.get(handle.get("run_id", ""))
+
+    def pull(self, runs: list[RemoteRun]) -> dict[str, list[dict[str, Any]] | RunLost]:
+        alive = list(self.runs.values())
+        return {run.spec.job_id: run.remote.events.pull(run.last_seq) if run.remote in alive
+                else RunLost(RuntimeError("the fake node died")) for run in runs}
+
+    def ask_stop(self, run: RemoteRun) -> None:
+        run.remote.stop_requested = True
+
+    def kill(self, run: RemoteRun) -> None:
+        run.remote.state = RunState.EXITED
+
+    def health(self) -> dict[str, Any]:
+        return {"name": self.name, "status": "up", "runs": len(self.runs)}
+
+    # What the test drives
+
+    def run(self, job_id: str) -> FakeRun:
+        run = self._find(job_id)
+        assert run is not None, f"no run of {job_id}"
+        return run
+
+    def emit(self, job_id: str, kind: EventKind, **payload: Any) -> None:
+        """The run of ``job_id`` produces an event (pulled at once by an attached manager)."""
+        run = self.run(job_id)
+        run.events.add(TrainingEvent(kind, payload))
+        if kind is EventKind.EXITED:
+            run.state = RunState.EXITED
+        self.poll_once()
+
     def detach(self) -> None:
-        """The API process died: runs go on, nobody hears them."""
-        for run in self.runs.values():
-            run.report = None
+        """The API process died: runs go on, nobody pulls their events."""
+        self._runs.clear()
 
     def lose(self, job_id: str) -> None:
         """The run is gone (its node died with it)."""

@@ -1,6 +1,10 @@
-"""The manager over the Executor protocol, with a fake executor: start, stop-and-save, cancel, re-attach."""
+"""The manager over the Executor protocol: start, stop-and-save, cancel, re-attach. Each test runs against
+two remote executors on the shared remote machinery: the fake (events pulled in the test's thread) and a
+subprocess per job (``subprocess_executor.py``: a new executor in one file, pulled by its poller)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -10,13 +14,22 @@ from app.jobs.manager import SFTJobManager
 from app.jobs.models import JobStatus
 from app.sft.config import SFTConfig
 from app.sft.events import EventKind
+from app.jobs.executors.base import JobSpec
 from app.store import SQLiteStore
+from factories import wait_for
 from fake_executor import REFUSED_SEED, FakeExecutor
+from subprocess_executor import SubprocessExecutor, read_events
 
 
-@pytest.fixture
-def fake() -> FakeExecutor:
-    return FakeExecutor()
+@pytest.fixture(params=["fake", "subprocess"])
+def fake(request, tmp_path):
+    """The executor under test, with the driving methods of ``FakeExecutor`` (emit, step, exit, detach, lose)."""
+    if request.param == "fake":
+        yield FakeExecutor()
+        return
+    executor = SubprocessExecutor(tmp_path / "runs", scripted=True)
+    yield executor
+    executor.shutdown()
 
 
 @pytest.fixture
@@ -49,11 +62,14 @@ def test_start_hands_over_the_whole_config_and_stores_the_handle(on_fake, fake, 
     job = manager.submit(fake_config)
     assert job.status is JobStatus.RUNNING
     run = fake.run(job.job_id)
-    assert set(run.spec.config) == set(SFTConfig.model_fields)  # every field, defaults included
-    assert run.spec.config == job.config and run.spec.output_dir == job.output_dir
+    assert isinstance(run.spec.config, SFTConfig)  # the typed value, not validated again on the way
+    assert set(run.spec.config.model_dump()) == set(SFTConfig.model_fields)  # every field, defaults included
+    assert run.spec.config.model_dump(mode="json") == job.config and run.spec.output_dir == job.output_dir
+    assert JobSpec.from_dict(run.spec.to_dict()) == run.spec  # what crosses a process boundary
     assert (run.spec.attempt, run.spec.resume_from) == (1, None)
     record = manager.store.load_jobs()[0]
-    assert (record["executor"], record["handle"], record["training_seq"]) == ("fake", {"run_id": f"fake-{job.job_id}-1"}, 0)
+    assert (record["executor"], record["handle"], record["training_seq"]) == (
+        fake.name, {"run_id": f"{fake.name}-{job.job_id}-1"}, 0)
 
 
 def test_reports_become_progress_metrics_events_and_status(on_fake, fake, fake_config):
@@ -102,6 +118,31 @@ def test_cancel_fails_the_job_and_later_reports_change_nothing(on_fake, fake, fa
     assert manager.metrics(job_id) == []
     with pytest.raises(JobConflict):
         manager.cancel_job(job_id)
+
+
+def test_a_run_that_does_not_stop_within_its_grace_is_cancelled(on_fake, fake, fake_config):
+    manager = on_fake()
+    job_id = manager.submit(fake_config).job_id
+    fake.stop_grace_seconds = 0.0
+    assert manager.stop_job(job_id) is JobStatus.STOPPING
+    fake.poll_once()  # the poll after the grace period (the subprocess executor's poller may get there first)
+    wait_for(lambda: manager.get_job(job_id).status is JobStatus.FAILED, timeout=10, message="the hard cancel")
+    job = manager.get_job(job_id)
+    assert job.error_detail["category"] == "cancelled" and fake.run(job_id).state is RunState.EXITED
+    assert job.error == ("cancelled: the job did not stop within 0 s of the stop request; its run was killed "
+                         "without saving (its last checkpoint is kept)")
+
+
+def test_a_run_lost_while_attached_fails_its_job(on_fake, fake, fake_config):
+    manager = on_fake()
+    job_id = manager.submit(fake_config).job_id
+    fake.emit(job_id, EventKind.TRAINING_STARTED, global_step=0, max_steps=3)
+    fake.lose(job_id)
+    fake.poll_once()
+    wait_for(lambda: manager.get_job(job_id).status is JobStatus.FAILED, timeout=10, message="the lost run")
+    detail = manager.get_job(job_id).error_detail
+    assert detail["category"] == "interrupted"
+    assert detail["message"].startswith(f"interrupted: the job's {fake.name} run died; resume the job to continue")
 
 
 def test_reattach_after_a_restart_continues_without_gaps_or_duplicates(on_fake, fake, fake_config):
@@ -170,11 +211,13 @@ def test_a_job_of_another_executor_is_not_reattached(on_fake, fake, fake_config,
     assert second.get_job(job_id).error_detail["category"] == "interrupted"
 
 
-def test_the_executor_refuses_at_submit_naming_the_field(on_fake, fake_config):
+def test_the_executor_refuses_at_submit_naming_the_field(on_fake, fake, fake_config):
     manager = on_fake()
     with pytest.raises(InvalidConfig) as exc:
         manager.create_job(fake_config | {"seed": REFUSED_SEED})
-    assert exc.value.detail == f"config.seed: seed {REFUSED_SEED} cannot run on the fake cluster"
+    assert exc.value.detail == f"config.seed: seed {REFUSED_SEED} cannot run on the {fake.name} cluster"
+    assert exc.value.errors == [{"field": "config.seed", "type": "invalid_config",
+                                 "message": f"seed {REFUSED_SEED} cannot run on the {fake.name} cluster"}]
     assert manager.jobs == {}
 
 
@@ -185,9 +228,9 @@ def test_a_run_the_executor_cannot_start_fails_the_job(on_fake, fake_config):
     assert job.error_detail["category"] == "config" and "callbacks" in job.error
 
 
-def test_health_reports_the_executor(on_fake, client_for):
+def test_health_reports_the_executor(on_fake, fake, client_for):
     client = client_for(on_fake())
-    assert client.get("/health").json()["executor"] == {"name": "fake", "status": "up", "runs": 0}
+    assert client.get("/health").json()["executor"] == {"name": fake.name, "status": "up", "runs": 0}
 
 
 def test_thread_executor_cancel_abandons_the_thread():
@@ -204,7 +247,8 @@ def test_thread_executor_cancel_abandons_the_thread():
         return {"stopped": run.stop_event.is_set()}
 
     executor = LocalThreadExecutor(runner=runner)
-    spec = JobSpec(job_id="j", config={"output_dir": "/tmp/x"}, output_dir="/tmp/x")
+    spec = JobSpec(job_id="j", config={"base_model": "m", "dataset_name": "d", "max_steps": 1, "output_dir": "/tmp/x"},
+                   output_dir="/tmp/x")
     handle = executor.start(spec, lambda job_id, event: reports.append((job_id, event)))
     assert handle["thread"] == "sft-job-j" and executor.state("j") is RunState.RUNNING
     run = executor.run_of("j")
@@ -216,3 +260,22 @@ def test_thread_executor_cancel_abandons_the_thread():
     assert reports[0][1].payload["error_detail"]["category"] == "cancelled"
     assert executor.state("j") is RunState.UNKNOWN
     assert executor.reattach(spec, handle, reports.append, after_seq=0) is False
+
+
+def test_the_subprocess_executor_trains_a_real_job(settings, db_path, tiny_config, tmp_path):
+    """The one-file executor runs ``run_training`` in its subprocess (the real trainer, as the thread and
+    Ray executors do): the job trains, and every event it numbered arrives through the shared pull."""
+    executor = SubprocessExecutor(tmp_path / "runs")
+    manager = SFTJobManager(store=SQLiteStore(db_path), executor=executor, settings=settings, max_concurrent_jobs=1)
+    try:
+        job_id = manager.submit({**tiny_config, "max_steps": 2}).job_id
+        final = manager.wait_for_job(job_id, timeout=120)
+        assert final["status"] == "completed", final["error"]
+        assert final["result"]["global_step"] == 2 and Path(final["result"]["adapter_path"]).is_dir()
+        assert [p["step"] for p in manager.metrics(job_id) if "loss" in p] == [1, 2]
+        assert _types(manager, job_id)[-1] == "completed" and "model_loaded" in _types(manager, job_id)
+        events = read_events(executor.root / f"subprocess-{job_id}-1")
+        assert manager.store.load_jobs()[0]["training_seq"] == len(events) == events[-1]["seq"]
+    finally:
+        executor.shutdown()
+        manager.store.close()

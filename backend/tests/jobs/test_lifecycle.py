@@ -128,7 +128,7 @@ def test_terminal_states_never_change(manager, gate, fake_config):
         with pytest.raises(JobConflict):
             manager.start_job(job_id)
         job = manager.get_job(job_id)
-        manager._finish(job, JobStatus.COMPLETED, error="late")  # a late finish is ignored
+        manager.runs.finish(job, JobStatus.COMPLETED)  # a late finish is ignored
     assert {j: manager.get_job_status(j) for j in (done, failed, stopped)} == before
     assert [r["status"] for r in manager.store.load_jobs()] == ["completed", "failed", "stopped"]
 
@@ -152,7 +152,7 @@ def test_runner_exception_fails_the_job_with_its_message(manager, gate, fake_con
 def _crash(manager) -> None:
     """Make ``manager`` act like a killed process: from now on it starts and records nothing."""
     with manager._lock:
-        manager._queue.clear()
+        manager.scheduler.queue.clear()
         manager.max_concurrent_jobs = 0
         manager.store = SQLiteStore(":memory:")
 

@@ -163,7 +163,8 @@ def test_an_unreachable_address_leaves_the_executor_down_with_a_reason():
     health = executor.health()
     assert health["status"] == "down"
     assert health["error"].startswith(f"the Ray cluster at 127.0.0.1:{port} is unreachable: nothing answers at")
+    spec = JobSpec(job_id="x", config={"base_model": "m", "dataset_name": "d", "max_steps": 1, "output_dir": "/tmp/x"},
+                   output_dir="/tmp/x")
     with pytest.raises(RayUnavailable):
-        executor.start(JobSpec(job_id="x", config={}, output_dir="/tmp/x"), Events())
-    assert executor.reattach(JobSpec(job_id="x", config={}, output_dir="/tmp/x"), {"actor": "a"}, Events(),
-                             after_seq=0) is False
+        executor.start(spec, Events())
+    assert executor.reattach(spec, {"actor": "a"}, Events(), after_seq=0) is False

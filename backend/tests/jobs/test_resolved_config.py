@@ -66,3 +66,42 @@ def test_a_job_resumed_after_a_default_changed_trains_with_its_stored_value(
     adapter = json.loads((Path(final["result"]["adapter_path"]) / "adapter_config.json").read_text())
     assert adapter["r"] == 16
     assert second.get_job(job_id).status is JobStatus.COMPLETED
+
+
+def test_build_config_names_each_field_in_structured_errors():
+    """What /v1's mapper calls: one structured error per problem, its ``field`` the path under the prefix."""
+    from app.core.errors import InvalidConfig
+    from app.jobs.preflight import build_config
+
+    raw = {"base_model": "m", "dataset_name": "d", "max_steps": 0, "lora_rr": 3}
+    with pytest.raises(InvalidConfig) as exc:
+        build_config(raw)
+    assert [e["field"] for e in exc.value.errors] == ["config.max_steps", "config.lora_rr"]
+    assert exc.value.errors[1]["message"] == "unknown field (did you mean lora_r?)"
+    assert exc.value.detail == ("config.max_steps: Input should be greater than or equal to 1; "
+                                "config.lora_rr: unknown field (did you mean lora_r?)")
+    with pytest.raises(InvalidConfig) as bare:
+        build_config({"base_model": "m", "dataset_name": "d"}, prefix="")
+    assert [(e["field"], e["message"]) for e in bare.value.errors] == [("config", "set max_steps or num_train_epochs")]
+    config = build_config({"base_model": "m", "dataset_name": "d", "max_steps": 1})
+    assert build_config(config) is config
+
+
+def test_a_typed_config_is_validated_once_from_submit_to_the_executor(settings, db_path, fake_config, monkeypatch):
+    from app.jobs.manager import SFTJobManager
+    from fake_executor import FakeExecutor
+
+    fake = FakeExecutor()
+    manager = SFTJobManager(store=SQLiteStore(db_path), executor=fake, preflight=False, settings=settings)
+    try:
+        config = SFTConfig.model_validate(fake_config)
+        calls = []
+        validate = SFTConfig.model_validate.__func__
+        monkeypatch.setattr(SFTConfig, "model_validate",
+                            classmethod(lambda cls, *a, **k: calls.append(a) or validate(cls, *a, **k)))
+        job = manager.submit(config)
+        assert job.status is JobStatus.RUNNING and calls == []
+        spec = fake.run(job.job_id).spec
+        assert spec.config is job.sft_config and spec.config.output_dir == job.output_dir != config.output_dir
+    finally:
+        manager.store.close()

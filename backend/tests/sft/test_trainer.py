@@ -141,3 +141,17 @@ def test_eval_loss_with_eval_dataset(tiny_config, tmp_path, chat_jsonl):
     result = run({**tiny_config, "eval_dataset_name": str(chat_jsonl), "eval_steps": 2}, tmp_path)
     assert result.eval_loss is not None and result.eval_rows == 32
     assert any("eval_loss" in entry for entry in read_log(result.output_dir))
+
+
+def test_the_trainer_resolves_precision_once_and_hands_it_to_trl(tmp_path, monkeypatch):
+    config = SFTConfig.model_validate({"base_model": "m", "dataset_name": "d", "max_steps": 1,
+                                       "output_dir": str(tmp_path)})
+    calls = []
+    resolve = SFTConfig.resolve_precision
+    monkeypatch.setattr(SFTConfig, "resolve_precision", lambda self, device: calls.append(device) or resolve(self, device))
+    trainer = SFTTrainer(config, device="cpu")
+    assert trainer.precision == "fp32" and trainer.config is config  # the typed value, not validated again
+    args = config.to_trl(output_dir=tmp_path, device="cpu", precision=trainer.precision)
+    assert (args.bf16, args.fp16, calls) == (False, False, ["cpu"])
+    with pytest.raises(ConfigError, match="precision bf16 needs a CUDA GPU"):
+        SFTTrainer(config.model_copy(update={"precision": "bf16"}), device="cpu")

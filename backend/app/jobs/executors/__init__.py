@@ -1,7 +1,8 @@
 """Executors: where and how a job's training runs.
 
-To add one, implement ``base.Executor`` (start from a ``JobSpec``, report ``TrainingEvent``s, stop,
-cancel, re-attach) and choose it in ``create_executor``.
+To add one whose runs live outside the API process, subclass ``remote.RemoteExecutor`` and fill in
+its hooks (launch, find, pull, ask_stop, kill); an in-process one implements ``base.Executor`` (start
+from a ``JobSpec``, report ``TrainingEvent``s, stop, cancel, re-attach). Choose it in ``create_executor``.
 """
 
 from __future__ import annotations

@@ -9,20 +9,24 @@ executor never touches job records, statuses or the event log.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ...sft.events import TrainingEvent
+from ...sft.events import EventKind, TrainingEvent
+
+if TYPE_CHECKING:
+    from ...sft.config import SFTConfig
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What a run needs, and nothing of the service: plain data that can cross a process boundary.
+    """What a run needs, and nothing of the service; ``to_dict`` / ``from_dict`` carry it across a
+    process boundary (the only place its config is serialised and validated again).
 
     Attributes:
         job_id: the job this run belongs to.
-        config: the job's resolved ``SFTConfig`` as a JSON-safe dict, every field present.
+        config: the job's resolved ``SFTConfig`` (a dict given here is validated into one).
         output_dir: where the run writes checkpoints and its adapter or model.
         attempt: 1 for the first run of a job, +1 for each resume.
         resume_from: a checkpoint directory to continue from, or None for the first step.
@@ -31,7 +35,7 @@ class JobSpec:
     """
 
     job_id: str
-    config: dict[str, Any]
+    config: SFTConfig
     output_dir: str
     attempt: int = 1
     resume_from: str | None = None
@@ -39,12 +43,73 @@ class JobSpec:
     dataset_roots: list[str] | None = None
     model_roots: list[str] | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.config, dict):
+            from ...sft.config import SFTConfig
+
+            object.__setattr__(self, "config", SFTConfig.model_validate(self.config))
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The spec as JSON-safe data, its config every field of it."""
+        return {**asdict(replace(self, config=None)), "config": self.config.model_dump(mode="json")}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         return cls(**data)
+
+
+class FailureCategory(str, Enum):
+    """Why a run failed (``error_detail.category``): the training core's error kinds and the executors' own."""
+
+    #: A bug or an error nobody classified; the message carries the exception.
+    INTERNAL = "internal"
+    #: The config cannot run (``ConfigError``).
+    CONFIG = "config"
+    #: The dataset cannot be read or has no usable rows (``DatasetError``).
+    DATASET = "dataset"
+    #: The base model cannot be loaded (``ModelError``).
+    MODEL = "model"
+    #: A request to a trained model was invalid (``RequestError``).
+    REQUEST = "request"
+    #: A trained artifact is missing or unusable.
+    ARTIFACT = "artifact"
+    #: A generation was stopped.
+    STOPPED = "stopped"
+    #: The run ran out of (GPU or host) memory.
+    OUT_OF_MEMORY = "out_of_memory"
+    #: A hard cancel ended the run without saving.
+    CANCELLED = "cancelled"
+    #: The run was lost with its server, process or node.
+    INTERRUPTED = "interrupted"
+    #: The executor (its cluster) could not be reached.
+    EXECUTOR_DOWN = "executor_down"
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """How a run failed: what a failed ``EXITED`` event carries as ``error_detail`` (as ``to_dict()``)."""
+
+    category: FailureCategory
+    message: str
+    #: The last lines of the job's log (the manager fills them in when the run did not).
+    log_tail: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"category": self.category.value, "message": self.message, "log_tail": list(self.log_tail)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobFailure:
+        """A failure as a run reported it; a category this version does not know (a worker of another
+        release) is ``internal``, so the job still ends with the run's message."""
+        try:
+            category = FailureCategory(data.get("category", "internal"))
+        except ValueError:
+            category = FailureCategory.INTERNAL
+        return cls(category, data.get("message") or "the run failed", list(data.get("log_tail") or []))
+
+    def exited(self) -> TrainingEvent:
+        """The ``EXITED`` event of a run that failed this way."""
+        return TrainingEvent(EventKind.EXITED, {"status": "failed", "error_detail": self.to_dict()})
 
 
 class RunState(str, Enum):

@@ -1,8 +1,10 @@
 """``RayExecutor``: each job is a detached, named Ray actor (``ray_worker.JobRun``) on a Ray cluster.
 
-The API process is only a Ray driver: it creates the job's actor with the job's resources, pulls
-the actor's numbered events every ``poll_seconds`` and reports them, and kills the actor once its
-last event is in. A crash in training takes down the actor's process, not the API; an API that
+The API process is only a Ray driver: it creates the job's actor with the job's resources, and
+the shared remote machinery (``remote.RemoteExecutor``) pulls the actor's numbered events every
+``poll_seconds``, reports them, stops and cancels runs and maps lost ones; this module keeps only
+what is Ray's (connecting, placement, actors, and reading Ray's errors). The actor is killed once
+its last event is in. A crash in training takes down the actor's process, not the API; an API that
 restarts (even ``kill -9``) finds the actor by name and pulls the events after the last one it
 stored. Runs outlive the API only on a cluster started on its own (``ray start --head``): a Ray
 that ``ray.init()`` started inside the API process (``SFT_RAY_ADDRESS`` empty) ends with it.
@@ -14,26 +16,20 @@ import logging
 import math
 import os
 import socket
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from ...core.errors import ServiceBusy
 from ...sft.errors import ConfigError, SFTError
-from ...sft.events import EventKind, TrainingEvent
-from .base import JobSpec, Report, RunState
+from .base import FailureCategory, JobFailure, JobSpec
+from .remote import RemoteExecutor, RemoteRun, RunLost
 
 logger = logging.getLogger(__name__)
 
 #: The Ray namespace the service's actors live in (named actors are looked up in it after a restart).
 NAMESPACE = "sft-service"
-
-#: How long a new run's actor may take to answer before the job's phase says it waits for the cluster
-#: (to place it: no node has its GPUs / CPUs free; or to start its process).
-WAITING_AFTER_SECONDS = 2.0
 
 #: Environment variables of the API process that a run on the cluster also gets.
 FORWARDED_ENV = ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_TOKEN", "TOKENIZERS_PARALLELISM")
@@ -46,21 +42,14 @@ class RayUnavailable(SFTError):
 
 
 @dataclass
-class _Run:
-    spec: JobSpec
-    report: Report
+class _Actor:
+    """Where a run is on the cluster: its actor, and how many Ray Train workers it coordinates."""
+
     actor: Any
     workers: int = 1
-    last_seq: int = 0
-    answered: bool = False
-    stop_deadline: float | None = None
-    started: float = field(default_factory=time.monotonic)
-    said_waiting: bool = False
-    done: bool = False
-    pending: Any = field(default=None, repr=False)
 
 
-class RayExecutor:
+class RayExecutor(RemoteExecutor):
     """Runs jobs on a Ray cluster.
 
     Args:
@@ -72,16 +61,14 @@ class RayExecutor:
     """
 
     name = "ray"
+    cancelled_message = "cancelled: Ray killed the job's worker; nothing was saved since its last checkpoint"
+    kill_phrase = "Ray killed its worker"
 
     def __init__(self, *, address: str = "", stop_grace_seconds: float = 300.0, poll_seconds: float = 0.25):
+        super().__init__(stop_grace_seconds=stop_grace_seconds, poll_seconds=poll_seconds)
         self.address = address.strip()
-        self.stop_grace_seconds = stop_grace_seconds
-        self.poll_seconds = poll_seconds
         self.error: str | None = None
-        self._runs: dict[str, _Run] = {}
-        self._lock = threading.RLock()
-        self._closed = threading.Event()
-        self._poller: threading.Thread | None = None
+        self._pending: dict[str, Any] = {}  # job id -> the ObjectRef of its actor's pull in flight
         self._connect()
 
     # Connection
@@ -121,8 +108,7 @@ class RayExecutor:
             self.error = f"could not join the Ray cluster at {self.address or '(local)'}: {exc}"
             logger.error(self.error)
             return
-        self._poller = threading.Thread(target=self._poll_forever, name="ray-executor-poller", daemon=True)
-        self._poller.start()
+        self.start_polling()
 
     def _ray(self):
         if self.error:
@@ -142,11 +128,11 @@ class RayExecutor:
     def placement(self, spec: JobSpec) -> dict[str, Any]:
         """The job's resources with the defaults resolved (1 GPU per worker when the cluster has GPUs)."""
         config = spec.config
-        gpus = config.get("num_gpus_per_worker")
+        gpus = config.num_gpus_per_worker
         if gpus is None:
             gpus = 1 if any(node["GPU"] >= 1 for node in self.cluster()) else 0
-        return {"num_workers": int(config.get("num_workers") or 1), "num_gpus_per_worker": gpus,
-                "num_cpus_per_worker": float(config.get("num_cpus_per_worker") or 1),
+        return {"num_workers": config.num_workers, "num_gpus_per_worker": gpus,
+                "num_cpus_per_worker": float(config.num_cpus_per_worker),
                 # Ray Train's own run state, beside the job's outputs (which every node must reach).
                 "storage": str(Path(spec.output_dir) / "ray-train"),
                 "name": actor_name(spec)}
@@ -174,12 +160,15 @@ class RayExecutor:
             raise ConfigError(f"{workers} workers of {_number(gpus)} GPUs and {_number(cpus)} CPUs asked, but {has}: "
                               f"{fit} such workers fit at once", field="num_workers")
 
-    # Runs
+    # Runs (the hooks of RemoteExecutor)
 
-    def start(self, spec: JobSpec, report: Report, *, callbacks: list[Any] | None = None) -> dict[str, Any]:
+    def start(self, spec: JobSpec, report, *, callbacks: list[Any] | None = None) -> dict[str, Any]:
         if callbacks:
             raise ConfigError("in-process Python callbacks cannot run on a Ray cluster; use the thread executor "
                               "(SFT_EXECUTOR=thread) for jobs that pass callbacks", field="callbacks")
+        return super().start(spec, report)
+
+    def launch(self, spec: JobSpec) -> tuple[_Actor, dict[str, Any]]:
         ray = self._ray()
         from .ray_worker import JobRun
 
@@ -196,62 +185,73 @@ class RayExecutor:
             num_cpus=place["num_cpus_per_worker"] if single else 0,
             num_gpus=place["num_gpus_per_worker"] if single else 0,
         ).remote(spec.to_dict(), place)
-        with self._lock:
-            self._runs[spec.job_id] = _Run(spec, report, actor, workers=place["num_workers"])
-        return {"actor": name, "namespace": NAMESPACE, "address": self.address, "placement": place}
+        self._pending.pop(spec.job_id, None)
+        return _Actor(actor, place["num_workers"]), {"actor": name, "namespace": NAMESPACE, "address": self.address,
+                                                     "placement": place}
 
-    def stop(self, job_id: str) -> None:
-        with self._lock:
-            run = self._runs.get(job_id)
-            if run is None or run.done:
-                return
-            run.stop_deadline = time.monotonic() + self.stop_grace_seconds
-        run.actor.stop.remote()
-
-    def cancel(self, job_id: str, *, message: str | None = None) -> None:
-        with self._lock:
-            run = self._runs.get(job_id)
-            if run is None or run.done:
-                return
-            run.done = True
-            del self._runs[job_id]
-        import ray
-
-        if run.workers > 1:
-            # Killing the actor would take Ray Train's controller with it, leaving its placement group
-            # behind (Ray's own cleaner needs the dashboard's state API); the actor ends the run instead.
-            run.actor.abort.remote()
-        else:
-            ray.kill(run.actor, no_restart=True)
-        run.report(job_id, TrainingEvent(EventKind.EXITED, {"status": "failed", "error_detail": {
-            "category": "cancelled", "log_tail": [],
-            "message": message or "cancelled: Ray killed the job's worker; nothing was saved since its last checkpoint"}}))
-
-    def state(self, job_id: str) -> RunState:
-        run = self._runs.get(job_id)
-        if run is None:
-            return RunState.UNKNOWN
-        return RunState.RUNNING if run.answered else RunState.WAITING
-
-    def where(self, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
-        """Where a run's actor is: node, process, ``CUDA_VISIBLE_DEVICES``."""
-        import ray
-
-        return ray.get(self._runs[job_id].actor.where.remote(), timeout=timeout)
-
-    def reattach(self, spec: JobSpec, handle: dict[str, Any], report: Report, *, after_seq: int) -> bool:
+    def find(self, spec: JobSpec, handle: dict[str, Any]) -> _Actor | None:
         if self.error:
-            return False
+            return None
         import ray
 
         try:
             actor = ray.get_actor(handle["actor"], namespace=handle.get("namespace", NAMESPACE))
         except (ValueError, KeyError):
-            return False
-        with self._lock:
-            self._runs[spec.job_id] = _Run(spec, report, actor, workers=handle.get("placement", {}).get("num_workers", 1),
-                                           last_seq=after_seq)
-        return True
+            return None
+        self._pending.pop(spec.job_id, None)
+        return _Actor(actor, handle.get("placement", {}).get("num_workers", 1))
+
+    def pull(self, runs: list[RemoteRun]) -> dict[str, list[dict[str, Any]] | RunLost]:
+        """One ``pull`` in flight per actor; the answers that come within ``poll_seconds``."""
+        import ray
+
+        for run in runs:
+            if run.spec.job_id not in self._pending:
+                self._pending[run.spec.job_id] = run.remote.actor.pull.remote(run.last_seq)
+        refs = {self._pending[run.spec.job_id]: run.spec.job_id for run in runs}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=self.poll_seconds)
+        answers: dict[str, list[dict[str, Any]] | RunLost] = {}
+        for ref in ready:
+            job_id = refs[ref]
+            del self._pending[job_id]
+            try:
+                answers[job_id] = ray.get(ref)
+            except ray.exceptions.ActorUnavailableError:
+                # Unreachable for now (its node is failing, or a network blip): Ray says whether it died
+                # in a later answer, with the reason.
+                continue
+            except Exception as exc:  # noqa: BLE001 - the actor is gone: the job is over
+                answers[job_id] = RunLost(exc)
+        return answers
+
+    def ask_stop(self, run: RemoteRun) -> None:
+        run.remote.actor.stop.remote()
+
+    def kill(self, run: RemoteRun) -> None:
+        import ray
+
+        self._pending.pop(run.spec.job_id, None)
+        if run.remote.workers > 1:
+            # Killing the actor would take Ray Train's controller with it, leaving its placement group
+            # behind (Ray's own cleaner needs the dashboard's state API); the actor ends the run instead.
+            run.remote.actor.abort.remote()
+        else:
+            ray.kill(run.remote.actor, no_restart=True)
+
+    def finished(self, run: RemoteRun) -> None:
+        import ray
+
+        self._pending.pop(run.spec.job_id, None)
+        ray.kill(run.remote.actor, no_restart=True)
+
+    def lost_failure(self, cause: BaseException) -> JobFailure:
+        return lost_run_failure(cause)
+
+    def where(self, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Where a run's actor is: node, process, ``CUDA_VISIBLE_DEVICES``."""
+        import ray
+
+        return ray.get(self._runs[job_id].remote.actor.where.remote(), timeout=timeout)
 
     def health(self) -> dict[str, Any]:
         if self.error:
@@ -263,110 +263,25 @@ class RayExecutor:
         return {"name": self.name, "status": "up", "address": self.address or "(local)", "nodes": len(nodes),
                 "cpus": sum(n["CPU"] for n in nodes), "gpus": sum(n["GPU"] for n in nodes), "runs": len(self._runs)}
 
-    def shutdown(self) -> None:
-        """Stop pulling events; the runs keep going on the cluster (a new API process re-attaches)."""
-        self._closed.set()
-        if self._poller is not None:
-            self._poller.join(timeout=5)
 
-    # Event delivery
-
-    def _poll_forever(self) -> None:
-        while not self._closed.is_set():
-            try:
-                busy = self._poll_once()
-            except Exception:  # noqa: BLE001 - the poller must outlive any one bad answer
-                logger.exception("ray executor: polling failed")
-                busy = False
-            if not busy:
-                self._closed.wait(self.poll_seconds)
-
-    def _poll_once(self) -> bool:
-        """Pull each run's new events; report them in order. True when some run had events."""
-        import ray
-
-        with self._lock:
-            runs = [run for run in self._runs.values() if not run.done]
-        for run in runs:
-            if run.pending is None:
-                run.pending = run.actor.pull.remote(run.last_seq)
-            if not run.answered and not run.said_waiting and time.monotonic() - run.started > WAITING_AFTER_SECONDS:
-                # Not placed yet, most likely (in Ray's queue until a node has its GPUs / CPUs free). Not
-                # numbered: the run's own events are.
-                run.said_waiting = True
-                run.report(run.spec.job_id, TrainingEvent(EventKind.PHASE, {"phase": "waiting_for_cluster"}))
-            if run.stop_deadline is not None and time.monotonic() > run.stop_deadline:
-                self.cancel(run.spec.job_id, message=(
-                    f"cancelled: the job did not stop within {_number(self.stop_grace_seconds)} s of the stop "
-                    "request; Ray killed its worker without saving (its last checkpoint is kept)"))
-        pending = [run.pending for run in runs if run.pending is not None and not run.done]
-        if not pending:
-            return False
-        ready, _ = ray.wait(pending, num_returns=len(pending), timeout=self.poll_seconds)
-        ready = set(ready)
-        busy = False
-        for run in runs:
-            if run.pending not in ready or run.done:
-                continue
-            ref, run.pending = run.pending, None
-            try:
-                events = ray.get(ref)
-            except ray.exceptions.ActorUnavailableError:
-                # Unreachable for now (its node is failing, or a network blip): Ray says whether it died
-                # in a later answer, with the reason.
-                continue
-            except Exception as exc:  # noqa: BLE001 - the actor is gone: the job is over
-                self._lost(run, exc)
-                continue
-            run.answered = True
-            busy = busy or bool(events)
-            for data in events:
-                event = TrainingEvent.from_dict(data)
-                run.last_seq = event.seq
-                run.report(run.spec.job_id, event)
-                if event.kind is EventKind.EXITED:
-                    self._finished(run)
-                    break
-        return busy
-
-    def _finished(self, run: _Run) -> None:
-        import ray
-
-        with self._lock:
-            run.done = True
-            if self._runs.get(run.spec.job_id) is run:
-                del self._runs[run.spec.job_id]
-        ray.kill(run.actor, no_restart=True)
-
-    def _lost(self, run: _Run, exc: BaseException) -> None:
-        """The actor died before its last event: an OOM kill, a lost node, a crash."""
-        with self._lock:
-            if run.done:
-                return
-            run.done = True
-            if self._runs.get(run.spec.job_id) is run:
-                del self._runs[run.spec.job_id]
-        run.report(run.spec.job_id, TrainingEvent(EventKind.EXITED, {"status": "failed",
-                                                                      "error_detail": lost_run_error(exc)}))
-
-
-def lost_run_error(exc: BaseException) -> dict[str, Any]:
+def lost_run_failure(exc: BaseException) -> JobFailure:
     """Why a run's actor died, as a failed job's error."""
     text = str(exc)
     lowered = text.lower()
     # The phrases of Ray 2.60's ActorDiedError causes: its memory monitor's kill, a node's death.
     if "low on memory" in lowered or "outofmemoryerror" in lowered or "memory monitor" in lowered:
-        category, message = "out_of_memory", ("out of memory: Ray killed the job's worker to keep its node alive. "
-                                              "Lower per_device_train_batch_size or max_length, enable "
-                                              "gradient_checkpointing, or use QLoRA")
+        category = FailureCategory.OUT_OF_MEMORY
+        message = ("out of memory: Ray killed the job's worker to keep its node alive. Lower "
+                   "per_device_train_batch_size or max_length, enable gradient_checkpointing, or use QLoRA")
     elif "node has died" in lowered or "node died" in lowered or "node was lost" in lowered:
-        category, message = "interrupted", ("interrupted: the Ray node running the job was lost; "
-                                            "resume the job to continue from its last checkpoint")
+        category = FailureCategory.INTERRUPTED
+        message = ("interrupted: the Ray node running the job was lost; resume the job to continue from its last "
+                   "checkpoint")
     else:
-        category, message = "interrupted", ("interrupted: the job's Ray worker died; resume the job to "
-                                            "continue from its last checkpoint")
+        category = FailureCategory.INTERRUPTED
+        message = "interrupted: the job's Ray worker died; resume the job to continue from its last checkpoint"
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return {"category": category, "message": f"{message} ({first[:300]})", "log_tail": []}
+    return JobFailure(category, f"{message} ({first[:300]})")
 
 
 def actor_name(spec: JobSpec) -> str:

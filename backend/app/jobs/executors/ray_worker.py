@@ -1,6 +1,6 @@
 """What runs on the Ray cluster: one detached actor per job, and Ray Train's loop for multi-worker jobs.
 
-The actor (``JobRun``) holds the job's numbered ``TrainingEvent``s until the API pulls them, so an
+The actor (``JobRun``) holds the job's numbered ``TrainingEvent``s (an ``EventBuffer``) until the API pulls them, so an
 API process that restarts asks for the events after the last one it stored and the stream goes on
 without a gap. A one-worker job trains inside the actor (which holds the job's GPUs and CPUs); a
 job of several workers trains under ``ray.train.torch.TorchTrainer`` started from the actor, and
@@ -24,7 +24,8 @@ import ray
 
 from ...sft.events import EventKind, TrainingEvent
 from .base import JobSpec
-from .training import classify_error, run_training
+from .remote import EventBuffer
+from .training import classify, run_training
 
 #: Longest an actor whose run is over waits for the API to collect its last events before it exits
 #: (an API that comes back later finds no run and marks the job interrupted; its outputs stay).
@@ -50,8 +51,7 @@ class JobRun:
     def __init__(self, spec: dict[str, Any], placement: dict[str, Any]):
         self.spec = JobSpec.from_dict(spec)
         self.placement = placement
-        self._events: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
+        self._events = EventBuffer()
         self._stop = threading.Event()
         self._exited_at: float | None = None
         #: A multi-worker run's last event, held until Ray Train has torn its worker group down (the API
@@ -66,8 +66,7 @@ class JobRun:
 
     def pull(self, after_seq: int, limit: int = 1000) -> list[dict[str, Any]]:
         """The events numbered above ``after_seq`` (at most ``limit``), oldest first."""
-        with self._lock:
-            return self._events[after_seq:after_seq + limit]
+        return self._events.pull(after_seq, limit)
 
     def stop(self) -> None:
         """Ask the run to stop at its next step boundary and save."""
@@ -108,9 +107,7 @@ class JobRun:
     # The run
 
     def _emit(self, event: TrainingEvent) -> None:
-        with self._lock:
-            numbered = TrainingEvent(event.kind, event.payload, len(self._events) + 1)
-            self._events.append(numbered.to_dict())
+        self._events.add(event)
         if event.kind is EventKind.EXITED:
             self._exited_at = time.monotonic()
 
@@ -157,8 +154,7 @@ class JobRun:
                 raise RuntimeError("the training workers ended without reporting how")
             final = self._final
         except BaseException as exc:  # noqa: BLE001 - a worker group's failure must become the job's last event
-            final = self._final or TrainingEvent(EventKind.EXITED, {"status": "failed",
-                                                                    "error_detail": classify_error(exc)})
+            final = self._final or classify(exc).exited()
         self._emit(final)
 
     def _linger(self) -> None:
@@ -198,8 +194,8 @@ def train_worker(config: dict[str, Any]) -> None:
         run_training(spec, sink, stop_event=stop_event, callbacks=[_SharedStop(requested, stop_event)])
         return
     with tempfile.TemporaryDirectory(prefix=f"sft-rank{rank}-") as scratch:
-        spec = JobSpec.from_dict({**spec.to_dict(), "output_dir": scratch,
-                                  "config": {**spec.config, "output_dir": scratch}})
+        data = spec.to_dict()
+        spec = JobSpec.from_dict({**data, "output_dir": scratch, "config": {**data["config"], "output_dir": scratch}})
         exited = run_training(spec, lambda event: None, stop_event=stop_event,
                               callbacks=[_SharedStop(threading.Event(), stop_event)])
     if exited.payload.get("status") == "failed":

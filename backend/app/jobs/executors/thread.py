@@ -16,7 +16,7 @@ from typing import Any
 from ...core.joblogs import JobLogRouter
 from ...sft.errors import ConfigError
 from ...sft.events import EventKind, TrainingEvent
-from .base import JobSpec, Report, RunState
+from .base import FailureCategory, JobFailure, JobSpec, Report, RunState
 from .training import run_to_exit, run_training
 
 #: Niceness of job threads. Training keeps every core busy; at a lower priority than the API's
@@ -48,7 +48,7 @@ class ThreadRun:
 
     @property
     def config(self) -> dict[str, Any]:
-        return self.spec.config
+        return self.spec.config.model_dump(mode="json")
 
     @property
     def output_dir(self) -> str:
@@ -98,7 +98,7 @@ class LocalThreadExecutor:
     def check(self, spec: JobSpec) -> None:
         """Anything the API process can train, a thread can, on one device: several workers or GPUs
         need a cluster."""
-        workers, gpus = spec.config.get("num_workers", 1), spec.config.get("num_gpus_per_worker")
+        workers, gpus = spec.config.num_workers, spec.config.num_gpus_per_worker
         if workers > 1:
             raise ConfigError(f"{workers} workers need SFT_EXECUTOR=ray; the thread executor trains a job in one "
                               "process", field="num_workers")
@@ -129,8 +129,7 @@ class LocalThreadExecutor:
             return
         run.abandoned = True  # first: nothing the thread reports from now on reaches the manager
         run.stop_event.set()
-        run.report(job_id, TrainingEvent(EventKind.EXITED, {"status": "failed", "error_detail": {
-            "category": "cancelled", "message": CANCELLED_MESSAGE, "log_tail": []}}))
+        run.report(job_id, JobFailure(FailureCategory.CANCELLED, CANCELLED_MESSAGE).exited())
 
     def state(self, job_id: str) -> RunState:
         run = self._runs.get(job_id)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ...sft.errors import SFTError
 from ...sft.events import EventKind, EventSink, TrainingEvent
-from .base import JobSpec
+from .base import FailureCategory, JobFailure, JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +32,10 @@ def train(spec: JobSpec, sink: EventSink, *, stop_event: threading.Event,
     """Train ``spec`` with ``SFTTrainer``; return its result dict (raises what the trainer raises)."""
     from pathlib import Path
 
-    from ...sft.config import SFTConfig
     from ...sft.trainer import SFTTrainer
 
     trainer = SFTTrainer(
-        SFTConfig.model_validate(spec.config),
+        spec.config,
         callbacks=callbacks,
         stop_event=stop_event,
         on_event=sink,
@@ -59,23 +58,23 @@ def run_to_exit(job_id: str, sink: EventSink, body: Callable[[], dict[str, Any]]
         exited = TrainingEvent(EventKind.EXITED, {"status": status, "result": result})
     except BaseException as exc:  # noqa: BLE001 - a run's failure must become its last event
         logger.exception("job %s failed", job_id)
-        exited = TrainingEvent(EventKind.EXITED, {"status": "failed", "error_detail": classify_error(exc)})
+        exited = classify(exc).exited()
         exc.__traceback__ = None  # its frames would keep the model alive
     sink(exited)
     return exited
 
 
-def classify_error(exc: BaseException) -> dict[str, Any]:
+def classify(exc: BaseException) -> JobFailure:
     """A failed run's error: a category, a message a user can act on (the log tail is the manager's)."""
     text = str(exc) or type(exc).__name__
     if isinstance(exc, SFTError):
-        category = exc.category
-        message = text
-    elif isinstance(exc, MemoryError) or "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
-        category = "out_of_memory"
-        message = (f"out of memory: {text}. Lower per_device_train_batch_size or max_length, "
-                   "enable gradient_checkpointing, or use QLoRA")
-    else:
-        category = "internal"
-        message = f"{type(exc).__name__}: {text}"
-    return {"category": category, "message": message, "log_tail": []}
+        return JobFailure(FailureCategory(exc.category), text)
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+        return JobFailure(FailureCategory.OUT_OF_MEMORY, f"out of memory: {text}. Lower per_device_train_batch_size "
+                          "or max_length, enable gradient_checkpointing, or use QLoRA")
+    return JobFailure(FailureCategory.INTERNAL, f"{type(exc).__name__}: {text}")
+
+
+def classify_error(exc: BaseException) -> dict[str, Any]:
+    """``classify(exc)`` as the ``error_detail`` dict (the seed module re-exports it)."""
+    return classify(exc).to_dict()

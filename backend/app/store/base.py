@@ -1,0 +1,89 @@
+"""``JobStore``: what the service keeps durably, as a protocol. ``SQLiteStore`` is the one behind it.
+
+Everything above the store (the job manager, the event log, the keys, the API's files and exports)
+uses these public methods only, so a store for another database is one class.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Durable records of jobs, saved configs, job events, metrics, files, exports and API keys."""
+
+    def close(self) -> None: ...
+
+    # Jobs
+
+    def insert_job(self, record: dict[str, Any]) -> None: ...
+
+    def update_job(self, job_id: str, *, resume: bool = False, **fields: Any) -> None:
+        """Write ``fields`` of a job's record. Raises ``TerminalJob`` when that would change the status
+        of a job that has ended, unless ``resume``."""
+
+    def delete_job(self, job_id: str) -> None:
+        """Forget a job's record with its events, metrics, exports and ``/v1`` data."""
+
+    def load_jobs(self) -> list[dict[str, Any]]:
+        """Every job's record, in creation order."""
+
+    def max_job_seq(self) -> int: ...
+
+    # Saved configs
+
+    def insert_config(self, config_id: str, name: str, config: dict[str, Any], created_at: str, *,
+                      owner: str | None = None) -> None: ...
+
+    def delete_config(self, config_id: str) -> None: ...
+
+    def load_configs(self) -> list[dict[str, Any]]: ...
+
+    # Events and metrics
+
+    def add_event(self, job_id: str, seq: int, time: str, type: str, level: str, message: str,
+                  data: dict[str, Any] | None) -> None: ...
+
+    def events(self, job_id: str, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    def max_event_seq(self, job_id: str) -> int: ...
+
+    def add_metric(self, job_id: str, step: int, attempt: int, data: dict[str, Any]) -> None: ...
+
+    def metrics(self, job_id: str) -> list[dict[str, Any]]: ...
+
+    # Files, /v1 job data, exports
+
+    def insert_file(self, record: dict[str, Any]) -> None: ...
+
+    def get_file(self, file_id: str) -> dict[str, Any] | None: ...
+
+    def load_files(self, *, purpose: str | None = None, newest_first: bool = True,
+                   owner: str | None = None) -> list[dict[str, Any]]: ...
+
+    def delete_file(self, file_id: str) -> None: ...
+
+    def put_openai_job(self, job_id: str, data: dict[str, Any]) -> None: ...
+
+    def load_openai_jobs(self) -> dict[str, dict[str, Any]]: ...
+
+    def insert_export(self, record: dict[str, Any]) -> None: ...
+
+    def update_export(self, export_id: str, **fields: Any) -> None: ...
+
+    def exports(self, job_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    def delete_export(self, export_id: str) -> None: ...
+
+    # API keys
+
+    def insert_key(self, record: dict[str, Any]) -> None: ...
+
+    def get_key(self, key_id: str) -> dict[str, Any] | None: ...
+
+    def load_keys(self, *, include_revoked: bool = True) -> list[dict[str, Any]]: ...
+
+    def revoke_key(self, key_id: str, revoked_at: str) -> None: ...
+
+    def count_active_keys(self) -> int: ...
