@@ -12,10 +12,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from ...core.errors import InvalidConfig
 from ...jobs import files
+from ...jobs.preflight import build_config
 from ...jobs.scoped import ScopedJobs
 from ...sft.config import SFTConfig
 from ...sft.paths import PathRefused
@@ -91,12 +90,9 @@ def fine_tune(request: JobCreateRequest, scoped: ScopedJobs) -> FineTune:
         values["validation_file"] = validation["path"]
         extra["eval_steps"] = steps_per_epoch
     try:
-        config = SFTConfig.model_validate({**{FIELDS[param]: value for param, value in values.items()}, **extra})
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        message = error["msg"].removeprefix("Value error, ")
-        param = PARAMS.get(str(error["loc"][0])) if error["loc"] else None
-        raise invalid(f"{param}: {message}" if param else message, param=param) from None
+        config = build_config({**{FIELDS[param]: value for param, value in values.items()}, **extra}, prefix="")
+    except InvalidConfig as exc:
+        raise config_error(exc) from None
     hyperparameters = {"n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": multiplier}
     return FineTune(config=config, extras={
         "model": request.model, "suffix": request.suffix, "metadata": request.metadata,
