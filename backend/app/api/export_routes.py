@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, StreamingResponse
@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..jobs.exports import ExportManager
 from .deps import ManagerDep, ValidJob
-from .schemas import ERROR_RESPONSES
+from .schemas import ERROR_RESPONSES, ExportFormatsResponse, ExportListResponse, ExportResponse
 
 router = APIRouter(prefix="/api/sft", tags=["exports"], responses=ERROR_RESPONSES)
 
@@ -37,49 +37,6 @@ class ExportRequest(BaseModel):
         description="GGUF type: f16 (default), bf16, q8_0; K-quants (q4_k_m...) where llama-quantize is "
         "installed. GET /api/sft/export-formats lists what this machine makes.",
     )
-
-
-class ExportFile(BaseModel):
-    name: str
-    size_bytes: int
-
-
-class ExportResult(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    files: list[ExportFile] = Field(..., description="What the export folder holds.")
-    size_bytes: int = Field(..., description="Their total size.")
-    seconds: float = Field(..., description="How long the export took (merge and conversion included).")
-
-
-class ExportResponse(BaseModel):
-    export_id: str
-    job_id: str
-    format: str
-    type: str | None = Field(None, description="The GGUF type (gguf exports only).")
-    status: Literal["pending", "running", "completed", "failed"]
-    path: str = Field(..., description="The export's folder on the server.")
-    created_at: str
-    started_at: str | None = None
-    completed_at: str | None = None
-    error: str | None = Field(None, description="Why it failed.")
-    result: ExportResult | None = None
-    download_url: str | None = Field(None, description="The whole folder as a .tar (once completed).")
-    files_url: str | None = Field(None, description="Its files one by one: <files_url>/<name> (once completed).")
-
-
-class ExportListResponse(BaseModel):
-    job_id: str
-    exports: list[ExportResponse]
-
-
-class ExportFormatsResponse(BaseModel):
-    formats: list[str]
-    gguf_types: list[str] = Field(..., description="GGUF types this machine makes now.")
-    default_gguf_type: str
-    unavailable_gguf_types: dict[str, str] = Field(..., description="Other GGUF types, and why they are missing.")
-    converter: dict[str, Any] = Field(..., description="The HF->GGUF converter: package, version, architectures.")
-    quantizer: str | None = Field(None, description="llama.cpp's llama-quantize, when found.")
 
 
 @router.get("/export-formats", response_model=ExportFormatsResponse)

@@ -199,6 +199,25 @@ class PtyRun:
         return code
 
 
+def test_export_waits_downloads_lists_and_deletes(cli, trained_job, tmp_path):
+    job_id = trained_job["job_id"]
+    assert "gguf" in json.loads(cli("export-formats", "--json").stdout)["formats"]
+    done = cli("export", job_id, "--format", "adapter", "-o", str(tmp_path / "exported"))
+    assert done.returncode == 0, done.stderr
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= {
+        p.name for p in (tmp_path / "exported").iterdir()}
+    assert str(tmp_path / "exported" / "adapter_model.safetensors") in done.stdout
+    exports = json.loads(cli("exports", job_id, "--json").stdout)
+    adapter = next(e for e in exports if e["format"] == "adapter")
+    assert adapter["status"] == "completed"
+    # The tiny model's made-up tokenizer is not one llama.cpp's converter knows: the export fails, exit 1.
+    failed = cli("export", job_id, "--format", "gguf", "--type", "q8_0")
+    assert failed.returncode == 1 and "does not recognise this model's tokenizer" in failed.stderr
+    deleted = json.loads(cli("exports", job_id, "--rm", adapter["export_id"], "--json").stdout)
+    assert deleted["export_id"] == adapter["export_id"]
+    assert adapter["export_id"] not in [e["export_id"] for e in json.loads(cli("exports", job_id, "--json").stdout)]
+
+
 def test_plain_output_lines_up_and_generate_says_tokens_and_latency(cli, trained_job):
     job_id = trained_job["job_id"]
     lines = cli("jobs", "--status", "completed", "--limit", "5").stdout.splitlines()

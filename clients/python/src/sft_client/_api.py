@@ -17,6 +17,8 @@ from .types import (
     ConfigSaved,
     EventPage,
     Evaluation,
+    Export,
+    ExportFormats,
     Generation,
     Health,
     Job,
@@ -149,6 +151,33 @@ def evaluate(job_id: str, *, dataset_name: str | None, split: str | None, max_sa
 
 def merge(job_id: str) -> Call[Merge]:
     return Call("POST", _job(job_id, "/merge"), Merge.from_dict, slow=True)
+
+
+def export_formats() -> Call[ExportFormats]:
+    return Call("GET", f"{PREFIX}/export-formats", ExportFormats.from_dict, repeatable=True)
+
+
+def start_export(job_id: str, *, fmt: str, gguf_type: str | None) -> Call[Export]:
+    # Repeatable: asking again for the same format and type answers the export the job already has.
+    return Call("POST", _job(job_id, "/export"), Export.from_dict, json={"format": fmt, "type": gguf_type},
+                repeatable=True)
+
+
+def list_exports(job_id: str) -> Call[list[Export]]:
+    return Call("GET", _job(job_id, "/exports"), lambda data: [Export.from_dict(e) for e in data["exports"]],
+                repeatable=True)
+
+
+def get_export(job_id: str, export_id: str) -> Call[Export]:
+    return Call("GET", _job(job_id, f"/exports/{quote(export_id, safe='')}"), Export.from_dict, repeatable=True)
+
+
+def delete_export(job_id: str, export_id: str) -> Call[Export]:
+    return Call("DELETE", _job(job_id, f"/exports/{quote(export_id, safe='')}"), Export.from_dict)
+
+
+def export_file_path(job_id: str, export_id: str, name: str) -> str:
+    return _job(job_id, f"/exports/{quote(export_id, safe='')}/files/{quote(name, safe='')}")
 
 
 def models() -> Call[list[ModelInfo]]:

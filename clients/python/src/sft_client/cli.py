@@ -162,6 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("merge", cmd_merge, "Merge a job's LoRA adapter into its base model (on the server).")
     p.add_argument("job_id", metavar="ID")
 
+    p = command("export", cmd_export, "Export a finished job (GGUF, merged or adapter), wait for it and download it.")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--format", default="gguf", choices=("gguf", "merged", "adapter"))
+    p.add_argument("--type", help="GGUF type (f16, bf16, q8_0...; `sft export-formats` lists this server's).")
+    p.add_argument("-o", "--output", metavar="DIR", help="Download the export's files here (new or empty).")
+    p.add_argument("--no-wait", action="store_true", help="Start it and print its id; do not wait.")
+
+    p = command("exports", cmd_exports, "List a job's exports, or delete one (--rm EXPORT_ID).")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--rm", metavar="EXPORT_ID", help="Delete this export (its files too).")
+
+    command("export-formats", cmd_export_formats, "What this server can export, and the GGUF types it makes.")
+
     p = command("configs", cmd_configs_list, "Saved config templates: list, save, show, rm.")
     actions = p.add_subparsers(title="actions", metavar="ACTION")
     a = actions.add_parser("list", help="List saved configs.")
@@ -516,6 +529,70 @@ def cmd_merge(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
         out.data(result.raw)
     else:
         out.line(f"Merged model (on the server): {result.merged_path} ({size(result.size_bytes)})")
+    return EXIT_OK
+
+
+def cmd_export(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
+    if args.output:
+        try:
+            check_destination(Path(args.output))
+        except DownloadError as error:
+            raise UsageError(f"-o {args.output}: {error}") from error
+    export = client.export(args.job_id, format=args.format, type=args.type)
+    if not args.no_wait:
+        if out.interactive:
+            out.note(f"Exporting job {args.job_id} as {args.format}{' ' + export.type if export.type else ''} "
+                     f"(export {export.export_id})...")
+        export = client.wait_export(args.job_id, export.export_id)
+    saved: list[Path] = []
+    if args.output and export.status == "completed":
+        bar, on_progress = download_bar(out)
+        if bar is not None:
+            bar.start()
+        try:
+            saved = client.download_export(args.job_id, export.export_id, args.output, on_progress=on_progress)
+        finally:
+            if bar is not None:
+                bar.stop()
+    if out.json:
+        out.data({**export.raw, **({"downloaded": [str(p) for p in saved]} if args.output else {})})
+    elif export.status == "failed":
+        out.note(f"Export {export.export_id} failed: {export.error}", style="red")
+    else:
+        out.line(f"Export {export.export_id}: {export.status} ({export.format}"
+                 f"{', ' + export.type if export.type else ''}) on the server in {export.path}")
+        for path in saved:
+            out.line(f"  {path} ({size(path.stat().st_size)})")
+    return EXIT_JOB_FAILED if export.status == "failed" else EXIT_OK
+
+
+def cmd_exports(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
+    if args.rm:
+        deleted = client.delete_export(args.job_id, args.rm)
+        if out.json:
+            out.data(deleted.raw)
+        else:
+            out.line(f"Deleted export {deleted.export_id} ({deleted.format}) of job {args.job_id}")
+        return EXIT_OK
+    exports = client.list_exports(args.job_id)
+    if out.json:
+        out.data([e.raw for e in exports])
+        return EXIT_OK
+    out.table(["EXPORT", "FORMAT", "TYPE", "STATUS", "SIZE", "CREATED"],
+              [[e.export_id, e.format, e.type or "", e.status, size(e.result.size_bytes) if e.result else "",
+                when(e.created_at)] for e in exports])
+    return EXIT_OK
+
+
+def cmd_export_formats(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
+    formats = client.export_formats()
+    if out.json:
+        out.data(formats.raw)
+        return EXIT_OK
+    out.line(f"Formats: {', '.join(formats.formats)}")
+    out.line(f"GGUF types: {', '.join(formats.gguf_types)} (default {formats.default_gguf_type})")
+    for name, why in formats.unavailable_gguf_types.items():
+        out.line(f"  not here: {name}: {why}")
     return EXIT_OK
 
 

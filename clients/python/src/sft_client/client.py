@@ -17,13 +17,15 @@ import httpx
 from . import _api
 from ._api import Call
 from ._transfer import SSEDecoder, check_destination, unpack
-from .errors import APIConnectionError, APITimeoutError, error_from_response
+from .errors import APIConnectionError, APITimeoutError, DownloadError, error_from_response
 from .types import (
     Checkpoint,
     ConfigSaved,
     Event,
     EventPage,
     Evaluation,
+    Export,
+    ExportFormats,
     Generation,
     Health,
     Job,
@@ -36,6 +38,17 @@ from .types import (
 )
 
 __version__ = "0.1.0"
+
+#: An export's statuses after which nothing more happens.
+EXPORT_ENDED = ("completed", "failed")
+
+
+def export_files(export: Export) -> list[str]:
+    """The names of a completed export's files (DownloadError otherwise)."""
+    if export.status != "completed" or export.result is None:
+        raise DownloadError(f"export {export.export_id} is {export.status}"
+                            + (f": {export.error}" if export.error else "; only a completed export can be downloaded"))
+    return [file.name for file in export.result.files]
 
 T = TypeVar("T")
 
@@ -318,23 +331,68 @@ class SFTClient(_Base):
         directory.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".sft-download-", dir=directory.parent) as scratch:
             archive = Path(scratch) / "adapter.tar.gz"
-            timeout = httpx.Timeout(self.timeout, read=self.work_timeout)
-            response = self._open_stream(_api.adapter_path(job_id), headers={}, timeout=timeout)
-            try:
-                with archive.open("wb") as file:
-                    total = int(response.headers.get("content-length") or 0) or None
-                    done = 0
-                    for chunk in response.iter_bytes(1 << 20):
-                        file.write(chunk)
-                        done += len(chunk)
-                        if on_progress:
-                            on_progress(done, total)
-            except httpx.TransportError as error:
-                raise self._connection_error(error) from error
-            finally:
-                response.close()
+            self._save(_api.adapter_path(job_id), archive, on_progress)
             (Path(scratch) / "unpacked").mkdir()
             return unpack(archive, directory, scratch=Path(scratch) / "unpacked")
+
+    def _save(self, path: str, destination: Path, on_progress: ProgressCallback | None) -> None:
+        """Stream ``path``'s answer into the file ``destination``."""
+        timeout = httpx.Timeout(self.timeout, read=self.work_timeout)
+        response = self._open_stream(path, headers={}, timeout=timeout)
+        try:
+            with destination.open("wb") as file:
+                total = int(response.headers.get("content-length") or 0) or None
+                done = 0
+                for chunk in response.iter_bytes(1 << 20):
+                    file.write(chunk)
+                    done += len(chunk)
+                    if on_progress:
+                        on_progress(done, total)
+        except httpx.TransportError as error:
+            raise self._connection_error(error) from error
+        finally:
+            response.close()
+
+    # Exports
+
+    def export_formats(self) -> ExportFormats:
+        """What this server can export: formats, the GGUF types it makes (and why others are missing)."""
+        return self._run(_api.export_formats())
+
+    def export(self, job_id: str, *, format: str = "gguf", type: str | None = None) -> Export:  # noqa: A002
+        """Start exporting a finished job (gguf, merged or adapter); the same format and type asked again
+        answers the export the job already has."""
+        return self._run(_api.start_export(job_id, fmt=format, gguf_type=type))
+
+    def list_exports(self, job_id: str) -> list[Export]:
+        """The job's exports, oldest first."""
+        return self._run(_api.list_exports(job_id))
+
+    def get_export(self, job_id: str, export_id: str) -> Export:
+        return self._run(_api.get_export(job_id, export_id))
+
+    def delete_export(self, job_id: str, export_id: str) -> Export:
+        """Delete an export that is not running: its record and files."""
+        return self._run(_api.delete_export(job_id, export_id))
+
+    def wait_export(self, job_id: str, export_id: str, *, poll_seconds: float = 1.0) -> Export:
+        """The export once it has completed or failed."""
+        while (export := self.get_export(job_id, export_id)).status not in EXPORT_ENDED:
+            time.sleep(poll_seconds)
+        return export
+
+    def download_export(self, job_id: str, export_id: str, directory: str | Path, *,
+                        on_progress: ProgressCallback | None = None) -> list[Path]:
+        """Save a completed export's files (the .gguf, Modelfile, README.md...) into ``directory`` (new or
+        empty); ``on_progress(bytes_done, bytes_total)`` follows each file."""
+        directory = Path(directory)
+        check_destination(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        saved = []
+        for file in export_files(self.get_export(job_id, export_id)):
+            self._save(_api.export_file_path(job_id, export_id, file), directory / file, on_progress)
+            saved.append(directory / file)
+        return saved
 
     # Saved configs
 
@@ -479,23 +537,42 @@ class AsyncSFTClient(_Base):
         directory.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".sft-download-", dir=directory.parent) as scratch:
             archive = Path(scratch) / "adapter.tar.gz"
-            timeout = httpx.Timeout(self.timeout, read=self.work_timeout)
-            response = await self._open_stream(_api.adapter_path(job_id), headers={}, timeout=timeout)
-            try:
-                with archive.open("wb") as file:
-                    total = int(response.headers.get("content-length") or 0) or None
-                    done = 0
-                    async for chunk in response.aiter_bytes(1 << 20):
-                        file.write(chunk)
-                        done += len(chunk)
-                        if on_progress:
-                            on_progress(done, total)
-            except httpx.TransportError as error:
-                raise self._connection_error(error) from error
-            finally:
-                await response.aclose()
+            await self._save(_api.adapter_path(job_id), archive, on_progress)
             (Path(scratch) / "unpacked").mkdir()
             return await asyncio.to_thread(unpack, archive, directory, scratch=Path(scratch) / "unpacked")
+
+    async def _save(self, path: str, destination: Path, on_progress: ProgressCallback | None) -> None:
+        timeout = httpx.Timeout(self.timeout, read=self.work_timeout)
+        response = await self._open_stream(path, headers={}, timeout=timeout)
+        try:
+            with destination.open("wb") as file:
+                total = int(response.headers.get("content-length") or 0) or None
+                done = 0
+                async for chunk in response.aiter_bytes(1 << 20):
+                    file.write(chunk)
+                    done += len(chunk)
+                    if on_progress:
+                        on_progress(done, total)
+        except httpx.TransportError as error:
+            raise self._connection_error(error) from error
+        finally:
+            await response.aclose()
+
+    async def wait_export(self, job_id: str, export_id: str, *, poll_seconds: float = 1.0) -> Export:
+        while (export := await self.get_export(job_id, export_id)).status not in EXPORT_ENDED:
+            await asyncio.sleep(poll_seconds)
+        return export
+
+    async def download_export(self, job_id: str, export_id: str, directory: str | Path, *,
+                              on_progress: ProgressCallback | None = None) -> list[Path]:
+        directory = Path(directory)
+        check_destination(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        saved = []
+        for file in export_files(await self.get_export(job_id, export_id)):
+            await self._save(_api.export_file_path(job_id, export_id, file), directory / file, on_progress)
+            saved.append(directory / file)
+        return saved
 
     # The endpoints without I/O loops of their own: SFTClient's methods, awaited (same arguments, docs).
     health = _awaited(SFTClient.health)
@@ -514,6 +591,11 @@ class AsyncSFTClient(_Base):
     generate = _awaited(SFTClient.generate)
     evaluate = _awaited(SFTClient.evaluate)
     merge = _awaited(SFTClient.merge)
+    export_formats = _awaited(SFTClient.export_formats)
+    export = _awaited(SFTClient.export)
+    list_exports = _awaited(SFTClient.list_exports)
+    get_export = _awaited(SFTClient.get_export)
+    delete_export = _awaited(SFTClient.delete_export)
     save_config = _awaited(SFTClient.save_config)
     list_configs = _awaited(SFTClient.list_configs)
     get_config = _awaited(SFTClient.get_config)

@@ -351,6 +351,52 @@ class ModelInfo(WireModel):
     ready: bool = Field(..., description="Loads without a conversion or a download.")
 
 
+# Exports
+
+
+class ExportFile(WireModel):
+    name: str
+    size_bytes: int
+
+
+class ExportResult(WireModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    files: list[ExportFile] = Field(..., description="What the export folder holds.")
+    size_bytes: int = Field(..., description="Their total size.")
+    seconds: float = Field(..., description="How long the export took (merge and conversion included).")
+
+
+class ExportResponse(WireModel):
+    export_id: str
+    job_id: str
+    format: str
+    type: str | None = Field(None, description="The GGUF type (gguf exports only).")
+    status: Literal["pending", "running", "completed", "failed"]
+    path: str = Field(..., description="The export's folder on the server.")
+    created_at: str
+    started_at: str | None = None
+    completed_at: str | None = None
+    error: str | None = Field(None, description="Why it failed.")
+    result: ExportResult | None = None
+    download_url: str | None = Field(None, description="The whole folder as a .tar (once completed).")
+    files_url: str | None = Field(None, description="Its files one by one: <files_url>/<name> (once completed).")
+
+
+class ExportListResponse(WireModel):
+    job_id: str
+    exports: list[ExportResponse]
+
+
+class ExportFormatsResponse(WireModel):
+    formats: list[str]
+    gguf_types: list[str] = Field(..., description="GGUF types this machine makes now.")
+    default_gguf_type: str
+    unavailable_gguf_types: dict[str, str] = Field(..., description="Other GGUF types, and why they are missing.")
+    converter: dict[str, Any] = Field(..., description="The HF->GGUF converter: package, version, architectures.")
+    quantizer: str | None = Field(None, description="llama.cpp's llama-quantize, when found.")
+
+
 # Errors
 
 

@@ -15,6 +15,8 @@ from .models import (
     EvaluationScore,
     EventListResponse,
     EventResponse,
+    ExportFormatsResponse,
+    ExportResponse,
     GenerateResponse,
     GpuMemory,
     HealthResponse,
@@ -46,9 +48,11 @@ Generation = GenerateResponse
 Score = EvaluationScore
 Evaluation = EvaluateResponse
 Merge = MergeResponse
+Export = ExportResponse
+ExportFormats = ExportFormatsResponse
 
 __all__ = [
-    "JOB_STATUSES", "TERMINAL_STATUSES", "Attempt", "Checkpoint", "ConfigSaved", "Evaluation", "Event", "EventPage",
+    "JOB_STATUSES", "TERMINAL_STATUSES", "Attempt", "Checkpoint", "ConfigSaved", "Evaluation", "Event", "EventPage", "Export", "ExportFormats",
     "Generation", "GpuMemory", "Health", "Job", "JobConfig", "JobError", "JobList", "JobResult", "JobStart",
     "JobStatusName", "Merge", "ModelInfo", "Progress", "SavedConfig", "Score", "StopResult",
 ]
