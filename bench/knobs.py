@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from .harness import Bench, log
 from .overhead import service_run_summary
+from .service import Service
 
 
-def knobs_section(bench: Bench) -> dict:
+def knobs_section(bench: Bench, shared: Service | None = None) -> dict:
     """The demo job with both knobs off, with packing, with gradient checkpointing: each the first job of a
-    fresh server, so that its peak RSS is its own (a server keeps the heap its earlier jobs freed)."""
+    fresh server, so that its peak RSS is its own (a server keeps the heap its earlier jobs freed).
+
+    ``shared``: a running server that trains all three instead (smoke mode, where seconds matter more)."""
     plan = bench.plan
     runs = []
-    shared = bench.server("knobs").start() if plan.mode == "smoke" else None  # smoke: seconds matter more
+    own = shared is None and plan.mode == "smoke"
+    if own:
+        shared = bench.server("knobs").start()
     try:
         for name, overrides in (("baseline", {}), ("packing", {"packing": True}),
                                 ("gradient checkpointing", {"gradient_checkpointing": True})):
@@ -26,6 +31,6 @@ def knobs_section(bench: Bench) -> dict:
                          "gradient_checkpointing": bool(overrides.get("gradient_checkpointing")),
                          **service_run_summary(run)})
     finally:
-        if shared is not None:
+        if own:
             shared.stop()
     return {"steps": plan.knob_steps, "runs": runs}

@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             results["section_seconds"][name] = round(time.perf_counter() - t, 1)
             return out
 
-        if {"memory", "overhead", "latency", "gpu"} & set(plan.sections):
+        # Smoke: chat and knobs train on the main server too; full mode gives each a fresh server of its own.
+        shares_main = {"chat", "knobs"} & set(plan.sections) if args.smoke else set()
+        if {"memory", "overhead", "latency", "gpu"} & set(plan.sections) or shares_main:
             with bench.server("main") as server:
                 if {"memory", "latency"} & set(plan.sections):
                     # The fresh server's first jobs: the first one also pays the server's imports.
@@ -150,10 +152,14 @@ def main(argv: list[str] | None = None) -> int:
                                                 pairs=plan.pairs, steps=plan.steps, tag="overhead")
                 if "gpu" in plan.sections and cuda.get("available"):
                     results["gpu"] = timed("gpu", gpu_section, bench, server, cuda, args.gpu_model)
-        if "chat" in plan.sections:
+                if "chat" in shares_main:
+                    results["chat"] = timed("chat", chat_section, bench, server)
+                if "knobs" in shares_main:
+                    results["knobs"] = timed("knobs", knobs_section, bench, server)
+        if "chat" in plan.sections and "chat" not in results:
             with bench.server("chat") as server:
                 results["chat"] = timed("chat", chat_section, bench, server)
-        if "knobs" in plan.sections:
+        if "knobs" in plan.sections and "knobs" not in results:
             results["knobs"] = timed("knobs", knobs_section, bench)
         if "gpu" not in results:
             results["gpu"] = {"status": "not run", "reason": cuda.get("reason")}
