@@ -68,7 +68,7 @@ NOTES: dict[str, str] = {
         "event stream and measured 0.90 steps/s ratio and +3.7 s to result (both missed): with the job "
         "threads at niceness 10, so that API requests stay fast while a job trains, every poll takes CPU "
         "from the training step. A client that polls once a second, or follows the SSE stream as this "
-        "benchmark does now, does not pay it; `bench/run.py --poll 0.05` measures it again."
+        "benchmark does now, does not pay it; `python -m bench --poll 0.05` measures it again."
     ),
     "latency": (
         "Full garbage collections over the server's heap (~500k objects once torch, transformers and TRL "
