@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
 
 from .harness import ROOT, Bench
-from .service import TERMINAL
+from .service import TERMINAL, Service
 from .stats import summary_ms
 
 
-def auth_section(bench: Bench) -> dict:
+def auth_section(bench: Bench, off: Service | None = None) -> dict:
     """p50 of GET /api/sft/jobs/{id} on a server without keys and on one with SFT_AUTH=keys (sending its key),
-    in alternating blocks so that both see the same machine."""
-    off, keyed = bench.server("auth-off"), bench.server("auth-keys", auth="keys")
+    in alternating blocks so that both see the same machine.
+
+    ``off``: a running server without keys to use instead of a fresh one (smoke mode: seconds matter more)."""
+    keyed = bench.server("auth-keys", auth="keys")
     made = subprocess.run([sys.executable, "-m", "app", "keys", "create", "--name", "bench"],
                           env={**keyed.env, "PYTHONPATH": str(ROOT / "backend")}, cwd=str(ROOT),
                           capture_output=True, text=True, timeout=120)
     if made.returncode != 0:
         raise RuntimeError(f"python -m app keys create failed: {made.stderr[-2000:]}")
-    with off, keyed:
+    with contextlib.ExitStack() as started:
+        if off is None:
+            off = started.enter_context(bench.server("auth-off"))
+        started.enter_context(keyed)
         keyed.client.headers["Authorization"] = f"Bearer {made.stdout.strip()}"
         if keyed.client.get("/api/sft/jobs").status_code != 200:
             raise RuntimeError("the server with keys refused the benchmark's key")

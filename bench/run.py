@@ -136,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             results["section_seconds"][name] = round(time.perf_counter() - t, 1)
             return out
 
-        # Smoke: chat and knobs train on the main server too; full mode gives each a fresh server of its own.
-        shares_main = {"chat", "knobs"} & set(plan.sections) if args.smoke else set()
+        # Smoke: chat, knobs and auth's server without keys use the main server too; full mode gives each a fresh
+        # server of its own.
+        shares_main = {"chat", "knobs", "auth"} & set(plan.sections) if args.smoke else set()
         if {"memory", "overhead", "latency", "gpu"} & set(plan.sections) or shares_main:
             with bench.server("main") as server:
                 if {"memory", "latency"} & set(plan.sections):
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                     results["chat"] = timed("chat", chat_section, bench, server)
                 if "knobs" in shares_main:
                     results["knobs"] = timed("knobs", knobs_section, bench, server)
+                if "auth" in shares_main:
+                    results["auth"] = timed("auth", auth_section, bench, server)
         if "chat" in plan.sections and "chat" not in results:
             with bench.server("chat") as server:
                 results["chat"] = timed("chat", chat_section, bench, server)
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["scale"] = timed("scale", scale_section, bench, server)
         if "page" in plan.sections:
             results["page"] = timed("page", page_section, bench, repeats=2 if args.smoke else 5)
-        if "auth" in plan.sections:
+        if "auth" in plan.sections and "auth" not in results:
             results["auth"] = timed("auth", auth_section, bench)
         if "ray" in plan.sections:
             results["ray"] = timed("ray", ray_section, bench)
