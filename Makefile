@@ -56,9 +56,9 @@ test-fast: $(STAMP) browser llama
 screenshots: $(STAMP) browser
 	SFT_SCREENSHOTS=docs $(PY) -m pytest -q backend/tests/web/test_dashboard.py
 
-# About 15 minutes on a quiet 2-core machine; writes docs/benchmarks.md (`$(PY) bench/run.py --help` for options).
+# About 15 minutes on a quiet 2-core machine; writes docs/benchmarks.md (`$(PY) -m bench --help` for options).
 bench: $(STAMP) browser
-	$(PY) bench/run.py
+	$(PY) -m bench
 
 # On a machine with an NVIDIA GPU: the CUDA paths through a running server, and GPU speed against bare TRL
 # (under 10 minutes on an H200). Report: data/gpu-check/gpu_check.{md,json}; docs/gpu.md says how to read it.

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "backend"))
 
 FORMATS: tuple[tuple[str, str | None], ...] = (
     ("adapter", None), ("merged", None), ("gguf", "f16"), ("gguf", "bf16"), ("gguf", "q8_0"),

@@ -24,7 +24,6 @@ from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bare_sft import CHATML_TEMPLATE, RESULT_PREFIX, add_job_options  # noqa: E402
 from bare_trl_demo import load_prompt_completion  # noqa: E402

@@ -11,11 +11,9 @@ import math
 import os
 import shutil
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 
 
@@ -25,7 +23,6 @@ def chromium() -> str | None:
 
 def seed_job(data_dir: Path, points: int) -> str:
     """Record a completed job with ``points`` logged steps (loss and learning rate) in ``data_dir``."""
-    sys.path.insert(0, str(ROOT / "backend"))
     from app.api.sft_job_manager import SFTJobManager
     from app.core.settings import Settings
     from app.store import SQLiteStore

@@ -11,12 +11,10 @@ own start on the cluster (a fresh worker process importing torch and transformer
 from __future__ import annotations
 
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from .ray_head import LocalRayHead
 
 
 def received_steps_per_s(metrics: list[dict[str, Any]]) -> float:
@@ -27,10 +25,6 @@ def received_steps_per_s(metrics: list[dict[str, Any]]) -> float:
 
 
 def ray_section(bench) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT / "backend" / "tests"))
-    sys.path.insert(0, str(ROOT / "backend"))
-    from ray_cluster import LocalRayHead  # the test suite's local head: its own session, stopped by its pids
-
     cores = os.cpu_count() or 1
     steps = bench.plan.ray_steps
     # The Ray job holds as many cores as the thread executor's job may use (Ray sets its worker's

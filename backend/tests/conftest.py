@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -11,6 +12,10 @@ _SESSION_DIR = Path(tempfile.mkdtemp(prefix="sft-tests-"))
 os.environ.setdefault("SFT_DATA_DIR", str(_SESSION_DIR / "data"))
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A suite started in the background (`make test &`, nohup, some CI runners) inherits SIGINT ignored, and so would
+# every process it starts: a test that presses Ctrl-C on the `sft` command would wait out its timeout.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest  # noqa: E402
 
@@ -41,6 +46,17 @@ def unreachable_hub(monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     return build_tiny_model(_SESSION_DIR / "tiny-model")
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """One local Ray head (2 CPUs, no GPU) for every ray-marked module that needs no cluster of its own: started
+    once per session, stopped by its session's process ids (bench/ray_head.py)."""
+    from bench.ray_head import LocalRayHead
+
+    head = LocalRayHead(num_cpus=2).start()
+    yield head
+    head.stop()
 
 
 @pytest.fixture

@@ -3,16 +3,19 @@ themselves, HTTP clients on them. Loaded by the top-level conftest as a plugin."
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from app.api.sft_job_manager import SFTJobManager
 from app.core.settings import Settings
 from app.main import create_app
 from app.store import SQLiteStore
+from factories import free_port, wait_for
 from job_helpers import GateRunner, quiesce
 
 
@@ -81,6 +84,29 @@ def client_for():
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def serve_app():
+    """``serve_app(app, log_level="warning") -> base_url``: ``app`` on a real uvicorn server in a thread of this
+    process (127.0.0.1, a free port) until the test ends: the one way the tests start an in-process server."""
+    running: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(app, *, log_level: str = "warning") -> str:
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level,
+                                               timeout_graceful_shutdown=2))
+        thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+        thread.start()
+        running.append((server, thread))
+        wait_for(lambda: server.started, timeout=30, message="uvicorn to start")
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, _ in running:
+        server.should_exit = True
+    for _, thread in running:
+        thread.join(timeout=15)
 
 
 @pytest.fixture

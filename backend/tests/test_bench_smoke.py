@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.bare_sft import CHATML_TEMPLATE, trl_args
+
 ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "bench"
 
 SECTION_HEADINGS = [
     "## Machine",
@@ -39,7 +40,7 @@ def smoke(tiny_model_dir: Path, tmp_path_factory) -> tuple[str, dict]:
     report, raw = out / "benchmarks.md", out / "results.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SFT_")}
     process = subprocess.run(
-        [sys.executable, str(BENCH / "run.py"), "--smoke", "--tiny-model", str(tiny_model_dir),
+        [sys.executable, "-m", "bench", "--smoke", "--tiny-model", str(tiny_model_dir),
          "--out", str(report), "--json", str(raw)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
@@ -108,11 +109,6 @@ def test_smoke_figures_are_sane(smoke):
 
 def test_bare_baseline_gives_trl_what_the_service_gives_it():
     """bench/bare_sft.py's trl.SFTConfig arguments equal app.sft.config.SFTConfig.to_trl's for the demo job."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        from bare_sft import CHATML_TEMPLATE, trl_args
-    finally:
-        sys.path.remove(str(BENCH))
     from app.sft.config import SFTConfig
     from app.sft.models import CHATML_TEMPLATE as SERVICE_CHATML_TEMPLATE
 
@@ -138,7 +134,7 @@ def test_smoke_waits_on_the_event_stream_and_poll_mode_still_works(smoke, tiny_m
     polled = tmp_path / "polled.md"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SFT_")}
     process = subprocess.run(
-        [sys.executable, str(BENCH / "run.py"), "--smoke", "--tiny-model", str(tiny_model_dir), "--sections",
+        [sys.executable, "-m", "bench", "--smoke", "--tiny-model", str(tiny_model_dir), "--sections",
          "overhead", "--poll", "0.02", "--out", str(polled)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from factories import free_port, greedy_text, wait_for
-from ray_cluster import RUN_TIMEOUT, LocalRayHead
+from ray_cluster import RUN_TIMEOUT
 
 pytestmark = pytest.mark.ray
 
@@ -77,10 +77,8 @@ def server_env(tmp_path: Path, tiny_model_dir: Path, **extra: str) -> dict[str, 
 
 
 @pytest.fixture(scope="module")
-def head():
-    cluster = LocalRayHead(num_cpus=2).start()
-    yield cluster
-    cluster.stop()
+def head(ray_head):
+    return ray_head
 
 
 @pytest.fixture(scope="module")

@@ -4,39 +4,20 @@ uvicorn server: framing, the close after the terminal event, and resuming with L
 from __future__ import annotations
 
 import json
-import threading
 
 import httpx
 import pytest
-import uvicorn
 
 from app.main import create_app
-from factories import free_port, wait_for
+from factories import wait_for
 
 SSE = {"Accept": "text/event-stream"}
 
 
 @pytest.fixture
-def serve():
+def serve(serve_app):
     """``serve(app) -> base_url``: run ``app`` on uvicorn in a thread until the test ends."""
-    running: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(app) -> str:
-        port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                timeout_graceful_shutdown=2)
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-        thread.start()
-        running.append((server, thread))
-        wait_for(lambda: server.started, timeout=30, message="uvicorn to start")
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in running:
-        server.should_exit = True
-    for server, thread in running:
-        thread.join(timeout=15)
+    return serve_app
 
 
 def read_events(response: httpx.Response, on_event=None) -> list[dict]:

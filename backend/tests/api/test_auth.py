@@ -10,12 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import threading
-
 import httpx
 import openai
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from sft_client import AuthenticationError as SFTAuthenticationError
@@ -315,24 +312,9 @@ def _health(port: int) -> dict | None:
 
 
 @pytest.fixture
-def serve():
+def serve(serve_app):
     """``serve(manager) -> url``: the app on ``manager`` in a uvicorn server (127.0.0.1) until the test ends."""
-    running: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(manager) -> str:
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(manager=manager), host="127.0.0.1", port=port,
-                                               log_level="debug", timeout_graceful_shutdown=2))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        running.append((server, thread))
-        wait_for(lambda: server.started, timeout=30, message="uvicorn to start")
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in running:
-        server.should_exit = True
-        thread.join(timeout=15)
+    return lambda manager: serve_app(create_app(manager=manager), log_level="debug")
 
 
 def test_openai_sdk_api_key_and_keys_never_written(make_manager, keyed, serve, chat_jsonl, tiny_model_dir, caplog, tmp_path,

@@ -17,15 +17,13 @@ from app.sft.errors import ConfigError
 from app.jobs.executors.training import run_training
 from app.sft.events import EventKind, TrainingEvent
 from factories import free_port, wait_for, write_jsonl
-from ray_cluster import RUN_TIMEOUT, Events, LocalRayHead, assert_one_stream, spec_for
+from ray_cluster import RUN_TIMEOUT, Events, assert_one_stream, spec_for
 
 pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
-def head():
-    cluster = LocalRayHead(num_cpus=2).start()
-    yield cluster
-    cluster.stop()
+def head(ray_head):
+    return ray_head
 
 
 @pytest.fixture(scope="module")

@@ -58,9 +58,10 @@ def page(browser, request):
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory, tiny_model_dir):
-    """A real uvicorn process on a free port, with its own data directory and a small chat dataset."""
+    """A real uvicorn process on a free port, with its own data directory and a small chat dataset: one for the
+    session, shared by the dashboard's tests and the docs' (which only read it)."""
     root = tmp_path_factory.mktemp("web")
     dataset = write_jsonl(root / "chat.jsonl", contact_rows(32))
     with running_server(root, web_env(root, tiny_model_dir)) as server:
