@@ -9,6 +9,7 @@ sweep, so a route added later is covered from the start.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.openai import jobs as openai_jobs
+from app.core.errors import JobConflict
 from app.core.settings import Settings
 from app.main import create_app
 from app.store.keys import KeyStore
@@ -84,7 +86,8 @@ class World:
     def stop_quietly(self, job_id: str) -> None:
         job = self.manager.jobs.get(job_id)
         if job is not None and not job.status.is_terminal():
-            self.manager.stop_job(job_id)
+            with contextlib.suppress(JobConflict):  # it may end between the look and the stop
+                self.manager.stop_job(job_id)
 
     def fresh_config(self) -> str:
         return self.manager.save_config(f"cfg-{uuid.uuid4().hex[:8]}", {"max_steps": 2}, owner="alice")
