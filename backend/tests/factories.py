@@ -1,12 +1,17 @@
 """Builders for tests: a tiny random causal LM with a real tokenizer, small datasets, greedy decoding,
-a free port, and polling."""
+a free port, polling, and real llama.cpp answers for a GGUF file."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bench.tiny_model import build_tiny_model  # noqa: F401 - the tests' tiny model (bench --smoke trains it too)
 
@@ -68,3 +73,19 @@ def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.02, messag
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+REPO = Path(__file__).resolve().parents[2]
+#: Where `make llama` installs npm's node-llama-cpp (prebuilt llama.cpp binaries).
+LLAMA_NODE = REPO / ".venv" / "llama-node"
+
+
+def llama_answers(gguf_file: Path, prompts: list[str], *, max_tokens: int) -> list[str]:
+    """Greedy answers of real llama.cpp (scripts/llama_answer.mjs) to prompts already in the chat template."""
+    if not (LLAMA_NODE / ".installed").is_file() or shutil.which("node") is None:
+        pytest.fail(f"llama.cpp is not installed in {LLAMA_NODE}: run `make llama` (make test does)")
+    request = json.dumps({"model": str(gguf_file), "prompts": prompts, "max_tokens": max_tokens})
+    done = subprocess.run(["node", str(REPO / "scripts" / "llama_answer.mjs")], input=request, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "NODE_LLAMA_CPP_DIR": str(LLAMA_NODE)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])

@@ -8,6 +8,7 @@ nothing third-party is committed, and no page asks another host for anything.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from importlib.resources import files
@@ -15,14 +16,14 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DOCS_ASSETS_PACKAGE = "fastapi_offline"
 
-#: The pages load nothing from another host: ReDoc's footer links its logo from its CDN, which the
-#: browser is told not to fetch (the pages work offline; the policy also keeps them honest).
+#: The pages load nothing from another host (ReDoc's footer logo, from its CDN, is served as an empty data:
+#: image instead: offline_redoc_script); the policy keeps them honest.
 #: No page runs an inline script it was not served with: the dashboard has none (its code is
 #: module files), and Swagger UI's start-up script is allowed by its hash alone. ReDoc runs its
 #: search in a blob: worker. No site may frame a page (clickjacking Stop/Resume).
@@ -32,6 +33,7 @@ CONTENT_SECURITY_POLICY = (
     "frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'"
 )
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+REDOC_CDN_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
 
 
 def page_headers(html: bytes = b"") -> dict[str, str]:
@@ -50,6 +52,12 @@ def docs_assets_dir() -> Path:
 
 def mount_web(app: FastAPI) -> None:
     """Serve the dashboard and the offline API docs on ``app`` (created with ``docs_url=None, redoc_url=None``)."""
+    @app.get("/static/docs/redoc.standalone.js", include_in_schema=False)
+    def redoc_script() -> Response:
+        # Before the static mount, which would serve the file as installed.
+        return Response(offline_redoc_script(), media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=3600"})
+
     app.mount("/static/web", StaticFiles(directory=STATIC_DIR), name="web-static")
     app.mount("/static/docs", StaticFiles(directory=docs_assets_dir()), name="docs-static")
     openapi_url = app.openapi_url or "/openapi.json"
@@ -74,6 +82,14 @@ def mount_web(app: FastAPI) -> None:
             openapi_url=openapi_url, title=f"{app.title} - ReDoc", redoc_js_url="/static/docs/redoc.standalone.js",
             redoc_favicon_url="/static/docs/favicon.png", with_google_fonts=False,
         ))
+
+
+@functools.cache
+def offline_redoc_script() -> bytes:
+    """ReDoc's script with its footer logo pointed at an empty data: image instead of its CDN: the policy
+    would block the fetch with a console error; the logo's own error handler then leaves it out."""
+    script = (docs_assets_dir() / "redoc.standalone.js").read_bytes()
+    return script.replace(REDOC_CDN_LOGO, b"data:,")
 
 
 def _with_policy(response: HTMLResponse) -> HTMLResponse:

@@ -5,9 +5,6 @@ merged model, and answer in real llama.cpp (npm node-llama-cpp) as /generate doe
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,26 +16,12 @@ from app.main import create_app
 from app.sft import SFTTrainer
 from app.sft.evaluation import load_rows, score_exact_match
 from app.store import SQLiteStore
-from factories import greedy_ids
+from factories import greedy_ids, llama_answers
 from test_export import ollama_prompt
 
 pytestmark = pytest.mark.slow
 
 EVAL_ROWS = Path(__file__).resolve().parents[2] / "app" / "demo" / "json_extract" / "eval.jsonl"
-REPO = Path(__file__).resolve().parents[3]
-#: Where `make llama` installs npm's node-llama-cpp (prebuilt llama.cpp binaries).
-LLAMA_NODE = REPO / ".venv" / "llama-node"
-
-
-def llama_answers(gguf_file: Path, prompts: list[str], *, max_tokens: int) -> list[str]:
-    """Greedy answers of real llama.cpp (scripts/llama_answer.mjs) to prompts already in the chat template."""
-    if not (LLAMA_NODE / ".installed").is_file() or shutil.which("node") is None:
-        pytest.fail(f"llama.cpp is not installed in {LLAMA_NODE}: run `make llama` (make test does)")
-    request = json.dumps({"model": str(gguf_file), "prompts": prompts, "max_tokens": max_tokens})
-    done = subprocess.run(["node", str(REPO / "scripts" / "llama_answer.mjs")], input=request, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "NODE_LLAMA_CPP_DIR": str(LLAMA_NODE)})
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.splitlines()[-1])
 
 
 def test_bundled_model_exports_to_gguf(settings, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -105,6 +106,23 @@ def test_train_stop_resume_and_try_it_from_the_page(page, server):
     assert "ms" in page.inner_text("#tuned-latency")
     assert page.get_attribute("#download-adapter", "href") == f"/api/sft/jobs/{job_id}/adapter"
     screenshot(page, "dashboard-try-it.png", "#try-it")
+
+    # Export: GGUF types from the server; an adapter export followed to completed, a file downloaded, deleted.
+    page.locator("#export-type option", has_text="q8_0").wait_for(state="attached")
+    assert page.input_value("#export-type") == server.api("GET", "/api/sft/export-formats").json()["default_gguf_type"]
+    page.select_option("#export-format", "adapter")
+    assert page.is_disabled("#export-type")
+    page.click("#export-button")
+    row = page.locator("#exports-table tbody tr", has=page.locator("td", has_text="adapter"))
+    row.locator(".export-status", has_text="completed").wait_for(timeout=120_000)
+    with page.expect_download() as download:
+        row.locator("a.export-file", has_text="adapter_config.json").click()
+    assert download.value.suggested_filename == "adapter_config.json"
+    saved = json.loads(Path(download.value.path()).read_text())
+    assert saved["peft_type"] == "LORA"
+    row.locator(".export-delete").click()
+    row.wait_for(state="detached")
+    assert [e["format"] for e in server.api("GET", f"/api/sft/jobs/{job_id}/exports").json()["exports"]] == []
 
 
 def test_a_bad_field_shows_the_400_detail_beside_it(page, server):

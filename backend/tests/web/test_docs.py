@@ -38,9 +38,12 @@ def test_swagger_ui_lists_the_operations_offline(page, server):
 
 def test_redoc_lists_the_operations_offline(page, server):
     blocked = block_other_hosts(page)
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.goto(f"{server.url}/redoc")
     expected = operations(server)
     page.locator("[data-section-id^='operation/']").nth(len(expected) - 1).wait_for(timeout=90_000)
     titles = page.locator("[data-section-id^='operation/'] h2").all_inner_texts()
     assert sorted(t.strip() for t in titles) == sorted(op["summary"] for op in expected)
     assert blocked == []
+    assert [e for e in errors if "Content Security Policy" in e or "cdn." in e] == []  # no logo from its CDN

@@ -1,8 +1,9 @@
 // One job: live status and progress, the loss chart fed by the event stream, events, log tail,
 // checkpoints, Stop / Resume, the failure, and (once it has an adapter) Try it, download, merge, evaluate.
 
-import { api, apiKey, authFetch, h, etaText, formatNumber, formatTime, progressCell, statusBadge, TERMINAL } from "./util.js";
+import { api, authFetch, downloadLink, h, etaText, formatNumber, formatTime, progressCell, statusBadge, TERMINAL } from "./util.js";
 import { LineChart } from "./chart.js";
+import { exportPanel } from "./exports.js";
 
 const EVENT_TYPES = ["created", "queued", "started", "model_loaded", "dataset_ready", "metrics", "eval",
   "checkpoint_saved", "stopping", "resumed", "interrupted", "completed", "failed", "stopped", "message"];
@@ -310,10 +311,11 @@ export function jobView(jobId) {
         h("div", {}, h("h4", {}, "Base model"), baseAnswer, baseMeta)),
       h("h3", {}, "Take it away"),
       h("div", { class: "toolbar" },
-        h("a", { class: "button", id: "download-adapter", href: `${base}/adapter`, download: `${jobId}-adapter.tar.gz`,
-          onclick: downloadWithKey }, "Download adapter"),
+        downloadLink(`${base}/adapter`, `${jobId}-adapter.tar.gz`, "Download adapter",
+          { id: "download-adapter", onError: (text) => { actionMessage.textContent = text; } }),
         h("button", { type: "button", class: "secondary", id: "merge-button", onclick: merge }, "Merge into the base model")),
       mergeOut,
+      exportPanel(jobId, base),
       h("h3", {}, "Evaluate (held-out exact match, base vs tuned)"),
       h("form", { class: "toolbar", onsubmit: evaluate },
         h("div", {}, h("label", { for: "eval-dataset" }, "Dataset"), evalDataset),
@@ -321,24 +323,6 @@ export function jobView(jobId) {
         h("div", {}, h("label", { for: "eval-samples" }, "Rows"), evalSamples),
         h("button", { type: "submit", id: "evaluate-button" }, "Evaluate")),
       evalOut);
-  }
-
-  // With a key, a plain link would be refused: fetch the archive with the key and save it from memory.
-  async function downloadWithKey(event) {
-    if (!apiKey()) return;
-    event.preventDefault();
-    const link = event.currentTarget;
-    const response = await authFetch(link.getAttribute("href"));
-    if (!response.ok) {
-      actionMessage.textContent = `Download failed: ${response.status}`;
-      return;
-    }
-    const url = URL.createObjectURL(await response.blob());
-    const save = h("a", { href: url, download: link.getAttribute("download") });
-    document.body.append(save);
-    save.click();
-    save.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60_000);
   }
 
   async function poll() {

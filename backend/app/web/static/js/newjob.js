@@ -32,6 +32,14 @@ function helpText(name, schema, required) {
   return parts.filter(Boolean).join(" ");
 }
 
+/** What a JSON-valued field takes, by its schema: an object's shape, a list's allowed items. */
+function jsonPlaceholder(schema) {
+  if (schema.type === "object") return 'JSON object, e.g. {"prompt": "question", "completion": "answer"}';
+  const items = schema.items && schema.items.enum;
+  if (items) return `JSON list of ${items.join(", ")}, e.g. ["${items[0]}"]`;
+  return 'JSON, e.g. ["q_proj", "v_proj"]';
+}
+
 class Field {
   constructor(name, raw, required) {
     this.name = name;
@@ -52,7 +60,7 @@ class Field {
       this.input = h("input", { type: "text", id, name, size: 48, list: ["base_model", "dataset_name"].includes(name) ? `${name}-options` : undefined,
         placeholder: s.nullable ? "unset" : undefined });
     } else {
-      this.input = h("input", { type: "text", id, name, size: 48, placeholder: "JSON, e.g. [\"q_proj\", \"v_proj\"]" });
+      this.input = h("input", { type: "text", id, name, size: 48, placeholder: jsonPlaceholder(s) });
     }
     this.input.setAttribute("aria-describedby", `h-${name} e-${name}`);
     if (required) this.input.required = true;

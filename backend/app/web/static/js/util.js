@@ -164,3 +164,30 @@ async function loadStatuses() {
 }
 
 export const statusesReady = loadStatuses();
+
+/** A download link that also works with keys: a plain link cannot carry the key, so with one the file is
+ * fetched with it and saved from memory. ``onError(message)`` hears a refused download. */
+export function downloadLink(href, filename, label, { id, className = "button", onError = () => {} } = {}) {
+  async function save(event) {
+    if (!apiKey()) return;
+    event.preventDefault();
+    const response = await authFetch(href);
+    if (!response.ok) { onError(`Download failed: ${response.status}`); return; }
+    const url = URL.createObjectURL(await response.blob());
+    const anchor = h("a", { href: url, download: filename });
+    document.body.append(anchor);
+    anchor.click();
+    anchor.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  }
+  return h("a", { class: className, id, href, download: filename, onclick: save }, label);
+}
+
+/** Bytes as "1.2 MB". */
+export function formatBytes(n) {
+  if (n === null || n === undefined) return "–";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
