@@ -64,10 +64,16 @@ def chat_jsonl(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "chat.jsonl", contact_rows(32))
 
 
+@pytest.fixture(scope="session")
+def shared_model_cache() -> Path:
+    """The model cache every test shares: the bundled model is converted into it once per session."""
+    return _SESSION_DIR / "model-cache"
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, shared_model_cache: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", dataset_roots=[tmp_path], model_roots=[tmp_path, _SESSION_DIR],
-                    model_cache_dir=_SESSION_DIR / "model-cache")
+                    model_cache_dir=shared_model_cache)
 
 
 @pytest.fixture

@@ -17,9 +17,10 @@ EVAL_ROWS = Path(__file__).resolve().parents[2] / "app" / "demo" / "json_extract
 
 
 @pytest.fixture(scope="module")
-def demo_server(tmp_path_factory, tiny_model_dir):
+def demo_server(tmp_path_factory, tiny_model_dir, shared_model_cache):
     root = tmp_path_factory.mktemp("demo-web")
-    with running_server(root, web_env(root, tiny_model_dir, OMP_NUM_THREADS="2")) as server:
+    env = web_env(root, tiny_model_dir, OMP_NUM_THREADS="2", SFT_MODEL_CACHE_DIR=str(shared_model_cache))
+    with running_server(root, env) as server:
         yield server
 
 
