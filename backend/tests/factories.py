@@ -83,7 +83,10 @@ LLAMA_NODE = REPO / ".venv" / "llama-node"
 def llama_answers(gguf_file: Path, prompts: list[str], *, max_tokens: int) -> list[str]:
     """Greedy answers of real llama.cpp (scripts/llama_answer.mjs) to prompts already in the chat template."""
     if not (LLAMA_NODE / ".installed").is_file() or shutil.which("node") is None:
-        pytest.fail(f"llama.cpp is not installed in {LLAMA_NODE}: run `make llama` (make test does)")
+        reason = f"llama.cpp (npm node-llama-cpp) is not installed in {LLAMA_NODE}: `make llama` (make test runs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
     request = json.dumps({"model": str(gguf_file), "prompts": prompts, "max_tokens": max_tokens})
     done = subprocess.run(["node", str(REPO / "scripts" / "llama_answer.mjs")], input=request, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "NODE_LLAMA_CPP_DIR": str(LLAMA_NODE)})
