@@ -1,6 +1,6 @@
 // Compare runs: up to five jobs' loss curves overlaid, their differing config fields, final metrics.
 
-import { api, h, formatNumber, formatTime, statusBadge } from "./util.js";
+import { api, datasetLabel, h, formatNumber, formatTime, statusBadge } from "./util.js";
 import { LineChart } from "./chart.js";
 
 const MAX = 5;
@@ -34,7 +34,7 @@ export function compareView(params) {
       return h("tr", {},
         h("td", {}, box, h("label", { for: `pick-${job.job_id}`, class: "visually-hidden" }, `Compare job ${job.job_id}`)),
         h("td", {}, h("a", { href: `#/jobs/${job.job_id}` }, job.job_id.slice(0, 8))),
-        h("td", {}, statusBadge(job.status)), h("td", {}, job.config.base_model), h("td", {}, job.config.dataset_name),
+        h("td", {}, statusBadge(job.status)), h("td", {}, job.config.base_model), h("td", { title: job.config.dataset_name }, datasetLabel(job.config.dataset_name)),
         h("td", {}, formatTime(job.created_at)));
     }));
   }

@@ -1,7 +1,7 @@
 // One job: live status and progress, the loss chart fed by the event stream, events, log tail,
 // checkpoints, Stop / Resume, the failure, and (once it has an adapter) Try it, download, merge, evaluate.
 
-import { api, authFetch, downloadLink, h, etaText, formatNumber, formatTime, progressCell, statusBadge, TERMINAL } from "./util.js";
+import { api, authFetch, datasetLabel, downloadLink, h, etaText, formatNumber, formatTime, progressCell, statusBadge, TERMINAL } from "./util.js";
 import { LineChart } from "./chart.js";
 import { exportPanel } from "./exports.js";
 
@@ -142,7 +142,7 @@ export function jobView(jobId) {
     const progress = job.progress || {};
     const metrics = progress.metrics || {};
     const result = job.result || {};
-    title.textContent = `Job ${job.job_id.slice(0, 8)}: ${job.config.base_model} on ${job.config.dataset_name}`;
+    title.textContent = `Job ${job.job_id.slice(0, 8)}: ${job.config.base_model} on ${datasetLabel(job.config.dataset_name)}`;
     statusEl.replaceChildren("Status: ", statusBadge(job.status),
       job.queue_position ? ` (queue position ${job.queue_position})` : "");
     // The button the job's state calls for is the primary one; an ended job has none.
@@ -165,7 +165,7 @@ export function jobView(jobId) {
       ...item("Eval loss", formatNumber(metrics.eval_loss ?? result.eval_loss)),
       ...item("Learning rate", formatNumber(metrics.learning_rate)),
       ...item("Base model", job.config.base_model),
-      ...item("Dataset", job.config.dataset_name),
+      ...item("Dataset", datasetLabel(job.config.dataset_name)),
       ...item("Created", formatTime(job.created_at)),
       ...item("Finished", formatTime(job.completed_at)),
       ...item("Output", job.config.output_dir));

@@ -1,6 +1,6 @@
 // The jobs list: live status and progress, a status filter, pages of 100.
 
-import { api, h, formatTime, progressCell, statusBadge, STATUSES } from "./util.js";
+import { api, datasetLabel, h, formatTime, progressCell, statusBadge, STATUSES } from "./util.js";
 
 const PAGE = 100;
 
@@ -36,7 +36,7 @@ export function jobsView(params) {
         h("td", {}, statusBadge(job.status)),
         h("td", {}, progressCell(job)),
         h("td", {}, job.config.base_model),
-        h("td", {}, job.config.dataset_name),
+        h("td", { title: job.config.dataset_name }, datasetLabel(job.config.dataset_name)),
         h("td", {}, formatTime(job.created_at)))));
       if (!page.jobs.length) body.append(h("tr", {}, h("td", { colspan: 6 }, status ? `No ${status} jobs.` : "No jobs yet: start one with New job.")));
       const end = Math.min(offset + page.jobs.length, page.total);

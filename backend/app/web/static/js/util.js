@@ -191,3 +191,10 @@ export function formatBytes(n) {
   while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
+
+/** How a job's dataset reads in a list: an uploaded file (<data>/files/file-....jsonl on the server) by its
+ * file id, as /v1 names it; any other dataset as it was given. */
+export function datasetLabel(name) {
+  const upload = /(?:^|[\\/])(file-[A-Za-z0-9]+)\.jsonl$/.exec(name || "");
+  return upload ? upload[1] : (name ?? "–");
+}

@@ -1,4 +1,5 @@
-"""The loss chart's axes (chart.js's pure functions, run in Node, which the machine image ships)."""
+"""The page's pure functions (the loss chart's axes, how a dataset reads), run in Node, which the machine
+image ships."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-CHART = Path(__file__).parents[2] / "app" / "web" / "static" / "js" / "chart.js"
+JS = Path(__file__).parents[2] / "app" / "web" / "static" / "js"
 
 
-def chart(expression: str):
+def chart(expression: str, module: str = "chart.js"):
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is part of the machine image (Debian's nodejs)")
-    script = f"import({json.dumps(CHART.as_uri())}).then((m) => console.log(JSON.stringify({expression})))"
+    script = f"import({json.dumps((JS / module).as_uri())}).then((m) => console.log(JSON.stringify({expression})))"
     done = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -33,3 +34,9 @@ def test_step_ticks_are_distinct_integers():
     assert chart("m.niceTicks(0, 40, 5, { integer: true })") == [0, 10, 20, 30, 40]
     assert chart("m.niceTicks(0, 3, 5, { integer: true })") == [0, 1, 2, 3]  # not 0, 1, 1, 2, 2, 3
     assert chart("m.niceTicks(0, 1, 5, { integer: true })") == [0, 1]
+
+
+def test_an_uploaded_file_reads_as_its_file_id_not_the_server_path():
+    assert chart('m.datasetLabel("/srv/sft/data/files/file-3f9c0a1b2d4e.jsonl")', "util.js") == "file-3f9c0a1b2d4e"
+    assert chart('m.datasetLabel("bundled:json-extract")', "util.js") == "bundled:json-extract"
+    assert chart('m.datasetLabel("/home/me/train.jsonl")', "util.js") == "/home/me/train.jsonl"
