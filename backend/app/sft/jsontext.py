@@ -36,6 +36,24 @@ def lone_surrogate_at(value: Any, path: str = "") -> str | None:
     return None
 
 
+def heal_text(value: Any) -> Any:
+    """``value`` (parsed JSON) with each unpaired surrogate replaced by U+FFFD: for records stored before
+    bodies were checked, which could then be sent nowhere (every answer holding one failed)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {heal_text(key): heal_text(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [heal_text(child) for child in value]
+    return value
+
+
+def loads_stored(text: str) -> Any:
+    """A stored JSON document, healed of unpaired surrogates (only where its text has a \\u escape)."""
+    value = json.loads(text)
+    return heal_text(value) if "\\u" in text else value
+
+
 def loads_text(text: str | bytes) -> Any:
     """``json.loads(text)``, whose value holds only text that can be encoded.
 

@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..sft.jsontext import loads_stored
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id          TEXT PRIMARY KEY,
@@ -252,7 +254,7 @@ class SQLiteStore:
 
     def load_configs(self) -> list[dict[str, Any]]:
         rows = self._query("SELECT config_id, name, config, created_at, owner FROM configs ORDER BY created_at, rowid")
-        return [{**dict(row), "config": json.loads(row["config"])} for row in rows]
+        return [{**dict(row), "config": loads_stored(row["config"])} for row in rows]
 
     # Events and metrics
 
@@ -269,7 +271,7 @@ class SQLiteStore:
             "ORDER BY seq LIMIT ?",
             (job_id, after, limit),
         )
-        return [{**dict(row), "data": json.loads(row["data"]) if row["data"] else {}} for row in rows]
+        return [{**dict(row), "data": loads_stored(row["data"]) if row["data"] else {}} for row in rows]
 
     def max_event_seq(self, job_id: str) -> int:
         return self._query("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?", (job_id,))[0][0]
@@ -282,7 +284,7 @@ class SQLiteStore:
 
     def metrics(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._query("SELECT data FROM metrics WHERE job_id = ? ORDER BY rowid", (job_id,))
-        return [json.loads(row["data"]) for row in rows]
+        return [loads_stored(row["data"]) for row in rows]
 
     # API keys (``store.keys.KeyStore`` is their logic; only a hash of each secret is kept)
 
@@ -344,7 +346,7 @@ class SQLiteStore:
                       "ON CONFLICT(job_id) DO UPDATE SET data = excluded.data", (job_id, _dumps(data)))
 
     def load_openai_jobs(self) -> dict[str, dict[str, Any]]:
-        return {row["job_id"]: json.loads(row["data"]) for row in self._query("SELECT job_id, data FROM openai_jobs")}
+        return {row["job_id"]: loads_stored(row["data"]) for row in self._query("SELECT job_id, data FROM openai_jobs")}
 
     # Exports
 
@@ -367,7 +369,7 @@ class SQLiteStore:
         where, params = ("WHERE job_id = ?", (job_id,)) if job_id is not None else ("", ())
         rows = self._query(f"SELECT {', '.join(EXPORT_FIELDS)} FROM exports {where} ORDER BY created_at, rowid",
                            params)
-        return [{**dict(row), "result": json.loads(row["result"]) if row["result"] else None} for row in rows]
+        return [{**dict(row), "result": loads_stored(row["result"]) if row["result"] else None} for row in rows]
 
     def delete_export(self, export_id: str) -> None:
         self._execute("DELETE FROM exports WHERE export_id = ?", (export_id,))
@@ -375,7 +377,7 @@ class SQLiteStore:
 
 def _file_from_row(row: sqlite3.Row) -> dict[str, Any]:
     record = dict(row)
-    record["details"] = json.loads(record["details"]) if record["details"] else {}
+    record["details"] = loads_stored(record["details"]) if record["details"] else {}
     return record
 
 
@@ -387,5 +389,5 @@ def _job_from_row(row: sqlite3.Row) -> dict[str, Any]:
     record = dict(row)
     for field in _JSON_JOB_FIELDS:
         if record[field] is not None:
-            record[field] = json.loads(record[field])
+            record[field] = loads_stored(record[field])
     return record

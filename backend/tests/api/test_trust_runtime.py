@@ -33,6 +33,21 @@ def test_a_lone_surrogate_in_a_v1_body_is_openais_400_naming_the_param(client):
     assert client.get("/v1/fine_tuning/jobs").json()["data"] == []
 
 
+def test_a_record_stored_with_a_surrogate_before_the_check_no_longer_breaks_the_job_list(make_manager, client_for,
+                                                                                       fake_config, db_path):
+    from app.store import SQLiteStore
+
+    old = make_manager()  # as the server was: a manager call, no body check in front of it
+    job_id = old.create_job({**fake_config, "column_mapping": {"prompt": "\ud800x"}})
+    old.stop_job(job_id)
+    client = client_for(make_manager(store=SQLiteStore(db_path)))
+    listed = client.get("/api/sft/jobs")
+    assert listed.status_code == 200, listed.text
+    job = next(j for j in listed.json()["jobs"] if j["job_id"] == job_id)
+    assert job["config"]["column_mapping"] == {"prompt": "\ufffdx"}
+    assert client.get(f"/api/sft/jobs/{job_id}").status_code == 200
+
+
 def test_surrogates_are_found_in_keys_and_lists_and_pairs_pass():
     assert lone_surrogate_at({"a": [{"b": "ok"}, {"c": "\ud800"}]}) == "a[1].c"
     assert lone_surrogate_at({"a": {"\udfff": 1}}) == "a (a key)"
