@@ -211,12 +211,15 @@ class Sender:
     Args:
         store: the store, read each time (the manager's may be swapped).
         deliver: ``deliver(row)``: one attempt of a due delivery, recorded (``Webhooks.attempt``).
+        requeue: ``requeue(delivery_id)``: queue a delivery again now (a redelivery asked during its attempt).
         workers: deliveries in flight at once.
     """
 
-    def __init__(self, store: Callable[[], Any], deliver: Callable[[dict[str, Any]], None], *, workers: int):
+    def __init__(self, store: Callable[[], Any], deliver: Callable[[dict[str, Any]], None],
+                 requeue: Callable[[str], None], *, workers: int):
         self._store = store
         self._deliver = deliver
+        self._requeue = requeue
         self._workers = workers
         self._wake = threading.Event()
         self._closing = threading.Event()
@@ -224,6 +227,7 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self.in_flight: dict[str, str] = {}  # delivery id -> endpoint id
+        self._redo: set[str] = set()
 
     def start(self) -> None:
         """Start the thread (if it is not running)."""
@@ -252,9 +256,13 @@ class Sender:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def busy(self, delivery_id: str) -> bool:
+    def redo_after(self, delivery_id: str) -> bool:
+        """If the delivery is in flight, note that it goes again once its attempt is recorded (True)."""
         with self._lock:
-            return delivery_id in self.in_flight
+            if delivery_id in self.in_flight:
+                self._redo.add(delivery_id)
+                return True
+            return False
 
     def _run(self) -> None:
         closing, pool = self._closing, self._pool
@@ -288,4 +296,11 @@ class Sender:
         finally:
             with self._lock:
                 self.in_flight.pop(row["delivery_id"], None)
+                redo = row["delivery_id"] in self._redo
+                self._redo.discard(row["delivery_id"])
+            if redo:
+                try:
+                    self._requeue(row["delivery_id"])
+                except Exception:  # noqa: BLE001
+                    logger.exception("webhook delivery %s: queueing it again failed", row["delivery_id"])
             self._wake.set()

@@ -112,7 +112,7 @@ class Webhooks:
         self.settings = settings
         self._lock = threading.Lock()
         self.endpoints: dict[str, dict[str, Any]] = {e["endpoint_id"]: e for e in store().load_webhooks()}
-        self.sender = Sender(store, self.attempt, workers=settings.webhooks_max_parallel)
+        self.sender = Sender(store, self.attempt, self._queue_again, workers=settings.webhooks_max_parallel)
         if self.endpoints:
             self.sender.start()
 
@@ -174,17 +174,20 @@ class Webhooks:
         return [self._public_delivery(row) for row in self.store.webhook_deliveries(endpoint_id, limit=limit)]
 
     def redeliver(self, endpoint_id: str, delivery_id: str) -> dict[str, Any]:
-        """Send a delivery again now (same webhook-id, retried for a new period); 409 while an attempt is in flight."""
+        """Send a delivery again now (same webhook-id, retried for a new period); one in flight goes again once
+        its attempt has answered."""
         row = self.store.get_webhook_delivery(delivery_id)
         if row is None or row["endpoint_id"] != self.get(endpoint_id)["endpoint_id"]:
             raise WebhookNotFound(f"Delivery {delivery_id} of webhook {endpoint_id} not found")
-        if self.sender.busy(delivery_id):
-            raise WebhookConflict(f"Delivery {delivery_id} is being sent right now; ask again once it has answered")
+        if not self.sender.redo_after(delivery_id):
+            self._queue_again(delivery_id)
+        return next(d for d in self.deliveries(endpoint_id) if d["id"] == delivery_id)
+
+    def _queue_again(self, delivery_id: str) -> None:
         now = time.time()
         self.store.update_webhook_delivery(delivery_id, status="pending", next_attempt_at=now,
                                            retry_until=now + self.settings.webhooks_retry_period_seconds)
         self.notify()
-        return next(d for d in self.deliveries(endpoint_id) if d["id"] == delivery_id)
 
     # The outbox: what JobRecords writes with a change (it holds the manager's lock; no I/O here)
 
