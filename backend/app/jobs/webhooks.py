@@ -181,7 +181,8 @@ class Webhooks:
             raise WebhookNotFound(f"Delivery {delivery_id} of webhook {endpoint_id} not found")
         if not self.sender.redo_after(delivery_id):
             self._queue_again(delivery_id)
-        return next(d for d in self.deliveries(endpoint_id) if d["id"] == delivery_id)
+        [shown] = self.store.webhook_deliveries(endpoint_id, delivery_id=delivery_id)
+        return self._public_delivery(shown)
 
     def _queue_again(self, delivery_id: str) -> None:
         now = time.time()

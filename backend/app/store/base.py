@@ -104,8 +104,9 @@ class JobStore(Protocol):
     def delete_webhook(self, endpoint_id: str) -> None:
         """Forget an endpoint with its deliveries and their attempts."""
 
-    def webhook_deliveries(self, endpoint_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
-        """An endpoint's deliveries, newest first, each with its ``attempt_log``."""
+    def webhook_deliveries(self, endpoint_id: str, *, limit: int = 100,
+                           delivery_id: str | None = None) -> list[dict[str, Any]]:
+        """An endpoint's deliveries (or the one ``delivery_id``), newest first, each with its ``attempt_log``."""
 
     def get_webhook_delivery(self, delivery_id: str) -> dict[str, Any] | None: ...
 

@@ -117,12 +117,15 @@ class WebhookTables:
 
     # Deliveries (the outbox) and their attempts
 
-    def webhook_deliveries(self, endpoint_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
-        """An endpoint's deliveries, newest first, each with its ``attempt_log`` (oldest first)."""
+    def webhook_deliveries(self, endpoint_id: str, *, limit: int = 100,
+                           delivery_id: str | None = None) -> list[dict[str, Any]]:
+        """An endpoint's deliveries (or the one ``delivery_id``), newest first, each with its ``attempt_log``
+        (oldest first)."""
+        only, params = ("AND delivery_id = ? ", [delivery_id]) if delivery_id is not None else ("", [])
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {', '.join(DELIVERY_FIELDS)} FROM webhook_deliveries WHERE endpoint_id = ? "
-                "ORDER BY created_at DESC, rowid DESC LIMIT ?", (endpoint_id, limit)).fetchall()
+                f"SELECT {', '.join(DELIVERY_FIELDS)} FROM webhook_deliveries WHERE endpoint_id = ? {only}"
+                "ORDER BY created_at DESC, rowid DESC LIMIT ?", [endpoint_id, *params, limit]).fetchall()
             ids = [row["delivery_id"] for row in rows]
             attempts = self._conn.execute(
                 f"SELECT {', '.join(ATTEMPT_FIELDS)} FROM webhook_attempts WHERE delivery_id IN "
