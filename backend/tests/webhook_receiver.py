@@ -57,7 +57,7 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="webhook-receiver", daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name="webhook-receiver", daemon=True)
         self._thread.start()
 
     @property

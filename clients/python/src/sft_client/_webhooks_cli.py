@@ -28,7 +28,7 @@ def add_webhook_commands(commands: Any, add_common: Callable[..., None]) -> None
 
     action("list", cmd_list, "List your webhook endpoints (an admin's: everyone's).")
     a = action("add", cmd_add, "Register URL; prints the endpoint's id and its signing secret (shown once).")
-    a.add_argument("url", metavar="URL")
+    a.add_argument("hook_url", metavar="URL")  # not "url": that is the server's (--url)
     a.add_argument("--event", action="append", dest="events", metavar="TYPE",
                    help="An event type to receive (repeatable; default: fine_tuning.job.succeeded, .failed, "
                    ".cancelled). Others: fine_tuning.job.started, .stopping, .checkpoint.saved, .export.finished.")
@@ -56,7 +56,7 @@ def cmd_list(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_add(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
-    created = client.create_webhook(args.url, events=args.events, scope="global" if args.global_scope else "user",
+    created = client.create_webhook(args.hook_url, events=args.events, scope="global" if args.global_scope else "user",
                                     description=args.description)
     if out.json:
         out.data(created.raw)
