@@ -87,6 +87,16 @@ def is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+def lookup(host: str, port: int) -> list[str]:
+    """The host's addresses: an address as it is, a name through DNS (tests without a network replace this)."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
 def resolve(url: str, *, allow_private: bool) -> Target:
     """The URL's target: its host resolved now, every address checked unless ``allow_private``.
 
@@ -95,10 +105,9 @@ def resolve(url: str, *, allow_private: bool) -> Target:
     """
     scheme, host, port, path = parse_url(url)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+        addresses = lookup(host, port)
+    except (OSError, UnicodeError) as exc:
         raise UnsafeUrl(f"host {host} does not resolve ({exc})") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
     if not allow_private:
         refused = [address for address in addresses if not is_public(address)]
         if refused:
