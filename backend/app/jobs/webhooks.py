@@ -28,6 +28,7 @@ from typing import Any
 
 from ..core.errors import ServiceError
 from ..core.settings import Settings
+from ..sft.jsontext import loads_stored
 from ..store import JobStore
 from .events import JobEventType
 from .models import JobStatus, SFTJob, utcnow
@@ -281,7 +282,7 @@ class Webhooks:
                 "event_type": row["event_type"], "job_id": row["job_id"], "status": row["status"],
                 "created_at": row["created_at"], "next_attempt_at": iso(row["next_attempt_at"]),
                 "delivered_at": row["delivered_at"], "last_status_code": row["last_status_code"],
-                "last_error": row["last_error"], "payload": json.loads(row["body"]),
+                "last_error": row["last_error"], "payload": loads_stored(row["body"]),
                 "attempts": [{key: attempt[key] for key in ("attempt", "started_at", "status_code", "latency_ms",
                                                             "error", "response")} for attempt in row["attempt_log"]]}
 
