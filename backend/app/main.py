@@ -64,6 +64,7 @@ def create_app(manager: SFTJobManager | None = None, *, host: str | None = None)
         gate.close_on_signals()
         yield
         gate.close()
+        app.state.manager.webhooks.close()  # what was in flight stays pending: sent after the next start
 
     app = FastAPI(
         title="SFT job service",

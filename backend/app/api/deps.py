@@ -12,6 +12,7 @@ from ..core.errors import ServiceBusy
 from ..jobs.manager import SFTJobManager, get_sft_job_manager
 from ..jobs.models import SFTJob
 from ..jobs.scoped import ScopedJobs
+from ..jobs.webhooks import ScopedWebhooks
 from ..sft.model_cache import ModelCache
 from ..store.keys import KeyStore
 from .auth import USER_SCOPE_KEY, AdminRequired, Principal, Unauthenticated
@@ -82,6 +83,14 @@ def get_user_jobs(manager: ManagerDep, user: CurrentUser) -> ScopedJobs:
 
 #: The caller's view of the jobs, configs and files: what it may see, create and resume.
 UserJobs = Annotated[ScopedJobs, Depends(get_user_jobs)]
+
+
+def get_user_webhooks(manager: ManagerDep, user: CurrentUser) -> ScopedWebhooks:
+    return ScopedWebhooks(manager.webhooks, user)
+
+
+#: The caller's webhook endpoints: their own (an admin's: everyone's).
+UserWebhooks = Annotated[ScopedWebhooks, Depends(get_user_webhooks)]
 
 
 def visible_job(manager: SFTJobManager, user: Principal, job_id: str) -> SFTJob:

@@ -31,6 +31,11 @@ from sft_client.models import (  # the response models the routes name
     MetricsResponse,
     ModelInfo,
     StopResponse,
+    WebhookDelivery,
+    WebhookDeliveryListResponse,
+    WebhookEndpoint,
+    WebhookEndpointCreated,
+    WebhookListResponse,
 )
 
 
@@ -221,5 +226,6 @@ __all__ = [
     "ExportResponse", "GenerateRequest", "GenerateResponse",
     "HealthResponse", "JobListResponse", "JobStartRequest", "JobStartResponse", "JobStatusName", "JobStatusResponse",
     "LogsResponse", "MergeResponse", "MetricsResponse", "ModelInfo", "PreviewExample", "PreviewSegment",
-    "StopResponse", "TokenLengths",
+    "StopResponse", "TokenLengths", "WebhookDelivery", "WebhookDeliveryListResponse", "WebhookEndpoint",
+    "WebhookEndpointCreated", "WebhookListResponse",
 ]

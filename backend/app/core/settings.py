@@ -155,6 +155,28 @@ class Settings(BaseSettings):
         "a 409 until one is deleted. The same format and type asked again returns the export it has.",
     )
 
+    webhooks_allow_private: bool = Field(
+        False,
+        description="Allow webhook URLs that resolve to loopback, private, link-local or cloud metadata addresses "
+        "(checked when an endpoint is registered and again before each delivery). Off: such URLs are refused.",
+    )
+    webhooks_retry_period_seconds: float = Field(
+        72 * 3600, gt=0, le=30 * 24 * 3600,
+        description="How long a webhook delivery is retried (exponential back-off) before it is marked failed.",
+    )
+    webhooks_first_retry_seconds: float = Field(
+        5.0, gt=0, le=3600,
+        description="The wait before a failed delivery's first retry; each further retry waits twice as long "
+        "(at most an hour).",
+    )
+    webhooks_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="The most one webhook delivery may take (connect, send, answer)."
+    )
+    webhooks_max_parallel: int = Field(
+        4, ge=1, le=64,
+        description="Webhook deliveries sent at once (one at a time per endpoint, so a slow receiver holds one).",
+    )
+
     @field_validator("ray_storage")
     @classmethod
     def _a_shared_directory(cls, value: str | None) -> str | None:

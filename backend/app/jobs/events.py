@@ -75,14 +75,15 @@ class EventLog:
         self._seq.pop(job_id, None)
 
     def emit(self, job_id: str, kind: JobEventType, message: str, *, level: str = "info",
-             data: dict[str, Any] | None = None) -> int:
-        """Record an event; return its number. The job's log gets the line too."""
+             data: dict[str, Any] | None = None, outbox: list[dict[str, Any]] | None = None) -> int:
+        """Record an event (with ``outbox``, the webhook deliveries it causes); return its number. The job's
+        log gets the line too."""
         kind = JobEventType(kind).value
         with self._lock:
             seq = self._seq.get(job_id, 0) + 1
             self._seq[job_id] = seq
             now = utcnow()
-            self.store.add_event(job_id, seq, now, kind, level, message, data)
+            self.store.add_event(job_id, seq, now, kind, level, message, data, outbox=outbox or ())
         self.logs.write(job_id, f"{now} {level.upper()} event {kind}: {message}")
         return seq
 

@@ -237,13 +237,20 @@ class ExportManager:
             logger.exception("export %s failed", export_id)
             shutil.rmtree(target, ignore_errors=True)
             error = getattr(exc, "detail", None) or classify_error(exc)["message"]
-            self.store.update_export(export_id, status=ExportStatus.FAILED.value, completed_at=utcnow(), error=error)
+            self.store.update_export(export_id, status=ExportStatus.FAILED.value, completed_at=utcnow(), error=error,
+                                     outbox=self._webhooks(record, ExportStatus.FAILED, error))
             exc.__traceback__ = None  # its frames would keep a merged model alive
         else:
             self.store.update_export(export_id, status=ExportStatus.COMPLETED.value, completed_at=utcnow(),
-                                     result=result)
+                                     result=result, outbox=self._webhooks(record, ExportStatus.COMPLETED))
         finally:
+            self.jobs.webhooks.notify()
             release_memory()
+
+    def _webhooks(self, record: dict[str, Any], status: ExportStatus, error: str | None = None) -> list[dict[str, Any]]:
+        """The webhook deliveries of an export's end (written with it)."""
+        return self.jobs.webhooks.for_export(self.jobs.jobs.get(record["job_id"]), record, status=status.value,
+                                             error=error)
 
 
 def _log_file(record: dict[str, Any]) -> Path:

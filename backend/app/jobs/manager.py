@@ -32,6 +32,7 @@ from .records import JobRecords
 from .runs import JobRuns
 from .scheduler import Scheduler
 from .templates import ConfigTemplates
+from .webhooks import Webhooks
 
 
 class SFTJobManager:
@@ -64,7 +65,8 @@ class SFTJobManager:
         self.event_log = EventLog(store or SQLiteStore(self.settings.resolved_database_path), self.logs)
         self.executor = executor or create_executor(self.settings, logs=self.logs, runner=runner)
         self.preflight = preflight
-        self.records = JobRecords(self.event_log)
+        self.webhooks = Webhooks(lambda: self.store, self.settings)  # before recover(): its changes send too
+        self.records = JobRecords(self.event_log, outbox=self.webhooks)
         self.scheduler = Scheduler(max_concurrent_jobs or self.settings.max_concurrent_jobs)
         self._lock = threading.RLock()
         self.runs = JobRuns(records=self.records, scheduler=self.scheduler, executor=self.executor,

@@ -9,7 +9,7 @@ that change with it in one write. Callers hold the manager's lock.
 from __future__ import annotations
 
 import bisect
-from typing import Any
+from typing import Any, Protocol
 
 from ..core.errors import JobConflict, JobNotFound
 from ..store import JobStore
@@ -18,11 +18,37 @@ from .models import JobStatus, SFTJob, check_transition, utcnow
 from .progress import public_progress
 
 
-class JobRecords:
-    """Every job by id, and the writes of its record. ``store`` is the event log's (it may be swapped)."""
+class Outbox(Protocol):
+    """What a change of a job sends out (``webhooks.Webhooks``): the outbox rows the store writes in the same
+    transaction as the change, asked under the manager's lock (no I/O), and a wake-up once they are committed."""
 
-    def __init__(self, event_log: EventLog):
+    def for_status(self, job: SFTJob, old: JobStatus, new: JobStatus, fields: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+    def for_event(self, job: SFTJob, kind: JobEventType, data: dict[str, Any] | None) -> list[dict[str, Any]]: ...
+
+    def notify(self) -> None: ...
+
+
+class NoOutbox:
+    """Nothing goes out."""
+
+    def for_status(self, job: SFTJob, old: JobStatus, new: JobStatus, fields: dict[str, Any]) -> list[dict[str, Any]]:
+        return []
+
+    def for_event(self, job: SFTJob, kind: JobEventType, data: dict[str, Any] | None) -> list[dict[str, Any]]:
+        return []
+
+    def notify(self) -> None:
+        pass
+
+
+class JobRecords:
+    """Every job by id, and the writes of its record. ``store`` is the event log's (it may be swapped);
+    ``outbox`` adds the webhook deliveries of a change to the change's own write."""
+
+    def __init__(self, event_log: EventLog, outbox: Outbox | None = None):
         self.event_log = event_log
+        self.outbox: Outbox = outbox or NoOutbox()
         self.jobs: dict[str, SFTJob] = {}
         self._by_key: dict[str, str] = {}
         self._by_dir: dict[str, str] = {}
@@ -100,7 +126,8 @@ class JobRecords:
 
     def set_status(self, job: SFTJob, new: JobStatus, *, resume: bool = False, **fields: Any) -> None:
         """Move ``job`` to ``new`` (the transition table decides; a terminal job moves only by ``resume``),
-        stamp its times and store the status with ``fields`` (other attributes of the job) in one write.
+        stamp its times and store the status with ``fields`` (other attributes of the job) and the webhook
+        deliveries the move causes in one write.
 
         Raises:
             IllegalTransition: the table has no such move.
@@ -112,11 +139,15 @@ class JobRecords:
             fields.setdefault("completed_at", utcnow())
         elif new is JobStatus.PENDING:
             fields["completed_at"] = None
+        outbox = self.outbox.for_status(job, job.status, new, fields)
         job.status = new
-        self.update(job, resume=resume, status=new, **fields)
+        self.update(job, resume=resume, outbox=outbox, status=new, **fields)
+        if outbox:
+            self.outbox.notify()
 
-    def update(self, job: SFTJob, *, resume: bool = False, **fields: Any) -> None:
-        """Set ``fields`` on the job and store them (the job's progress as users see it)."""
+    def update(self, job: SFTJob, *, resume: bool = False, outbox: list[dict[str, Any]] | None = None,
+               **fields: Any) -> None:
+        """Set ``fields`` on the job and store them (the job's progress as users see it), with ``outbox``."""
         stored: dict[str, Any] = {}
         for name, value in fields.items():
             if name != "status":
@@ -124,12 +155,16 @@ class JobRecords:
             stored[name] = value.value if isinstance(value, JobStatus) else value
             if name == "progress":
                 stored[name] = public_progress(value)
-        self.store.update_job(job.job_id, resume=resume, **stored)
+        self.store.update_job(job.job_id, resume=resume, outbox=outbox or (), **stored)
 
     def emit(self, job: SFTJob, kind: JobEventType, message: str, *, level: str = "info",
              data: dict[str, Any] | None = None) -> int:
-        """Add an event to the job's log; return its number."""
-        return self.event_log.emit(job.job_id, kind, message, level=level, data=data)
+        """Add an event to the job's log (with the webhook deliveries it causes); return its number."""
+        outbox = self.outbox.for_event(job, kind, data)
+        seq = self.event_log.emit(job.job_id, kind, message, level=level, data=data, outbox=outbox)
+        if outbox:
+            self.outbox.notify()
+        return seq
 
     def _index(self, job: SFTJob) -> None:
         self.jobs[job.job_id] = job

@@ -6,12 +6,17 @@ uses these public methods only, so a store for another database is one class.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
 class JobStore(Protocol):
-    """Durable records of jobs, saved configs, job events, metrics, files, exports and API keys."""
+    """Durable records of jobs, saved configs, job events, metrics, files, exports, API keys and webhooks.
+
+    ``outbox``: the webhook deliveries a write causes (rows of ``store.webhooks.DELIVERY_FIELDS``), stored
+    in the same transaction as the write itself.
+    """
 
     def close(self) -> None: ...
 
@@ -19,9 +24,10 @@ class JobStore(Protocol):
 
     def insert_job(self, record: dict[str, Any]) -> None: ...
 
-    def update_job(self, job_id: str, *, resume: bool = False, **fields: Any) -> None:
-        """Write ``fields`` of a job's record. Raises ``TerminalJob`` when that would change the status
-        of a job that has ended, unless ``resume``."""
+    def update_job(self, job_id: str, *, resume: bool = False, outbox: Sequence[dict[str, Any]] = (),
+                   **fields: Any) -> None:
+        """Write ``fields`` of a job's record (and ``outbox``). Raises ``TerminalJob`` when that would change
+        the status of a job that has ended, unless ``resume`` (nothing is written then)."""
 
     def delete_job(self, job_id: str) -> None:
         """Forget a job's record with its events, metrics, exports and ``/v1`` data."""
@@ -43,7 +49,7 @@ class JobStore(Protocol):
     # Events and metrics
 
     def add_event(self, job_id: str, seq: int, time: str, type: str, level: str, message: str,
-                  data: dict[str, Any] | None) -> None: ...
+                  data: dict[str, Any] | None, *, outbox: Sequence[dict[str, Any]] = ()) -> None: ...
 
     def events(self, job_id: str, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]: ...
 
@@ -70,7 +76,7 @@ class JobStore(Protocol):
 
     def insert_export(self, record: dict[str, Any]) -> None: ...
 
-    def update_export(self, export_id: str, **fields: Any) -> None: ...
+    def update_export(self, export_id: str, *, outbox: Sequence[dict[str, Any]] = (), **fields: Any) -> None: ...
 
     def exports(self, job_id: str | None = None) -> list[dict[str, Any]]: ...
 
@@ -87,3 +93,28 @@ class JobStore(Protocol):
     def revoke_key(self, key_id: str, revoked_at: str) -> None: ...
 
     def count_active_keys(self) -> int: ...
+
+    # Webhooks: endpoints, the outbox of deliveries, their attempts
+
+    def insert_webhook(self, record: dict[str, Any]) -> None: ...
+
+    def load_webhooks(self) -> list[dict[str, Any]]:
+        """Every endpoint, its secret included, oldest first."""
+
+    def delete_webhook(self, endpoint_id: str) -> None:
+        """Forget an endpoint with its deliveries and their attempts."""
+
+    def webhook_deliveries(self, endpoint_id: str, *, limit: int = 100,
+                           delivery_id: str | None = None) -> list[dict[str, Any]]:
+        """An endpoint's deliveries (or the one ``delivery_id``), newest first, each with its ``attempt_log``."""
+
+    def get_webhook_delivery(self, delivery_id: str) -> dict[str, Any] | None: ...
+
+    def due_webhook_deliveries(self, now: float, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Pending deliveries due at ``now`` (epoch seconds), of endpoints that exist, oldest first."""
+
+    def next_webhook_due(self) -> float | None: ...
+
+    def update_webhook_delivery(self, delivery_id: str, *, attempt: dict[str, Any] | None = None,
+                                **fields: Any) -> bool:
+        """Set a delivery's ``fields`` and record ``attempt`` in one transaction; False: no such delivery."""

@@ -1,5 +1,5 @@
-"""SQLite persistence for jobs, saved configs, job events, metrics and exports; uploaded files and the
-OpenAI-compatible API's extra job data.
+"""SQLite persistence for jobs, saved configs, job events, metrics and exports; uploaded files, the
+OpenAI-compatible API's extra job data, and the webhooks (``webhooks.py``: endpoints and the outbox).
 
 One connection shared by the API and the worker threads behind a lock; WAL mode and a commit on
 every change, so a record survives ``kill -9`` of the server the moment the call returns.
@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..sft.jsontext import loads_stored
+from .webhooks import WEBHOOK_SCHEMA, WebhookTables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -136,8 +138,8 @@ EXPORT_FIELDS = (
 )
 
 
-class SQLiteStore:
-    """Durable records of jobs, configs, events, metrics, files, exports and API keys (a ``JobStore``)."""
+class SQLiteStore(WebhookTables):
+    """Durable records of jobs, configs, events, metrics, files, exports, API keys and webhooks (a ``JobStore``)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -151,7 +153,7 @@ class SQLiteStore:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 # WAL + NORMAL: a commit survives a killed process (not a power cut) without an fsync each.
                 self._conn.execute("PRAGMA synchronous=NORMAL")
-                self._conn.executescript(SCHEMA)
+                self._conn.executescript(SCHEMA + WEBHOOK_SCHEMA)
                 self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise DatabaseUnavailable(
@@ -203,8 +205,10 @@ class SQLiteStore:
         marks = ", ".join("?" for _ in row)
         self._execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", list(row.values()))
 
-    def update_job(self, job_id: str, *, resume: bool = False, **fields: Any) -> None:
-        """Write ``fields`` of a job's record.
+    def update_job(self, job_id: str, *, resume: bool = False, outbox: Sequence[dict[str, Any]] = (),
+                   **fields: Any) -> None:
+        """Write ``fields`` of a job's record, and the webhook deliveries it causes (``outbox``) in the same
+        transaction.
 
         Raises:
             TerminalJob: ``fields`` changes the status of a job that has ended, and ``resume`` is False.
@@ -218,7 +222,7 @@ class SQLiteStore:
         if "status" in fields and not resume:
             guard = f" AND (status = ? OR status NOT IN ({', '.join('?' for _ in TERMINAL_STATUSES)}))"
             params += [fields["status"], *TERMINAL_STATUSES]
-        with self._lock:
+        with self._lock, self._transaction(outbox):
             changed = self._conn.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?{guard}", params).rowcount
             if guard and not changed:
                 row = self._conn.execute("SELECT status FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
@@ -259,11 +263,12 @@ class SQLiteStore:
     # Events and metrics
 
     def add_event(self, job_id: str, seq: int, time: str, type: str, level: str, message: str,
-                  data: dict[str, Any] | None) -> None:
-        self._execute(
-            "INSERT INTO events (job_id, seq, time, type, level, message, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (job_id, seq, time, type, level, message, _dumps(data)),
-        )
+                  data: dict[str, Any] | None, *, outbox: Sequence[dict[str, Any]] = ()) -> None:
+        with self._lock, self._transaction(outbox):
+            self._conn.execute(
+                "INSERT INTO events (job_id, seq, time, type, level, message, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job_id, seq, time, type, level, message, _dumps(data)),
+            )
 
     def events(self, job_id: str, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._query(
@@ -356,13 +361,14 @@ class SQLiteStore:
         self._execute(f"INSERT INTO exports ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
                       list(row.values()))
 
-    def update_export(self, export_id: str, **fields: Any) -> None:
+    def update_export(self, export_id: str, *, outbox: Sequence[dict[str, Any]] = (), **fields: Any) -> None:
         unknown = set(fields) - set(EXPORT_FIELDS)
         if unknown:
             raise ValueError(f"unknown export fields: {sorted(unknown)}")
         values = [_dumps(v) if k == "result" else v for k, v in fields.items()]
         assignments = ", ".join(f"{k} = ?" for k in fields)
-        self._execute(f"UPDATE exports SET {assignments} WHERE export_id = ?", [*values, export_id])
+        with self._lock, self._transaction(outbox):
+            self._conn.execute(f"UPDATE exports SET {assignments} WHERE export_id = ?", [*values, export_id])
 
     def exports(self, job_id: str | None = None) -> list[dict[str, Any]]:
         """Export records, oldest first: of one job, or all of them."""

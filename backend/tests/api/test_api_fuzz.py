@@ -34,6 +34,7 @@ from app.api.sft_job_manager import SFTJob, SFTJobManager
 from app.core.settings import Settings
 from app.main import create_app
 from app.sft import data, models
+from app.jobs import webhook_sender
 from app.sft.errors import DatasetError, ModelError
 from app.store import SQLiteStore
 from factories import contact_rows, wait_for, write_jsonl
@@ -58,6 +59,11 @@ def _no_hub_dataset(name, split, *, limit):
 
 def _no_hub_model(repo_id):
     raise ModelError(f"model '{repo_id}' is not reachable in tests")
+
+
+def _no_webhook_host(host, port):
+    """A fuzzed webhook URL never resolves: no DNS lookup, and no endpoint that would send to a public address."""
+    raise OSError(f"no network in tests ({host})")
 
 
 class Fuzz:
@@ -104,6 +110,7 @@ def fuzz(tmp_path_factory, tiny_model_dir):
     patch = pytest.MonkeyPatch()
     patch.setattr(data, "_read_hub", _no_hub_dataset)
     patch.setattr(models, "_check_hub_has", _no_hub_model)
+    patch.setattr(webhook_sender, "lookup", _no_webhook_host)
     manager = SFTJobManager(
         settings=Settings(data_dir=root / "data", dataset_roots=[root], model_cache_dir=root / "model-cache",
                         model_roots=[root, tiny_model_dir.parent]),

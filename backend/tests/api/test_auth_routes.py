@@ -71,6 +71,7 @@ class World:
     export_id: str = ""
     export_file: str = ""
     ft_model: str = ""
+    webhook_id: str = ""
 
     def as_(self, who: str | None, call: Call):
         headers = {} if who is None else {"Authorization": f"Bearer {self.keys[who]}"}
@@ -165,6 +166,30 @@ def _delete_export(w: World) -> Call:
     return Call("DELETE", f"/api/sft/jobs/{w.trained}/exports/{export_id}", target=w.trained)
 
 
+#: A receiver address nobody listens on: the cases' deliveries fail quietly (the world allows private addresses).
+HOOK_URL = "http://127.0.0.1:9/hook"
+
+
+def _fresh_webhook(w: World) -> str:
+    answer = w.as_("alice", Call("POST", "/api/webhooks", json={"url": HOOK_URL, "events": ["fine_tuning.job.cancelled"]}))
+    assert answer.status_code == 201, answer.text
+    return answer.json()["id"]
+
+
+def _webhook(path: str = "", method: str = "GET") -> Callable[[World], Call]:
+    def build(w: World) -> Call:
+        webhook_id = w.webhook_id if method == "GET" else _fresh_webhook(w)
+        return Call(method, f"/api/webhooks/{webhook_id}{path}", target=webhook_id)
+    return build
+
+
+def _redeliver(w: World) -> Call:
+    webhook_id = _fresh_webhook(w)
+    w.fresh_job(stopped=True)  # its end: one delivery to alice's endpoint
+    [delivery] = w.manager.webhooks.deliveries(webhook_id)
+    return Call("POST", f"/api/webhooks/{webhook_id}/deliveries/{delivery['id']}/redeliver", target=webhook_id)
+
+
 def _new_key(w: World) -> Call:
     return Call("POST", "/api/keys", json={"name": "carol"})
 
@@ -252,6 +277,13 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/api/keys"): Case(_new_key, status=201, kind="admin"),
     ("DELETE", "/api/keys/{key_id}"): Case(_revoke_key, kind="admin"),
     ("GET", "/health"): Case(lambda w: Call("GET", "/health"), kind="any"),
+    ("POST", "/api/webhooks"): Case(lambda w: Call("POST", "/api/webhooks", json={"url": HOOK_URL}), status=201,
+                                    kind="any"),
+    ("GET", "/api/webhooks"): Case(lambda w: Call("GET", "/api/webhooks"), kind="list"),
+    ("GET", "/api/webhooks/{webhook_id}"): Case(_webhook()),
+    ("DELETE", "/api/webhooks/{webhook_id}"): Case(_webhook(method="DELETE")),
+    ("GET", "/api/webhooks/{webhook_id}/deliveries"): Case(_webhook("/deliveries")),
+    ("POST", "/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): Case(_redeliver, status=202),
 }
 
 
@@ -267,7 +299,7 @@ def test_every_route_has_a_case():
 @pytest.fixture
 def world(make_manager, settings: Settings, tiny_config, chat_jsonl, tiny_model_dir) -> World:
     settings = settings.model_copy(update={"auth": "keys", "generate_while_training": True,
-                                           "max_active_jobs_per_key": 1000})
+                                           "max_active_jobs_per_key": 1000, "webhooks_allow_private": True})
     manager = make_manager(runner=None, preflight=True, settings=settings, max_concurrent_jobs=2)
     keys = KeyStore(manager.store)
     made = {name: keys.create(name, admin=admin) for name, admin in
@@ -292,8 +324,10 @@ def world(make_manager, settings: Settings, tiny_config, chat_jsonl, tiny_model_
         w.as_("alice", _export()(w)).json()), timeout=120, message="the export")
     assert done["status"] == "completed", done
     w.export_file = done["result"]["files"][0]["name"]
+    w.webhook_id = _fresh_webhook(w)
     yield w
     client.close()
+    manager.webhooks.close()
 
 
 def _detail(response) -> str:

@@ -16,7 +16,7 @@ from app.api.sft_job_manager import SFTJobManager
 from app.core.settings import Settings
 from app.main import create_app
 from app.store import SQLiteStore
-from factories import MISSING, contact_rows, greedy_text, write_jsonl
+from factories import MISSING, contact_rows, greedy_text, wait_for, write_jsonl
 
 EXPORT_TIMEOUT = 180
 
@@ -241,3 +241,22 @@ def test_a_download_is_streamed_with_its_size_and_writes_no_copy(env, tmp_path):
     assert sorted(names) == sorted(f["name"] for f in record["result"]["files"])
     for name in names:
         assert (tmp_path / "out" / name).read_bytes() == (Path(record["path"]) / name).read_bytes()
+
+
+def test_an_exports_end_is_a_webhook_event(env, monkeypatch):
+    from webhook_receiver import Receiver
+
+    monkeypatch.setattr(env.manager.settings, "webhooks_allow_private", True)  # the receiver is on 127.0.0.1
+    receiver = Receiver()
+    try:
+        hook = env.client.post("/api/webhooks", json={"url": receiver.url,
+                                                      "events": ["fine_tuning.job.export.finished"]}).json()
+        record = export(env, "lora", format="gguf", type="q8_0")  # fails: see the conversion failure above
+        wait_for(lambda: receiver.requests, timeout=10, message="the export's webhook")
+        [event] = [request.event for request in receiver.requests]
+        assert event["type"] == "fine_tuning.job.export.finished"
+        assert event["data"] == {"id": env.jobs["lora"], "export_id": record["export_id"], "format": "gguf",
+                                 "type": "q8_0", "status": "failed", "error": record["error"]}
+        assert env.client.delete(f"/api/webhooks/{hook['id']}").status_code == 200
+    finally:
+        receiver.close()

@@ -15,6 +15,7 @@ from urllib.parse import quote
 from .types import (
     Checkpoint,
     ConfigSaved,
+    Delivery,
     EventPage,
     Evaluation,
     Export,
@@ -28,6 +29,8 @@ from .types import (
     ModelInfo,
     SavedConfig,
     StopResult,
+    Webhook,
+    WebhookCreated,
 )
 
 T = TypeVar("T")
@@ -203,3 +206,42 @@ def delete_config(config_id: str) -> Call[str]:
 
 def config_schema() -> Call[dict[str, Any]]:
     return Call("GET", f"{PREFIX}/config-schema", lambda data: data, repeatable=True)
+
+
+WEBHOOKS = "/api/webhooks"
+
+
+def _webhook(webhook_id: str, tail: str = "") -> str:
+    return f"{WEBHOOKS}/{quote(webhook_id, safe='')}{tail}"
+
+
+def create_webhook(url: str, *, events: list[str] | None, scope: str, description: str | None) -> Call[WebhookCreated]:
+    body: dict[str, Any] = {"url": url, "scope": scope}
+    if events is not None:
+        body["events"] = events
+    if description is not None:
+        body["description"] = description
+    return Call("POST", WEBHOOKS, WebhookCreated.from_dict, json=body)
+
+
+def list_webhooks() -> Call[list[Webhook]]:
+    return Call("GET", WEBHOOKS, lambda data: [Webhook.from_dict(w) for w in data["webhooks"]], repeatable=True)
+
+
+def get_webhook(webhook_id: str) -> Call[Webhook]:
+    return Call("GET", _webhook(webhook_id), Webhook.from_dict, repeatable=True)
+
+
+def delete_webhook(webhook_id: str) -> Call[Webhook]:
+    return Call("DELETE", _webhook(webhook_id), Webhook.from_dict)
+
+
+def webhook_deliveries(webhook_id: str, *, limit: int) -> Call[list[Delivery]]:
+    return Call("GET", _webhook(webhook_id, "/deliveries"),
+                lambda data: [Delivery.from_dict(d) for d in data["deliveries"]], params={"limit": limit},
+                repeatable=True)
+
+
+def redeliver(webhook_id: str, delivery_id: str) -> Call[Delivery]:
+    return Call("POST", _webhook(webhook_id, f"/deliveries/{quote(delivery_id, safe='')}/redeliver"),
+                Delivery.from_dict)

@@ -30,6 +30,7 @@ from ._display import (
     when,
 )
 from ._transfer import check_destination
+from ._webhooks_cli import add_webhook_commands
 from .client import DEFAULT_URL, SFTClient, __version__
 from .errors import APIConnectionError, APIStatusError, ConflictError, DownloadError, SFTError
 from .types import JOB_STATUSES, Job, SavedConfig
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("ref", metavar="NAME")
     a.set_defaults(run=cmd_configs_rm)
 
+    add_webhook_commands(commands, add_common)
     command("models", cmd_models, "Models the server can train offline.")
     command("health", cmd_health, "Check that the server answers.")
     return parser

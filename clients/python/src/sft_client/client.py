@@ -21,6 +21,7 @@ from .errors import APIConnectionError, APITimeoutError, DownloadError, error_fr
 from .types import (
     Checkpoint,
     ConfigSaved,
+    Delivery,
     Event,
     EventPage,
     Evaluation,
@@ -35,6 +36,8 @@ from .types import (
     ModelInfo,
     SavedConfig,
     StopResult,
+    Webhook,
+    WebhookCreated,
 )
 
 __version__ = "0.1.0"
@@ -409,6 +412,32 @@ class SFTClient(_Base):
     def delete_config(self, config_id: str) -> str:
         return self._run(_api.delete_config(config_id))
 
+    # Webhooks
+
+    def create_webhook(self, url: str, *, events: list[str] | None = None, scope: str = "user",
+                       description: str | None = None) -> WebhookCreated:
+        """Register a webhook endpoint; its ``secret`` (whsec_...) is in this answer only. ``events``: default a
+        job's end (fine_tuning.job.succeeded, .failed, .cancelled); ``scope="global"`` needs an admin key."""
+        return self._run(_api.create_webhook(url, events=events, scope=scope, description=description))
+
+    def list_webhooks(self) -> list[Webhook]:
+        return self._run(_api.list_webhooks())
+
+    def get_webhook(self, webhook_id: str) -> Webhook:
+        return self._run(_api.get_webhook(webhook_id))
+
+    def delete_webhook(self, webhook_id: str) -> Webhook:
+        """Delete an endpoint with its deliveries."""
+        return self._run(_api.delete_webhook(webhook_id))
+
+    def webhook_deliveries(self, webhook_id: str, *, limit: int = 100) -> list[Delivery]:
+        """The endpoint's deliveries, newest first, each with every attempt."""
+        return self._run(_api.webhook_deliveries(webhook_id, limit=limit))
+
+    def redeliver(self, webhook_id: str, delivery_id: str) -> Delivery:
+        """Send a delivery again now (same webhook-id)."""
+        return self._run(_api.redeliver(webhook_id, delivery_id))
+
 
 class _BuildOnly:
     """Stands in for a client when a sync method is asked only for its request: ``_run`` hands back the
@@ -600,3 +629,9 @@ class AsyncSFTClient(_Base):
     list_configs = _awaited(SFTClient.list_configs)
     get_config = _awaited(SFTClient.get_config)
     delete_config = _awaited(SFTClient.delete_config)
+    create_webhook = _awaited(SFTClient.create_webhook)
+    list_webhooks = _awaited(SFTClient.list_webhooks)
+    get_webhook = _awaited(SFTClient.get_webhook)
+    delete_webhook = _awaited(SFTClient.delete_webhook)
+    webhook_deliveries = _awaited(SFTClient.webhook_deliveries)
+    redeliver = _awaited(SFTClient.redeliver)

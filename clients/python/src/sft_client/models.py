@@ -397,6 +397,62 @@ class ExportFormatsResponse(WireModel):
     quantizer: str | None = Field(None, description="llama.cpp's llama-quantize, when found.")
 
 
+# Webhooks
+
+
+class WebhookEndpoint(WireModel):
+    id: str = Field(..., description="The endpoint's id (wh_...).")
+    url: str = Field(..., description="Where its deliveries are POSTed.")
+    events: list[str] = Field(..., description="The event types it receives (fine_tuning.job.succeeded...).")
+    scope: Literal["user", "global"] = Field(..., description="user: the events of its owner's jobs; global (admins "
+                                             "only): every user's.")
+    owner: str | None = Field(..., description="The key name that registered it (null with keys off).")
+    description: str | None = None
+    created_at: str
+
+
+class WebhookEndpointCreated(WebhookEndpoint):
+    secret: str = Field(..., description="The signing secret (whsec_...), shown this once: give it to "
+                        "openai.OpenAI(webhook_secret=...).webhooks.unwrap.")
+
+
+class WebhookListResponse(WireModel):
+    webhooks: list[WebhookEndpoint]
+
+
+class WebhookAttempt(WireModel):
+    attempt: int = Field(..., description="1 for the first try.")
+    started_at: str
+    status_code: int | None = Field(..., description="The receiver's answer (null: none: refused, unreachable, "
+                                    "timed out).")
+    latency_ms: float | None
+    error: str | None = Field(..., description="Why the attempt failed (null: a 2xx answer).")
+    response: str | None = Field(..., description="The start of the receiver's answer (256 characters at most).")
+
+
+class WebhookDelivery(WireModel):
+    id: str = Field(..., description="The webhook-id header (msg_...): the same on every retry and redelivery.")
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    job_id: str | None
+    status: Literal["pending", "delivered", "failed"] = Field(
+        ..., description="pending: not answered with a 2xx yet, retried with back-off; delivered; failed: retried "
+        "for SFT_WEBHOOKS_RETRY_PERIOD_SECONDS without success (POST .../redeliver sends it again).")
+    created_at: str
+    next_attempt_at: str | None = Field(..., description="When a pending delivery is tried next.")
+    delivered_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+    payload: dict[str, Any] = Field(..., description="The event as sent: {id, object, created_at, type, data}.")
+    attempts: list[WebhookAttempt] = Field(..., description="Every attempt, oldest first.")
+
+
+class WebhookDeliveryListResponse(WireModel):
+    endpoint_id: str
+    deliveries: list[WebhookDelivery] = Field(..., description="Newest first.")
+
+
 # Errors
 
 

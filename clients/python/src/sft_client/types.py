@@ -31,6 +31,10 @@ from .models import (
     MergeResponse,
     ModelInfo,
     StopResponse,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEndpointCreated,
 )
 
 Health = HealthResponse
@@ -50,9 +54,14 @@ Evaluation = EvaluateResponse
 Merge = MergeResponse
 Export = ExportResponse
 ExportFormats = ExportFormatsResponse
+Webhook = WebhookEndpoint
+WebhookCreated = WebhookEndpointCreated
+Delivery = WebhookDelivery
+DeliveryAttempt = WebhookAttempt
 
 __all__ = [
     "JOB_STATUSES", "TERMINAL_STATUSES", "Attempt", "Checkpoint", "ConfigSaved", "Evaluation", "Event", "EventPage", "Export", "ExportFormats",
     "Generation", "GpuMemory", "Health", "Job", "JobConfig", "JobError", "JobList", "JobResult", "JobStart",
     "JobStatusName", "Merge", "ModelInfo", "Progress", "SavedConfig", "Score", "StopResult",
+    "Webhook", "WebhookCreated", "Delivery", "DeliveryAttempt",
 ]

@@ -6,6 +6,7 @@ import { jobView } from "./job.js";
 import { newJobView } from "./newjob.js";
 import { compareView } from "./compare.js";
 import { modelsView } from "./models.js";
+import { webhooksView } from "./webhooks.js";
 
 const main = document.getElementById("view");
 // Tests and the bench read the open job's chart from here.
@@ -17,6 +18,7 @@ const routes = [
   [/^#\/new(?:\?(.*))?$/, (m) => newJobView(new URLSearchParams(m[1] || ""))],
   [/^#\/compare(?:\?(.*))?$/, (m) => compareView(new URLSearchParams(m[1] || ""))],
   [/^#\/models$/, () => modelsView()],
+  [/^#\/webhooks$/, () => webhooksView()],
   [/^#\/jobs(?:\?(.*))?$/, (m) => jobsView(new URLSearchParams(m[1] || ""))],
 ];
 
