@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from ..core.errors import ServiceError
+from ..core.errors import JobConflict, ServiceError
 from ..core.settings import Settings
 from ..sft.jsontext import loads_stored
 from ..store import JobStore
@@ -85,9 +85,8 @@ class WebhookForbidden(ServiceError):
     error_type = "forbidden"
 
 
-class WebhookConflict(ServiceError):
-    status_code = 409
-    error_type = "conflict"
+class WebhookConflict(JobConflict):
+    """The request does not fit the delivery's state."""
 
 
 def new_secret() -> str:

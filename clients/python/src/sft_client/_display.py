@@ -53,6 +53,13 @@ class Output:
     def line(self, text: str | Text = "", style: str | None = None) -> None:
         self.console.print(text, style=style, markup=False, soft_wrap=True)
 
+    def answer(self, data: Any, text: str) -> None:
+        """A command's answer: ``data`` as one JSON document with --json, otherwise ``text``."""
+        if self.json:
+            self.data(data)
+        else:
+            self.line(text)
+
     def note(self, text: str, style: str | None = None) -> None:
         self.err.print(text, style=style, markup=False, soft_wrap=True)
 

@@ -68,10 +68,7 @@ def cmd_add(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
 
 def cmd_rm(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
     deleted = client.delete_webhook(args.webhook_id)
-    if out.json:
-        out.data(deleted.raw)
-    else:
-        out.line(f"Deleted webhook {deleted.id} ({deleted.url})")
+    out.answer(deleted.raw, f"Deleted webhook {deleted.id} ({deleted.url})")
     return EXIT_OK
 
 
@@ -93,8 +90,5 @@ def cmd_deliveries(client: SFTClient, args: argparse.Namespace, out: Output) -> 
 
 def cmd_redeliver(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
     delivery = client.redeliver(args.webhook_id, args.delivery_id)
-    if out.json:
-        out.data(delivery.raw)
-    else:
-        out.line(f"Delivery {delivery.id} ({delivery.event_type}) queued again: {delivery.status}")
+    out.answer(delivery.raw, f"Delivery {delivery.id} ({delivery.event_type}) queued again: {delivery.status}")
     return EXIT_OK

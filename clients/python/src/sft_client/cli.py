@@ -403,10 +403,7 @@ def show_job(out: Output, job: Job) -> None:
 
 def cmd_stop(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
     result = client.stop_job(args.job_id)
-    if out.json:
-        out.data(result.raw)
-    else:
-        out.line(result.message)
+    out.answer(result.raw, result.message)
     return EXIT_OK
 
 
@@ -527,10 +524,7 @@ def cmd_download(client: SFTClient, args: argparse.Namespace, out: Output) -> in
 
 def cmd_merge(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
     result = client.merge(args.job_id)
-    if out.json:
-        out.data(result.raw)
-    else:
-        out.line(f"Merged model (on the server): {result.merged_path} ({size(result.size_bytes)})")
+    out.answer(result.raw, f"Merged model (on the server): {result.merged_path} ({size(result.size_bytes)})")
     return EXIT_OK
 
 
@@ -571,10 +565,7 @@ def cmd_export(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
 def cmd_exports(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
     if args.rm:
         deleted = client.delete_export(args.job_id, args.rm)
-        if out.json:
-            out.data(deleted.raw)
-        else:
-            out.line(f"Deleted export {deleted.export_id} ({deleted.format}) of job {args.job_id}")
+        out.answer(deleted.raw, f"Deleted export {deleted.export_id} ({deleted.format}) of job {args.job_id}")
         return EXIT_OK
     exports = client.list_exports(args.job_id)
     if out.json:
@@ -610,10 +601,7 @@ def cmd_configs_list(client: SFTClient, args: argparse.Namespace, out: Output) -
 
 def cmd_configs_save(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
     saved = client.save_config(args.name, apply_sets(load_config(args.config), args.sets))
-    if out.json:
-        out.data(saved.raw)
-    else:
-        out.line(f"Saved config {saved.name} ({saved.config_id})")
+    out.answer(saved.raw, f"Saved config {saved.name} ({saved.config_id})")
     return EXIT_OK
 
 
@@ -630,10 +618,8 @@ def cmd_configs_show(client: SFTClient, args: argparse.Namespace, out: Output) -
 def cmd_configs_rm(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
     saved = find_config(client, args.ref)
     message = client.delete_config(saved.config_id)
-    if out.json:
-        out.data({"message": message, "config_id": saved.config_id, "name": saved.name})
-    else:
-        out.line(f"Deleted config {saved.name} ({saved.config_id})")
+    out.answer({"message": message, "config_id": saved.config_id, "name": saved.name},
+               f"Deleted config {saved.name} ({saved.config_id})")
     return EXIT_OK
 
 
