@@ -27,6 +27,7 @@ SchedulerType = Literal[
 ]
 ReportTarget = Literal["wandb", "tensorboard"]
 LossPath = Literal["auto", "cross_entropy", "trl"]
+DistributedStrategy = Literal["auto", "ddp", "fsdp"]
 
 #: What loss_path "auto" trains with on a CUDA GPU. Measured by the GPU check on an H200 (docs/gpu.md):
 #: cross_entropy trained 1.10x the steps/s of TRL's fused head with the same peak memory and losses.
@@ -165,6 +166,12 @@ class SFTConfig(BaseModel):
         description="GPUs each worker holds on the Ray cluster. None: 1 when the cluster has GPUs, else 0 (CPU).",
     )
     num_cpus_per_worker: float = Field(1, gt=0, le=1024, description="CPUs each worker holds on the Ray cluster.")
+    distributed_strategy: DistributedStrategy = Field(
+        "auto",
+        description="How num_workers > 1 share the model: ddp (each worker holds the whole model), fsdp (parameters, "
+        "gradients and optimizer state sharded across the workers, PyTorch FSDP2), or auto (ddp when the model fits "
+        "one worker, else fsdp).",
+    )
 
     @field_validator("base_model", "dataset_name", "eval_dataset_name", "output_dir")
     @classmethod
