@@ -435,6 +435,41 @@ def read_model_config(folder: Path | str) -> dict[str, Any]:
         raise PlanError(f"cannot read {path}: {exc}") from None
 
 
+def model_shape(reference: str, *, cache_dir: Path, allowed_roots: list[Path] | None = None,
+                hub: bool = True) -> ModelShape:
+    """The shape of the model ``reference`` names, from its config.json: a local directory's, a converted
+    GGUF or bundled model's (in the model cache), the local Hugging Face cache's, or — with ``hub`` — the
+    config.json alone downloaded from the Hub. Never a weight.
+
+    Raises:
+        PlanError: the config cannot be had; the message says why and what to do.
+    """
+    from .models import resolve_model
+
+    ref = resolve_model(reference, cache_dir=cache_dir, allowed_roots=allowed_roots)
+    if ref.kind in ("bundled", "gguf", "local"):
+        if not (Path(ref.path) / "config.json").is_file():
+            raise PlanError(f"{reference} has not been converted from GGUF yet, so its config is not known: its "
+                            "size is planned once a job or a generation has converted it")
+        return ModelShape.from_config(read_model_config(ref.path), name=reference)
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(ref.path, "config.json")
+    if isinstance(cached, str):
+        return ModelShape.from_config(json.loads(Path(cached).read_text()), name=reference)
+    if not hub:
+        raise PlanError(f"{reference} is not in the local Hugging Face cache")
+    from .hub import HUB_TIMEOUT_SECONDS
+
+    try:
+        path = hf_hub_download(ref.path, "config.json", etag_timeout=HUB_TIMEOUT_SECONDS)
+    except Exception as exc:  # connection errors come in many types
+        raise PlanError(f"{reference}'s config.json is not in the local Hugging Face cache and the Hub could not "
+                        f"be reached ({type(exc).__name__}); use a local model directory or connect to the Hub"
+                        ) from None
+    return ModelShape.from_config(read_model_config(Path(path).parent), name=reference)
+
+
 #: config.json numbers of real models (the Hub is not reached for them): the README's table.
 REFERENCE_MODELS: dict[str, dict[str, Any]] = {
     "meta-llama/Llama-3.2-1B": {"vocab_size": 128256, "hidden_size": 2048, "intermediate_size": 8192,
