@@ -19,11 +19,6 @@ from ..sft.errors import ModelError
 from ..sft.planner import FitPlan, PlanError, model_shape, plan
 from .executors.base import Executor, JobSpec
 
-#: The field a refusal names: the memory a job needs follows from all of its fields, but the fix the
-#: message leads with (fsdp over more workers) is this one.
-FIT_FIELD = "config.num_workers"
-
-
 def plan_job(config: SFTConfig, spec: JobSpec, *, settings: Settings, executor: Executor) -> FitPlan:
     """``config``'s memory plan on ``executor``'s workers.
 
@@ -49,7 +44,8 @@ def check_fit(config: SFTConfig, spec: JobSpec, *, settings: Settings,
     except InvalidConfig:
         return config, None
     if fit.fits is False:
-        raise InvalidConfig(f"{FIT_FIELD}: {fit.message}", field=FIT_FIELD)
+        field = f"config.{fit.field}"
+        raise InvalidConfig(f"{field}: {fit.message}", field=field)
     if config.distributed_strategy == "auto" and config.num_workers > 1 and fit.device is not None:
         # At merge: app.sft.distributed.resolve_strategy(config, fits_one_worker=...) makes this choice; the
         # planner's resolve_strategy applies the same rule (ddp when one worker holds the model, else fsdp).

@@ -298,6 +298,7 @@ class DeviceMemory:
 
     kind: Device
     bytes: int
+    #: Which memory, as a message names it before its size: "this GPU (NVIDIA H100 80GB HBM3)".
     name: str
     #: Workers the executor can place at once (1 for the thread executor): what suggestions may use.
     max_workers: int = 1
@@ -311,7 +312,17 @@ class FitPlan:
     device: DeviceMemory | None
     margin: float
     fits: bool | None
-    suggestions: list[str] = field(default_factory=list)
+    #: ``(what to change, the config field it changes)``, each a single change the planner found to fit.
+    changes: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def suggestions(self) -> list[str]:
+        return [label for label, _ in self.changes]
+
+    @property
+    def field(self) -> str:
+        """The config field a refusal names: the first change that fits, else the model itself."""
+        return self.changes[0][1] if self.changes else "base_model"
 
     def as_dict(self) -> dict[str, Any]:
         return {"estimate": self.estimate.as_dict(), "estimated_peak_mb": round(self.estimate.total / MIB, 1),
@@ -319,17 +330,19 @@ class FitPlan:
                     "kind": self.device.kind, "name": self.device.name,
                     "memory_mb": round(self.device.bytes / MIB, 1), "max_workers": self.device.max_workers},
                 "margin": self.margin, "fits": self.fits, "suggestions": self.suggestions,
-                "message": self.message}
+                "message": self.message, "field": None if self.fits is not False else f"config.{self.field}"}
 
     @property
     def message(self) -> str:
         need = f"needs ~{_gib(self.estimate.total)} per {_unit(self.estimate.device)}"
         if self.device is None:
             return f"{need} (this server could not tell what its devices have)"
-        has = f"{self.device.name} has {_gib(self.device.bytes)}"
+        has = f"{self.device.name}: {_gib(self.device.bytes)}"
         if self.fits:
             return f"{need}; {has}: it fits"
-        hint = f": use {_or_list(self.suggestions)}" if self.suggestions else ": no setting the planner knows fits it"
+        hint = (f": use {_or_list(self.suggestions)}" if self.suggestions else
+                ": no single change the planner tries fits it (fsdp over the workers this executor can place, QLoRA, "
+                "LoRA, gradient_checkpointing, a smaller batch); use a smaller model or larger devices")
         return f"{need}; {has}{hint}"
 
 
@@ -346,7 +359,7 @@ def plan(shape: ModelShape, config: SFTConfig, device: DeviceMemory | None, *,
     if device is None:
         return FitPlan(est, None, margin, None)
     fits = _fits(est, device, margin)
-    return FitPlan(est, device, margin, fits, [] if fits else _suggestions(shape, config, device, margin))
+    return FitPlan(est, device, margin, fits, [] if fits else _changes(shape, config, device, margin))
 
 
 def resolve_strategy(shape: ModelShape, config: SFTConfig, device: DeviceMemory | None, *,
@@ -368,27 +381,31 @@ def _fits(est: MemoryEstimate, device: DeviceMemory, margin: float) -> bool:
     return est.total <= device.bytes * margin
 
 
-def _suggestions(shape: ModelShape, config: SFTConfig, device: DeviceMemory, margin: float) -> list[str]:
-    """Single changes that make ``config`` fit ``device``, each checked with the planner itself."""
-    found: list[str] = []
+def _changes(shape: ModelShape, config: SFTConfig, device: DeviceMemory, margin: float) -> list[tuple[str, str]]:
+    """Single changes that make ``config`` fit ``device`` (label, field), each checked with the planner itself."""
+    found: list[tuple[str, str]] = []
     for workers in (2, 4, 8, 16, 32, 64):  # the fewest workers FSDP fits it over, where the executor has them
         if workers > device.max_workers:
             break
         change = {"num_workers": workers, "distributed_strategy": "fsdp"}
         if workers > config.num_workers and _fits(_try(shape, config, change, device, "fsdp"), device, margin):
-            found.append(f"fsdp over {workers} workers")
+            found.append((f"fsdp over {workers} workers", "num_workers"))
             break
-    tries: list[tuple[str, dict[str, Any]]] = []
-    if config.use_lora and not config.use_qlora and device.kind == "cuda":
-        tries.append(("QLoRA (use_qlora: true)", {"use_qlora": True}))
+    # Groups of alternatives: the first of a group that fits is suggested (LoRA before QLoRA for a full run).
+    groups: list[list[tuple[str, dict[str, Any]]]] = []
+    qlora = ("QLoRA (use_qlora: true)", {"use_lora": True, "use_qlora": True})
     if not config.use_lora:
-        tries.append(("LoRA (use_lora: true)", {"use_lora": True}))
+        groups.append([("LoRA (use_lora: true)", {"use_lora": True}), *([qlora] if device.kind == "cuda" else [])])
+    elif not config.use_qlora and device.kind == "cuda":
+        groups.append([qlora])
     if not config.gradient_checkpointing:
-        tries.append(("gradient_checkpointing: true", {"gradient_checkpointing": True}))
+        groups.append([("gradient_checkpointing: true", {"gradient_checkpointing": True})])
     strategy = "fsdp" if config.distributed_strategy == "fsdp" and config.num_workers > 1 else "ddp"
-    for label, change in tries:
-        if _fits(_try(shape, config, change, device, strategy), device, margin):
-            found.append(label)
+    for group in groups:
+        for label, change in group:
+            if _fits(_try(shape, config, change, device, strategy), device, margin):
+                found.append((label, list(change)[-1]))
+                break
     if not found:
         for batch in (config.per_device_train_batch_size // 2, config.per_device_train_batch_size // 4, 1):
             if 1 <= batch < config.per_device_train_batch_size:
@@ -396,8 +413,8 @@ def _suggestions(shape: ModelShape, config: SFTConfig, device: DeviceMemory, mar
                           "gradient_accumulation_steps": config.gradient_accumulation_steps
                           * math.ceil(config.per_device_train_batch_size / batch)}
                 if _fits(_try(shape, config, change, device, strategy), device, margin):
-                    found.append(f"per_device_train_batch_size: {batch} (with gradient_accumulation_steps: "
-                                 f"{change['gradient_accumulation_steps']})")
+                    found.append((f"per_device_train_batch_size: {batch} (with gradient_accumulation_steps: "
+                                  f"{change['gradient_accumulation_steps']})", "per_device_train_batch_size"))
                     break
     return found
 

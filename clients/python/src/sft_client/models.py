@@ -240,6 +240,8 @@ class MemoryPlan(WireModel):
     fits: bool | None = Field(None, description="Whether it fits; null when the device is unknown.")
     suggestions: list[str] = Field(default_factory=list, description="Single changes that fit, when it does not.")
     message: str = Field(..., description="The plan in one sentence (what a refused submit says).")
+    field: str | None = Field(None, description="When it does not fit: the field a submit's 400 names (the first "
+                              "suggestion's, or config.base_model).")
 
 
 class MemoryReport(WireModel):
