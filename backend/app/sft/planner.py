@@ -16,6 +16,8 @@ device it adds up what one worker holds at its peak (each term in bytes, named i
 - **logits**: the cross-entropy path projects the trained tokens only and holds their logits, their fp32
   log-softmax and its gradient (3 × tokens × vocabulary × 4 bytes); TRL's fused head works in chunks.
 - **overhead**: the CUDA context and allocator slack on a GPU; on CPU the Python + torch + TRL process.
+- **loading** (CPU): the checkpoint's memory-mapped pages beside the loaded weights, where loading peaks
+  above training (a LoRA run with gradient checkpointing on a small batch).
 
 FSDP shards the weights and the trainable state over ``num_workers`` (the activations, logits and
 overhead stay whole on each worker) and adds the gathered layer it is computing with.
@@ -48,9 +50,9 @@ NF4_BYTES_PER_PARAM = (4 + 8 / 64 + 32 / (64 * 256)) / 8
 #: job (0.6-1 GiB on an H100/H200 with torch 2.x).
 CUDA_OVERHEAD_BYTES = 1 * GIB
 #: The training process on CPU before any model: Python, torch, transformers, PEFT, TRL and datasets
-#: imported (490 MiB RSS measured on the reference machine) plus the tokenizer, the tokenized dataset,
-#: the trainer and allocator slack (calibrated against the tests' measured runs: ~250 MiB).
-CPU_OVERHEAD_BYTES = 740 * MIB
+#: imported (490 MiB RSS measured on the reference machine) plus the tokenizer, the tokenized dataset
+#: and the trainer (a tiny model's whole run peaks at ~580 MiB there).
+CPU_OVERHEAD_BYTES = 580 * MIB
 #: Default share of a device's memory an estimate may fill before submit refuses it (settings
 #: ``fit_margin``): estimates are within ±25 % of measured peaks, and refusing a job that would have fit
 #: costs the user more than a job that fails with a clear OOM, so only estimates clearly above the device
@@ -79,6 +81,8 @@ class ModelShape:
     head_dim: int
     tie_word_embeddings: bool = False
     num_experts: int = 1
+    #: Bytes per parameter of the checkpoint's files (config.json's dtype).
+    checkpoint_bytes: int = 2
 
     @classmethod
     def from_config(cls, config: dict[str, Any], *, name: str = "model") -> ModelShape:
@@ -106,6 +110,7 @@ class ModelShape:
             head_dim=int(first("head_dim", default=hidden // heads)),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
             num_experts=int(first("num_local_experts", "num_experts", default=1)),
+            checkpoint_bytes=4 if str(config.get("torch_dtype") or config.get("dtype")) == "float32" else 2,
         )
 
     @property
@@ -169,11 +174,14 @@ class MemoryEstimate:
     logits: int
     overhead: int
     tokens_per_batch: int
+    #: On CPU, what loading adds where it peaks above training: the checkpoint's memory-mapped file pages
+    #: (resident while they are read) beside the weights already copied out of them.
+    loading: int = 0
 
     @property
     def total(self) -> int:
         return (self.weights + self.gradients + self.optimizer + self.activations + self.logits
-                + self.overhead)
+                + self.overhead + self.loading)
 
     @property
     def tensors(self) -> int:
@@ -183,7 +191,7 @@ class MemoryEstimate:
     def as_dict(self) -> dict[str, Any]:
         """The wire shape (``sft_client.models.MemoryPlan``'s ``estimate``): MiB, rounded."""
         data = asdict(self)
-        for key in ("weights", "gradients", "optimizer", "activations", "logits", "overhead"):
+        for key in ("weights", "gradients", "optimizer", "activations", "logits", "overhead", "loading"):
             data[f"{key}_mb"] = round(data.pop(key) / MIB, 1)
         data["total_mb"] = round(self.total / MIB, 1)
         return data
@@ -245,10 +253,17 @@ def estimate(shape: ModelShape, config: SFTConfig, *, device: Device, num_worker
     else:
         gradients = activations_side - activations - logits
     overhead = CUDA_OVERHEAD_BYTES if device == "cuda" else CPU_OVERHEAD_BYTES
+    loading = 0
+    if device == "cpu":
+        # from_pretrained reads the safetensors memory-mapped: while it copies the last tensors out, the file's
+        # pages (this worker's shard of them) are resident beside the loaded weights.
+        training = weights + gradients + optimizer + activations + logits
+        loading = max(0, weights + math.ceil(shape.params * shape.checkpoint_bytes / shard) - training)
     return MemoryEstimate(
         model=shape.name, device=device, strategy=strategy, num_workers=workers, precision=precision,
         method=method, params=shape.params, trainable_params=trainable, weights=weights, gradients=gradients,
         optimizer=optimizer, activations=activations, logits=logits, overhead=overhead, tokens_per_batch=tokens,
+        loading=loading,
     )
 
 

@@ -220,6 +220,7 @@ class MemoryEstimate(WireModel):
     activations_mb: float = Field(..., description="What autograd keeps for the backward pass at the peak.")
     logits_mb: float = Field(..., description="The loss path's logits, log-softmax and their gradient.")
     overhead_mb: float = Field(..., description="CUDA context and allocator slack, or the CPU process itself.")
+    loading_mb: float = Field(0, description="CPU: what loading the checkpoint adds where it peaks above training.")
     total_mb: float = Field(..., description="The estimated peak: the sum of the terms.")
 
 
