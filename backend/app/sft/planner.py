@@ -491,14 +491,19 @@ def model_shape(reference: str, *, cache_dir: Path, allowed_roots: list[Path] | 
         return ModelShape.from_config(json.loads(Path(cached).read_text()), name=reference)
     if not hub:
         raise PlanError(f"{reference} is not in the local Hugging Face cache")
-    from .hub import HUB_TIMEOUT_SECONDS
+    from .hub import HUB_TIMEOUT_SECONDS, HubUnreachable, hub_problem
 
     try:
+        problem = hub_problem(ref.path, repo_type="model")  # answers in seconds; the download would retry
+        if problem:
+            raise PlanError(f"model '{reference}' is {problem}")
         path = hf_hub_download(ref.path, "config.json", etag_timeout=HUB_TIMEOUT_SECONDS)
-    except Exception as exc:  # connection errors come in many types
+    except PlanError:
+        raise
+    except (HubUnreachable, Exception) as exc:  # connection errors come in many types
         raise PlanError(f"{reference}'s config.json is not in the local Hugging Face cache and the Hub could not "
-                        f"be reached ({type(exc).__name__}); use a local model directory or connect to the Hub"
-                        ) from None
+                        f"be reached ({exc or type(exc).__name__}); use a local model directory or connect to the "
+                        "Hub") from None
     return ModelShape.from_config(read_model_config(Path(path).parent), name=reference)
 
 
