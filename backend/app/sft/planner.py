@@ -199,11 +199,12 @@ class MemoryEstimate:
 
 def estimate(shape: ModelShape, config: SFTConfig, *, device: Device, num_workers: int | None = None,
              strategy: Strategy = "ddp", loss_path: str | None = None,
-             precision: str | None = None) -> MemoryEstimate:
+             precision: str | None = None, tokens_per_row: int | None = None) -> MemoryEstimate:
     """``config``'s peak memory per worker on ``device`` (see the module's docstring for each term).
 
     ``num_workers`` (default the config's) divides what FSDP shards; ``precision`` defaults to what
-    ``auto`` resolves to on ``device`` without asking a GPU (bf16 on CUDA, fp32 on CPU).
+    ``auto`` resolves to on ``device`` without asking a GPU (bf16 on CUDA, fp32 on CPU). ``tokens_per_row``
+    replaces the worst case (every row ``max_length`` tokens) where a run's rows are known (the bench).
     """
     workers = num_workers or config.num_workers
     if precision is None:
@@ -233,7 +234,7 @@ def estimate(shape: ModelShape, config: SFTConfig, *, device: Device, num_worker
                                          math.ceil(optimizer / shard))
         # FSDP all-gathers one decoder layer's parameters to compute with (and prefetches the next).
         weights += 2 * math.ceil((weights * shard - shape.other_params() * compute) / max(shape.num_layers, 1))
-    tokens = config.per_device_train_batch_size * config.max_length
+    tokens = config.per_device_train_batch_size * min(tokens_per_row or config.max_length, config.max_length)
     act_bytes = compute if device == "cuda" else 4
     activations = _activations(shape, config, tokens=tokens, act_bytes=act_bytes)
     path = loss_path or config.resolve_loss_path(device)
