@@ -361,7 +361,8 @@ def cmd_plan(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
         out.line(plan.message, style="bold" if plan.fits is not False else "bold red")
         rows = [[name, f"{value:,.0f}"] for name, value in (
             ("weights", est.weights_mb), ("gradients", est.gradients_mb), ("optimizer", est.optimizer_mb),
-            ("activations", est.activations_mb), ("logits", est.logits_mb), ("overhead", est.overhead_mb), ("loading", est.loading_mb),
+            ("activations", est.activations_mb), ("logits", est.logits_mb), ("overhead", est.overhead_mb),
+            ("loading", est.loading_mb),
             ("total", est.total_mb))]
         out.table(["TERM", "MiB"], rows)
         out.note(f"{est.model}: {est.params / 1e9:.2f} B parameters, {est.trainable_params:,} trained ({est.method}, "
