@@ -99,23 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
+    def config_source(sub: argparse.ArgumentParser) -> None:
+        """CONFIG.yaml, --set and --from-config: the config ``train`` and ``plan`` read (``config_of``)."""
+        sub.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="Training config (SFTConfig fields).")
+        sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                         help="Override a field (value read as YAML: 10, 1e-3, true, [q_proj, v_proj]); repeatable.")
+        sub.add_argument("--from-config", metavar="NAME", help="Start from this saved config (name or id); "
+                         "CONFIG.yaml and --set then override its fields.")
+
     p = command("train", cmd_train, "Start a training job from a YAML config (or a saved config).")
-    p.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="Training config (SFTConfig fields).")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
-                   help="Override a field (value read as YAML: 10, 1e-3, true, [q_proj, v_proj]); repeatable.")
-    p.add_argument("--from-config", metavar="NAME", help="Start from this saved config (name or id); "
-                   "CONFIG.yaml and --set then override its fields.")
+    config_source(p)
     p.add_argument("-f", "--follow", action="store_true", help="Follow the job to its end.")
     p.add_argument("-q", "--quiet", action="store_true", help="Print only the job id.")
     p.add_argument("--idempotency-key", help="Retries of a submit with the same key return the same job.")
     add_interrupt(p)
 
     p = command("plan", cmd_plan, "Estimate a config's peak memory per worker and whether it fits (submits nothing).")
-    p.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="Training config (SFTConfig fields).")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
-                   help="Override a field (value read as YAML); repeatable.")
-    p.add_argument("--from-config", metavar="NAME", help="Plan this saved config (name or id), with CONFIG.yaml "
-                   "and --set over its fields.")
+    config_source(p)
 
     p = command("jobs", cmd_jobs, "List jobs, newest first.")
     p.add_argument("--status", choices=JOB_STATUSES)
