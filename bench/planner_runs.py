@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +68,12 @@ def _child(spec_path: str) -> None:
         shape = ModelShape.from_config(read_model_config(ref.path), name=config.base_model)
         est = estimate(shape, config, device="cpu")
         reset_peak_rss("self")
+        started = time.perf_counter()
         result = SFTTrainer(config, model_cache_dir=cache).train()
         measured = peak_rss_mb("self")
         print(json.dumps({"measured_mb": round(measured, 1), "estimated_mb": round(est.total / 2**20, 1),
-                          "error": round(est.total / 2**20 / measured - 1, 4), "steps": result.global_step}),
-              flush=True)
+                          "error": round(est.total / 2**20 / measured - 1, 4), "steps": result.global_step,
+                          "seconds": round(time.perf_counter() - started, 1)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def measured_runs(tiny_model_dir, shared_model_cache):
     # Full fine-tuning peaks at its optimizer step: two steps, so the second forward holds AdamW's state.
     cases = [{"name": "bundled LoRA", "config": {**bundled, "max_steps": 1}},
              {"name": "bundled full, checkpointing", "config": {**bundled, "max_steps": 2, "use_lora": False,
-                                                                "gradient_checkpointing": True}},
+                                                                "gradient_checkpointing": True, "max_length": 64}},
              {"name": "tiny LoRA, checkpointing", "config": {**tiny, "max_steps": 1, "gradient_checkpointing": True}},
              {"name": "tiny full", "config": {**tiny, "max_steps": 2, "use_lora": False}}]
     return measure(cases, model_cache_dir=shared_model_cache)
