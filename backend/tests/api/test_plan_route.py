@@ -16,10 +16,10 @@ from app.store import SQLiteStore
 
 @pytest.fixture
 def big_model(tmp_path):
-    """A model directory holding only Llama 3.1 8B's config.json: all the planner reads."""
-    folder = tmp_path / "llama-3.1-8b"
+    """A model directory holding only Llama 3.1 70B's config.json: all the planner reads."""
+    folder = tmp_path / "llama-3.1-70b"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(REFERENCE_MODELS["meta-llama/Llama-3.1-8B"]))
+    (folder / "config.json").write_text(json.dumps(REFERENCE_MODELS["meta-llama/Llama-3.1-70B"]))
     return folder
 
 

@@ -16,15 +16,15 @@ def test_plan_shows_the_estimate_and_exits_1_when_it_cannot_fit(cli, server, job
     assert "per worker (CPU memory); this machine's available memory:" in run.stdout and ": it fits" in run.stdout
     assert {"weights", "activations", "logits", "overhead", "total"} <= {line.split()[0] for line in
                                                                            run.stdout.splitlines()[1:] if line}
-    # A model directory holding only Llama 3.1 8B's config.json: the planner needs nothing else.
-    big_model = server.data_dir / "llama-3.1-8b-config"
+    # A model directory holding only Llama 3.1 70B's config.json: the planner needs nothing else.
+    big_model = server.data_dir / "llama-3.1-70b-config"
     big_model.mkdir(exist_ok=True)
-    (big_model / "config.json").write_text(json.dumps(REFERENCE_MODELS["meta-llama/Llama-3.1-8B"]))
+    (big_model / "config.json").write_text(json.dumps(REFERENCE_MODELS["meta-llama/Llama-3.1-70B"]))
     big = write_yaml(tmp_path / "big.yaml", {**job_config, "base_model": str(big_model), "use_lora": False})
     run = cli("plan", str(big), "--json")
     assert run.returncode == 1
     plan = json.loads(run.stdout)
-    assert plan["fits"] is False and plan["estimate"]["method"] == "full" and plan["estimated_peak_mb"] > 100_000
+    assert plan["fits"] is False and plan["estimate"]["method"] == "full" and plan["estimated_peak_mb"] > 1_000_000
     jobs_before = cli("jobs", "--json")
     run = cli("train", str(big))
     assert run.returncode == 2

@@ -1,5 +1,5 @@
 """The New job form's live memory estimate (POST /api/sft/plan as the form changes), in a real Chromium against
-the real server: it fits for the tiny model, it does not for a full fine-tuning of Llama 3.1 8B's shape, and an
+the real server: it fits for the tiny model, it does not for a full fine-tuning of Llama 3.1 70B's shape, and an
 error's text is shown as text."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ def test_the_form_shows_the_estimate_as_it_changes(page, server, tiny_model_dir)
         "base_model": server.model, "dataset_name": server.dataset, "max_steps": 5}}).json()
     assert page.inner_text("#plan-total") == f"{plan['estimated_peak_mb']:.0f} MiB"
 
-    big = tiny_model_dir.parent / "llama-3.1-8b-config"  # only a config.json: all the planner reads
+    big = tiny_model_dir.parent / "llama-3.1-70b-config"  # only a config.json: all the planner reads
     big.mkdir(exist_ok=True)
-    (big / "config.json").write_text(json.dumps(REFERENCE_MODELS["meta-llama/Llama-3.1-8B"]))
+    (big / "config.json").write_text(json.dumps(REFERENCE_MODELS["meta-llama/Llama-3.1-70B"]))
     page.fill("#f-base_model", str(big))
     page.uncheck("#f-use_lora")
     page.locator("#plan-verdict", has_text="Does not fit").wait_for()
