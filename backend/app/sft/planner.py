@@ -183,11 +183,6 @@ class MemoryEstimate:
         return (self.weights + self.gradients + self.optimizer + self.activations + self.logits
                 + self.overhead + self.loading)
 
-    @property
-    def tensors(self) -> int:
-        """What the framework's allocator holds (torch.cuda.max_memory_allocated's side): total - overhead."""
-        return self.total - self.overhead
-
     def as_dict(self) -> dict[str, Any]:
         """The wire shape (``sft_client.models.MemoryPlan``'s ``estimate``): MiB, rounded."""
         data = asdict(self)
