@@ -49,6 +49,7 @@ from .latency import memory_and_latency
 from .machine import cuda_info, machine_info
 from .overhead import overhead_pairs
 from .page import page_section
+from .planner_error import planner_error
 from .ray_bench import ray_section
 from .report import render
 from .scale import scale_section
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             results["auth"] = timed("auth", auth_section, bench)
         if "ray" in plan.sections:
             results["ray"] = timed("ray", ray_section, bench)
+        if {"overhead", "knobs"} & set(plan.sections):
+            results["planner"] = planner_error(bench, results)  # no runs of its own: the runs above
     finally:
         if args.keep_work:
             log(f"work directory kept: {work}")
