@@ -22,6 +22,7 @@ TARGET_RSS_FACTOR = 1.1
 TARGET_CHAT_RATIO = 1.1
 TARGET_AUTH_P50_MS = 1.0  # GET /jobs/{id} p50 with a key minus without keys
 TARGET_RAY_STEPS_RATIO = 0.9  # Ray executor ÷ thread executor steps/s, same job (issue 13)
+TARGET_FSDP_PEAK_RATIO = 0.65  # peak RSS per worker, 2 workers with fsdp ÷ 1 worker, same job (issue 25)
 
 #: Causes found by profiling (py-spy) for targets this harness has missed on the reference machine.
 #: Appended to a missed target's "why" line; the measured figures come first.
@@ -201,6 +202,13 @@ def targets(results: dict) -> list[dict[str, Any]]:
             f"≥ {TARGET_RAY_STEPS_RATIO}", r["ratio_steps_per_s"] >= TARGET_RAY_STEPS_RATIO,
             f"Ray {ray['steps_per_s']:.3f} vs thread {thread['steps_per_s']:.3f} steps/s; time to result "
             f"{ray['ttr_s']:.1f} vs {thread['ttr_s']:.1f} s.")
+    f = results.get("fsdp")
+    if f:
+        one, two = f["runs"]["1 worker"], f["runs"]["2 workers fsdp"]
+        add("fsdp_peak_ratio", "fsdp", "peak RSS per worker, 2 workers fsdp ÷ 1 worker", f"{f['ratio_peak_rss']:.2f}×",
+            f"≤ {TARGET_FSDP_PEAK_RATIO}×", f["ratio_peak_rss"] <= TARGET_FSDP_PEAK_RATIO,
+            f"{two['peak_rss_mb']:.0f} vs {one['peak_rss_mb']:.0f} MiB; steps/s {two['steps_per_s']:.3f} vs "
+            f"{one['steps_per_s']:.3f} ({f['ratio_steps_per_s']:.2f}×, reported, no target).")
     g = results.get("gpu")
     if g and g.get("status") == "run":
         add("gpu_ratio", "gpu", f"GPU steps/s, service ÷ bare ({g['model']})", f"{g['median_ratio']:.3f}",

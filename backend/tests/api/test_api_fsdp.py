@@ -21,9 +21,9 @@ from test_api_ray import Server, server_env
 
 pytestmark = pytest.mark.ray
 
-#: Steps of the FSDP job: enough to outlast an API restart and a stop on a loaded 2-core machine (the tiny model
-#: trains ~17 steps/s on 2 gloo workers).
-STEPS = 300
+#: Steps of the FSDP job: enough to outlast a stop on a loaded 2-core machine (the tiny model trains ~17 steps/s on
+#: 2 gloo workers; a stop lands within a second or so).
+STEPS = 100
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +54,16 @@ def lived(ray_head, tiny_model_dir, base, tmp_path_factory):
                                    "per_device_train_batch_size": 2})
         assert submitted.status_code == 200, submitted.text
         job_id = submitted.json()["job_id"]
-        server.trained_a_step(job_id)
-
+        # Killed while its workers start (a fresh process each imports torch: seconds), so that it trains on while
+        # the next server starts and re-attaches.
+        wait_for(lambda: server.job(job_id)["status"] == "running", timeout=RUN_TIMEOUT, interval=0.05,
+                 message="the job to run")
         server.kill()
         server.start()
         after_restart = server.job(job_id)
-        step = after_restart["progress"]["current_step"]
-        wait_for(lambda: server.job(job_id)["progress"]["current_step"] > step, timeout=60, interval=0.1,
-                 message="steps reported after the restart")
+        step = after_restart["progress"]["current_step"] or 0
+        wait_for(lambda: (server.job(job_id)["progress"]["current_step"] or 0) > step, timeout=RUN_TIMEOUT,
+                 interval=0.1, message="steps reported after the restart")
         assert httpx.post(f"{server.url}/jobs/{job_id}/stop", timeout=10).json()["status"] == "stopping"
         stopped = server.ended(job_id)
         assert httpx.post(f"{server.url}/jobs/{job_id}/resume", timeout=30).status_code == 200
@@ -80,7 +82,10 @@ def test_the_api_killed_mid_training_reattaches_to_the_running_fsdp_job(lived):
     assert after_restart["status"] == "running", after_restart["error"]
     assert stopped["status"] == "stopped", stopped["error"]
     assert len(stopped["attempts"]) == 1  # re-attached, not resumed
-    assert stopped["result"]["global_step"] > after_restart["progress"]["current_step"]
+    assert stopped["result"]["global_step"] > (after_restart["progress"]["current_step"] or 0)
+    events = httpx.get(f"{lived['server'].url}/jobs/{lived['job_id']}/events?limit=1000", timeout=5).json()["events"]
+    assert [event["seq"] for event in events] == list(range(1, len(events) + 1))  # one stream, no gap
+    assert "interrupted" not in [event["type"] for event in events]
 
 
 def test_stop_saves_and_resume_continues_to_the_end(lived):
@@ -113,7 +118,10 @@ def test_the_losses_are_a_one_worker_runs_across_the_stop_and_resume(lived):
     one = [event.payload["loss"] for event in lived["reference"]
            if event.kind is EventKind.METRICS and "loss" in event.payload]
     assert sorted(fsdp) == list(range(1, STEPS + 1))
-    assert [fsdp[step] for step in range(1, STEPS + 1)] == pytest.approx(one, rel=1e-4)
+    # Equal to float rounding at first; over a hundred steps the rounding differences of two sums in another order
+    # grow (a 300-step run drifted by up to 2e-3).
+    assert [fsdp[step] for step in range(1, 21)] == pytest.approx(one[:20], rel=1e-5)
+    assert [fsdp[step] for step in range(1, STEPS + 1)] == pytest.approx(one, rel=1e-3)
 
 
 def test_the_adapter_loads_in_plain_peft_and_generate_serves_it(lived, base):
