@@ -493,7 +493,7 @@ def _fsdp(w, results: dict) -> None:
     if f is None:
         return
     one = f["runs"]["1 worker"]
-    w(f"A random Llama of {one['parameters'] / 1e6:.0f}M parameters (hidden {f['shape']['hidden']}, "
+    w(f"A random Llama of {one['parameters']:,} parameters (hidden {f['shape']['hidden']}, "
       f"{f['shape']['layers']} layers, a 320-token vocabulary), fully fine-tuned in fp32 for {f['steps']} steps with "
       "a global batch of 2 rows of at most 128 tokens, through one server with `SFT_EXECUTOR=ray` on a local Ray head "
       "of 2 CPUs: once on 1 worker, once on 2 workers with `distributed_strategy: fsdp` (each worker 1 CPU). "
@@ -503,7 +503,7 @@ def _fsdp(w, results: dict) -> None:
     w("")
     rows = []
     for name, run in f["runs"].items():
-        rows.append([name, ", ".join(f"{p / 1e6:.1f}M" for p in run["local_parameters"]),
+        rows.append([name, ", ".join(f"{p:,}" for p in run["local_parameters"]),
                      ", ".join(_f(mb, 0) for mb in run["peak_rss_mb_per_worker"]), _f(run["train_runtime_s"]),
                      _f(run["steps_per_s"], 3), _f(run["ttr_s"]), _f(run.get("other_cores"), 2)])
     _table(w, ["Job", "Held per worker", "Peak RSS per worker (MiB)", "Train runtime (s)", "Steps/s",

@@ -136,3 +136,15 @@ def test_the_adapter_loads_in_plain_peft_and_generate_serves_it(lived, base):
     assert served.status_code == 200, served.text
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base["base_model"]), adapter)
     assert served.json()["completion"] == greedy_text(model, AutoTokenizer.from_pretrained(adapter), messages)
+
+
+def test_qlora_under_fsdp_on_a_cluster_without_gpus_is_a_400_naming_the_field(lived, base):
+    # num_gpus_per_worker unset: the cluster decides (0 here), so the executor's check refuses it, before a job exists.
+    response = lived["server"].submit({**base, "num_workers": 2, "distributed_strategy": "fsdp", "use_qlora": True})
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "config.use_qlora"
+    assert response.json()["detail"] == (
+        "config.use_qlora: use_qlora with distributed_strategy fsdp needs GPU workers and this cluster gives them "
+        "none: bitsandbytes' 4-bit weights (bnb_4bit_quant_storage) are sharded on CUDA only; use LoRA or full "
+        "fine-tuning, or a cluster with GPUs")
