@@ -15,9 +15,9 @@ import pytest
 
 from app.jobs.executors.training import run_training
 from app.sft.events import EventKind
-from factories import greedy_text, wait_for, write_jsonl
+from factories import wait_for, write_jsonl
 from ray_cluster import RUN_TIMEOUT, spec_for
-from test_api_ray import Server, server_env
+from test_api_ray import Server, assert_generate_serves_the_adapter, server_env
 
 pytestmark = pytest.mark.ray
 
@@ -125,17 +125,8 @@ def test_the_losses_are_a_one_worker_runs_across_the_stop_and_resume(lived):
 
 
 def test_the_adapter_loads_in_plain_peft_and_generate_serves_it(lived, base):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    server, job_id = lived["server"], lived["job_id"]
-    adapter = lived["completed"]["result"]["adapter_path"]
-    messages = [{"role": "user", "content": "hello 3"}]
-    served = httpx.post(f"{server.url}/jobs/{job_id}/generate", json={"messages": messages, "max_new_tokens": 16},
-                        timeout=120)
-    assert served.status_code == 200, served.text
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base["base_model"]), adapter)
-    assert served.json()["completion"] == greedy_text(model, AutoTokenizer.from_pretrained(adapter), messages)
+    assert_generate_serves_the_adapter(lived["server"], lived["job_id"], base["base_model"],
+                                       lived["completed"]["result"]["adapter_path"])
 
 
 def test_qlora_under_fsdp_on_a_cluster_without_gpus_is_a_400_naming_the_field(lived, base):
