@@ -127,10 +127,18 @@ def shard_probe_class():
 
     class ShardProbe(TrainerCallback):
         """Counts, after the first optimizer step, the parameters this rank really holds (a sharded DTensor's
-        local shard, a plain tensor whole), and this process' peak resident memory at the end."""
+        local shard, a plain tensor whole); ``parallelism_report`` adds the process' peak resident memory."""
 
         def __init__(self):
             self.counts: dict[str, int] | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if args.fsdp_plugin_args is not None:
+                # Each rank loaded the whole model before it was sharded: give what it no longer holds back to the
+                # system (the allocator keeps freed memory otherwise, and the worker's peak with it).
+                from .device import release_memory
+
+                release_memory()
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if self.counts is None and model is not None:
@@ -164,7 +172,9 @@ def peak_rss_mb() -> float:
 
 
 def parallelism_report(trainer: Any, probe: Any, strategy: Strategy | None) -> dict[str, Any]:
-    """What each rank held and its peak memory, gathered from every rank (all ranks must call it)."""
+    """What each rank held and its peak memory, gathered from every rank (all ranks must call it). Called when
+    training ends: the peak covers loading and training, not the final save (where fsdp's rank 0 gathers the full
+    weights once to write them)."""
     import torch.distributed as dist
 
     counts = probe.counts or local_parameter_counts(trainer.model)
