@@ -14,8 +14,8 @@ from .callbacks import ReportingCallback, StopCallback
 from .checkpoints import eval_loss_at
 from .config import SFTConfig
 from .data import PreparedData, prepare_datasets
-from .distributed import ShardProbe, decoder_layer_classes, enable_fsdp, parallelism_report, \
-    shard_probe_class, training_strategy
+from .distributed import (ShardProbe, decoder_layer_classes, enable_fsdp, parallelism_report, shard_probe_class,
+                          training_strategy)
 from .errors import ConfigError
 from .model_card import write_artifact_card
 from .events import EventKind, EventSink, TrainingEvent
