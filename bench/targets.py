@@ -44,7 +44,17 @@ _POLLING = (
     "with --poll, that is the cost shown. Otherwise check the other-load column: this VM's run-to-run noise "
     "(identical runs ranged 0.23-0.28 steps/s) is as large as the target's margin."
 )
+_FSDP_PEAK = (
+    "Cause found by measuring RSS at each step on the ranks (torchrun, the same 151M-parameter job): a rank's steady "
+    "state after the first optimizer step is 1.69 GB against 2.8 GB for one worker (0.60x: 0.4 GB of imports plus 8 "
+    "of the 16 bytes a parameter), but its peak adds 0.4-0.6 GB during the second step that glibc's allocator keeps "
+    "after freeing (with MALLOC_MMAP_THRESHOLD_=1048576 the peaks were 1.99 vs 3.06 GB, 0.65x). Loading the whole "
+    "model on each rank before sharding peaks at 1.69 GB, below that. Not fixed: rank 0 loading alone and "
+    "broadcasting the shards (cpu_ram_efficient_loading) would not lower the training peak, and a lower mmap "
+    "threshold costs every step page faults."
+)
 KNOWN_CAUSES: dict[str, str] = {
+    "fsdp_peak_ratio": _FSDP_PEAK,
     "steps_ratio": _POLLING,
     "ttr": "The training part of the gap is the steps/s gap above.",
     "ttr_vs_bare": "The training part of the gap is the steps/s gap above.",
