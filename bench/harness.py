@@ -29,10 +29,13 @@ BUNDLED_DATASET = "bundled:json-extract"
 TRAIN_JSONL = ROOT / "backend" / "app" / "demo" / "json_extract" / "train.jsonl"
 DEFAULT_GPU_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
-SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu", "page", "chat", "auth", "ray")
+SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu", "page", "chat", "auth", "ray", "fsdp")
+#: Sections --smoke runs only when --sections names them: fsdp's smoke run would time little but Ray's start-up
+#: (the test suite trains FSDP jobs in backend/tests/api/test_api_fsdp.py).
+SMOKE_SKIPS = ("fsdp",)
 #: The Plan counts that a command-line option (--pairs, --memory-jobs...) overrides.
 COUNT_OPTIONS = ("pairs", "steps", "memory_jobs", "memory_steps", "knob_steps", "latency_idle_requests",
-                 "scale_submits", "scale_lists", "chat_rounds", "auth_requests", "ray_steps")
+                 "scale_submits", "scale_lists", "chat_rounds", "auth_requests", "ray_steps", "fsdp_steps")
 
 
 @dataclasses.dataclass
@@ -56,6 +59,8 @@ class Plan:
     chat_tokens: int = 32
     auth_requests: int = 2000
     ray_steps: int = 10
+    #: Steps of each job of the fsdp section (~150M parameters, full fine-tuning: a few seconds a step on CPU).
+    fsdp_steps: int = 4
     #: None: wait for a job by following its SSE event stream; seconds: poll GET /jobs/{id} that often.
     poll: float | None = None
     sections: tuple[str, ...] = SECTIONS
@@ -64,7 +69,7 @@ class Plan:
 def smoke_plan() -> Plan:
     return Plan(mode="smoke", pairs=1, steps=2, latency_idle_requests=15, latency_interval=0.01,
                 memory_jobs=2, memory_steps=8, knob_steps=2, scale_levels=(0, 5, 10), scale_submits=3,
-                scale_lists=5, chat_rounds=2, chat_tokens=8, auth_requests=40, ray_steps=4)
+                scale_lists=5, chat_rounds=2, chat_tokens=8, auth_requests=40, ray_steps=4, fsdp_steps=2)
 
 
 # Set-up

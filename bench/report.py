@@ -21,6 +21,7 @@ SECTION_TITLES = {
     "auth": "9. What API keys cost",
     "ray": "10. Executors: the same job on threads and on a local Ray",
     "planner": "11. The fit planner against these runs' measured peaks",
+    "fsdp": "12. A model sharded across 2 Ray workers (FSDP) vs 1 worker",
 }
 
 
@@ -50,6 +51,7 @@ def render(results: dict[str, Any]) -> str:
     _auth(w, results)
     _ray(w, results)
     _planner(w, results)
+    _fsdp(w, results)
     _method(w, results)
     return "\n".join(out) + "\n"
 
@@ -510,6 +512,31 @@ def _planner(w, results: dict) -> None:
              f"{x['submit_error']:+.0%}", x["tokens_per_row"] or "—", _f(x["estimate_mb"], 0),
              "—" if x["error"] is None else f"{x['error']:+.0%}"] for x in r["runs"]])
     _targets_of(w, results, "planner")
+def _fsdp(w, results: dict) -> None:
+    f = _section(w, results, "fsdp")
+    if f is None:
+        return
+    one = f["runs"]["1 worker"]
+    w(f"A random Llama of {one['parameters']:,} parameters (hidden {f['shape']['hidden']}, "
+      f"{f['shape']['layers']} layers, a 320-token vocabulary), fully fine-tuned in fp32 for {f['steps']} steps with "
+      "a global batch of 2 rows of at most 128 tokens, through one server with `SFT_EXECUTOR=ray` on a local Ray head "
+      "of 2 CPUs: once on 1 worker, once on 2 workers with `distributed_strategy: fsdp` (each worker 1 CPU). "
+      "Parameters, gradients and AdamW state (16 bytes a parameter) dominate a worker's memory, so sharding shows. "
+      "*Peak RSS* is each worker process' peak resident memory, measured on the worker; *held* the parameters that "
+      "worker held during training (its local FSDP shards).")
+    w("")
+    rows = []
+    for name, run in f["runs"].items():
+        rows.append([name, ", ".join(f"{p:,}" for p in run["local_parameters"]),
+                     ", ".join(_f(mb, 0) for mb in run["peak_rss_mb_per_worker"]), _f(run["train_runtime_s"]),
+                     _f(run["steps_per_s"], 3), _f(run["ttr_s"]), _f(run.get("other_cores"), 2)])
+    _table(w, ["Job", "Held per worker", "Peak RSS per worker (MiB)", "Train runtime (s)", "Steps/s",
+               "Time to result (s)", "Other load (cores)"], rows)
+    w(f"2 workers with fsdp ÷ 1 worker: peak memory per worker {f['ratio_peak_rss']:.2f}×, steps/s "
+      f"{f['ratio_steps_per_s']:.2f}× (gloo all-gathers each layer's parameters in forward and backward and "
+      "reduce-scatters its gradients; on one 2-core machine both workers also share the memory bandwidth).")
+    w("")
+    _targets_of(w, results, "fsdp")
 
 
 def _method(w, results: dict) -> None:

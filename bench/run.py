@@ -15,7 +15,9 @@ Measures, against a real ``uvicorn`` server started the way ``make run`` starts 
    against POST /api/sft/jobs/{id}/generate, same model and prompt;
 9. what API keys cost: p50 of GET /api/sft/jobs/{id} on a server without keys and on one with keys;
 10. the same job on the thread executor and on a local Ray (SFT_EXECUTOR=ray): steps/s, time to result and
-   Ray's start-up cost (``bench/ray_bench.py``).
+   Ray's start-up cost (``bench/ray_bench.py``);
+11. a full fine-tuning job sharded across 2 Ray workers with FSDP against the same job on 1 worker: peak memory
+   per worker and steps/s (``bench/fsdp_bench.py``).
 
 and writes ``docs/benchmarks.md`` (machine, one table per section, each target met or missed).
 Full mode uses the bundled SmolLM2-135M-Instruct on the bundled json-extract data; ``--smoke`` uses a
@@ -42,8 +44,9 @@ from typing import Any
 from .auth import auth_section
 from .chat import chat_section
 from .gpu import gpu_section
-from .harness import (BUNDLED_DATASET, BUNDLED_MODEL, COUNT_OPTIONS, DEFAULT_GPU_MODEL, ROOT, SECTIONS, TRAIN_JSONL,
-                      Bench, Plan, base_env, log, prepare_bundled_model, smoke_plan)
+from .fsdp_bench import fsdp_section
+from .harness import (BUNDLED_DATASET, BUNDLED_MODEL, COUNT_OPTIONS, DEFAULT_GPU_MODEL, ROOT, SECTIONS, SMOKE_SKIPS,
+                      TRAIN_JSONL, Bench, Plan, base_env, log, prepare_bundled_model, smoke_plan)
 from .knobs import knobs_section
 from .latency import memory_and_latency
 from .machine import cuda_info, machine_info
@@ -63,8 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny model, tiny counts: seconds, not minutes")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md", help="the Markdown report")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma-separated subset of {', '.join(SECTIONS)}")
+    parser.add_argument("--sections", help=f"comma-separated subset of {', '.join(SECTIONS)} (default: all; with "
+                        f"--smoke all but {', '.join(SMOKE_SKIPS)})")
     parser.add_argument("--model-cache", type=Path,
                         default=Path(os.environ.get("SFT_MODEL_CACHE_DIR", ROOT / "data" / "models")),
                         help="where the bundled model is converted once (default: make run's, data/models)")
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale_levels:
         plan.scale_levels = tuple(int(x) for x in args.scale_levels.split(","))
         overridden = True
-    plan.sections = tuple(s for s in args.sections.split(",") if s)
+    default = [s for s in SECTIONS if not (args.smoke and s in SMOKE_SKIPS)]
+    plan.sections = tuple(s for s in args.sections.split(",") if s) if args.sections else tuple(default)
     unknown = set(plan.sections) - set(SECTIONS)
     if unknown:
         raise SystemExit(f"unknown sections: {', '.join(sorted(unknown))}")
@@ -176,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             results["auth"] = timed("auth", auth_section, bench)
         if "ray" in plan.sections:
             results["ray"] = timed("ray", ray_section, bench)
+        if "fsdp" in plan.sections:
+            results["fsdp"] = timed("fsdp", fsdp_section, bench)
         if {"overhead", "knobs"} & set(plan.sections):
             results["planner"] = planner_error(bench, results)  # no runs of its own: the runs above
     finally:

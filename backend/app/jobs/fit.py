@@ -47,10 +47,8 @@ def check_fit(config: SFTConfig, spec: JobSpec, *, settings: Settings,
         field = f"config.{fit.field}"
         raise InvalidConfig(f"{field}: {fit.message}", field=field)
     if config.distributed_strategy == "auto" and config.num_workers > 1 and fit.device is not None:
-        # At merge: app.sft.distributed.resolve_strategy(config, fits_one_worker=...) makes this choice; the
-        # planner's resolve_strategy applies the same rule (ddp when one worker holds the model, else fsdp).
-        # plan() estimated with the resolved strategy (planner.resolve_strategy).
-        config = config.model_copy(update={"distributed_strategy": fit.estimate.strategy})
+        # plan() estimated with auto resolved (planner.resolve_strategy); validated again with the choice made
+        config = SFTConfig.model_validate({**config.model_dump(), "distributed_strategy": fit.estimate.strategy})
     return config, fit.as_dict()
 
 

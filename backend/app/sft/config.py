@@ -214,7 +214,17 @@ class SFTConfig(BaseModel):
                              "entropy and token accuracy on every step")
         if self.lora_target_modules != "all-linear" and not self.lora_target_modules:
             raise ValueError("lora_target_modules must name at least one module, or be 'all-linear'")
+        self._check_distributed_strategy()
         return self
+
+    # Sharding (distributed_strategy): the rules live with the strategy, in sft/distributed.py
+
+    def _check_distributed_strategy(self) -> None:
+        from .distributed import fsdp_problems
+
+        problems = fsdp_problems(self)
+        if problems:
+            raise ValueError(problems[0])
 
     @property
     def has_eval_set(self) -> bool:
@@ -269,10 +279,13 @@ class SFTConfig(BaseModel):
         return self.token_metrics if self.token_metrics is not None else device == "cuda"
 
     def to_trl(self, *, output_dir: str | Path, device: str, precision: Literal["bf16", "fp16", "fp32"] | None = None,
-               disable_tqdm: bool = True) -> trl.SFTConfig:
+               disable_tqdm: bool = True, fsdp_layer_classes: list[str] | None = None) -> trl.SFTConfig:
         """Map onto ``trl.SFTConfig``. ``precision``: what ``resolve_precision(device)`` returned (the trainer
-        resolves it once); None resolves it here (TRL 1.16 defaults to bf16, so it is always given to TRL)."""
+        resolves it once); None resolves it here (TRL 1.16 defaults to bf16, so it is always given to TRL).
+        ``fsdp_layer_classes``: the model's decoder layers, for a run that trains with fsdp (``sft.distributed``)."""
         import trl
+
+        from .distributed import fsdp_trl_args
 
         precision = precision or self.resolve_precision(device)
         has_eval = self.has_eval_set
@@ -296,7 +309,7 @@ class SFTConfig(BaseModel):
             bf16=precision == "bf16",
             fp16=precision == "fp16",
             # transformers 5 renamed gradient_checkpointing to activation_checkpointing.
-            activation_checkpointing=self.gradient_checkpointing,
+            activation_checkpointing=self.gradient_checkpointing and not fsdp_layer_classes,
             eval_strategy="steps" if has_eval and self.eval_steps else "no",
             eval_steps=self.eval_steps,
             save_strategy="steps" if self.save_steps else "no",
@@ -309,4 +322,5 @@ class SFTConfig(BaseModel):
             disable_tqdm=disable_tqdm,
             dataloader_num_workers=0,
             use_cpu=device != "cuda",
+            **(fsdp_trl_args(self, fsdp_layer_classes) if fsdp_layer_classes else {}),
         )

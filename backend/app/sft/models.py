@@ -296,9 +296,11 @@ def load_model(
     device: str,
     dtype: Any = None,
     quantize_4bit: bool = False,
+    shard_4bit: bool = False,
     trust_remote_code: bool = False,
 ) -> PreTrainedModel:
-    """Load the causal LM, optionally in 4-bit NF4 (QLoRA) on ``device``."""
+    """Load the causal LM, optionally in 4-bit NF4 (QLoRA) on ``device``; ``shard_4bit``: stored so that FSDP
+    can shard the 4-bit weights (in the compute dtype, as the other parameters)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -313,6 +315,7 @@ def load_model(
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute,
+            **({"bnb_4bit_quant_storage": compute} if shard_4bit else {}),
         )
         kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
     try:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import SFTConfig
+from .distributed import resolve_strategy as by_fit
 from .errors import ModelError
 
 GIB = 1024**3
@@ -376,17 +377,12 @@ def plan(shape: ModelShape, config: SFTConfig, device: DeviceMemory | None, *,
 
 def resolve_strategy(shape: ModelShape, config: SFTConfig, device: DeviceMemory | None, *,
                      margin: float = DEFAULT_FIT_MARGIN) -> Strategy:
-    """The config's strategy, ``auto`` resolved: ddp when the model fits one worker, fsdp otherwise.
-
-    The fsdp branch exposes ``app.sft.distributed.resolve_strategy(config, fits_one_worker)`` with the same
-    rule; at merge this calls it with ``fits_one_worker`` computed here.
-    """
-    if config.distributed_strategy != "auto":
-        return config.distributed_strategy
-    if config.num_workers == 1 or device is None:
-        return "ddp"
+    """The config's strategy, ``auto`` resolved (``app.sft.distributed.resolve_strategy``): ddp when the model
+    fits one worker, fsdp otherwise. Without a known device, one worker is assumed to hold it."""
+    if config.distributed_strategy != "auto" or config.num_workers == 1 or device is None:
+        return by_fit(config, fits_one_worker=True)
     one = estimate(shape, config, device=device.kind, strategy="ddp")
-    return "ddp" if _fits(one, device, margin) else "fsdp"
+    return by_fit(config, fits_one_worker=_fits(one, device, margin))
 
 
 def _fits(est: MemoryEstimate, device: DeviceMemory, margin: float) -> bool:

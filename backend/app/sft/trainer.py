@@ -14,6 +14,8 @@ from .callbacks import ReportingCallback, StopCallback
 from .checkpoints import eval_loss_at
 from .config import SFTConfig
 from .data import PreparedData, prepare_datasets
+from .distributed import (ShardProbe, decoder_layer_classes, enable_fsdp, parallelism_report, shard_probe_class,
+                          training_strategy)
 from .errors import ConfigError
 from .model_card import write_artifact_card
 from .events import EventKind, EventSink, TrainingEvent
@@ -75,6 +77,9 @@ class SFTResult:
     peak_gpu_memory_mb: float | None = None
     #: The loss path trained with: "cross_entropy" or "trl" (SFTConfig.loss_path, resolved for the device).
     loss_path: str | None = None
+    #: How the workers shared the model and what each rank held: strategy, world_size, per-rank parameters
+    #: (sharded DTensors counted by their local shard) and peak RSS, measured on the ranks (sft.distributed).
+    parallelism: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,6 +131,8 @@ class SFTTrainer:
         self.device = device or default_device()
         #: The precision the run trains in: ``config.precision`` resolved for ``device``, once.
         self.precision = self.config.resolve_precision(self.device)
+        #: How the job's workers share the model: None (one worker), "ddp" or "fsdp".
+        self.strategy = training_strategy(self.config)
         self.output_dir = Path(self.config.output_dir)
 
     def _emit(self, kind: EventKind, payload: dict[str, Any] | None = None) -> None:
@@ -168,10 +175,12 @@ class SFTTrainer:
         del model
         self._emit(EventKind.PHASE, {"phase": "training"})
         stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopCallback))
+        probe = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, shard_probe_class()))
         try:
             output = trainer.train(
                 resume_from_checkpoint=str(self.resume_from_checkpoint) if self.resume_from_checkpoint else None
             )
+            parallelism = parallelism_report(trainer, probe, self.strategy)  # every rank takes part
             self._emit(EventKind.PHASE, {"phase": "saving"})
             artifact_dir = self.output_dir / ("adapter" if cfg.use_lora else "model")
             trainer.save_model(str(artifact_dir))
@@ -204,6 +213,7 @@ class SFTTrainer:
                 precision=precision,
                 peak_gpu_memory_mb=_peak_gpu_memory_mb(self.device),
                 loss_path=loss_path,
+                parallelism=parallelism,
             )
             write_artifact_card(artifact_dir, cfg, result.to_dict())
             return result
@@ -220,7 +230,7 @@ class SFTTrainer:
         # LoRA on a bf16 base halves memory; full fine-tuning keeps fp32 weights (AMP needs them).
         dtype = torch.bfloat16 if precision == "bf16" and cfg.use_lora else torch.float32
         model = load_model(ref, device=self.device, dtype=dtype, quantize_4bit=cfg.use_qlora,
-                           trust_remote_code=cfg.trust_remote_code)
+                           shard_4bit=self.strategy == "fsdp", trust_remote_code=cfg.trust_remote_code)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         return model, tokenizer
@@ -234,7 +244,8 @@ class SFTTrainer:
 
         cfg = self.config
         args = cfg.to_trl(output_dir=self.output_dir / "checkpoints", device=self.device, precision=self.precision,
-                          disable_tqdm=self.disable_tqdm)
+                          disable_tqdm=self.disable_tqdm,
+                          fsdp_layer_classes=decoder_layer_classes(model) if self.strategy == "fsdp" else None)
         peft_config = None
         if cfg.use_lora:
             from peft import LoraConfig
@@ -247,7 +258,7 @@ class SFTTrainer:
                 task_type="CAUSAL_LM",
             )
         callbacks = [StopCallback(self.stop_event),
-                     ReportingCallback(self.output_dir / "log.jsonl", self.on_event), *self.callbacks]
+                     ReportingCallback(self.output_dir / "log.jsonl", self.on_event), ShardProbe(), *self.callbacks]
         loss_path = cfg.resolve_loss_path(self.device)
         problem = plain_head_problem(model) if loss_path == "cross_entropy" else None
         if problem:
@@ -268,6 +279,8 @@ class SFTTrainer:
                 callbacks=callbacks,
                 **extra,
             )
+            if self.strategy == "fsdp":
+                enable_fsdp(trainer)
             if self.disable_tqdm:  # ReportingCallback records every log; PrinterCallback would print each to stdout
                 trainer.remove_callback(PrinterCallback)
             return trainer, loss_path

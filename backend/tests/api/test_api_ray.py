@@ -91,9 +91,6 @@ def server(head, tiny_model_dir, tmp_path_factory):
 
 
 def test_a_job_trains_on_ray_and_generate_uses_its_adapter(server, tiny_config):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     health = httpx.get(f"{server.base}/health", timeout=5).json()["executor"]
     assert health["name"] == "ray" and health["status"] == "up" and health["cpus"] == 2
 
@@ -106,12 +103,19 @@ def test_a_job_trains_on_ray_and_generate_uses_its_adapter(server, tiny_config):
     assert steps == [1, 2, 3, 4]
     logs = httpx.get(f"{server.url}/jobs/{job_id}/logs", timeout=5).json()
     assert any("running on Ray node" in line for line in logs["lines"])
-    adapter = job["result"]["adapter_path"]
+    assert_generate_serves_the_adapter(server, job_id, tiny_config["base_model"], job["result"]["adapter_path"])
+
+
+def assert_generate_serves_the_adapter(server: Server, job_id: str, base_model: str, adapter: str) -> None:
+    """/generate of the job answers what its adapter, loaded in plain PEFT in this process, answers greedily."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     messages = [{"role": "user", "content": "hello 3"}]
     served = httpx.post(f"{server.url}/jobs/{job_id}/generate", json={"messages": messages, "max_new_tokens": 16},
                         timeout=120)
     assert served.status_code == 200, served.text
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_config["base_model"]), adapter)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model), adapter)
     assert served.json()["completion"] == greedy_text(model, AutoTokenizer.from_pretrained(adapter), messages)
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from ...core.errors import ServiceBusy
+from ...sft.distributed import qlora_placement_problem
 from ...sft.errors import ConfigError, SFTError
 from .base import FailureCategory, JobFailure, JobSpec
 
@@ -160,6 +161,9 @@ class RayExecutor(RemoteExecutor):
             raise ConfigError(f"{_number(cpus)} CPUs per worker asked, but {has}", field="num_cpus_per_worker")
         fit = sum(min(math.floor(n["CPU"] / cpus) if cpus else workers,
                       math.floor(n["GPU"] / gpus) if gpus else workers) for n in nodes)
+        qlora = qlora_placement_problem(spec.config, gpus)
+        if qlora:
+            raise ConfigError(qlora, field="use_qlora")
         if fit < workers:
             raise ConfigError(f"{workers} workers of {_number(gpus)} GPUs and {_number(cpus)} CPUs asked, but {has}: "
                               f"{fit} such workers fit at once", field="num_workers")

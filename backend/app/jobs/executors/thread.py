@@ -101,6 +101,9 @@ class LocalThreadExecutor:
         """Anything the API process can train, a thread can, on one device: several workers or GPUs
         need a cluster."""
         workers, gpus = spec.config.num_workers, spec.config.num_gpus_per_worker
+        if spec.config.distributed_strategy == "fsdp":
+            raise ConfigError("fsdp shards the model across Ray workers: it needs SFT_EXECUTOR=ray; the thread "
+                              "executor trains a job in one process", field="distributed_strategy")
         if workers > 1:
             raise ConfigError(f"{workers} workers need SFT_EXECUTOR=ray; the thread executor trains a job in one "
                               "process", field="num_workers")

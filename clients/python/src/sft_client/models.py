@@ -177,6 +177,10 @@ class JobResult(OpenRecord):
     precision: str | None = Field(None, description="What the run trained in ('auto' resolved for the device).")
     peak_gpu_memory_mb: float | None = Field(None, description="Peak CUDA memory of the process during the run.")
     loss_path: str | None = Field(None, description="cross_entropy or trl.")
+    parallelism: dict[str, Any] | None = Field(
+        None, description="How the workers shared the model, measured on them: strategy (single, ddp, fsdp), world_size, "
+        "fsdp_active, and per rank its parameters, local_parameters (an fsdp shard's local size), sharded_tensors "
+        "and peak_rss_mb.")
 
 
 class Attempt(OpenRecord):

@@ -1,0 +1,190 @@
+"""How a job's workers share the model: ``ddp`` (each holds all of it) or ``fsdp`` (PyTorch FSDP2 shards parameters,
+gradients and optimizer state across them), through the same TRL trainer.
+
+The trainer calls the hooks here: ``fsdp_trl_args`` (what ``SFTConfig.to_trl`` adds for fsdp), ``enable_fsdp``
+(tell accelerate the run is FSDP, see below), ``ShardProbe`` (what each rank really holds) and
+``parallelism_report`` (the per-rank record the job's result keeps). ``resolve_strategy`` is what submit calls
+to turn ``auto`` into a strategy once it knows whether the model fits one worker.
+
+Why ``enable_fsdp`` exists: accelerate 1.16 keeps the FSDP plugin only for GPU backends. On CPU workers (gloo)
+``trl.SFTConfig(fsdp=..., fsdp_config=...)`` trains as plain DDP without a warning: every rank holds every
+parameter. After the trainer is built, the accelerate state is told it is FSDP: the plugin from
+``args.fsdp_plugin_args`` and ``DistributedType.FSDP`` on both ``AcceleratorState`` and ``PartialState`` (set on
+the first alone, a later ``AcceleratorState()`` copies ``MULTI_CPU`` back during ``train()`` and saving then fails
+on DTensors). It relies on accelerate internals: ``ShardProbe`` measures the sharding on every run, and the tests
+check it, so a version that changes them fails loudly instead of silently training DDP.
+"""
+
+from __future__ import annotations
+
+import functools
+import resource
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .config import SFTConfig
+
+Strategy = Literal["ddp", "fsdp"]
+
+
+def resolve_strategy(config: SFTConfig, fits_one_worker: bool) -> Strategy:
+    """The strategy ``config`` trains with: its own when it names one; for ``auto``, ddp when the model fits one
+    worker (the fit planner says so at submit) and fsdp otherwise (fsdp needs at least 2 workers)."""
+    if config.distributed_strategy != "auto":
+        return config.distributed_strategy
+    return "ddp" if fits_one_worker or config.num_workers < 2 else "fsdp"
+
+
+def training_strategy(config: SFTConfig) -> Strategy | None:
+    """What a run of ``config`` trains with: None for one worker, else its strategy (``auto`` still unresolved
+    at training time trains ddp: submit resolves it when it can estimate the fit)."""
+    if config.num_workers < 2:
+        return None
+    return resolve_strategy(config, fits_one_worker=True)
+
+
+def fsdp_problems(config: SFTConfig) -> list[str]:
+    """What ``config`` asks that fsdp cannot do (the config's cross-field rules raise the first)."""
+    if config.distributed_strategy != "fsdp":
+        return []
+    problems = []
+    if config.num_workers < 2:
+        problems.append(f"distributed_strategy fsdp shards the model across the job's workers: it needs num_workers "
+                        f">= 2 (num_workers is {config.num_workers}; one worker holds the whole model, use ddp or auto)")
+    if config.use_qlora and config.num_gpus_per_worker == 0:
+        problems.append("use_qlora with distributed_strategy fsdp needs GPU workers: bitsandbytes' 4-bit weights "
+                        "(bnb_4bit_quant_storage) are sharded on CUDA only; use LoRA or full fine-tuning on CPU workers")
+    return problems
+
+
+def qlora_placement_problem(config: SFTConfig, gpus_per_worker: float) -> str | None:
+    """QLoRA under fsdp where the workers are placed (``gpus_per_worker`` resolved on the cluster): a reason, or None."""
+    if config.distributed_strategy != "fsdp" or not config.use_qlora:
+        return None
+    if not gpus_per_worker:
+        return ("use_qlora with distributed_strategy fsdp needs GPU workers and this cluster gives them none: "
+                "bitsandbytes' 4-bit weights (bnb_4bit_quant_storage) are sharded on CUDA only; use LoRA or full "
+                "fine-tuning, or a cluster with GPUs")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "use_qlora with distributed_strategy fsdp needs bitsandbytes installed (pip install bitsandbytes)"
+    return None
+
+
+def fsdp_trl_args(config: SFTConfig, layer_classes: list[str]) -> dict[str, Any]:
+    """The ``trl.SFTConfig`` arguments of an fsdp run wrapping each of ``layer_classes`` (the decoder layers).
+
+    Gradient checkpointing becomes FSDP's own activation checkpointing (and the trainer's is left off, see
+    ``SFTConfig.to_trl``): the trainer's would re-gather each layer's parameters a second time for its
+    recomputation (transformers warns about exactly that). Checkpoints
+    hold a full state dict gathered on rank 0, like the final save, so they resume with any number of workers.
+    """
+    return {
+        "fsdp": True,
+        "fsdp_config": {
+            "version": 2,
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "transformer_layer_cls_to_wrap": layer_classes,
+            "reshard_after_forward": True,
+            "state_dict_type": "FULL_STATE_DICT",
+            "activation_checkpointing": config.gradient_checkpointing,
+        },
+    }
+
+
+def decoder_layer_classes(model: Any) -> list[str]:
+    """The class names of ``model``'s repeated decoder layers (what fsdp wraps one by one)."""
+    names = {type(module).__name__ for module in model.modules()}
+    declared = [name for name in (getattr(model, "_no_split_modules", None) or []) if name in names]
+    if declared:
+        return declared
+    layers = sorted(name for name in names if name.endswith(("DecoderLayer", "Block")))
+    if not layers:
+        from .errors import ConfigError
+
+        raise ConfigError(f"distributed_strategy fsdp: cannot find the decoder layers of {type(model).__name__} to "
+                          "shard; use ddp", field="distributed_strategy")
+    return layers
+
+
+def enable_fsdp(trainer: Any) -> None:
+    """Make accelerate train ``trainer`` with FSDP2 on any backend (CPU gloo included); see the module doc."""
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = trainer.accelerator.state
+    if getattr(state, "fsdp_plugin", None) is None:
+        state.fsdp_plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
+    AcceleratorState._shared_state["distributed_type"] = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
+
+
+@functools.cache
+def shard_probe_class():
+    from transformers import TrainerCallback
+
+    class ShardProbe(TrainerCallback):
+        """Counts, after the first optimizer step, the parameters this rank really holds (a sharded DTensor's
+        local shard, a plain tensor whole); ``parallelism_report`` adds the process' peak resident memory."""
+
+        def __init__(self):
+            self.counts: dict[str, int] | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if args.fsdp_plugin_args is not None:
+                # Each rank loaded the whole model before it was sharded: give what it no longer holds back to the
+                # system (the allocator keeps freed memory otherwise, and the worker's peak with it).
+                from .device import release_memory
+
+                release_memory()
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if self.counts is None and model is not None:
+                self.counts = local_parameter_counts(model)
+
+    return ShardProbe
+
+
+def ShardProbe():  # noqa: N802 - builds a callback (transformers is imported where training runs)
+    return shard_probe_class()()
+
+
+def local_parameter_counts(model: Any) -> dict[str, int]:
+    """``parameters`` (the model's), ``local_parameters`` (what this rank holds), ``sharded_tensors`` (DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    total = local = sharded = 0
+    for param in model.parameters():
+        total += param.numel()
+        if isinstance(param, DTensor):
+            local += param.to_local().numel()
+            sharded += 1
+        else:
+            local += param.numel()
+    return {"parameters": total, "local_parameters": local, "sharded_tensors": sharded}
+
+
+def peak_rss_mb() -> float:
+    """This process' peak resident memory so far, in MiB (Linux counts ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def parallelism_report(trainer: Any, probe: Any, strategy: Strategy | None) -> dict[str, Any]:
+    """What each rank held and its peak memory, gathered from every rank (all ranks must call it). Called when
+    training ends: the peak covers loading and training, not the final save (where fsdp's rank 0 gathers the full
+    weights once to write them)."""
+    import torch.distributed as dist
+
+    counts = probe.counts or local_parameter_counts(trainer.model)
+    mine = {**counts, "peak_rss_mb": peak_rss_mb()}
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    ranks = [mine]
+    if world > 1:
+        ranks = [None] * world
+        dist.all_gather_object(ranks, mine)
+    for rank, entry in enumerate(ranks):
+        entry["rank"] = rank
+    return {"strategy": strategy or "single", "world_size": world, "fsdp_active": bool(trainer.is_fsdp_enabled),
+            "ranks": ranks}
