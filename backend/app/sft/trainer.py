@@ -14,6 +14,7 @@ from .callbacks import ReportingCallback, StopCallback
 from .checkpoints import eval_loss_at
 from .config import SFTConfig
 from .data import PreparedData, prepare_datasets
+from .efficiency import EfficiencyTracker
 from .errors import ConfigError
 from .model_card import write_artifact_card
 from .events import EventKind, EventSink, TrainingEvent
@@ -75,6 +76,8 @@ class SFTResult:
     peak_gpu_memory_mb: float | None = None
     #: The loss path trained with: "cross_entropy" or "trl" (SFTConfig.loss_path, resolved for the device).
     loss_path: str | None = None
+    #: How efficiently the run trained: tokens/s, padding, peak memory, MFU, hints (sft/efficiency.py).
+    efficiency: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,6 +168,7 @@ class SFTTrainer:
 
         with model_load_lock:
             trainer, loss_path = self._build_trainer(model, tokenizer, data)
+            efficiency = self._track_efficiency(trainer)
         del model
         self._emit(EventKind.PHASE, {"phase": "training"})
         stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopCallback))
@@ -204,7 +208,9 @@ class SFTTrainer:
                 precision=precision,
                 peak_gpu_memory_mb=_peak_gpu_memory_mb(self.device),
                 loss_path=loss_path,
+                efficiency=efficiency.report(),
             )
+            self._emit(EventKind.EFFICIENCY, result.efficiency)
             write_artifact_card(artifact_dir, cfg, result.to_dict())
             return result
         finally:
@@ -278,6 +284,14 @@ class SFTTrainer:
             if cfg.use_lora and cfg.lora_target_modules != "all-linear":
                 hint = f" (lora_target_modules; its linear layers: {', '.join(linear_layer_names(model))})"
             raise ConfigError(f"the trainer refused this config for {cfg.base_model}: {exc}{hint}") from exc
+
+    def _track_efficiency(self, trainer) -> EfficiencyTracker:
+        cfg = self.config
+        tracker = EfficiencyTracker(device=self.device, precision=self.precision, lora=cfg.use_lora,
+                                    packing=cfg.packing, gradient_checkpointing=cfg.gradient_checkpointing,
+                                    cache_dir=self.model_cache_dir)
+        tracker.attach(trainer)
+        return tracker
 
     def _stopped_before_training(self, started: float, data: PreparedData | None = None) -> SFTResult:
         release_memory()
