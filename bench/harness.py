@@ -29,7 +29,7 @@ BUNDLED_DATASET = "bundled:json-extract"
 TRAIN_JSONL = ROOT / "backend" / "app" / "demo" / "json_extract" / "train.jsonl"
 DEFAULT_GPU_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
-SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu", "page", "chat", "auth", "ray")
+SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu", "page", "chat", "auth", "ray", "efficiency")
 #: The Plan counts that a command-line option (--pairs, --memory-jobs...) overrides.
 COUNT_OPTIONS = ("pairs", "steps", "memory_jobs", "memory_steps", "knob_steps", "latency_idle_requests",
                  "scale_submits", "scale_lists", "chat_rounds", "auth_requests", "ray_steps")
@@ -139,14 +139,15 @@ class Bench:
             **settings,
         })
 
-    def run_bare(self, steps: int, *, tag: str, model: str | None = None, script: str = "bare_sft.py") -> dict:
+    def run_bare(self, steps: int, *, tag: str, model: str | None = None, script: str = "bare_sft.py",
+                 precision: str | None = None) -> dict:
         """Run bench/bare_sft.py (or ``script``, which takes the same options: limit_sft.py); ``ttr_s`` is launch
-        to its JSON line."""
+        to its JSON line. ``precision``: instead of the run's."""
         name = script.removesuffix("_sft.py")
         out = self.work / f"{name}-{tag}"
         cmd = [sys.executable, str(BENCH / script), "--model", model or str(self.model_dir),
                "--output-dir", str(out), "--data", str(self.data_path), "--max-steps", str(steps),
-               "--precision", self.precision]
+               "--precision", precision or self.precision]
         for field, option in BARE_OPTIONS.items():
             if field in self.demo:
                 cmd += [option, str(self.demo[field])]

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .efficiency import efficiency_report
+
 #: A run during which other processes used more CPU than this (in cores) is flagged as disturbed.
 DISTURBED_CORES = 0.15
 
@@ -20,6 +22,7 @@ SECTION_TITLES = {
     "chat": "8. Chat latency: OpenAI-compatible /v1/chat/completions vs /generate",
     "auth": "9. What API keys cost",
     "ray": "10. Executors: the same job on threads and on a local Ray",
+    "efficiency": "11. Efficiency: precision auto vs fp32, service vs limit, MFU",
 }
 
 
@@ -48,6 +51,7 @@ def render(results: dict[str, Any]) -> str:
     _chat(w, results)
     _auth(w, results)
     _ray(w, results)
+    efficiency_report(w, results, _table, _section, _targets_of)
     _method(w, results)
     return "\n".join(out) + "\n"
 

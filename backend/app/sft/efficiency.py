@@ -185,8 +185,6 @@ def cpu_peak_tflops(dtype_name: str, cache_dir: Path | None) -> tuple[float, str
     source = f"measured: {_BENCH_SIZE}² {dtype_name} matmul on {model}, {threads} thread(s)"
     path = Path(cache_dir) / "device_peaks.json" if cache_dir is not None else None
     with _peaks_lock:
-        if key in _peaks_memo:
-            return _peaks_memo[key], source
         stored: dict[str, float] = {}
         if path is not None and path.exists():
             try:
@@ -194,7 +192,7 @@ def cpu_peak_tflops(dtype_name: str, cache_dir: Path | None) -> tuple[float, str
             except (OSError, ValueError):
                 stored = {}
         if key not in stored:
-            stored[key] = round(_measure_matmul_tflops(dtype_name), 4)
+            stored[key] = _peaks_memo.get(key) or round(_measure_matmul_tflops(dtype_name), 4)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")

@@ -23,6 +23,7 @@ from .models import (
     linear_layer_names,
     load_model,
     load_tokenizer,
+    model_hidden_size,
     model_load_lock,
     release_memory,
     resolve_model,
@@ -127,7 +128,8 @@ class SFTTrainer:
         self.resume_from_checkpoint = resume_from_checkpoint
         self.disable_tqdm = disable_tqdm
         self.device = device or default_device()
-        #: The precision the run trains in: ``config.precision`` resolved for ``device``, once.
+        #: The precision the run trains in: ``config.precision`` resolved for ``device``, once (auto on a CPU is
+        #: refined by the model's width when it loads).
         self.precision = self.config.resolve_precision(self.device)
         self.output_dir = Path(self.config.output_dir)
 
@@ -141,7 +143,6 @@ class SFTTrainer:
         cfg = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(self.output_dir / "config.yaml")
-        precision = self.precision
         if self.device == "cuda":
             import torch
 
@@ -154,7 +155,8 @@ class SFTTrainer:
         with model_load_lock:
             if self.stop_event.is_set():
                 return self._stopped_before_training(started)
-            model, tokenizer = self._load(precision)
+            model, tokenizer = self._load()
+        precision = self.precision  # auto on a CPU: refined by the model's width in _load
         self._emit(EventKind.MODEL_LOADED, {"base_model": cfg.base_model, "parameters": model.num_parameters()})
         if self.stop_event.is_set():
             return self._stopped_before_training(started)
@@ -217,12 +219,16 @@ class SFTTrainer:
             del trainer
             release_memory()
 
-    def _load(self, precision: str):
+    def _load(self):
         import torch
 
         cfg = self.config
         ref = resolve_model(cfg.base_model, cache_dir=self.model_cache_dir, allowed_roots=self.allowed_model_roots)
         tokenizer = load_tokenizer(ref, trust_remote_code=cfg.trust_remote_code)
+        if cfg.precision == "auto" and self.device != "cuda":
+            width = model_hidden_size(ref, trust_remote_code=cfg.trust_remote_code)
+            self.precision = cfg.resolve_precision(self.device, hidden_size=width)
+        precision = self.precision
         # LoRA on a bf16 base halves memory; full fine-tuning keeps fp32 weights (AMP needs them).
         dtype = torch.bfloat16 if precision == "bf16" and cfg.use_lora else torch.float32
         model = load_model(ref, device=self.device, dtype=dtype, quantize_4bit=cfg.use_qlora,

@@ -115,6 +115,16 @@ def test_fp16_on_cpu_is_a_config_error_and_bf16_is_not():
     assert SFTConfig.model_validate({**BASE, "precision": "bf16"}).resolve_precision("cpu") == "bf16"
 
 
+def test_auto_keeps_narrow_models_in_fp32_on_amx(monkeypatch):
+    from app.sft import config as config_module
+
+    monkeypatch.setattr(config_module, "cpu_bf16_units", lambda: "AMX")
+    cfg = SFTConfig.model_validate(BASE)
+    assert [cfg.resolve_precision("cpu", hidden_size=n) for n in (64, 255, 256, 576)] == ["fp32", "fp32", "bf16", "bf16"]
+    pinned = SFTConfig.model_validate({**BASE, "precision": "bf16"})
+    assert pinned.resolve_precision("cpu", hidden_size=64) == "bf16"
+
+
 def test_to_trl_maps_training_fields():
     cfg = SFTConfig.model_validate({**BASE, "warmup_ratio": 0.1, "packing": True, "max_length": 64,
                                     "validation_split": 0.2, "eval_steps": 2, "save_steps": 5,
