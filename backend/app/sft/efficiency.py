@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import CPU_BF16_MIN_HIDDEN_SIZE
 from .device import cpu_bf16_units, cpu_identity
 
 #: Dense (no sparsity) tensor-core peaks in TFLOP/s by dtype, from NVIDIA's datasheets: H100 / H200 (SXM; the
@@ -350,7 +351,8 @@ class EfficiencyTracker:
                           "text": f"{padding:.0%} of the tokens processed are padding: packing (packing: true) would "
                                   f"train ~{gain:.1f}× the real tokens per step"})
         units = cpu_bf16_units() if self.device != "cuda" else None
-        if units and self.precision == "fp32":
+        wide = self.shape is not None and self.shape.hidden_size >= CPU_BF16_MIN_HIDDEN_SIZE
+        if units and wide and self.precision == "fp32":
             fp32, _ = cpu_peak_tflops("fp32", self.cache_dir)
             bf16, _ = cpu_peak_tflops("bf16", self.cache_dir)
             if fp32 and bf16 > fp32:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from app.sft import SFTConfig, SFTTrainer
-from app.sft.efficiency import ModelShape, TokenCounts, count_batch, cpu_peak_tflops, training_flops
+from app.sft.efficiency import (EfficiencyTracker, ModelShape, TokenCounts, count_batch, cpu_peak_tflops,
+                                training_flops)
 from app.sft.events import EventKind
 
 
@@ -113,3 +114,26 @@ def test_a_run_reports_its_efficiency(tiny_config, tmp_path):
     assert "gradient_checkpointing" in [hint["setting"] for hint in report["hints"]]
     assert [event.payload for event in events if event.kind is EventKind.EFFICIENCY] == [report]
     assert (tmp_path / "cache" / "device_peaks.json").exists()
+
+
+def test_hints_name_their_gain(tmp_path, monkeypatch):
+    from app.sft import efficiency
+
+    monkeypatch.setattr(efficiency, "cpu_bf16_units", lambda: "AMX")
+    monkeypatch.setattr(efficiency, "cpu_peak_tflops", lambda dtype, cache: ({"fp32": 0.35, "bf16": 2.1}[dtype], "m"))
+
+    def report(width: int, **kwargs):
+        tracker = EfficiencyTracker(device="cpu", precision="fp32", lora=True, packing=False,
+                                    gradient_checkpointing=False, cache_dir=tmp_path, **kwargs)
+        tracker.shape = ModelShape(n_layers=1, attention_width=width, hidden_size=width, vocab_size=10,
+                                   body_linear_params=width * width)
+        tracker.counts = TokenCounts(processed=100, real=60, trained=30, attention_pairs2=60 * 61)
+        tracker.step_seconds, tracker.steps = 2.0, 1
+        return tracker.report()
+
+    wide = report(576)
+    assert wide["padding_share"] == 0.4 and wide["real_tokens_per_s"] == 30.0
+    assert [(h["setting"], h["expected_gain"]) for h in wide["hints"]] == [("packing", 1.67), ("precision", 6.0)]
+    assert wide["hints"][0]["text"].startswith("40% of the tokens processed are padding")
+    # A narrow model stays in fp32 under auto: no precision hint.
+    assert [h["setting"] for h in report(64)["hints"]] == ["packing"]
