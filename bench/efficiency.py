@@ -29,15 +29,18 @@ def auto_precision(bench: Bench) -> str:
     sys.path.insert(0, str(ROOT / "backend"))
     from app.sft.config import SFTConfig  # no torch on CPU: resolve_precision reads /proc/cpuinfo
 
-    return SFTConfig(base_model="m", dataset_name="d", max_steps=1).resolve_precision("cpu")
+    width = json.loads((bench.model_dir / "config.json").read_text()).get("hidden_size")
+    return SFTConfig(base_model="m", dataset_name="d", max_steps=1).resolve_precision("cpu", hidden_size=width)
 
 
-def efficiency_section(bench: Bench, server) -> dict[str, Any]:
+def efficiency_section(bench: Bench, server, *, warm_up: bool = True) -> dict[str, Any]:
+    """``warm_up``: run a 1-step job first (a fresh server's first job pays its imports)."""
     plan = bench.plan
     auto = auto_precision(bench)
     dtypes = list(dict.fromkeys([auto, "fp32"]))
-    log("efficiency: warm-up job")
-    server.run_job(bench.config(1, precision=auto), poll=plan.poll)
+    if warm_up:
+        log("efficiency: warm-up job")
+        server.run_job(bench.config(1, precision=auto), poll=plan.poll)
     rounds = []
     for i in range(plan.pairs):
         row: dict[str, Any] = {}

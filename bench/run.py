@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # Smoke: chat, knobs and auth's server without keys use the main server too; full mode gives each a fresh
         # server of its own.
-        shares_main = {"chat", "knobs", "auth"} & set(plan.sections) if args.smoke else set()
+        shares_main = {"chat", "knobs", "auth", "efficiency"} & set(plan.sections) if args.smoke else set()
         if {"memory", "overhead", "latency", "gpu"} & set(plan.sections) or shares_main:
             with bench.server("main") as server:
                 if {"memory", "latency"} & set(plan.sections):
@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                     results["knobs"] = timed("knobs", knobs_section, bench, server)
                 if "auth" in shares_main:
                     results["auth"] = timed("auth", auth_section, bench, server)
+                if "efficiency" in shares_main:
+                    results["efficiency"] = timed("efficiency", efficiency_section, bench, server, warm_up=False)
         if "chat" in plan.sections and "chat" not in results:
             with bench.server("chat") as server:
                 results["chat"] = timed("chat", chat_section, bench, server)
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             results["auth"] = timed("auth", auth_section, bench)
         if "ray" in plan.sections:
             results["ray"] = timed("ray", ray_section, bench)
-        if "efficiency" in plan.sections:
+        if "efficiency" in plan.sections and "efficiency" not in results:
             with bench.server("efficiency") as server:
                 results["efficiency"] = timed("efficiency", efficiency_section, bench, server)
     finally:
