@@ -35,12 +35,12 @@ DistributedStrategy = Literal["auto", "ddp", "fsdp"]
 CUDA_LOSS_PATH: Literal["cross_entropy", "trl"] = "cross_entropy"
 
 #: What precision "auto" trains in on a CPU, by its bf16 matmul units (sft/device.cpu_bf16_units); fp32 for any
-#: other. On an AMX Xeon (2 cores) the demo step trained ~2x the steps/s in bf16 with its losses within bf16
-#: rounding (bench/step_profile.py, docs in README "How efficiently did my job train?"). AVX-512 BF16 without AMX
-#: is untested: fp32 there.
+#: other. On an AMX Xeon (2 cores) the demo's step (limit loop, bench/step_profile.py, one busy run) trained 2.0x
+#: the steps/s in bf16 under autocast, per-step losses within bf16 rounding of fp32's; AVX-512 BF16 without AMX is
+#: untested: fp32 there.
 CPU_AUTO_PRECISION: dict[str | None, Literal["bf16", "fp32"]] = {"AMX": "bf16"}
 #: Narrower models train faster in fp32 even with AMX: their matmuls are too small to gain, and the casts remain
-#: (a 64-wide test model: 2.3x slower in bf16; the 576-wide demo model: ~2x faster).
+#: (the tests' 32-wide model: 2.5x fewer steps/s in bf16 in the bench smoke run).
 CPU_BF16_MIN_HIDDEN_SIZE = 256
 
 #: Most tokens one device batch may hold (batch size × max_length): beyond it a run can only exhaust
