@@ -29,7 +29,8 @@ BUNDLED_DATASET = "bundled:json-extract"
 TRAIN_JSONL = ROOT / "backend" / "app" / "demo" / "json_extract" / "train.jsonl"
 DEFAULT_GPU_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
-SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu", "page", "chat", "auth", "ray", "fsdp")
+SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu", "page", "chat", "auth", "ray", "fsdp",
+            "efficiency")
 #: Sections --smoke runs only when --sections names them: fsdp's smoke run would time little but Ray's start-up
 #: (the test suite trains FSDP jobs in backend/tests/api/test_api_fsdp.py).
 SMOKE_SKIPS = ("fsdp",)
@@ -144,14 +145,15 @@ class Bench:
             **settings,
         })
 
-    def run_bare(self, steps: int, *, tag: str, model: str | None = None, script: str = "bare_sft.py") -> dict:
+    def run_bare(self, steps: int, *, tag: str, model: str | None = None, script: str = "bare_sft.py",
+                 precision: str | None = None) -> dict:
         """Run bench/bare_sft.py (or ``script``, which takes the same options: limit_sft.py); ``ttr_s`` is launch
-        to its JSON line."""
+        to its JSON line. ``precision``: instead of the run's."""
         name = script.removesuffix("_sft.py")
         out = self.work / f"{name}-{tag}"
         cmd = [sys.executable, str(BENCH / script), "--model", model or str(self.model_dir),
                "--output-dir", str(out), "--data", str(self.data_path), "--max-steps", str(steps),
-               "--precision", self.precision]
+               "--precision", precision or self.precision]
         for field, option in BARE_OPTIONS.items():
             if field in self.demo:
                 cmd += [option, str(self.demo[field])]

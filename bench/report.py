@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .efficiency import efficiency_report
+
 #: A run during which other processes used more CPU than this (in cores) is flagged as disturbed.
 DISTURBED_CORES = 0.15
 
@@ -22,6 +24,7 @@ SECTION_TITLES = {
     "ray": "10. Executors: the same job on threads and on a local Ray",
     "planner": "11. The fit planner against these runs' measured peaks",
     "fsdp": "12. A model sharded across 2 Ray workers (FSDP) vs 1 worker",
+    "efficiency": "13. Efficiency: precision auto vs fp32, service vs limit, MFU",
 }
 
 
@@ -52,6 +55,7 @@ def render(results: dict[str, Any]) -> str:
     _ray(w, results)
     _planner(w, results)
     _fsdp(w, results)
+    efficiency_report(w, results, _table, _section, _targets_of)
     _method(w, results)
     return "\n".join(out) + "\n"
 

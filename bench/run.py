@@ -17,7 +17,10 @@ Measures, against a real ``uvicorn`` server started the way ``make run`` starts 
 10. the same job on the thread executor and on a local Ray (SFT_EXECUTOR=ray): steps/s, time to result and
    Ray's start-up cost (``bench/ray_bench.py``);
 11. a full fine-tuning job sharded across 2 Ray workers with FSDP against the same job on 1 worker: peak memory
-   per worker and steps/s (``bench/fsdp_bench.py``).
+   per worker and steps/s (``bench/fsdp_bench.py``);
+12. precision auto vs fp32 through the service and the limit, MFU against the device's peak, and the profile of a
+   bf16 step (``bench/efficiency.py``);
+13. the fit planner's estimate against the measured peak of every training run above (``bench/planner_error.py``).
 
 and writes ``docs/benchmarks.md`` (machine, one table per section, each target met or missed).
 Full mode uses the bundled SmolLM2-135M-Instruct on the bundled json-extract data; ``--smoke`` uses a
@@ -43,6 +46,7 @@ from typing import Any
 
 from .auth import auth_section
 from .chat import chat_section
+from .efficiency import efficiency_section
 from .gpu import gpu_section
 from .fsdp_bench import fsdp_section
 from .harness import (BUNDLED_DATASET, BUNDLED_MODEL, COUNT_OPTIONS, DEFAULT_GPU_MODEL, ROOT, SECTIONS, SMOKE_SKIPS,
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # Smoke: chat, knobs and auth's server without keys use the main server too; full mode gives each a fresh
         # server of its own.
-        shares_main = {"chat", "knobs", "auth"} & set(plan.sections) if args.smoke else set()
+        shares_main = {"chat", "knobs", "auth", "efficiency"} & set(plan.sections) if args.smoke else set()
         if {"memory", "overhead", "latency", "gpu"} & set(plan.sections) or shares_main:
             with bench.server("main") as server:
                 if {"memory", "latency"} & set(plan.sections):
@@ -164,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                     results["knobs"] = timed("knobs", knobs_section, bench, server)
                 if "auth" in shares_main:
                     results["auth"] = timed("auth", auth_section, bench, server)
+                if "efficiency" in shares_main:
+                    results["efficiency"] = timed("efficiency", efficiency_section, bench, server, warm_up=False)
         if "chat" in plan.sections and "chat" not in results:
             with bench.server("chat") as server:
                 results["chat"] = timed("chat", chat_section, bench, server)
@@ -184,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
             results["fsdp"] = timed("fsdp", fsdp_section, bench)
         if {"overhead", "knobs"} & set(plan.sections):
             results["planner"] = planner_error(bench, results)  # no runs of its own: the runs above
+        if "efficiency" in plan.sections and "efficiency" not in results:
+            with bench.server("efficiency") as server:
+                results["efficiency"] = timed("efficiency", efficiency_section, bench, server)
     finally:
         if args.keep_work:
             log(f"work directory kept: {work}")

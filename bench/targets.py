@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .efficiency import efficiency_targets
 from .stats import median
 
 # Targets of the issues.
@@ -237,4 +238,5 @@ def targets(results: dict) -> list[dict[str, Any]]:
         add("gpu_ratio", "gpu", f"GPU steps/s, service ÷ bare ({g['model']})", f"{g['median_ratio']:.3f}",
             f"≥ {TARGET_STEPS_RATIO}", g["median_ratio"] >= TARGET_STEPS_RATIO,
             f"service {g['median_b_steps_per_s']:.3f} vs bare {g['median_a_steps_per_s']:.3f} steps/s.")
+    efficiency_targets(results, add)
     return rows

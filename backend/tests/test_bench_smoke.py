@@ -32,6 +32,7 @@ SECTION_HEADINGS = [
     "## 9. What API keys cost",
     "## 10. Executors: the same job on threads and on a local Ray",
     "## 11. The fit planner against these runs' measured peaks",
+    "## 13. Efficiency: precision auto vs fp32, service vs limit, MFU",
 ]
 
 
@@ -58,7 +59,7 @@ def test_smoke_report_has_every_section_and_target(smoke):
     assert "Not run: not run in smoke mode." in report  # the GPU section says why it did not run
 
     sections = {t["section"] for t in results["targets"]}
-    assert sections == {"overhead", "latency", "scale", "memory", "chat", "auth", "ray", "planner"}
+    assert sections == {"overhead", "latency", "scale", "memory", "chat", "auth", "ray", "planner", "efficiency"}
     keys = {t["key"] for t in results["targets"]}
     assert {"steps_ratio", "steps_vs_limit", "ttr", "ttr_vs_bare", "rss_vs_bare", "p99_job", "p99_list",
             "p99_factor_job", "p99_factor_list", "list_top", "rss", "chat_ratio",
@@ -110,6 +111,12 @@ def test_smoke_figures_are_sane(smoke):
     assert [ray["runs"][name]["executor"] for name in ("thread", "ray")] == ["thread", "ray"]
     assert all(ray["runs"][name]["global_step"] == ray["steps"] for name in ("thread", "ray"))
     assert ray["head_start_s"] > 0 and ray["ratio_steps_per_s"] > 0
+    efficiency = results["efficiency"]
+    assert efficiency["auto"] == "fp32"  # the 64-wide tiny model stays in fp32 on any CPU
+    service, limit = efficiency["medians"]["service_fp32"], efficiency["medians"]["limit_fp32"]
+    assert 0 < service["mfu"] < 1 and service["steps_per_s"] > 0 and limit["steps_per_s"] > 0
+    assert abs(service["train_loss"] - limit["train_loss"]) < 1e-4  # the same batches, the same loss
+    assert efficiency["profile"]["profile_share"] and "Profile of one `fp32` step" in report
 
 
 def test_bare_baseline_gives_trl_what_the_service_gives_it():

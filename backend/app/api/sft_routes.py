@@ -109,8 +109,9 @@ def delete_job(job: ValidJob, manager: ManagerDep) -> DeleteResponse:
 
 @router.get("/jobs/{job_id}/metrics", response_model=MetricsResponse)
 def get_metrics(job: ValidJob, manager: ManagerDep) -> MetricsResponse:
-    """The job's whole metrics series (persisted)."""
-    return MetricsResponse(job_id=job.job_id, metrics=manager.metrics(job.job_id))
+    """The job's whole metrics series (persisted), and its efficiency report once it has trained."""
+    return MetricsResponse(job_id=job.job_id, metrics=manager.metrics(job.job_id),
+                           efficiency=(job.result or {}).get("efficiency"))
 
 
 @router.get("/jobs/{job_id}/logs", response_model=LogsResponse)

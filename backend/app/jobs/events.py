@@ -38,6 +38,8 @@ class JobEventType(str, Enum):
     EVAL = "eval"
     #: The run wrote a checkpoint.
     CHECKPOINT_SAVED = "checkpoint_saved"
+    #: How efficiently the run trained (real tokens/s, padding share, peak memory, MFU, hints).
+    EFFICIENCY = "efficiency"
     #: A stop was asked; the run ends at its next step and saves.
     STOPPING = "stopping"
     #: The server died under the run (before it is queued again).

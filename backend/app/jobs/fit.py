@@ -54,11 +54,12 @@ def check_fit(config: SFTConfig, spec: JobSpec, *, settings: Settings,
 
 def measured_peak(result: dict[str, Any] | None) -> tuple[float | None, str | None]:
     """A finished run's measured peak memory in MiB and the result field it comes from: the process' CUDA
-    peak (``peak_gpu_memory_mb``, allocated tensors) or its peak RSS on CPU (``peak_rss_mb``)."""
-    for key in ("peak_gpu_memory_mb", "peak_rss_mb"):
-        value = (result or {}).get(key)
-        if value:
-            return float(value), key
+    peak (``peak_gpu_memory_mb``, allocated tensors) or its peak RSS on CPU (``efficiency.peak_rss_mb``)."""
+    result = result or {}
+    if value := result.get("peak_gpu_memory_mb"):
+        return float(value), "peak_gpu_memory_mb"
+    if value := (result.get("efficiency") or {}).get("peak_rss_mb"):
+        return float(value), "efficiency.peak_rss_mb"
     return None, None
 
 

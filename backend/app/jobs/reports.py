@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from sft_client.models import EfficiencyReport
+
 from ..core.joblogs import JobLogRouter
 from ..sft.events import EventKind, TrainingEvent
 from .events import JobEventType
@@ -45,6 +47,7 @@ class ReportHandler:
             EventKind.METRICS: self._metrics,
             EventKind.EVAL: self._metrics,
             EventKind.CHECKPOINT_SAVED: self._checkpoint_saved,
+            EventKind.EFFICIENCY: self._efficiency,
             EventKind.LOG: self._log,
             EventKind.EXITED: self._exited,
         }
@@ -79,6 +82,9 @@ class ReportHandler:
     def _checkpoint_saved(self, job: SFTJob, event: TrainingEvent) -> None:
         self.records.emit(job, JobEventType.CHECKPOINT_SAVED, f"Checkpoint saved at step {event.payload['step']}",
                           data=event.payload)
+
+    def _efficiency(self, job: SFTJob, event: TrainingEvent) -> None:
+        self.records.emit(job, JobEventType.EFFICIENCY, EfficiencyReport.model_validate(event.payload).summary(), data=event.payload)
 
     def _log(self, job: SFTJob, event: TrainingEvent) -> None:
         payload = event.payload

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .device import cpu_bf16_units
 from .errors import ConfigError
 from .paths import check_path_text
 
@@ -32,6 +33,15 @@ DistributedStrategy = Literal["auto", "ddp", "fsdp"]
 #: What loss_path "auto" trains with on a CUDA GPU. Measured by the GPU check on an H200 (docs/gpu.md):
 #: cross_entropy trained 1.10x the steps/s of TRL's fused head with the same peak memory and losses.
 CUDA_LOSS_PATH: Literal["cross_entropy", "trl"] = "cross_entropy"
+
+#: What precision "auto" trains in on a CPU, by its bf16 matmul units (sft/device.cpu_bf16_units); fp32 for any
+#: other. On an AMX Xeon (2 cores) the demo's step (limit loop, bench/step_profile.py, one busy run) trained 2.0x
+#: the steps/s in bf16 under autocast, per-step losses within bf16 rounding of fp32's; AVX-512 BF16 without AMX is
+#: untested: fp32 there.
+CPU_AUTO_PRECISION: dict[str | None, Literal["bf16", "fp32"]] = {"AMX": "bf16"}
+#: Narrower models train faster in fp32 even with AMX: their matmuls are too small to gain, and the casts remain
+#: (the tests' 32-wide model: 2.5x fewer steps/s in bf16 in the bench smoke run).
+CPU_BF16_MIN_HIDDEN_SIZE = 256
 
 #: Most tokens one device batch may hold (batch size × max_length): beyond it a run can only exhaust
 #: memory (262,144 = 64 rows of 4,096 tokens, or 8 of 32,768), and a crash would take the server down.
@@ -111,7 +121,9 @@ class SFTConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed: same config and seed give the same loss curve.")
     precision: Precision = Field(
-        "auto", description="auto picks bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."
+        "auto", description="auto picks bf16 on GPUs that support it, fp16 on older GPUs, bf16 on CPUs with AMX "
+        "(Intel Xeon 4th gen and later) for models 256 wide or wider, fp32 on other CPUs and narrower models. bf16 on a CPU trains a bf16 base under autocast; fp16 "
+        "needs a CUDA GPU."
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     loss_path: LossPath = Field(
@@ -119,8 +131,9 @@ class SFTConfig(BaseModel):
         description="How the loss is computed. cross_entropy: ordinary cross-entropy over the trained tokens "
         "only (the LM head projects just those positions), the same loss as TRL's to 1e-5. trl: TRL's fused, "
         "tiled LM head, which never builds the logits but computes entropy and token accuracy for every token "
-        "of every step (31 % slower per step on CPU, 9 % on an H200; docs/gpu.md); it is the leaner one when "
-        "trained tokens x vocabulary is large, since cross_entropy holds the logits of the trained tokens. "
+        "of every step (31 % slower per step on CPU, 9 % on an H200; docs/gpu.md). cross_entropy projects and scores "
+        "the trained tokens in chunks once their fp32 logits would pass 256 MiB (a 128k vocabulary: 523 tokens a "
+        "chunk), recomputing each chunk's logits in the backward pass, so a large vocabulary never holds them all. "
         f"auto: cross_entropy on CPU; on a CUDA GPU, {CUDA_LOSS_PATH}"
         f"{', or cross_entropy when token_metrics is false' if CUDA_LOSS_PATH == 'trl' else ''}. "
         "Models whose logits the plain LM head does not give (logit soft-capping or scaling, vision-language, "
@@ -249,17 +262,20 @@ class SFTConfig(BaseModel):
 
     # TRL
 
-    def resolve_precision(self, device: str) -> Literal["bf16", "fp16", "fp32"]:
-        """Choose the training precision for ``device`` ('cuda' or 'cpu')."""
+    def resolve_precision(self, device: str, hidden_size: int | None = None) -> Literal["bf16", "fp16", "fp32"]:
+        """Choose the training precision for ``device`` ('cuda' or 'cpu'); see the ``precision`` field.
+        ``hidden_size``: the model's, once known (auto on a CPU keeps narrow models in fp32)."""
         if self.precision == "auto":
             if device != "cuda":
-                return "fp32"
+                if hidden_size is not None and hidden_size < CPU_BF16_MIN_HIDDEN_SIZE:
+                    return "fp32"
+                return CPU_AUTO_PRECISION.get(cpu_bf16_units(), "fp32")
             import torch
 
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        if self.precision in ("bf16", "fp16") and device != "cuda":
+        if self.precision == "fp16" and device != "cuda":
             raise ConfigError(
-                f"precision {self.precision} needs a CUDA GPU and this machine has none; use 'auto' or 'fp32'",
+                "precision fp16 needs a CUDA GPU and this machine has none; use 'auto', 'bf16' or 'fp32'",
                 field="precision",
             )
         return self.precision

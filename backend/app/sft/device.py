@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import gc
+import platform
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +27,32 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@functools.cache
+def cpu_identity() -> tuple[str, frozenset[str]]:
+    """This CPU's model name and feature flags (from /proc/cpuinfo; the platform's names elsewhere)."""
+    model, flags = "", frozenset()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = frozenset(value.split())
+    except OSError:
+        pass
+    return model or platform.processor() or platform.machine(), flags
+
+
+def cpu_bf16_units() -> str | None:
+    """'AMX' or 'AVX-512 BF16' when this CPU has bf16 matmul units, else None."""
+    flags = cpu_identity()[1]
+    if "amx_bf16" in flags:
+        return "AMX"
+    if "avx512_bf16" in flags:
+        return "AVX-512 BF16"
+    return None
 
 
 def load_ml_stack() -> None:

@@ -33,6 +33,8 @@ class EventKind(str, Enum):
     EVAL = "eval"
     #: A checkpoint was written: ``step``, ``path``.
     CHECKPOINT_SAVED = "checkpoint_saved"
+    #: How efficiently the run trained, once training is over: the result's ``efficiency`` dict.
+    EFFICIENCY = "efficiency"
     #: A line of the run's log, for executors whose runs live in another process: ``level``, ``message``.
     LOG = "log"
     #: The run is over (the last event of an attempt): ``status`` (``completed``, ``stopped`` or

@@ -10,7 +10,9 @@ with ordinary cross-entropy.
 ``CrossEntropySFTTrainer`` keeps TRL's data preparation, collator, labels and loss normalisation and replaces only
 the head: it runs the model's backbone, projects the positions whose next-token label is trained through the
 model's own output layer, and takes the summed cross-entropy divided by the same token count TRL divides by
-(``num_items_in_batch``), so the per-step losses equal TRL's. Entropy and token accuracy come from those logits on
+(``num_items_in_batch``), so the per-step losses equal TRL's. Above ``LOGITS_CHUNK_BYTES`` of logits it projects
+and scores them in chunks, each recomputed in the backward pass (as Liger's fused linear cross-entropy and TRL's
+chunked loss avoid the whole logits). Entropy and token accuracy come from those logits on
 logging steps only, when asked for.
 
 Imported when a trainer is built (it imports trl), under ``models.model_load_lock``.
@@ -47,18 +49,49 @@ def plain_head_problem(model: Any) -> str | None:
     return None
 
 
-def add_trained_logits_head(model: Any) -> None:
-    """Let ``model(..., labels=labels, trained_logits=True)`` return ``(logits, targets)`` of the trained positions.
+#: Most bytes of fp32 logits the cross_entropy path holds at once (its forward's output; the backward's gradient of
+#: the same size): trained tokens × vocabulary × 4 B above it are projected and scored in chunks of this size, each
+#: recomputed in the backward pass (one more LM-head forward per trained token). 16k trained tokens of a 128k
+#: vocabulary would otherwise hold 8 GiB; the demo (~320 trained tokens × 49k) stays under it, in one piece.
+LOGITS_CHUNK_BYTES = 256 * 1024 * 1024
 
-    The backbone runs as in the model's own forward; the output layer (a PEFT-wrapped one included) projects only
-    the positions whose shifted label is not -100. Like TRL's fused head, it is a flag on ``forward`` rather than a
-    separate call, so that wrappers around the model (PEFT, DDP) stay in the call path. Without the flag the forward
-    is the one it replaces (TRL's, which itself falls back to the model's own).
+
+def chunk_tokens_for(vocab_size: int, budget_bytes: int = LOGITS_CHUNK_BYTES) -> int:
+    """Trained tokens per chunk so that a chunk's fp32 logits fit ``budget_bytes``."""
+    return max(1, budget_bytes // (4 * vocab_size))
+
+
+def _chunk_loss(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
+def chunked_cross_entropy(head: Any, hidden: torch.Tensor, targets: torch.Tensor, chunk_tokens: int) -> torch.Tensor:
+    """Summed cross-entropy of ``head(hidden)`` against ``targets`` without ever holding more than ``chunk_tokens``
+    rows of logits: each chunk's logits are freed after its loss and recomputed for its backward
+    (``torch.utils.checkpoint``, which replays autocast as it was)."""
+    from torch.utils.checkpoint import checkpoint
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, hidden.shape[0], chunk_tokens):
+        end = start + chunk_tokens
+        total = total + checkpoint(_chunk_loss, head, hidden[start:end], targets[start:end], use_reentrant=False)
+    return total
+
+
+def add_trained_logits_head(model: Any) -> None:
+    """Let ``model(..., labels=labels, trained_logits=True)`` return the summed loss of the trained positions.
+
+    It returns ``(loss_sum, logits, targets, hidden)``: the backbone runs as in the model's own forward; the output
+    layer (a PEFT-wrapped one included) projects only the positions whose shifted label is not -100 (``hidden``,
+    ``targets``). With ``chunk_tokens`` set and more trained tokens than that, the projection and its loss run in
+    chunks (``chunked_cross_entropy``) and ``logits`` is None. Like TRL's fused head, it is a flag on ``forward``
+    rather than a separate call, so that wrappers around the model (PEFT, DDP) stay in the call path. Without the
+    flag the forward is the one it replaces (TRL's, which itself falls back to the model's own).
     """
     replaced = model.forward
 
     @functools.wraps(type(model).forward)  # generate() checks its kwargs against this signature
-    def forward(self, *args, trained_logits=False, labels=None, **kwargs):
+    def forward(self, *args, trained_logits=False, labels=None, chunk_tokens=None, **kwargs):
         if not trained_logits:
             if labels is not None:
                 kwargs["labels"] = labels
@@ -68,7 +101,11 @@ def add_trained_logits_head(model: Any) -> None:
         head = self.get_output_embeddings()
         targets = labels[:, 1:].to(head.weight.device)
         mask = targets != -100
-        return head(hidden.to(head.weight.device)[mask]), targets[mask]
+        hidden, targets = hidden.to(head.weight.device)[mask], targets[mask]
+        if chunk_tokens is not None and targets.numel() > chunk_tokens:
+            return chunked_cross_entropy(head, hidden, targets, chunk_tokens), None, targets, hidden
+        logits = head(hidden)
+        return F.cross_entropy(logits.float(), targets, reduction="sum"), logits, targets, hidden
 
     model.forward = types.MethodType(forward, model)
 
@@ -82,25 +119,28 @@ class CrossEntropySFTTrainer(trl.SFTTrainer):
         *args, **kwargs: as ``trl.SFTTrainer``.
     """
 
-    def __init__(self, *args: Any, token_metrics: bool = False, **kwargs: Any):
+    def __init__(self, *args: Any, token_metrics: bool = False, chunk_logits: bool = True, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.token_metrics = token_metrics
         # Tokens seen since the last log, kept on the device: counting them each step would wait for the device.
         self._pending_tokens: torch.Tensor | int = 0
         model = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
         add_trained_logits_head(model)
+        self._head = model.get_output_embeddings()
+        #: Trained tokens per chunk of logits (None: never chunked).
+        self.chunk_tokens = chunk_tokens_for(self._head.out_features) if chunk_logits else None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if return_outputs:  # only for compute_metrics, which needs the full logits: TRL's path builds them
             return super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         mode = "train" if self.model.training else "eval"
-        logits, targets = model(**inputs, trained_logits=True)
+        loss_sum, logits, targets, hidden = model(**inputs, trained_logits=True, chunk_tokens=self.chunk_tokens)
         count = targets.numel() if num_items_in_batch is None else num_items_in_batch
-        loss = F.cross_entropy(logits.float(), targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
+        loss = loss_sum / torch.as_tensor(count).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())  # as trl.SFTTrainer.compute_loss
         if self.token_metrics and (mode == "eval" or self._logs_this_step()):
-            self._record_token_metrics(mode, logits.detach(), targets)
+            self._record_token_metrics(mode, logits, hidden, targets)
         if mode == "train":
             self._count_tokens(inputs)
         return loss
@@ -111,15 +151,24 @@ class CrossEntropySFTTrainer(trl.SFTTrainer):
         return (step == 1 and self.args.logging_first_step) or (
             self.args.logging_strategy == "steps" and step % self.state.logging_steps == 0)
 
-    def _record_token_metrics(self, mode: str, logits: torch.Tensor, targets: torch.Tensor) -> None:
+    def _record_token_metrics(self, mode: str, logits: torch.Tensor | None, hidden: torch.Tensor,
+                              targets: torch.Tensor) -> None:
         with torch.no_grad():
-            log_probs = logits.float().log_softmax(-1)
-            entropy = -(log_probs.exp() * log_probs).sum(-1)
-            # argmax takes the first maximum, as TRL's is_top1: a tie with an earlier token is not a hit
-            correct = log_probs.argmax(-1) == targets
-            n = self.accelerator.gather_for_metrics(torch.tensor(targets.numel(), device=logits.device)).sum()
-            entropy_sum = self.accelerator.gather_for_metrics(entropy.sum()).sum()
-            correct_sum = self.accelerator.gather_for_metrics(correct.sum()).sum()
+            if logits is not None:
+                chunks = [(logits.detach(), targets)]
+            else:  # chunked: project the trained tokens again, a chunk at a time
+                size = self.chunk_tokens
+                chunks = ((self._head(hidden[i:i + size].detach()), targets[i:i + size])
+                          for i in range(0, targets.numel(), size))
+            entropy_sum = correct_sum = hidden.new_zeros((), dtype=torch.float32)
+            for chunk_logits, chunk_targets in chunks:
+                log_probs = chunk_logits.float().log_softmax(-1)
+                entropy_sum = entropy_sum - (log_probs.exp() * log_probs).sum()
+                # argmax takes the first maximum, as TRL's is_top1: a tie with an earlier token is not a hit
+                correct_sum = correct_sum + (log_probs.argmax(-1) == chunk_targets).sum()
+            n = self.accelerator.gather_for_metrics(torch.tensor(targets.numel(), device=targets.device)).sum()
+            entropy_sum = self.accelerator.gather_for_metrics(entropy_sum).sum()
+            correct_sum = self.accelerator.gather_for_metrics(correct_sum).sum()
         self._metrics[mode]["entropy"].append((entropy_sum / n).item() if n > 0 else 0.0)
         self._metrics[mode]["mean_token_accuracy"].append((correct_sum / n).item() if n > 0 else 0.0)
 

@@ -290,6 +290,18 @@ def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False) -> PreTrai
     return tokenizer
 
 
+def model_hidden_size(ref: ModelRef, *, trust_remote_code: bool = False) -> int | None:
+    """The width of the model's text layers, read from its config; None when its config does not say."""
+    from transformers import AutoConfig
+
+    ensure_converted(ref)
+    try:
+        config = AutoConfig.from_pretrained(ref.path, trust_remote_code=trust_remote_code)
+    except Exception:  # noqa: BLE001 - the load that follows reports what is wrong with the model
+        return None
+    return getattr(config.get_text_config(), "hidden_size", None)
+
+
 def load_model(
     ref: ModelRef,
     *,

@@ -16,6 +16,7 @@ from .config import SFTConfig
 from .data import PreparedData, prepare_datasets
 from .distributed import (ShardProbe, decoder_layer_classes, enable_fsdp, parallelism_report, shard_probe_class,
                           training_strategy)
+from .efficiency import EfficiencyTracker
 from .errors import ConfigError
 from .model_card import write_artifact_card
 from .events import EventKind, EventSink, TrainingEvent
@@ -24,6 +25,7 @@ from .models import (
     linear_layer_names,
     load_model,
     load_tokenizer,
+    model_hidden_size,
     model_load_lock,
     release_memory,
     resolve_model,
@@ -80,6 +82,8 @@ class SFTResult:
     #: How the workers shared the model and what each rank held: strategy, world_size, per-rank parameters
     #: (sharded DTensors counted by their local shard) and peak RSS, measured on the ranks (sft.distributed).
     parallelism: dict[str, Any] | None = None
+    #: How efficiently the run trained: tokens/s, padding, peak memory, MFU, hints (sft/efficiency.py).
+    efficiency: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,7 +133,8 @@ class SFTTrainer:
         self.resume_from_checkpoint = resume_from_checkpoint
         self.disable_tqdm = disable_tqdm
         self.device = device or default_device()
-        #: The precision the run trains in: ``config.precision`` resolved for ``device``, once.
+        #: The precision the run trains in: ``config.precision`` resolved for ``device``, once (auto on a CPU is
+        #: refined by the model's width when it loads).
         self.precision = self.config.resolve_precision(self.device)
         #: How the job's workers share the model: None (one worker), "ddp" or "fsdp".
         self.strategy = training_strategy(self.config)
@@ -145,7 +150,6 @@ class SFTTrainer:
         cfg = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(self.output_dir / "config.yaml")
-        precision = self.precision
         if self.device == "cuda":
             import torch
 
@@ -158,7 +162,8 @@ class SFTTrainer:
         with model_load_lock:
             if self.stop_event.is_set():
                 return self._stopped_before_training(started)
-            model, tokenizer = self._load(precision)
+            model, tokenizer = self._load()
+        precision = self.precision  # auto on a CPU: refined by the model's width in _load
         self._emit(EventKind.MODEL_LOADED, {"base_model": cfg.base_model, "parameters": model.num_parameters()})
         if self.stop_event.is_set():
             return self._stopped_before_training(started)
@@ -172,6 +177,7 @@ class SFTTrainer:
 
         with model_load_lock:
             trainer, loss_path = self._build_trainer(model, tokenizer, data)
+            efficiency = self._track_efficiency(trainer)
         del model
         self._emit(EventKind.PHASE, {"phase": "training"})
         stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopCallback))
@@ -214,19 +220,25 @@ class SFTTrainer:
                 peak_gpu_memory_mb=_peak_gpu_memory_mb(self.device),
                 loss_path=loss_path,
                 parallelism=parallelism,
+                efficiency=efficiency.report(),
             )
+            self._emit(EventKind.EFFICIENCY, result.efficiency)
             write_artifact_card(artifact_dir, cfg, result.to_dict())
             return result
         finally:
             del trainer
             release_memory()
 
-    def _load(self, precision: str):
+    def _load(self):
         import torch
 
         cfg = self.config
         ref = resolve_model(cfg.base_model, cache_dir=self.model_cache_dir, allowed_roots=self.allowed_model_roots)
         tokenizer = load_tokenizer(ref, trust_remote_code=cfg.trust_remote_code)
+        if cfg.precision == "auto" and self.device != "cuda":
+            width = model_hidden_size(ref, trust_remote_code=cfg.trust_remote_code)
+            self.precision = cfg.resolve_precision(self.device, hidden_size=width)
+        precision = self.precision
         # LoRA on a bf16 base halves memory; full fine-tuning keeps fp32 weights (AMP needs them).
         dtype = torch.bfloat16 if precision == "bf16" and cfg.use_lora else torch.float32
         model = load_model(ref, device=self.device, dtype=dtype, quantize_4bit=cfg.use_qlora,
@@ -291,6 +303,14 @@ class SFTTrainer:
             if cfg.use_lora and cfg.lora_target_modules != "all-linear":
                 hint = f" (lora_target_modules; its linear layers: {', '.join(linear_layer_names(model))})"
             raise ConfigError(f"the trainer refused this config for {cfg.base_model}: {exc}{hint}") from exc
+
+    def _track_efficiency(self, trainer) -> EfficiencyTracker:
+        cfg = self.config
+        tracker = EfficiencyTracker(device=self.device, precision=self.precision, lora=cfg.use_lora,
+                                    packing=cfg.packing, gradient_checkpointing=cfg.gradient_checkpointing,
+                                    cache_dir=self.model_cache_dir)
+        tracker.attach(trainer)
+        return tracker
 
     def _stopped_before_training(self, started: float, data: PreparedData | None = None) -> SFTResult:
         release_memory()

@@ -114,12 +114,12 @@ def test_trust_remote_code_not_allowed(checked_client, checked, good_config):
                    "config.trust_remote_code: this server does not allow remote code (set SFT_ALLOW_REMOTE_CODE=true)")
 
 
-def test_bf16_on_cpu(checked_client, checked, good_config):
+def test_fp16_on_cpu(checked_client, checked, good_config):
     if default_device() == "cuda":
         pytest.skip("this machine has a GPU")
-    assert_refused(checked_client, checked, good_config | {"precision": "bf16"},
-                   "config.precision: precision bf16 needs a CUDA GPU and this machine has none; use 'auto' or "
-                   "'fp32'")
+    assert_refused(checked_client, checked, good_config | {"precision": "fp16"},
+                   "config.precision: precision fp16 needs a CUDA GPU and this machine has none; use 'auto', 'bf16' "
+                   "or 'fp32'")
 
 
 def test_field_bound_names_the_field(checked_client, checked, good_config):

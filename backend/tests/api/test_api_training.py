@@ -66,17 +66,19 @@ def test_events_and_metrics_of_a_real_job(trainer_manager, client_for, tiny_conf
     events = client.get(f"/api/sft/jobs/{job_id}/events").json()["events"]
     assert [e["type"] for e in events] == [
         "created", "queued", "started", "model_loaded", "dataset_ready",
-        "metrics", "metrics", "metrics", "metrics", "completed",
+        "metrics", "metrics", "metrics", "metrics", "efficiency", "completed",
     ]
-    assert [e["seq"] for e in events] == list(range(1, 11))
+    assert [e["seq"] for e in events] == list(range(1, 12))
     assert events[4]["message"] == "Dataset ready: 32 training rows, 0 eval rows (messages)"
     assert events[5]["message"].startswith("Step 1/4: loss ")
     assert events[-1]["data"]["result"]["global_step"] == 4
+    efficiency = events[-1]["data"]["result"]["efficiency"]
+    assert events[-2]["data"] == efficiency and events[-2]["message"].startswith("Efficiency: ")
 
     response = client.get(f"/api/sft/jobs/{job_id}/metrics")
     assert response.status_code == 200
     metrics = response.json()
-    assert metrics["job_id"] == job_id
+    assert metrics["job_id"] == job_id and metrics["efficiency"] == efficiency
     assert [point["step"] for point in metrics["metrics"]] == [1, 2, 3, 4]
     for point in metrics["metrics"]:
         assert point["attempt"] == 1

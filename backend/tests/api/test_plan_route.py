@@ -74,6 +74,6 @@ def test_memory_report_reads_the_measured_peak_of_either_device():
     on_gpu = memory_report(plan, {"peak_gpu_memory_mb": 1976.0})
     assert on_gpu["measured_from"] == "peak_gpu_memory_mb" and on_gpu["compared_estimate_mb"] == 1976.0
     assert on_gpu["error"] == 0.0
-    on_cpu = memory_report(plan, {"peak_rss_mb": 2500.0, "peak_gpu_memory_mb": None})
-    assert on_cpu["measured_from"] == "peak_rss_mb" and on_cpu["error"] == pytest.approx(0.2)
+    on_cpu = memory_report(plan, {"efficiency": {"peak_rss_mb": 2500.0}, "peak_gpu_memory_mb": None})
+    assert on_cpu["measured_from"] == "efficiency.peak_rss_mb" and on_cpu["error"] == pytest.approx(0.2)
     assert memory_report(plan, None)["measured_peak_mb"] is None and memory_report(None, {}) is None

@@ -96,18 +96,33 @@ def test_yaml_must_be_a_mapping(tmp_path):
         SFTConfig.from_yaml(path)
 
 
-def test_precision_follows_the_device():
+@pytest.mark.parametrize(("units", "expected"), [(None, "fp32"), ("AVX-512 BF16", "fp32"), ("AMX", "bf16")])
+def test_auto_precision_on_cpu_follows_its_bf16_units(monkeypatch, units, expected):
+    from app.sft import config as config_module
+
+    monkeypatch.setattr(config_module, "cpu_bf16_units", lambda: units)
     cfg = SFTConfig.model_validate(BASE)
-    assert cfg.resolve_precision("cpu") == "fp32"
+    assert cfg.resolve_precision("cpu") == expected
     args = cfg.to_trl(output_dir="/tmp/x", device="cpu")
-    assert args.bf16 is False and args.fp16 is False
+    assert (args.bf16, args.fp16) == (expected == "bf16", False)
     assert args.max_steps == 3
 
 
-def test_half_precision_on_cpu_is_a_config_error():
-    cfg = SFTConfig.model_validate({**BASE, "precision": "bf16"})
-    with pytest.raises(ConfigError, match="precision bf16 needs a CUDA GPU"):
+def test_fp16_on_cpu_is_a_config_error_and_bf16_is_not():
+    cfg = SFTConfig.model_validate({**BASE, "precision": "fp16"})
+    with pytest.raises(ConfigError, match="precision fp16 needs a CUDA GPU"):
         cfg.resolve_precision("cpu")
+    assert SFTConfig.model_validate({**BASE, "precision": "bf16"}).resolve_precision("cpu") == "bf16"
+
+
+def test_auto_keeps_narrow_models_in_fp32_on_amx(monkeypatch):
+    from app.sft import config as config_module
+
+    monkeypatch.setattr(config_module, "cpu_bf16_units", lambda: "AMX")
+    cfg = SFTConfig.model_validate(BASE)
+    assert [cfg.resolve_precision("cpu", hidden_size=n) for n in (64, 255, 256, 576)] == ["fp32", "fp32", "bf16", "bf16"]
+    pinned = SFTConfig.model_validate({**BASE, "precision": "bf16"})
+    assert pinned.resolve_precision("cpu", hidden_size=64) == "bf16"
 
 
 def test_to_trl_maps_training_fields():

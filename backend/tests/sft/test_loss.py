@@ -46,10 +46,13 @@ def step(trainer, batch, num_items_in_batch):
     return loss.item(), grads
 
 
-@pytest.mark.parametrize("count", ["num_items_in_batch", "none"])
-def test_cross_entropy_matches_trls_fused_head(tiny_model_dir, chat_jsonl, tmp_path, count):
+@pytest.mark.parametrize(("count", "chunk_tokens"), [("num_items_in_batch", None), ("none", None),
+                                                     ("num_items_in_batch", 5)])
+def test_cross_entropy_matches_trls_fused_head(tiny_model_dir, chat_jsonl, tmp_path, count, chunk_tokens):
     fused = build(tiny_model_dir, chat_jsonl, tmp_path, fused=True)
     plain = build(tiny_model_dir, chat_jsonl, tmp_path, fused=False)
+    if chunk_tokens:  # the logits in chunks of 5 trained tokens, as a large vocabulary would have them
+        plain.chunk_tokens = chunk_tokens
     for (name, a), (_, b) in zip(fused.model.named_parameters(), plain.model.named_parameters()):
         assert a.equal(b), f"{name}: the two trainers start from different weights"
 
@@ -90,9 +93,9 @@ def test_token_metrics_are_computed_on_logging_steps_only(tiny_config, tmp_path,
     computed_at = []
     record = CrossEntropySFTTrainer._record_token_metrics
 
-    def spy(self, mode, logits, targets):
+    def spy(self, mode, *args):
         computed_at.append(self.state.global_step + 1)
-        record(self, mode, logits, targets)
+        record(self, mode, *args)
 
     monkeypatch.setattr(CrossEntropySFTTrainer, "_record_token_metrics", spy)
     cfg = SFTConfig.model_validate({**tiny_config, "max_steps": 6, "logging_steps": 2, "token_metrics": True,

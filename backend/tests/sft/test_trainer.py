@@ -145,7 +145,7 @@ def test_eval_loss_with_eval_dataset(tiny_config, tmp_path, chat_jsonl):
 
 def test_the_trainer_resolves_precision_once_and_hands_it_to_trl(tmp_path, monkeypatch):
     config = SFTConfig.model_validate({"base_model": "m", "dataset_name": "d", "max_steps": 1,
-                                       "output_dir": str(tmp_path)})
+                                       "output_dir": str(tmp_path), "precision": "fp32"})
     calls = []
     resolve = SFTConfig.resolve_precision
     monkeypatch.setattr(SFTConfig, "resolve_precision", lambda self, device: calls.append(device) or resolve(self, device))
@@ -153,5 +153,5 @@ def test_the_trainer_resolves_precision_once_and_hands_it_to_trl(tmp_path, monke
     assert trainer.precision == "fp32" and trainer.config is config  # the typed value, not validated again
     args = config.to_trl(output_dir=tmp_path, device="cpu", precision=trainer.precision)
     assert (args.bf16, args.fp16, calls) == (False, False, ["cpu"])
-    with pytest.raises(ConfigError, match="precision bf16 needs a CUDA GPU"):
-        SFTTrainer(config.model_copy(update={"precision": "bf16"}), device="cpu")
+    with pytest.raises(ConfigError, match="precision fp16 needs a CUDA GPU"):
+        SFTTrainer(config.model_copy(update={"precision": "fp16"}), device="cpu")

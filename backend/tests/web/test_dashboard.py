@@ -92,6 +92,12 @@ def test_train_stop_resume_and_try_it_from_the_page(page, server):
     assert chart_steps(page, "eval_loss") == metric_steps(server, job_id, "eval_loss")
     assert page.locator("#events-list li", has_text="resumed").count() == 1
     assert page.locator("#checkpoints tbody tr").count() >= 1
+    # The run's efficiency report, as the API has it.
+    efficiency = server.api("GET", f"/api/sft/jobs/{job_id}").json()["result"]["efficiency"]
+    page.locator("#job-efficiency #efficiency-figures").wait_for()
+    figures = page.inner_text("#efficiency-figures")
+    assert "Peak RSS (MiB)" in figures and f"MFU ({efficiency['dtype']})" in figures
+    assert f"{100 * efficiency['padding_share']:.1f} %" in figures
     screenshot(page, "dashboard-job.png", down_to="#loss-chart")
 
     page.fill("#try-prompt", "hello 3")

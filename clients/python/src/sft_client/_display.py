@@ -22,6 +22,7 @@ from rich.text import Text
 
 from .client import SFTClient
 from .errors import SFTError
+from .models import EfficiencyReport
 from .types import Event, Job
 
 #: Seconds between two looks at a followed job's progress (the bar moves every step; events come
@@ -117,6 +118,19 @@ def indented(out: Output, lines: list[str]) -> None:
     for entry in lines:
         for line in entry.splitlines() or [""]:
             out.line(f"  {line}")
+
+
+def show_efficiency(out: Output, job: Job) -> None:
+    """The efficiency report of a job that trained: one summary line, then its hints."""
+    data = (job.result or {}).get("efficiency")
+    if not data:
+        return
+    report = EfficiencyReport.model_validate(data)
+    out.line(report.summary())
+    if report.peak_source:
+        out.line(f"  peak: {report.peak_source}")
+    for hint in report.hints:
+        out.line(f"  hint: {hint.text}")
 
 
 def step_text(job: Job) -> str:

@@ -25,6 +25,7 @@ from ._display import (
     Output,
     download_bar,
     indented,
+    show_efficiency,
     size,
     step_text,
     when,
@@ -431,6 +432,7 @@ def show_job(out: Output, job: Job) -> None:
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         out.line(f"  {key:<{width}}  {value}")
+    show_efficiency(out, job)
     if job.error_detail and job.error_detail.log_tail:
         out.line("Last log lines:")
         indented(out, job.error_detail.log_tail)

@@ -158,6 +158,56 @@ class JobError(WireModel):
     log_tail: list[str] = Field(default_factory=list, description="The job's last log lines.")
 
 
+class EfficiencyHint(OpenRecord):
+    """A setting that would have trained faster, and by about how much."""
+
+    setting: str = Field(..., description="The config field it is about (packing, precision, gradient_checkpointing).")
+    expected_gain: float | None = Field(None, description="About how many times the throughput it would give.")
+    text: str = Field(..., description="The hint, for people.")
+
+
+class EfficiencyReport(OpenRecord):
+    """How efficiently a run trained (app/sft/efficiency.py). Step time covers forward, backward, clipping and the
+    optimizer, not data loading, logging, evaluation or checkpoints."""
+
+    device: str | None = Field(None, description="cpu or cuda.")
+    dtype: str | None = Field(None, description="The precision it trained in.")
+    step_seconds: float | None = Field(None, description="Seconds of optimizer steps timed.")
+    processed_tokens: int | None = Field(None, description="Positions the model ran over, padding included.")
+    real_tokens: int | None = Field(None, description="Real (non-padding) tokens trained on.")
+    trained_tokens: int | None = Field(None, description="Tokens whose next-token label is in the loss.")
+    padding_share: float | None = Field(None, description="Share of the processed positions that were padding.")
+    real_tokens_per_s: float | None = Field(None, description="Real tokens per second of step time.")
+    model_flops: float | None = Field(None, description="Model FLOPs of the steps (LoRA: 4 × frozen params × tokens "
+                                      "plus LoRA's own; full: 6 ×; plus causal attention).")
+    achieved_tflops: float | None = Field(None, description="model_flops / step_seconds, in TFLOP/s.")
+    peak_tflops: float | None = Field(None, description="The device's peak for dtype, in TFLOP/s.")
+    peak_source: str | None = Field(None, description="Where the peak comes from (a datasheet, or measured).")
+    mfu: float | None = Field(None, description="Model FLOPs utilisation: achieved_tflops / peak_tflops.")
+    peak_rss_mb: float | None = Field(None, description="CPU: the process' resident memory peak sampled during the "
+                                      "steps (the whole process: with the thread executor, the server and any "
+                                      "concurrent job too).")
+    process_peak_rss_mb: float | None = Field(None, description="CPU: the process' lifetime resident high-water mark.")
+    peak_cuda_allocated_mb: float | None = Field(None, description="CUDA: peak memory allocated by tensors.")
+    peak_cuda_reserved_mb: float | None = Field(None, description="CUDA: peak memory the caching allocator held.")
+    peak_memory_share: float | None = Field(None, description="The peak (RSS or CUDA reserved) / device memory.")
+    hints: list[EfficiencyHint] = Field(default_factory=list, description="Settings that would train faster.")
+
+    def summary(self) -> str:
+        """One line for people: tokens/s, padding, MFU, peak memory."""
+        parts = []
+        if self.real_tokens_per_s is not None:
+            parts.append(f"{self.real_tokens_per_s:,.0f} real tokens/s")
+        if self.padding_share is not None:
+            parts.append(f"{self.padding_share:.0%} padding")
+        if self.mfu is not None:
+            parts.append(f"MFU {self.mfu:.1%} of {self.peak_tflops:,.2f} TFLOP/s {self.dtype}")
+        memory = self.peak_cuda_reserved_mb if self.peak_cuda_reserved_mb is not None else self.peak_rss_mb
+        if memory is not None:
+            parts.append(f"peak memory {memory:,.0f} MiB")
+        return "Efficiency: " + (", ".join(parts) or "nothing measured")
+
+
 class JobResult(OpenRecord):
     """What a finished run produced (executors may add fields)."""
 
@@ -181,6 +231,7 @@ class JobResult(OpenRecord):
         None, description="How the workers shared the model, measured on them: strategy (single, ddp, fsdp), world_size, "
         "fsdp_active, and per rank its parameters, local_parameters (an fsdp shard's local size), sharded_tensors "
         "and peak_rss_mb.")
+    efficiency: EfficiencyReport | None = Field(None, description="How efficiently it trained.")
 
 
 class Attempt(OpenRecord):
@@ -347,6 +398,7 @@ class EventListResponse(WireModel):
 
 class MetricsResponse(WireModel):
     job_id: str
+    efficiency: EfficiencyReport | None = Field(None, description="How efficiently it trained, once it has.")
     metrics: list[dict[str, Any]] = Field(
         ..., description="One point per log: step, loss, learning_rate, grad_norm, eval_loss, num_tokens, "
         "epoch, elapsed_seconds, attempt."

@@ -7,7 +7,7 @@ import { exportPanel } from "./exports.js";
 import { memoryItems } from "./plan.js";
 
 const EVENT_TYPES = ["created", "queued", "started", "model_loaded", "dataset_ready", "metrics", "eval",
-  "checkpoint_saved", "stopping", "resumed", "interrupted", "completed", "failed", "stopped", "message"];
+  "checkpoint_saved", "efficiency", "stopping", "resumed", "interrupted", "completed", "failed", "stopped", "message"];
 const POLL_MS = 1500;
 
 export function jobView(jobId) {
@@ -22,6 +22,7 @@ export function jobView(jobId) {
   const resumeButton = h("button", { id: "resume-button", type: "button", class: "secondary", onclick: resume }, "Resume");
   const details = h("dl", { class: "grid", id: "job-details" });
   const failure = h("section", { id: "job-failure", class: "panel", hidden: true, "aria-labelledby": "failure-title" });
+  const efficiency = h("section", { id: "job-efficiency", class: "panel", hidden: true, "aria-labelledby": "efficiency-title" });
   const canvas = h("canvas", { class: "chart", id: "loss-chart", role: "img", "aria-label": "Loss chart" });
   const chart = new LineChart(canvas, [
     { key: "loss", label: "train loss", color: "--series-1", axis: "left" },
@@ -44,6 +45,7 @@ export function jobView(jobId) {
     actionMessage,
     details,
     failure,
+    efficiency,
     h("section", { class: "panel", "aria-labelledby": "chart-title" },
       h("h3", { id: "chart-title" }, "Loss"), chart.legend(), h("div", { class: "chart-box" }, canvas)),
     tryPanel,
@@ -180,9 +182,29 @@ export function jobView(jobId) {
         h("h4", {}, "Last log lines"),
         h("pre", { class: "log" }, ((detail && detail.log_tail) || []).join("\n")));
     }
+    renderEfficiency(result.efficiency);
     const usable = job.status === "completed" || (job.status === "stopped" && result.adapter_path);
     if (usable && tryPanel.hidden) buildTryIt();
     tryPanel.hidden = !usable;
+  }
+
+  // How efficiently the job trained (app/sft/efficiency.py), once it has: figures, then hints.
+  function renderEfficiency(report) {
+    efficiency.hidden = !report;
+    if (!report) return;
+    const pct = (value) => value == null ? "–" : `${(100 * value).toFixed(1)} %`;
+    const mib = report.peak_cuda_reserved_mb ?? report.peak_rss_mb;
+    const item = (label, value) => [h("div", {}, h("dt", {}, label), h("dd", {}, value))];
+    efficiency.replaceChildren(h("h3", { id: "efficiency-title" }, "How efficiently it trained"),
+      h("dl", { class: "grid", id: "efficiency-figures" },
+        ...item("Real tokens / s", formatNumber(report.real_tokens_per_s)),
+        ...item("Padding", pct(report.padding_share)),
+        ...item(`MFU (${report.dtype})`, pct(report.mfu)),
+        ...item("Achieved TFLOP/s", formatNumber(report.achieved_tflops)),
+        ...item("Peak TFLOP/s", formatNumber(report.peak_tflops)),
+        ...item(report.peak_cuda_reserved_mb != null ? "Peak CUDA reserved (MiB)" : "Peak RSS (MiB)", formatNumber(mib))),
+      h("p", { class: "muted" }, `Peak: ${report.peak_source || "unknown"}`),
+      h("ul", { id: "efficiency-hints" }, ...(report.hints || []).map((hint) => h("li", {}, hint.text))));
   }
 
   async function stop() {
