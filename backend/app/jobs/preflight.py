@@ -22,6 +22,7 @@ from ..core.errors import InvalidConfig, JobConflict
 from ..core.settings import Settings
 from ..sft.config import SFTConfig
 from ..sft.data import check_dataset
+from ..sft.formats import method_problem
 from ..sft.errors import DatasetError, ModelError, SFTError
 from ..sft.models import check_model, default_device, module_names
 
@@ -89,6 +90,8 @@ def check_model_and_data(config: SFTConfig, settings: Settings) -> None:
                             column_mapping=config.column_mapping, allowed_roots=roots)
     except DatasetError as exc:
         raise _refuse("dataset_name", str(exc)) from None
+    if problem := method_problem(fmt, config.method):
+        raise _refuse("dataset_name", f"{config.dataset_name}: {problem}")
     if config.eval_dataset_name:
         try:
             check_dataset(config.eval_dataset_name, config.eval_dataset_split, dataset_format=fmt,
