@@ -280,7 +280,9 @@ export function newJobView(params) {
         h("p", { class: "muted" }, "Examples as the model sees them; the highlighted part is trained on."),
         ...p.examples.map((example, i) => h("figure", {},
           h("figcaption", {}, `Example ${i + 1} (${example.tokens} tokens)`),
-          h("pre", { class: "rendered" }, ...example.segments.map((seg) => seg.trained ? h("mark", {}, seg.text) : seg.text))))));
+          h("pre", { class: "rendered" }, ...example.segments.flatMap((seg) => [
+            ...(seg.label ? [h("strong", { class: `pair-${seg.label}` }, `\n[${seg.label}] `)] : []),
+            seg.trained ? h("mark", {}, seg.text) : seg.text]))))));
     } catch (error) {
       previewOut.replaceChildren();
       showError(error);
