@@ -22,8 +22,8 @@ from ..core.errors import InvalidConfig, JobConflict
 from ..core.settings import Settings
 from ..sft.config import SFTConfig
 from ..sft.data import check_dataset
-from ..sft.formats import method_problem
 from ..sft.errors import DatasetError, ModelError, SFTError
+from ..sft.formats import method_problem
 from ..sft.models import check_model, default_device, module_names
 
 #: Python packages each ``report_to`` target needs (any one of them).

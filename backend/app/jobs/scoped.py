@@ -13,8 +13,8 @@ from typing import Any, Protocol
 from ..core.errors import ConfigNotFound, JobNotFound
 from ..sft.config import SFTConfig
 from . import files
-from .bases import resolve_job_base
 from .access import PathAccess, check_submission, path_access
+from .bases import resolve_job_base
 from .manager import SFTJobManager
 from .models import SFTJob
 

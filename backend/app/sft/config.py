@@ -60,7 +60,8 @@ class SFTConfig(BaseModel):
         ...,
         min_length=1,
         description="Hugging Face Hub id (e.g. 'HuggingFaceTB/SmolLM2-135M-Instruct'), a local model "
-        "directory, a .gguf file, or the bundled alias 'smollm2-135m-instruct'.",
+        "directory, a .gguf file, the bundled alias 'smollm2-135m-instruct', or 'job:<id>' to start from one of "
+        "your finished jobs (a LoRA job's adapter is merged into its base; e.g. SFT, then DPO on top).",
         examples=["smollm2-135m-instruct"],
     )
     trust_remote_code: bool = Field(
