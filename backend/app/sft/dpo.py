@@ -10,12 +10,19 @@ the weights it started from (as TRL does), taken in memory rather than reloaded 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .data import read_rows
+from .errors import DatasetError
+from .formats import PREFERENCE_FORMATS, convert_rows
 
 if TYPE_CHECKING:
     import trl
 
+    from .artifacts import Artifact
     from .config import SFTConfig
+    from .model_cache import ModelCache
 
 #: The DPO metrics a job keeps in its metrics series (beside loss, learning rate, grad norm).
 DPO_METRIC_KEYS = ("rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected")
@@ -87,3 +94,34 @@ def render_pair(tokenizer: Any, prompt: Any, answer: Any) -> tuple[str, str]:
     if tokenizer.eos_token and not text.endswith(tokenizer.eos_token):
         text += tokenizer.eos_token
     return prompt, text
+
+
+def preference_pairs(dataset_name: str, split: str = "train", *, limit: int | None = None,
+                     allowed_roots: list[Path] | None = None) -> list[dict[str, Any]]:
+    """A preference dataset's rows as TRL preference rows (DatasetError when it is not one)."""
+    raw = read_rows(dataset_name, split, limit=limit, allowed_roots=allowed_roots)
+    rows, fmt = convert_rows(raw)
+    if fmt not in PREFERENCE_FORMATS:
+        raise DatasetError(f"expected preference pairs, found {fmt} rows", source=dataset_name)
+    return rows
+
+
+def score_preferences(cache: ModelCache, artifact: Artifact, rows: list[dict[str, Any]], *, cache_dir: Path,
+                      device: str | None = None) -> dict[str, float]:
+    """Held-out preference accuracy (``preference_accuracy``) of a job's model and of the model it started
+    from (with LoRA: the same weights, adapter disabled; the DPO reference). Loads through the service's
+    model cache, as evaluation does."""
+    from .device import default_device
+    from .model_cache import use_base, use_tuned
+
+    device = device or default_device()
+    base = None
+    with use_tuned(cache, artifact, cache_dir=cache_dir, device=device) as loaded:
+        if loaded.has_adapter:
+            with loaded.model.disable_adapter():
+                base = preference_accuracy(loaded.model, loaded.tokenizer, rows)
+        tuned = preference_accuracy(loaded.model, loaded.tokenizer, rows)
+    if base is None:
+        with use_base(cache, artifact, cache_dir=cache_dir, device=device) as loaded:
+            base = preference_accuracy(loaded.model, loaded.tokenizer, rows)
+    return {"base": base, "tuned": tuned, "pairs": len(rows)}
