@@ -20,6 +20,7 @@ SECTION_TITLES = {
     "chat": "8. Chat latency: OpenAI-compatible /v1/chat/completions vs /generate",
     "auth": "9. What API keys cost",
     "ray": "10. Executors: the same job on threads and on a local Ray",
+    "dpo": "11. Preference tuning (DPO): service vs bare TRL DPOTrainer vs a plain forward + backward",
 }
 
 
@@ -48,6 +49,7 @@ def render(results: dict[str, Any]) -> str:
     _chat(w, results)
     _auth(w, results)
     _ray(w, results)
+    _dpo(w, results)
     _method(w, results)
     return "\n".join(out) + "\n"
 
@@ -484,6 +486,21 @@ def _ray(w, results: dict) -> None:
       "does not pay.")
     w("")
     _targets_of(w, results, "ray")
+
+
+def _dpo(w, results: dict) -> None:
+    d = _section(w, results, "dpo")
+    if d is None:
+        return
+    w(f"{d['steps']} DPO steps on `{d['data']}` (LoRA, reference = the adapter disabled), alternating a bare TRL "
+      "`DPOTrainer` script (`bench/bare_dpo.py`), a service job with `method: dpo` and a plain PyTorch + PEFT "
+      "forward + backward of the same pairs (`bench/limit_dpo.py`). Per-step losses agree across the three: "
+      f"{'yes' if d['same_loss'] else '**no**'}.")
+    w("")
+    _table(w, ["Round", "Bare TRL steps/s", "Service steps/s", "Limit steps/s", "Service ÷ bare", "Service ÷ limit"],
+           [[i + 1, _f(r["a"]["steps_per_s"], 3), _f(r["b"]["steps_per_s"], 3), _f(r["c"]["steps_per_s"], 3),
+             _f(r["ratio"], 3), _f(r["limit_ratio"], 3)] for i, r in enumerate(d["runs"])])
+    _targets_of(w, results, "dpo")
 
 
 def _method(w, results: dict) -> None:

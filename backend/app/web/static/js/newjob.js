@@ -5,7 +5,7 @@
 import { api, h } from "./util.js";
 import { parseConfigText } from "./yaml.js";
 
-const BASIC = ["base_model", "dataset_name", "max_steps", "num_train_epochs", "learning_rate",
+const BASIC = ["base_model", "dataset_name", "method", "max_steps", "num_train_epochs", "learning_rate",
   "per_device_train_batch_size", "max_length", "use_lora", "lora_r", "save_steps"];
 
 /** The field's own schema without the "or null" branch; ``nullable`` says whether it had one. */
