@@ -17,9 +17,9 @@ N_TRAIN = 100
 
 
 def wrong_answer(contact: dict, i: int, cities: list[str]) -> str:
-    """A plausible wrong answer to ``contact``'s request. Even rows get a wrong value (age, city, name);
-    odd rows the shapes the untuned model writes itself (JSON over several lines, in a code fence, nested,
-    with a made-up key, after a sentence), which it finds likelier than the exact line."""
+    """A plausible wrong answer to ``contact``'s request. Every fourth row gets a wrong value (age, city,
+    name); the others the shapes the untuned model writes itself (JSON over several lines, in a code fence,
+    nested, with a made-up key, after a sentence), which it often finds likelier than the exact line."""
     name, age, city = contact["name"], contact["age"], contact["city"]
     other_city = next(c for c in cities[i % len(cities):] + cities if c != city)
     fenced = "```json\n" + json.dumps(contact, indent=2) + "\n```"
@@ -35,9 +35,9 @@ def wrong_answer(contact: dict, i: int, cities: list[str]) -> str:
         "Here is the contact information in JSON format:\n\n" + fenced,
         json.dumps({"name": name, "age": age, "location": city}, indent=4),
     ]
-    if i % 2 == 0:
-        return json.dumps(content[(i // 2) % len(content)])
-    return shape[(i // 2) % len(shape)]
+    if i % 4 == 0:
+        return json.dumps(content[(i // 4) % len(content)])
+    return shape[(i - i // 4 - 1) % len(shape)]
 
 
 def pairs(rows: list[dict]) -> list[dict]:

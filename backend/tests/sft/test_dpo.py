@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -85,6 +87,20 @@ def test_dpo_runs_log_reward_metrics_and_save(tiny_model_dir, prefs_file, tmp_pa
     assert (tmp_path / "out" / "checkpoints" / "checkpoint-3").is_dir()
     weights = "model.safetensors" if mode else "adapter_model.safetensors"
     assert (tmp_path / "out" / ("model" if mode else "adapter") / weights).exists()
+    if not mode:  # held-out scoring through the model cache: the adapter, and the base with it disabled
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from app.sft.artifacts import Artifact
+        from app.sft.dpo import preference_accuracy, preference_pairs, score_preferences
+        from app.sft.model_cache import ModelCache
+
+        rows = preference_pairs(str(prefs_file))
+        artifact = Artifact(job_id="j", kind="lora_adapter", path=Path(result.adapter_path),
+                            base_model=str(tiny_model_dir), output_dir=tmp_path / "out")
+        scores = score_preferences(ModelCache(), artifact, rows, cache_dir=tmp_path / "cache", device="cpu")
+        base = preference_accuracy(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                                   AutoTokenizer.from_pretrained(tiny_model_dir), rows)
+        assert scores == {"base": base, "tuned": 1.0, "pairs": 16}
 
 
 def test_dpo_resumes_from_a_checkpoint(tiny_model_dir, prefs_file, tmp_path):
