@@ -22,7 +22,7 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bare_sft import CHATML_TEMPLATE, RESULT_PREFIX, add_job_options, trl_args  # noqa: E402
+from bare_sft import add_job_options, load_tokenizer_and_model, print_result, trl_args  # noqa: E402
 
 
 def load_pairs(path: Path) -> list[dict]:
@@ -55,17 +55,11 @@ def main() -> None:
     import trl
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import set_seed
 
     imported = time.perf_counter()
     cuda = torch.cuda.is_available()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    if not tokenizer.chat_template:
-        tokenizer.chat_template = CHATML_TEMPLATE
-    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
+    tokenizer, model = load_tokenizer_and_model(args.model, args.precision)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     loaded = time.perf_counter()
@@ -92,30 +86,13 @@ def main() -> None:
     tokenizer.save_pretrained(str(output_dir / "adapter"))
     saved = time.perf_counter()
 
-    import resource
-
-    state = trainer.state
-    runtime = float(output.metrics["train_runtime"])
-    tokens = next((float(e["num_tokens"]) for e in reversed(state.log_history) if "num_tokens" in e), None)
-    print(RESULT_PREFIX + json.dumps({
-        "wall_s": round(saved - START, 3),
-        "import_s": round(imported - START, 3),
-        "load_s": round(loaded - imported, 3),
-        "data_s": round(prepared - loaded, 3),
-        "build_s": round(built - prepared, 3),
-        "train_wall_s": round(trained - built, 3),
-        "save_s": round(saved - trained, 3),
-        "train_runtime": round(runtime, 3),
-        "global_step": state.global_step,
-        "steps_per_s": round(state.global_step / runtime, 4) if runtime > 0 else None,
-        "train_loss": float(output.training_loss),
-        "step_losses": [float(e["loss"]) for e in state.log_history if "loss" in e and "train_runtime" not in e],
-        "train_tokens_per_second": round(tokens / runtime, 2) if tokens and runtime > 0 else None,
-        "device": "cuda" if cuda else "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
-    }), flush=True)
+    history = trainer.state.log_history
+    print_result({"imported": imported, "loaded": loaded, "prepared": prepared, "built": built, "trained": trained,
+                  "saved": saved}, runtime=float(output.metrics["train_runtime"]),
+                 global_step=trainer.state.global_step, train_loss=float(output.training_loss),
+                 step_losses=[float(e["loss"]) for e in history if "loss" in e and "train_runtime" not in e],
+                 tokens=next((float(e["num_tokens"]) for e in reversed(history) if "num_tokens" in e), None),
+                 device="cuda" if cuda else "cpu")
 
 
 if __name__ == "__main__":

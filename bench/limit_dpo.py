@@ -17,14 +17,13 @@ import time
 START = time.perf_counter()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bare_dpo import add_dpo_options, load_pairs  # noqa: E402
-from bare_sft import CHATML_TEMPLATE, RESULT_PREFIX  # noqa: E402
+from bare_sft import load_tokenizer_and_model, print_result  # noqa: E402
 
 
 def tokenize(pairs: list[dict], tokenizer, max_length: int) -> list[tuple[list[int], list[int], list[int]]]:
@@ -74,17 +73,11 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup, set_seed
+    from transformers import get_linear_schedule_with_warmup, set_seed
 
     imported = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    if not tokenizer.chat_template:
-        tokenizer.chat_template = CHATML_TEMPLATE
-    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
+    tokenizer, model = load_tokenizer_and_model(args.model, args.precision)
     loaded = time.perf_counter()
 
     pairs = tokenize(load_pairs(args.data), tokenizer, args.max_length)
@@ -139,28 +132,11 @@ def main() -> None:
     tokenizer.save_pretrained(str(output_dir / "adapter"))
     saved = time.perf_counter()
 
-    import resource
-
     step_losses = torch.stack(losses).float().tolist()
-    print(RESULT_PREFIX + json.dumps({
-        "wall_s": round(saved - START, 3),
-        "import_s": round(imported - START, 3),
-        "load_s": round(loaded - imported, 3),
-        "data_s": round(prepared - loaded, 3),
-        "build_s": round(built - prepared, 3),
-        "train_wall_s": round(trained - built, 3),
-        "save_s": round(saved - trained, 3),
-        "train_runtime": round(runtime, 3),
-        "global_step": len(step_losses),
-        "steps_per_s": round(len(step_losses) / runtime, 4) if runtime > 0 else None,
-        "train_loss": sum(step_losses) / len(step_losses),
-        "step_losses": step_losses,
-        "train_tokens_per_second": round(tokens / runtime, 2) if runtime > 0 else None,
-        "device": device,
-        "torch_threads": torch.get_num_threads(),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device == "cuda" else None,
-    }), flush=True)
+    print_result({"imported": imported, "loaded": loaded, "prepared": prepared, "built": built, "trained": trained,
+                  "saved": saved}, runtime=runtime, global_step=len(step_losses),
+                 train_loss=sum(step_losses) / len(step_losses), step_losses=step_losses, tokens=tokens,
+                 device=device)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,13 @@ def _auto_or(value: Any, kind: type, low: float, high: float, what: str) -> Any:
     return kind(value)
 
 
+def _positive_or_auto(value: Any, high: float) -> Any:
+    value = _auto_or(value, float, 0, high, "a number above 0")
+    if value == 0:
+        raise ValueError(f"must be 'auto' or a number above 0, at most {high:g}")
+    return value
+
+
 class Hyperparameters(BaseModel):
     """Each value is a number or ``"auto"`` (see app/api/openai/jobs.py for what auto picks)."""
 
@@ -49,10 +56,7 @@ class Hyperparameters(BaseModel):
     @field_validator("learning_rate_multiplier", mode="plain")
     @classmethod
     def _multiplier(cls, value: Any) -> Any:
-        value = _auto_or(value, float, 0, MAX_LR_MULTIPLIER, "a number above 0")
-        if value == 0:
-            raise ValueError(f"must be 'auto' or a number above 0, at most {MAX_LR_MULTIPLIER:g}")
-        return value
+        return _positive_or_auto(value, MAX_LR_MULTIPLIER)
 
 
 class SupervisedMethod(BaseModel):
@@ -69,10 +73,7 @@ class DpoHyperparameters(Hyperparameters):
     @field_validator("beta", mode="plain")
     @classmethod
     def _beta(cls, value: Any) -> Any:
-        value = _auto_or(value, float, 0, MAX_BETA, "a number above 0")
-        if value == 0:
-            raise ValueError(f"must be 'auto' or a number above 0, at most {MAX_BETA:g}")
-        return value
+        return _positive_or_auto(value, MAX_BETA)
 
 
 class DpoMethod(BaseModel):
