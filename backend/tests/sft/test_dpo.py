@@ -51,6 +51,9 @@ def test_a_broken_pair_names_its_line_and_field(row, reason):
 
 
 def test_method_fields_and_formats_are_checked_together():
+    schema = SFTConfig.model_json_schema()["properties"]
+    assert schema["method"]["enum"] == ["sft", "dpo"] and {"sigmoid", "ipo", "hinge"} <= set(schema["loss_type"]["enum"])
+    assert schema["beta"]["exclusiveMinimum"] == 0 and all(schema[f]["description"] for f in ("method", "beta"))
     base = {"base_model": "m", "dataset_name": "d", "max_steps": 1}
     assert SFTConfig.model_validate({**base, "method": "dpo", "beta": 0.5}).beta == 0.5
     for bad, message in [({"beta": 0.5}, "beta do not apply with method='sft'"),
