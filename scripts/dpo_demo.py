@@ -7,7 +7,7 @@ Starts the service's job manager in this process (its own data directory), submi
 log-probability than the wrong answer) with the job's model and with the model it started from. Prints one JSON
 line: before, after, the job's training time and the machine.
 
-    PYTHONPATH=backend python scripts/dpo_demo.py [--steps 25] [--beta 0.1] [--learning-rate 5e-4]
+    PYTHONPATH=backend python scripts/dpo_demo.py [--steps 8] [--beta 0.1] [--learning-rate 1e-3] [--eval-pairs N]
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--model-cache", type=Path, default=ROOT / "data" / "models")
     parser.add_argument("--eval-pairs", type=int, help="score only the first N held-out pairs")
     args = parser.parse_args()
