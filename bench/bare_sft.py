@@ -76,6 +76,48 @@ def trl_args(*, output_dir: str, max_steps: int, learning_rate: float, batch_siz
     )
 
 
+def load_tokenizer_and_model(path: str, precision: str):
+    """The tokenizer (a pad token and a chat template ensured, as the service does) and the model, in the dtype
+    the service loads a LoRA base in."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32  # LoRA on a bf16 base, as the service
+    return tokenizer, AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+
+
+def print_result(times: dict[str, float], *, runtime: float, global_step: int, train_loss: float,
+                 step_losses: list[float], tokens: float | None, device: str) -> None:
+    """The ``BENCH_RESULT`` line. ``times``: perf_counter stamps at imported, loaded, prepared, built, trained,
+    saved."""
+    import resource
+
+    import torch
+
+    t = {"start": START, **times}
+    stages = ("import_s", "load_s", "data_s", "build_s", "train_wall_s", "save_s")
+    marks = ("start", "imported", "loaded", "prepared", "built", "trained", "saved")
+    print(RESULT_PREFIX + json.dumps({
+        "wall_s": round(t["saved"] - START, 3),
+        **{stage: round(t[b] - t[a], 3) for stage, a, b in zip(stages, marks, marks[1:])},
+        "train_runtime": round(runtime, 3),
+        "global_step": global_step,
+        "steps_per_s": round(global_step / runtime, 4) if runtime > 0 else None,
+        "train_loss": train_loss,
+        "step_losses": step_losses,
+        "train_tokens_per_second": round(tokens / runtime, 2) if tokens and runtime > 0 else None,
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device == "cuda" else None,
+    }), flush=True)
+
+
 def add_job_options(parser: argparse.ArgumentParser) -> None:
     """The options that say which job to train; the limit runner (bench/limit_sft.py) takes the same."""
     parser.add_argument("--model", required=True, help="model directory (or a cached Hub id)")

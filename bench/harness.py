@@ -30,13 +30,14 @@ TRAIN_JSONL = ROOT / "backend" / "app" / "demo" / "json_extract" / "train.jsonl"
 DEFAULT_GPU_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
 SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu", "page", "chat", "auth", "ray", "fsdp",
-            "efficiency")
+            "efficiency", "dpo")
 #: Sections --smoke runs only when --sections names them: fsdp's smoke run would time little but Ray's start-up
 #: (the test suite trains FSDP jobs in backend/tests/api/test_api_fsdp.py).
 SMOKE_SKIPS = ("fsdp",)
 #: The Plan counts that a command-line option (--pairs, --memory-jobs...) overrides.
 COUNT_OPTIONS = ("pairs", "steps", "memory_jobs", "memory_steps", "knob_steps", "latency_idle_requests",
-                 "scale_submits", "scale_lists", "chat_rounds", "auth_requests", "ray_steps", "fsdp_steps")
+                 "scale_submits", "scale_lists", "chat_rounds", "auth_requests", "ray_steps", "fsdp_steps",
+                 "dpo_steps")
 
 
 @dataclasses.dataclass
@@ -65,12 +66,14 @@ class Plan:
     #: None: wait for a job by following its SSE event stream; seconds: poll GET /jobs/{id} that often.
     poll: float | None = None
     sections: tuple[str, ...] = SECTIONS
+    dpo_steps: int = 10  # the DPO section's runs (bench/dpo.py): a DPO step trains two sequences per pair
 
 
 def smoke_plan() -> Plan:
     return Plan(mode="smoke", pairs=1, steps=2, latency_idle_requests=15, latency_interval=0.01,
                 memory_jobs=2, memory_steps=8, knob_steps=2, scale_levels=(0, 5, 10), scale_submits=3,
-                scale_lists=5, chat_rounds=2, chat_tokens=8, auth_requests=40, ray_steps=4, fsdp_steps=2)
+                scale_lists=5, chat_rounds=2, chat_tokens=8, auth_requests=40, ray_steps=4, fsdp_steps=2,
+                dpo_steps=3)
 
 
 # Set-up
@@ -146,13 +149,14 @@ class Bench:
         })
 
     def run_bare(self, steps: int, *, tag: str, model: str | None = None, script: str = "bare_sft.py",
-                 precision: str | None = None) -> dict:
-        """Run bench/bare_sft.py (or ``script``, which takes the same options: limit_sft.py); ``ttr_s`` is launch
-        to its JSON line. ``precision``: instead of the run's."""
-        name = script.removesuffix("_sft.py")
+                 precision: str | None = None, data: Path | None = None) -> dict:
+        """Run bench/bare_sft.py (or ``script``, which takes the same options: limit_sft.py, bare_dpo.py,
+        limit_dpo.py) on ``data`` (default the demo rows); ``ttr_s`` is launch to its JSON line. ``precision``:
+        instead of the run's."""
+        name = script.removesuffix("_sft.py").removesuffix(".py")
         out = self.work / f"{name}-{tag}"
         cmd = [sys.executable, str(BENCH / script), "--model", model or str(self.model_dir),
-               "--output-dir", str(out), "--data", str(self.data_path), "--max-steps", str(steps),
+               "--output-dir", str(out), "--data", str(data or self.data_path), "--max-steps", str(steps),
                "--precision", precision or self.precision]
         for field, option in BARE_OPTIONS.items():
             if field in self.demo:

@@ -25,6 +25,7 @@ SECTION_TITLES = {
     "planner": "11. The fit planner against these runs' measured peaks",
     "fsdp": "12. A model sharded across 2 Ray workers (FSDP) vs 1 worker",
     "efficiency": "13. Efficiency: precision auto vs fp32, service vs limit, MFU",
+    "dpo": "14. Preference tuning (DPO): service vs bare TRL DPOTrainer vs a plain forward + backward",
 }
 
 
@@ -56,6 +57,7 @@ def render(results: dict[str, Any]) -> str:
     _planner(w, results)
     _fsdp(w, results)
     efficiency_report(w, results, _table, _section, _targets_of)
+    _dpo(w, results)
     _method(w, results)
     return "\n".join(out) + "\n"
 
@@ -541,6 +543,19 @@ def _fsdp(w, results: dict) -> None:
       "reduce-scatters its gradients; on one 2-core machine both workers also share the memory bandwidth).")
     w("")
     _targets_of(w, results, "fsdp")
+def _dpo(w, results: dict) -> None:
+    d = _section(w, results, "dpo")
+    if d is None:
+        return
+    w(f"{d['steps']} DPO steps on `{d['data']}` (LoRA, reference = the adapter disabled), alternating a bare TRL "
+      "`DPOTrainer` script (`bench/bare_dpo.py`), a service job with `method: dpo` and a plain PyTorch + PEFT "
+      "forward + backward of the same pairs (`bench/limit_dpo.py`). Per-step losses agree across the three: "
+      f"{'yes' if d['same_loss'] else '**no**'}.")
+    w("")
+    _table(w, ["Round", "Bare TRL steps/s", "Service steps/s", "Limit steps/s", "Service ÷ bare", "Service ÷ limit"],
+           [[i + 1, _f(r["a"]["steps_per_s"], 3), _f(r["b"]["steps_per_s"], 3), _f(r["c"]["steps_per_s"], 3),
+             _f(r["ratio"], 3), _f(r["limit_ratio"], 3)] for i, r in enumerate(d["runs"])])
+    _targets_of(w, results, "dpo")
 
 
 def _method(w, results: dict) -> None:

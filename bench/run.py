@@ -16,11 +16,13 @@ Measures, against a real ``uvicorn`` server started the way ``make run`` starts 
 9. what API keys cost: p50 of GET /api/sft/jobs/{id} on a server without keys and on one with keys;
 10. the same job on the thread executor and on a local Ray (SFT_EXECUTOR=ray): steps/s, time to result and
    Ray's start-up cost (``bench/ray_bench.py``);
-11. a full fine-tuning job sharded across 2 Ray workers with FSDP against the same job on 1 worker: peak memory
+11. the fit planner's estimate against the measured peak of every training run above (``bench/planner_error.py``);
+12. a full fine-tuning job sharded across 2 Ray workers with FSDP against the same job on 1 worker: peak memory
    per worker and steps/s (``bench/fsdp_bench.py``);
-12. precision auto vs fp32 through the service and the limit, MFU against the device's peak, and the profile of a
+13. precision auto vs fp32 through the service and the limit, MFU against the device's peak, and the profile of a
    bf16 step (``bench/efficiency.py``);
-13. the fit planner's estimate against the measured peak of every training run above (``bench/planner_error.py``).
+14. DPO: a DPO job's steps/s against a bare TRL ``DPOTrainer`` script and a plain forward + backward of the
+   same pairs (``bench/dpo.py``).
 
 and writes ``docs/benchmarks.md`` (machine, one table per section, each target met or missed).
 Full mode uses the bundled SmolLM2-135M-Instruct on the bundled json-extract data; ``--smoke`` uses a
@@ -46,6 +48,7 @@ from typing import Any
 
 from .auth import auth_section
 from .chat import chat_section
+from .dpo import dpo_section
 from .efficiency import efficiency_section
 from .gpu import gpu_section
 from .fsdp_bench import fsdp_section
@@ -193,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         if "efficiency" in plan.sections and "efficiency" not in results:
             with bench.server("efficiency") as server:
                 results["efficiency"] = timed("efficiency", efficiency_section, bench, server)
+        if "dpo" in plan.sections:
+            with bench.server("dpo") as server:
+                results["dpo"] = timed("dpo", dpo_section, bench, server)
     finally:
         if args.keep_work:
             log(f"work directory kept: {work}")

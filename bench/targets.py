@@ -25,6 +25,8 @@ TARGET_AUTH_P50_MS = 1.0  # GET /jobs/{id} p50 with a key minus without keys
 TARGET_RAY_STEPS_RATIO = 0.9  # Ray executor ÷ thread executor steps/s, same job (issue 13)
 TARGET_PLANNER_ERROR = 0.25  # |planner estimate ÷ measured peak - 1| on each CPU run (issue 25)
 TARGET_FSDP_PEAK_RATIO = 0.65  # peak RSS per worker, 2 workers with fsdp ÷ 1 worker, same job (issue 25)
+TARGET_DPO_VS_BARE = 1.0  # DPO job ÷ bare TRL DPOTrainer steps/s (issue 26)
+TARGET_DPO_VS_LIMIT = 0.9  # DPO job ÷ plain forward + backward of the same pairs (issue 26)
 
 #: Causes found by profiling (py-spy) for targets this harness has missed on the reference machine.
 #: Appended to a missed target's "why" line; the measured figures come first.
@@ -233,6 +235,16 @@ def targets(results: dict) -> list[dict[str, Any]]:
             f"≤ {TARGET_FSDP_PEAK_RATIO}×", f["ratio_peak_rss"] <= TARGET_FSDP_PEAK_RATIO,
             f"{two['peak_rss_mb']:.0f} vs {one['peak_rss_mb']:.0f} MiB; steps/s {two['steps_per_s']:.3f} vs "
             f"{one['steps_per_s']:.3f} ({f['ratio_steps_per_s']:.2f}×, reported, no target).")
+    d = results.get("dpo")
+    if d:
+        a, b, c = (d[f"median_{x}_steps_per_s"] for x in "abc")
+        add("dpo_vs_bare", "dpo", "DPO steps/s, service ÷ bare TRL DPOTrainer (median ratio)",
+            f"{d['median_ratio']:.3f}", f"≥ {TARGET_DPO_VS_BARE}", d["median_ratio"] >= TARGET_DPO_VS_BARE,
+            f"service {b:.3f} vs bare {a:.3f} steps/s: {(1 / b - 1 / a) * 1000:+.0f} ms per step.")
+        add("dpo_vs_limit", "dpo", "DPO steps/s, service ÷ limit (median ratio)", f"{d['median_limit_ratio']:.3f}",
+            f"≥ {TARGET_DPO_VS_LIMIT}", d["median_limit_ratio"] >= TARGET_DPO_VS_LIMIT,
+            f"service {b:.3f} vs limit {c:.3f} steps/s: {(1 / b - 1 / c) * 1000:+.0f} ms per step "
+            f"(bare TRL ÷ limit {d['median_trl_vs_limit']:.3f}).")
     g = results.get("gpu")
     if g and g.get("status") == "run":
         add("gpu_ratio", "gpu", f"GPU steps/s, service ÷ bare ({g['model']})", f"{g['median_ratio']:.3f}",

@@ -30,6 +30,23 @@ def contact_rows(n: int = 32) -> list[dict[str, Any]]:
     ]
 
 
+def preference_rows(n: int = 16, *, shape: str = "openai") -> list[dict[str, Any]]:
+    """Preference pairs with one learnable preference: the contact JSON over a wrong one. ``shape``: openai
+    (input / preferred_output / non_preferred_output), conversational (TRL's prompt / chosen / rejected
+    turns) or plain (TRL's prompt / chosen / rejected text)."""
+    rows = []
+    for i in range(n):
+        prompt, good, bad = f"hello {i % 7}", '{"name": "Ada", "age": 36}', '{"name": "Bob", "age": 7}'
+        if shape == "plain":
+            rows.append({"prompt": prompt, "chosen": good, "rejected": bad})
+            continue
+        turns = [{"role": "user", "content": prompt}]
+        chosen, rejected = [{"role": "assistant", "content": good}], [{"role": "assistant", "content": bad}]
+        rows.append({"input": {"messages": turns}, "preferred_output": chosen, "non_preferred_output": rejected}
+                    if shape == "openai" else {"prompt": turns, "chosen": chosen, "rejected": rejected})
+    return rows
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path

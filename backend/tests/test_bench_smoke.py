@@ -33,6 +33,7 @@ SECTION_HEADINGS = [
     "## 10. Executors: the same job on threads and on a local Ray",
     "## 11. The fit planner against these runs' measured peaks",
     "## 13. Efficiency: precision auto vs fp32, service vs limit, MFU",
+    "## 14. Preference tuning (DPO): service vs bare TRL DPOTrainer vs a plain forward + backward",
 ]
 
 
@@ -59,11 +60,12 @@ def test_smoke_report_has_every_section_and_target(smoke):
     assert "Not run: not run in smoke mode." in report  # the GPU section says why it did not run
 
     sections = {t["section"] for t in results["targets"]}
-    assert sections == {"overhead", "latency", "scale", "memory", "chat", "auth", "ray", "planner", "efficiency"}
+    assert sections == {"overhead", "latency", "scale", "memory", "chat", "auth", "ray", "planner", "efficiency", "dpo"}
     keys = {t["key"] for t in results["targets"]}
     assert {"steps_ratio", "steps_vs_limit", "ttr", "ttr_vs_bare", "rss_vs_bare", "p99_job", "p99_list",
             "p99_factor_job", "p99_factor_list", "list_top", "rss", "chat_ratio",
-            "chat_stream_ratio", "auth_cost", "ray_steps_ratio", "planner_error", "planner_submit_safe"} <= keys
+            "chat_stream_ratio", "auth_cost", "ray_steps_ratio", "planner_error", "planner_submit_safe",
+            "dpo_vs_bare", "dpo_vs_limit"} <= keys
     assert sum(k.startswith("submit_") for k in keys) == 3  # one per stored-job level
     for target in results["targets"]:
         assert isinstance(target["met"], bool)
@@ -136,6 +138,26 @@ def test_bare_baseline_gives_trl_what_the_service_gives_it():
                                          batch_size=8, max_length=256, seed=42, precision="fp32", packing=packing,
                                          gradient_checkpointing=checkpointing, use_cpu=True))
         assert bare.to_dict() == service.to_dict()
+
+
+def test_bare_dpo_gives_trl_what_a_dpo_job_gives_it():
+    """bench/bare_dpo.py's trl.DPOConfig arguments equal SFTConfig.to_trl's for a DPO job, and the three DPO
+    runners of the smoke run trained the same thing."""
+    from bench.bare_dpo import dpo_args
+    from app.sft.config import SFTConfig
+
+    service = SFTConfig(base_model="m", dataset_name="d", max_steps=20, per_device_train_batch_size=8,
+                        learning_rate=1e-3, max_length=256, seed=42, precision="fp32", method="dpo", beta=0.2,
+                        loss_type="ipo", output_dir="/tmp/x").to_trl(output_dir="/tmp/x/checkpoints", device="cpu")
+    bare = type(service)(**dpo_args(output_dir="/tmp/x/checkpoints", max_steps=20, learning_rate=1e-3,
+                                    batch_size=8, max_length=256, seed=42, precision="fp32", use_cpu=True,
+                                    beta=0.2, loss_type="ipo"))
+    assert type(service).__name__ == "DPOConfig" and bare.to_dict() == service.to_dict()
+
+
+def test_smoke_dpo_runners_train_the_same_pairs(smoke):
+    dpo = smoke[1]["dpo"]
+    assert dpo["same_loss"] and all(r[x]["global_step"] == dpo["steps"] for r in dpo["runs"] for x in "abc")
 
 
 def test_smoke_waits_on_the_event_stream_and_poll_mode_still_works(smoke, tiny_model_dir, tmp_path):

@@ -192,11 +192,13 @@ class DatasetPreviewRequest(BaseModel):
 class PreviewSegment(BaseModel):
     text: str = Field(..., description="Part of the rendered training text.")
     trained: bool = Field(..., description="Whether the loss covers it.")
+    label: str | None = Field(None, description="A preference pair's answers: 'chosen' or 'rejected' (each follows "
+                              "the prompt on its own; DPO raises the first's likelihood over the second's).")
 
 
 class PreviewExample(BaseModel):
     segments: list[PreviewSegment] = Field(..., description="The row as the model sees it, in order.")
-    tokens: int = Field(..., description="Its length in tokens.")
+    tokens: int = Field(..., description="Its length in tokens (a preference pair: the prompt and its longer answer).")
 
 
 class TokenLengths(BaseModel):

@@ -1,8 +1,10 @@
 """Uploaded fine-tuning files (the /v1 files API's domain): checked line by line, kept under the data directory.
 
-A fine-tuning file is JSONL in one of OpenAI's two formats, the same on every line: chat examples
-``{"messages": [{"role": ..., "content": ...}, ...]}`` (trained on the final assistant turn) or
-prompt/completion examples ``{"prompt": ..., "completion": ...}``. Each line is parsed as training
+A fine-tuning file is JSONL in one format, the same on every line: chat examples
+``{"messages": [{"role": ..., "content": ...}, ...]}`` (trained on the final assistant turn),
+prompt/completion examples ``{"prompt": ..., "completion": ...}``, or preference pairs for DPO (OpenAI's
+``{"input": {"messages": ...}, "preferred_output": [...], "non_preferred_output": [...]}`` or TRL's
+``{"prompt", "chosen", "rejected"}``). Each line is parsed as training
 will parse it, so an upload that passes trains, and one that does not names its first bad line.
 The bytes live in ``<data_dir>/files/<file id>.jsonl`` (inside an allowed dataset root by default,
 so a job reads the file where it is); the records, in the store's ``files`` table.
@@ -30,7 +32,9 @@ FINE_TUNE = "fine-tune"
 RESULTS = "fine-tune-results"
 #: Purposes OpenAI knows; this server keeps fine-tuning files only.
 KNOWN_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
-FORMAT_NAMES = {"messages": "chat (messages)", "prompt_completion": "prompt/completion"}
+FORMAT_NAMES = {"messages": "chat (messages)", "prompt_completion": "prompt/completion",
+                "openai_preference": "preference (input/preferred_output/non_preferred_output)",
+                "preference": "preference (prompt/chosen/rejected)"}
 _CHUNK = 1024 * 1024
 
 
@@ -145,8 +149,9 @@ def check_training_file(path: Path, filename: str) -> tuple[int, str]:
                 raise bad(f"expected a JSON object, got {type(row).__name__}")
             row_fmt = _row_format(row)
             if row_fmt is None:
-                raise bad('expected a chat example {"messages": [...]} or a prompt/completion example '
-                          f'{{"prompt": ..., "completion": ...}}; found keys {sorted(row)}')
+                raise bad('expected a chat example {"messages": [...]}, a prompt/completion example '
+                          '{"prompt": ..., "completion": ...} or a preference example {"input": {"messages": [...]}, '
+                          f'"preferred_output": [...], "non_preferred_output": [...]}}; found keys {sorted(row)}')
             if fmt is None:
                 fmt, first_line = row_fmt, lineno
             elif row_fmt != fmt:
@@ -166,6 +171,10 @@ def check_training_file(path: Path, filename: str) -> tuple[int, str]:
 
 
 def _row_format(row: dict[str, Any]) -> str | None:
+    if {"input", "preferred_output", "non_preferred_output"} & row.keys():
+        return "openai_preference"
+    if {"chosen", "rejected"} & row.keys():
+        return "preference"
     if "messages" in row:
         return "messages"
     if "prompt" in row or "completion" in row:
@@ -212,16 +221,22 @@ RESULT_COLUMNS = ("step", "train_loss", "valid_loss", "learning_rate", "grad_nor
 _METRIC_COLUMNS = {"loss": "train_loss", "eval_loss": "valid_loss", "learning_rate": "learning_rate",
                    "grad_norm": "grad_norm", "epoch": "epoch", "num_tokens": "tokens_seen",
                    "elapsed_seconds": "elapsed_seconds"}
+#: A DPO job's extra result columns (present only when its metrics have them).
+DPO_RESULT_COLUMNS = {"rewards/margins": "train_reward_margin", "rewards/accuracies": "train_reward_accuracy",
+                      "rewards/chosen": "train_reward_chosen", "rewards/rejected": "train_reward_rejected"}
 
 
 def metrics_csv(metrics: list[dict[str, Any]]) -> str:
     """A job's step metrics as CSV, one row per step; a resumed attempt's values replace the earlier one's."""
     by_step: dict[int, dict[str, Any]] = {}
+    dpo = any("rewards/margins" in point for point in metrics)
+    columns = {**_METRIC_COLUMNS, **DPO_RESULT_COLUMNS} if dpo else _METRIC_COLUMNS
     for point in metrics:
         row = by_step.setdefault(int(point["step"]), {"step": int(point["step"])})
-        row.update({column: point[key] for key, column in _METRIC_COLUMNS.items() if key in point})
+        row.update({column: point[key] for key, column in columns.items() if key in point})
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    fields = [*RESULT_COLUMNS, *DPO_RESULT_COLUMNS.values()] if dpo else RESULT_COLUMNS
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for step in sorted(by_step):
         writer.writerow(by_step[step])

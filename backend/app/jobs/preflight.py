@@ -23,6 +23,7 @@ from ..core.settings import Settings
 from ..sft.config import SFTConfig
 from ..sft.data import check_dataset
 from ..sft.errors import DatasetError, ModelError, SFTError
+from ..sft.formats import method_problem
 from ..sft.models import check_model, default_device, module_names
 
 #: Python packages each ``report_to`` target needs (any one of them).
@@ -89,6 +90,8 @@ def check_model_and_data(config: SFTConfig, settings: Settings) -> None:
                             column_mapping=config.column_mapping, allowed_roots=roots)
     except DatasetError as exc:
         raise _refuse("dataset_name", str(exc)) from None
+    if problem := method_problem(fmt, config.method):
+        raise _refuse("dataset_name", f"{config.dataset_name}: {problem}")
     if config.eval_dataset_name:
         try:
             check_dataset(config.eval_dataset_name, config.eval_dataset_split, dataset_format=fmt,

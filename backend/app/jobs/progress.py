@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..sft.dpo import DPO_METRIC_KEYS
 from ..sft.events import EventKind, TrainingEvent
 
 #: Progress keys kept for the arithmetic, not shown to users.
@@ -22,7 +23,7 @@ ETA_WINDOW = 7
 ETA_MIN_STEPS = 2
 
 #: Metric keys a metrics point keeps (what the chart and the API show).
-METRIC_KEYS = ("loss", "learning_rate", "grad_norm", "eval_loss", "num_tokens", "epoch")
+METRIC_KEYS = ("loss", "learning_rate", "grad_norm", "eval_loss", "num_tokens", "epoch", *DPO_METRIC_KEYS)
 
 
 def advance(progress: dict[str, Any], event: TrainingEvent, *, now: float,

@@ -14,6 +14,7 @@ from ..core.errors import ConfigNotFound, JobNotFound
 from ..sft.config import SFTConfig
 from . import files
 from .access import PathAccess, check_submission, path_access
+from .bases import resolve_job_base
 from .manager import SFTJobManager
 from .models import SFTJob
 
@@ -86,7 +87,8 @@ class ScopedJobs:
 
     def submit(self, config: dict[str, Any], *, idempotency_key: str | None = None) -> SFTJob:
         """Create and queue a job of this user's, within the quota, naming only files the user may read;
-        a retried key returns the same job."""
+        a retried key returns the same job. ``base_model: "job:<id>"`` starts from one of the user's jobs."""
+        config = resolve_job_base(self, config)
         check_submission(self.manager, self.user, config or {})
         return self.manager.submit(config, idempotency_key=self.idempotency_key(idempotency_key),
                                    owner=self.user.owner, max_active=self.quota)

@@ -10,12 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .device import cpu_bf16_units
 from .errors import ConfigError
+from .formats import PREFERENCE_FORMATS
 from .paths import check_path_text
 
 if TYPE_CHECKING:
     import trl
 
-DatasetFormat = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"]
+DatasetFormat = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text", "preference",
+                        "openai_preference"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 SchedulerType = Literal[
     "linear",
@@ -28,6 +30,10 @@ SchedulerType = Literal[
 ]
 ReportTarget = Literal["wandb", "tensorboard"]
 LossPath = Literal["auto", "cross_entropy", "trl"]
+TrainingMethod = Literal["sft", "dpo"]
+#: The losses TRL 1.16's DPOTrainer offers (trl.DPOConfig.loss_type), one per run.
+DPOLossType = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                      "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"]
 DistributedStrategy = Literal["auto", "ddp", "fsdp"]
 
 #: What loss_path "auto" trains with on a CUDA GPU. Measured by the GPU check on an H200 (docs/gpu.md):
@@ -49,6 +55,9 @@ MAX_TOKENS_PER_BATCH = 262_144
 
 _LORA_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
 _EVAL_FIELDS = ("eval_steps",)
+#: Fields that only apply to one method: set to anything but their default with the other, they are refused.
+_DPO_ONLY_FIELDS = ("beta", "loss_type")
+_SFT_ONLY_FIELDS = ("packing", "completion_only_loss", "loss_path", "token_metrics")
 
 
 class SFTConfig(BaseModel):
@@ -61,7 +70,8 @@ class SFTConfig(BaseModel):
         ...,
         min_length=1,
         description="Hugging Face Hub id (e.g. 'HuggingFaceTB/SmolLM2-135M-Instruct'), a local model "
-        "directory, a .gguf file, or the bundled alias 'smollm2-135m-instruct'.",
+        "directory, a .gguf file, the bundled alias 'smollm2-135m-instruct', or 'job:<id>' to start from one of "
+        "your finished jobs (a LoRA job's adapter is merged into its base; e.g. SFT, then DPO on top).",
         examples=["smollm2-135m-instruct"],
     )
     trust_remote_code: bool = Field(
@@ -79,7 +89,9 @@ class SFTConfig(BaseModel):
     dataset_format: DatasetFormat = Field(
         "auto",
         description="Row format: alpaca (instruction/input/output), sharegpt (conversations of from/value), "
-        "messages (role/content chat), prompt_completion, text, or auto (detected from the columns).",
+        "messages (role/content chat), prompt_completion, text, or auto (detected from the columns). For "
+        "method dpo: preference (prompt/chosen/rejected, plain or conversational) or openai_preference "
+        "(input.messages, preferred_output, non_preferred_output).",
     )
     dataset_split: str = Field("train", min_length=1, description="Split of dataset_name to train on.")
     column_mapping: dict[str, str] = Field(
@@ -144,6 +156,22 @@ class SFTConfig(BaseModel):
         description="Log entropy and mean token accuracy of the trained tokens, computed on logging steps only "
         "(every logging_steps). None: off on CPU, on on a CUDA GPU. With loss_path trl, TRL's head computes them "
         "on every step, so they cannot be turned off there.",
+    )
+
+    # Preference tuning
+    method: TrainingMethod = Field(
+        "sft",
+        description="sft: supervised fine-tuning on chat, alpaca, prompt/completion or text rows. dpo: Direct "
+        "Preference Optimization (TRL's DPOTrainer) on preference pairs (prompt, chosen, rejected); the reference "
+        "is base_model as loaded (with LoRA, the same weights with the adapter disabled; no second copy). beta and "
+        "loss_type apply to dpo only; packing, completion_only_loss, loss_path and token_metrics to sft only.",
+    )
+    beta: float = Field(
+        0.1, gt=0, le=100,
+        description="DPO: how far the trained model may move from the reference (higher = closer to it).",
+    )
+    loss_type: DPOLossType = Field(
+        "sigmoid", description="DPO: the preference loss (TRL's DPOTrainer losses; sigmoid is the DPO paper's)."
     )
 
     # Adapters
@@ -228,6 +256,7 @@ class SFTConfig(BaseModel):
         if self.lora_target_modules != "all-linear" and not self.lora_target_modules:
             raise ValueError("lora_target_modules must name at least one module, or be 'all-linear'")
         self._check_distributed_strategy()
+        self._check_method_fields()
         return self
 
     # Sharding (distributed_strategy): the rules live with the strategy, in sft/distributed.py
@@ -238,6 +267,19 @@ class SFTConfig(BaseModel):
         problems = fsdp_problems(self)
         if problems:
             raise ValueError(problems[0])
+
+    def _check_method_fields(self) -> None:
+        """Fields of the other method, set to anything but their default, are refused (a stored config carries
+        every field, defaults included, so defaults pass); so is a row format of the other method."""
+        other = _SFT_ONLY_FIELDS if self.method == "dpo" else _DPO_ONLY_FIELDS
+        set_other = [name for name in other if getattr(self, name) != type(self).model_fields[name].default]
+        if set_other:
+            raise ValueError(f"{', '.join(set_other)} do not apply with method={self.method!r}")
+        if self.dataset_format != "auto" and (self.dataset_format in PREFERENCE_FORMATS) != (self.method == "dpo"):
+            kind = "preference" if self.dataset_format in PREFERENCE_FORMATS else "supervised"
+            raise ValueError(f"dataset_format {self.dataset_format!r} is a {kind} format; method "
+                             f"{self.method!r} needs " + ("preference or openai_preference" if self.method == "dpo"
+                                                          else "a supervised format (or auto)"))
 
     @property
     def has_eval_set(self) -> bool:
@@ -282,6 +324,8 @@ class SFTConfig(BaseModel):
 
     def resolve_loss_path(self, device: str) -> Literal["cross_entropy", "trl"]:
         """The loss path for ``device`` ('cuda' or 'cpu'); see the ``loss_path`` field."""
+        if self.method == "dpo":
+            return "trl"  # DPOTrainer's own fused head
         if self.loss_path != "auto":
             return self.loss_path
         if device != "cuda" or self.token_metrics is False:
@@ -295,17 +339,18 @@ class SFTConfig(BaseModel):
         return self.token_metrics if self.token_metrics is not None else device == "cuda"
 
     def to_trl(self, *, output_dir: str | Path, device: str, precision: Literal["bf16", "fp16", "fp32"] | None = None,
-               disable_tqdm: bool = True, fsdp_layer_classes: list[str] | None = None) -> trl.SFTConfig:
-        """Map onto ``trl.SFTConfig``. ``precision``: what ``resolve_precision(device)`` returned (the trainer
-        resolves it once); None resolves it here (TRL 1.16 defaults to bf16, so it is always given to TRL).
-        ``fsdp_layer_classes``: the model's decoder layers, for a run that trains with fsdp (``sft.distributed``)."""
+               disable_tqdm: bool = True, fsdp_layer_classes: list[str] | None = None) -> trl.SFTConfig | trl.DPOConfig:
+        """Map onto ``trl.SFTConfig`` (``trl.DPOConfig`` for method dpo). ``precision``: what
+        ``resolve_precision(device)`` returned (the trainer resolves it once); None resolves it here (TRL 1.16
+        defaults to bf16, so it is always given to TRL). ``fsdp_layer_classes``: the model's decoder layers, for a
+        run that trains with fsdp (``sft.distributed``)."""
         import trl
 
         from .distributed import fsdp_trl_args
 
         precision = precision or self.resolve_precision(device)
         has_eval = self.has_eval_set
-        return trl.SFTConfig(
+        common = dict(
             output_dir=str(output_dir),
             max_steps=self.max_steps if self.max_steps is not None else -1,
             num_train_epochs=self.num_train_epochs if self.num_train_epochs is not None else 1.0,
@@ -314,7 +359,6 @@ class SFTConfig(BaseModel):
             per_device_eval_batch_size=self.per_device_eval_batch_size,
             gradient_accumulation_steps=self.gradient_accumulation_steps,
             max_length=self.max_length,
-            packing=self.packing,
             # transformers 5 folded warmup_ratio into warmup_steps: a float below 1 is a ratio.
             warmup_steps=self.warmup_ratio,
             lr_scheduler_type=self.lr_scheduler_type,
@@ -334,9 +378,13 @@ class SFTConfig(BaseModel):
             logging_steps=self.logging_steps,
             logging_first_step=True,
             report_to=list(self.report_to) or "none",
-            completion_only_loss=self.completion_only_loss,
             disable_tqdm=disable_tqdm,
             dataloader_num_workers=0,
             use_cpu=device != "cuda",
             **(fsdp_trl_args(self, fsdp_layer_classes) if fsdp_layer_classes else {}),
         )
+        if self.method == "dpo":
+            from .dpo import dpo_args
+
+            return dpo_args(self, common)
+        return trl.SFTConfig(**common, packing=self.packing, completion_only_loss=self.completion_only_loss)

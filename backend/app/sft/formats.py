@@ -4,6 +4,9 @@ TRL trains on.
 Conversational rows become TRL's conversational prompt/completion pairs (the prompt is every turn
 before the final assistant turn), so by default the loss covers the final assistant turn only and
 no chat template needs generation markers.
+
+Preference rows (for ``method: dpo``) become TRL's preference rows: ``prompt`` / ``chosen`` / ``rejected``,
+conversational (the prompt's turns, then one assistant turn each) or plain text.
 """
 
 from __future__ import annotations
@@ -20,12 +23,29 @@ MESSAGE_ROLES = {"system", "user", "assistant", "tool"}
 
 #: Columns that identify each format, in the order auto-detection tries them.
 FORMAT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "openai_preference": ("input", "preferred_output", "non_preferred_output"),
+    "preference": ("prompt", "chosen", "rejected"),
     "messages": ("messages",),
     "sharegpt": ("conversations",),
     "alpaca": ("instruction", "output"),
     "prompt_completion": ("prompt", "completion"),
     "text": ("text",),
 }
+
+
+#: Formats whose rows are preference pairs: they train with ``method: dpo``, every other format with ``sft``.
+PREFERENCE_FORMATS = frozenset({"openai_preference", "preference"})
+
+
+def method_problem(fmt: str, method: str) -> str | None:
+    """Why rows in ``fmt`` cannot train with ``method`` ('sft' or 'dpo'); None when they can."""
+    if (fmt in PREFERENCE_FORMATS) == (method == "dpo"):
+        return None
+    if method == "dpo":
+        return (f"method 'dpo' trains on preference pairs, but these rows are {fmt} rows; give prompt/chosen/"
+                "rejected rows or OpenAI's preference rows (input, preferred_output, non_preferred_output)")
+    return (f"these rows are preference pairs ({fmt}); they train with method 'dpo' (set method: dpo), "
+            "method 'sft' needs chat, alpaca, prompt/completion or text rows")
 
 
 @dataclass(frozen=True)
@@ -152,10 +172,45 @@ def _from_text(row: dict[str, Any]) -> dict[str, Any]:
     return {"text": _text_field(row, "text")}
 
 
+def _from_preference(row: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(row.get("prompt"), list):  # conversational: the prompt's turns, one assistant answer each
+        return _pair(_prompt_turns(row, "prompt"), row, "chosen", "rejected")
+    return {"prompt": _text_field(row, "prompt"), "chosen": _text_field(row, "chosen"),
+            "rejected": _text_field(row, "rejected")}
+
+
+def _from_openai_preference(row: dict[str, Any]) -> dict[str, Any]:
+    given = row.get("input")
+    if not isinstance(given, dict):
+        raise _RowError("field 'input' must be an object with 'messages'")
+    prompt = _prompt_turns({"input.messages": given.get("messages")}, "input.messages")
+    return _pair(prompt, row, "preferred_output", "non_preferred_output")
+
+
+def _prompt_turns(row: dict[str, Any], field: str) -> list[dict[str, str]]:
+    turns = _turns(row, field, "role", "content", {r: r for r in MESSAGE_ROLES})
+    if turns[-1]["role"] == "assistant" or not any(m["role"] == "user" for m in turns):
+        raise _RowError(f"field '{field}' must hold a user turn and must not end with an assistant turn")
+    return turns
+
+
+def _pair(prompt: list[dict[str, str]], row: dict[str, Any], chosen: str, rejected: str) -> dict[str, Any]:
+    """TRL's conversational preference row: the prompt, and one assistant turn for each answer."""
+    answers = []
+    for field in (chosen, rejected):
+        turns = _turns(row, field, "role", "content", {"assistant": "assistant"})
+        if len(turns) != 1:
+            raise _RowError(f"field '{field}' must hold exactly one assistant turn, got {len(turns)}")
+        answers.append(turns)
+    return {"prompt": prompt, "chosen": answers[0], "rejected": answers[1]}
+
+
 _CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "messages": _from_messages,
     "sharegpt": _from_sharegpt,
     "alpaca": _from_alpaca,
     "prompt_completion": _from_prompt_completion,
     "text": _from_text,
+    "preference": _from_preference,
+    "openai_preference": _from_openai_preference,
 }

@@ -64,8 +64,7 @@ def preview_dataset(
             except Exception as exc:  # the model's chat template refused the row (jinja raises its own types)
                 raise DatasetError(f"the model's chat template cannot render it ({type(exc).__name__}: {exc})",
                                    source=raw.source, location=raw.locate(i)) from None
-        lengths = [len(tokenizer("".join(s["text"] for s in segments), add_special_tokens=False)["input_ids"])
-                   for segments in rendered]
+        lengths = [_tokens(tokenizer, segments) for segments in rendered]
         truncated = sum(1 for n in lengths if n > max_length)
         ordered = sorted(lengths)
         return {
@@ -88,8 +87,27 @@ def preview_dataset(
         }
 
 
+def _tokens(tokenizer, segments: list[dict[str, Any]]) -> int:
+    """A row's length in tokens; a preference pair's is its prompt's and its longer answer's (the trainer
+    truncates prompt + answer, each side on its own)."""
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    shared = "".join(s["text"] for s in segments if not s.get("label"))
+    answers = [s["text"] for s in segments if s.get("label")]
+    return max(count(shared + answer) for answer in answers) if answers else count(shared)
+
+
 def _render(tokenizer, row: dict[str, Any], *, completion_only_loss: bool) -> list[dict[str, Any]]:
-    """The row's training text as segments, each marked with whether the loss covers it."""
+    """The row's training text as segments, each marked with whether the loss covers it (a preference pair:
+    its prompt, then each answer labelled 'chosen' or 'rejected', rendered as DPO renders them)."""
+    if "chosen" in row:
+        from .dpo import render_pair
+
+        prompt_text, chosen = render_pair(tokenizer, row["prompt"], row["chosen"])
+        _, rejected = render_pair(tokenizer, row["prompt"], row["rejected"])
+        return [{"text": prompt_text, "trained": False}, {"text": chosen, "trained": True, "label": "chosen"},
+                {"text": rejected, "trained": True, "label": "rejected"}]
     if "text" in row:
         text = row["text"]
         if tokenizer.eos_token and not text.endswith(tokenizer.eos_token):

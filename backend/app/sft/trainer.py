@@ -272,12 +272,16 @@ class SFTTrainer:
         callbacks = [StopCallback(self.stop_event),
                      ReportingCallback(self.output_dir / "log.jsonl", self.on_event), ShardProbe(), *self.callbacks]
         loss_path = cfg.resolve_loss_path(self.device)
-        problem = plain_head_problem(model) if loss_path == "cross_entropy" else None
+        problem = plain_head_problem(model) if loss_path == "cross_entropy" and cfg.method == "sft" else None
         if problem:
             logger.warning("training with TRL's fused LM head instead of loss_path cross_entropy: %s", problem)
             loss_path = "trl"
         trainer_cls, extra = trl.SFTTrainer, {}
-        if loss_path == "cross_entropy":
+        if cfg.method == "dpo":  # preference tuning: TRL's DPOTrainer and its reference model (sft/dpo.py)
+            from .dpo import dpo_trainer_kwargs
+
+            trainer_cls, extra, loss_path = trl.DPOTrainer, dpo_trainer_kwargs(model, cfg.use_lora), "trl"
+        elif loss_path == "cross_entropy":
             trainer_cls, extra = CrossEntropySFTTrainer, {"token_metrics": cfg.resolve_token_metrics(self.device)}
         set_seed(cfg.seed)  # LoRA init draws from torch's global RNG; the setup lock keeps it ours
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from factories import write_jsonl
+from factories import preference_rows, write_jsonl
 
 
 def test_preview_renders_the_chat_template_and_marks_the_trained_part(client, tiny_model_dir, chat_jsonl):
@@ -15,8 +15,9 @@ def test_preview_renders_the_chat_template_and_marks_the_trained_part(client, ti
     assert (preview["dataset_format"], preview["rows"], preview["rows_capped"]) == ("messages", 32, False)
     assert len(preview["examples"]) == 3
     prompt, completion = preview["examples"][0]["segments"]
-    assert prompt == {"text": "<|im_start|>user\nhello 0<|im_end|>\n<|im_start|>assistant\n", "trained": False}
-    assert completion == {"text": '{"name": "Ada", "age": 36}<|im_end|>\n', "trained": True}
+    assert prompt == {"text": "<|im_start|>user\nhello 0<|im_end|>\n<|im_start|>assistant\n", "trained": False,
+                      "label": None}
+    assert completion == {"text": '{"name": "Ada", "age": 36}<|im_end|>\n', "trained": True, "label": None}
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -76,3 +77,21 @@ def test_preview_applies_the_model_path_policy(client, chat_jsonl, tmp_path_fact
     answer = client.post("/api/sft/datasets/preview", json={"dataset_name": str(chat_jsonl), "base_model": str(outside)})
     assert answer.status_code == 400
     assert answer.json()["detail"].startswith(f"base_model: '{outside}': local models must be under an allowed root (")
+
+
+def test_preview_shows_a_preference_pair_as_dpo_sees_it(client, tiny_model_dir, tmp_path):
+    dataset = write_jsonl(tmp_path / "prefs.jsonl", preference_rows(4))
+    preview = client.post("/api/sft/datasets/preview", json={
+        "dataset_name": str(dataset), "base_model": str(tiny_model_dir), "examples": 1}).json()
+    assert preview["dataset_format"] == "openai_preference"
+    prompt, chosen, rejected = preview["examples"][0]["segments"]
+    assert prompt == {"text": "<|im_start|>user\nhello 0<|im_end|>\n<|im_start|>assistant\n", "trained": False,
+                      "label": None}
+    assert chosen == {"text": '{"name": "Ada", "age": 36}<|im_end|>\n', "trained": True, "label": "chosen"}
+    assert rejected == {"text": '{"name": "Bob", "age": 7}<|im_end|>\n', "trained": True, "label": "rejected"}
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    sides = [len(tokenizer(prompt["text"] + side["text"], add_special_tokens=False)["input_ids"])
+             for side in (chosen, rejected)]
+    assert preview["examples"][0]["tokens"] == max(sides)

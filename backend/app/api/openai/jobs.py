@@ -248,6 +248,14 @@ def hyperparameters_of(job: SFTJob, extras: dict[str, Any]) -> dict[str, Any]:
             "learning_rate_multiplier": None}
 
 
+def method_object(job: SFTJob, hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's ``method``: supervised, or dpo with its beta."""
+    config = job.sft_config
+    if config.method == "dpo":
+        return {"type": "dpo", "dpo": {"hyperparameters": {**hyperparameters, "beta": config.beta}}}
+    return {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
+
+
 def job_object(job: SFTJob, extras: dict[str, Any], *, result_files: list[str]) -> dict[str, Any]:
     """The job as OpenAI's ``fine_tuning.job`` object."""
     config = job.config
@@ -276,7 +284,7 @@ def job_object(job: SFTJob, extras: dict[str, Any], *, result_files: list[str]) 
         "training_file": extras.get("training_file") or config["dataset_name"],
         "validation_file": extras.get("validation_file") or config.get("eval_dataset_name"),
         "hyperparameters": hyperparameters,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+        "method": method_object(job, hyperparameters),
         "seed": job.sft_config.seed,
         "trained_tokens": int(tokens) if tokens is not None and job.status.is_terminal() else None,
         "estimated_finish": estimated_finish,

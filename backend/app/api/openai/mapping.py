@@ -14,13 +14,15 @@ from typing import Any
 
 from ...core.errors import InvalidConfig
 from ...jobs import files
+from ...jobs.bases import JOB_PREFIX, resolve_job_base
 from ...jobs.preflight import build_config
 from ...jobs.scoped import ScopedJobs
 from ...sft.config import SFTConfig
+from ...sft.formats import method_problem
 from ...sft.paths import PathRefused
 from . import jobs
 from .errors import OpenAIError, invalid
-from .schemas import Hyperparameters, JobCreateRequest
+from .schemas import AUTO_BETA, DpoHyperparameters, Hyperparameters, JobCreateRequest
 
 #: /v1 request parameter -> the SFTConfig field it sets (and, read backwards, the parameter a field's error names).
 FIELDS: dict[str, str] = {
@@ -31,6 +33,8 @@ FIELDS: dict[str, str] = {
     "hyperparameters.n_epochs": "num_train_epochs",
     "hyperparameters.batch_size": "per_device_train_batch_size",
     "hyperparameters.learning_rate_multiplier": "learning_rate",
+    "method.type": "method",
+    "hyperparameters.beta": "beta",
 }
 #: SFTConfig field -> the /v1 parameter that set it.
 PARAMS: dict[str, str] = {field: param for param, field in FIELDS.items()}
@@ -52,11 +56,8 @@ def fine_tune(request: JobCreateRequest, scoped: ScopedJobs) -> FineTune:
             purpose or format, a value the config refuses).
     """
     _check_supported(request)
-    try:
-        scoped.paths.check(request.model, kind="model")
-    except PathRefused as exc:
-        raise invalid(f"model: '{request.model}': {exc}", param="model") from None
     settings = scoped.manager.settings
+    base_model = _start_model(request.model, scoped)
     train = _fine_tune_file(scoped, request.training_file, "training_file")
     validation = None
     if request.validation_file is not None:
@@ -66,24 +67,32 @@ def fine_tune(request: JobCreateRequest, scoped: ScopedJobs) -> FineTune:
                           f"{files.FORMAT_NAMES[validation['details']['format']]} format and training_file "
                           f"{train['file_id']} in the {files.FORMAT_NAMES[train['details']['format']]} one; "
                           "use one format", param="validation_file")
-    supervised = request.method.supervised if request.method is not None else None
-    asked = (supervised.hyperparameters if supervised is not None else None) or request.hyperparameters \
-        or Hyperparameters()
+    method = request.method.type if request.method is not None else "supervised"
+    given = getattr(request.method, method) if request.method is not None else None
+    asked = (given.hyperparameters if given is not None else None) or request.hyperparameters \
+        or (DpoHyperparameters() if method == "dpo" else Hyperparameters())
+    if problem := method_problem(train["details"]["format"], "dpo" if method == "dpo" else "sft"):
+        raise invalid(f"training_file: file {train['file_id']}: {problem}", param="training_file")
     examples = train["details"]["rows"]
     n_epochs = jobs.auto_epochs(examples) if asked.n_epochs == "auto" else asked.n_epochs
     batch_size = jobs.auto_batch_size(examples) if asked.batch_size == "auto" else asked.batch_size
     multiplier = 1.0 if asked.learning_rate_multiplier == "auto" else asked.learning_rate_multiplier
     base_rate = jobs.base_learning_rate(jobs.estimate_parameters(
-        request.model, cache_dir=settings.resolved_model_cache_dir, allowed_roots=settings.resolved_model_roots))
+        base_model, cache_dir=settings.resolved_model_cache_dir, allowed_roots=settings.resolved_model_roots))
     steps_per_epoch = math.ceil(examples / batch_size)
     values: dict[str, Any] = {
-        "model": request.model,
+        "model": base_model,
         "training_file": train["path"],
         "seed": request.seed if request.seed is not None else secrets.randbelow(2**31),
         "hyperparameters.n_epochs": n_epochs,
         "hyperparameters.batch_size": batch_size,
         "hyperparameters.learning_rate_multiplier": min(1.0, base_rate * multiplier),
     }
+    hyperparameters = {"n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": multiplier}
+    if method == "dpo":
+        values["method.type"] = "dpo"
+        beta = getattr(asked, "beta", "auto")  # legacy hyperparameters carry no beta
+        values["hyperparameters.beta"] = hyperparameters["beta"] = AUTO_BETA if beta == "auto" else beta
     extra: dict[str, Any] = {"dataset_format": train["details"]["format"], "save_steps": steps_per_epoch,
                              "save_total_limit": jobs.KEPT_CHECKPOINTS}
     if validation is not None:
@@ -93,11 +102,10 @@ def fine_tune(request: JobCreateRequest, scoped: ScopedJobs) -> FineTune:
         config = build_config({**{FIELDS[param]: value for param, value in values.items()}, **extra}, prefix="")
     except InvalidConfig as exc:
         raise config_error(exc) from None
-    hyperparameters = {"n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": multiplier}
     return FineTune(config=config, extras={
         "model": request.model, "suffix": request.suffix, "metadata": request.metadata,
         "training_file": train["file_id"], "validation_file": validation["file_id"] if validation else None,
-        "hyperparameters": hyperparameters, "base_learning_rate": base_rate,
+        "hyperparameters": hyperparameters, "base_learning_rate": base_rate, "method": method,
     })
 
 
@@ -112,15 +120,36 @@ def config_error(exc: InvalidConfig) -> OpenAIError:
 
 
 def _check_supported(request: JobCreateRequest) -> None:
-    if request.method is not None and request.method.type != "supervised":
+    if request.method is not None and request.method.type not in ("supervised", "dpo"):
         raise invalid(f"method.type '{request.method.type}' is not supported: this server runs supervised "
-                      "fine-tuning only", param="method.type", code="unsupported_method")
+                      "and dpo fine-tuning", param="method.type", code="unsupported_method")
+    if request.method is not None:
+        other = "dpo" if request.method.type == "supervised" else "supervised"
+        if getattr(request.method, other) is not None:
+            raise invalid(f"method.{other} given with method.type '{request.method.type}'", param=f"method.{other}")
     if request.integrations:
         raise invalid("integrations are not supported by this server (Weights & Biases: report_to through "
                       "/api/sft)", param="integrations")
-    if request.model.startswith("ft:"):
-        raise invalid(f"model: {request.model} is a fine-tuned model; continuing a fine-tune is not supported, "
-                      "give its base model", param="model")
+
+
+def _start_model(model: str, scoped: ScopedJobs) -> str:
+    """The base the job trains: a base model as named, or an ``ft:`` model of this user's as its model
+    directory (``jobs/bases.py``: a LoRA fine-tune merged into its base); other users' read as missing."""
+    if not model.startswith("ft:"):
+        try:
+            scoped.paths.check(model, kind="model")
+        except PathRefused as exc:
+            raise invalid(f"model: '{model}': {exc}", param="model") from None
+        return model
+    parsed = jobs.parse_fine_tuned(model)
+    job = scoped.find(parsed[0]) if parsed is not None and parsed[1] is None else None
+    extras = jobs.extras_of(scoped.manager, job.job_id) if job is not None else {}
+    if job is None or extras.get("model_deleted") or model != jobs.fine_tuned_name(job, extras):
+        raise invalid(f"model: the model '{model}' does not exist", param="model", code="model_not_found")
+    try:
+        return resolve_job_base(scoped, {"base_model": JOB_PREFIX + job.job_id})["base_model"]
+    except InvalidConfig as exc:
+        raise config_error(exc) from None
 
 
 def _fine_tune_file(scoped: ScopedJobs, file_id: str, param: str) -> dict[str, Any]:

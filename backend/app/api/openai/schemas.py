@@ -10,6 +10,9 @@ MAX_EPOCHS = 50
 MAX_BATCH_SIZE = 256
 MAX_LR_MULTIPLIER = 50.0
 MAX_NEW_TOKENS = 2048
+MAX_BETA = 100.0
+#: What beta "auto" trains with (TRL's DPOConfig default).
+AUTO_BETA = 0.1
 
 
 def _auto_or(value: Any, kind: type, low: float, high: float, what: str) -> Any:
@@ -20,6 +23,13 @@ def _auto_or(value: Any, kind: type, low: float, high: float, what: str) -> Any:
     if not low <= value <= high:
         raise ValueError(f"must be 'auto' or {what} from {low:g} to {high:g}")
     return kind(value)
+
+
+def _positive_or_auto(value: Any, high: float) -> Any:
+    value = _auto_or(value, float, 0, high, "a number above 0")
+    if value == 0:
+        raise ValueError(f"must be 'auto' or a number above 0, at most {high:g}")
+    return value
 
 
 class Hyperparameters(BaseModel):
@@ -46,10 +56,7 @@ class Hyperparameters(BaseModel):
     @field_validator("learning_rate_multiplier", mode="plain")
     @classmethod
     def _multiplier(cls, value: Any) -> Any:
-        value = _auto_or(value, float, 0, MAX_LR_MULTIPLIER, "a number above 0")
-        if value == 0:
-            raise ValueError(f"must be 'auto' or a number above 0, at most {MAX_LR_MULTIPLIER:g}")
-        return value
+        return _positive_or_auto(value, MAX_LR_MULTIPLIER)
 
 
 class SupervisedMethod(BaseModel):
@@ -58,12 +65,29 @@ class SupervisedMethod(BaseModel):
     hyperparameters: Hyperparameters | None = None
 
 
+class DpoHyperparameters(Hyperparameters):
+    """DPO's hyperparameters: the supervised ones and ``beta`` ("auto": 0.1, TRL's default)."""
+
+    beta: Literal["auto"] | float = Field("auto", description="How far the model may move from the reference.")
+
+    @field_validator("beta", mode="plain")
+    @classmethod
+    def _beta(cls, value: Any) -> Any:
+        return _positive_or_auto(value, MAX_BETA)
+
+
+class DpoMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hyperparameters: DpoHyperparameters | None = None
+
+
 class Method(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["supervised", "dpo", "reinforcement"] = Field(..., description="Only supervised runs here.")
+    type: Literal["supervised", "dpo", "reinforcement"] = Field(..., description="supervised or dpo.")
     supervised: SupervisedMethod | None = None
-    dpo: dict[str, Any] | None = None
+    dpo: DpoMethod | None = None
     reinforcement: dict[str, Any] | None = None
 
 
@@ -84,7 +108,8 @@ class JobCreateRequest(BaseModel):
                                description="Up to 64 letters, digits, '.', '_' or '-' in the fine-tuned model's name.")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Same seed, same run. Default: a random one.")
     metadata: dict[str, str] | None = Field(None, description="Up to 16 key-value pairs to find the job by.")
-    method: Method | None = Field(None, description="{type: supervised, supervised: {hyperparameters}}.")
+    method: Method | None = Field(None, description="{type: supervised, supervised: {hyperparameters}} or "
+                                  "{type: dpo, dpo: {hyperparameters (with beta)}}.")
     hyperparameters: Hyperparameters | None = Field(None, description="Legacy place of the hyperparameters.")
     integrations: list[dict[str, Any]] | None = Field(None, description="Not supported; must be empty.")
 
@@ -102,10 +127,11 @@ class JobCreateRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_place_for_hyperparameters(self) -> JobCreateRequest:
-        supervised = self.method.supervised if self.method is not None else None
-        if self.hyperparameters is not None and supervised is not None and supervised.hyperparameters is not None:
-            raise ValueError("give the hyperparameters in method.supervised.hyperparameters or in the legacy "
-                             "hyperparameters, not both")
+        for name in ("supervised", "dpo"):
+            given = getattr(self.method, name) if self.method is not None else None
+            if self.hyperparameters is not None and given is not None and given.hyperparameters is not None:
+                raise ValueError(f"give the hyperparameters in method.{name}.hyperparameters or in the legacy "
+                                 "hyperparameters, not both")
         return self
 
 

@@ -184,12 +184,13 @@ def test_unknown_ids_raise_not_found(gated_server: Live):
     assert caught.value.param == "training_file"
 
 
-def test_only_supervised_fine_tuning_is_offered(gated_server: Live, contacts_file: Path, tiny_model_dir: Path):
+def test_only_supervised_and_dpo_fine_tuning_are_offered(gated_server: Live, contacts_file: Path,
+                                                         tiny_model_dir: Path):
     client = gated_server.client
     uploaded = upload(gated_server, contacts_file)
-    with pytest.raises(openai.BadRequestError, match="method.type 'dpo' is not supported") as caught:
+    with pytest.raises(openai.BadRequestError, match="method.type 'reinforcement' is not supported") as caught:
         client.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=uploaded.id,
-                                       method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}})
+                                       method={"type": "reinforcement", "reinforcement": {}})
     assert caught.value.param == "method.type"
     with pytest.raises(openai.BadRequestError, match="Invalid value for 'method.supervised.hyperparameters.n_epochs'"):
         client.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=uploaded.id,

@@ -410,6 +410,9 @@ def show_job(out: Output, job: Job) -> None:
         rows.append(("step", step_text(job) + (f" ({progress.phase})" if progress.phase else "")))
         if progress.loss is not None:
             rows.append(("loss", f"{progress.loss:.4f}"))
+        for key, label in (("rewards/margins", "reward margin"), ("rewards/accuracies", "reward accuracy")):
+            if (progress.metrics or {}).get(key) is not None:  # a DPO job's
+                rows.append((label, f"{progress.metrics[key]:.4f}"))
         if progress.eta_seconds is not None and not job.is_terminal:
             rows.append(("eta", f"{progress.eta_seconds:.0f} s"))
         if progress.tokens_per_second:

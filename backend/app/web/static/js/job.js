@@ -30,6 +30,14 @@ export function jobView(jobId) {
     { key: "learning_rate", label: "learning rate", color: "--series-3", axis: "right", dash: [5, 4] },
   ], { title: "Loss and learning rate" });
   window.sftDashboard.chart = chart;
+  // Preference tuning (DPO): the reward margin and accuracy, shown once a job logs them.
+  const dpoCanvas = h("canvas", { class: "chart", id: "dpo-chart", role: "img", "aria-label": "DPO reward chart" });
+  const dpoChart = new LineChart(dpoCanvas, [
+    { key: "rewards/margins", label: "reward margin", color: "--series-4", axis: "left" },
+    { key: "rewards/accuracies", label: "reward accuracy", color: "--series-5", axis: "right", dash: [5, 4] },
+  ], { title: "DPO reward margin and accuracy" });
+  const dpoPanel = h("section", { class: "panel", id: "dpo-panel", hidden: true, "aria-labelledby": "dpo-title" },
+    h("h3", { id: "dpo-title" }, "Preference (DPO)"), dpoChart.legend(), h("div", { class: "chart-box" }, dpoCanvas));
   const eventsList = h("ol", { class: "events", id: "events-list", "aria-live": "off" });
   const logBox = h("pre", { class: "log", id: "log-tail", tabindex: "0", "aria-label": "Log tail" });
   const follow = h("input", { type: "checkbox", id: "log-follow", checked: true });
@@ -48,6 +56,7 @@ export function jobView(jobId) {
     efficiency,
     h("section", { class: "panel", "aria-labelledby": "chart-title" },
       h("h3", { id: "chart-title" }, "Loss"), chart.legend(), h("div", { class: "chart-box" }, canvas)),
+    dpoPanel,
     tryPanel,
     h("div", { class: "cols" },
       h("section", { "aria-labelledby": "events-title" }, h("h3", { id: "events-title" }, "Events"),
@@ -109,6 +118,10 @@ export function jobView(jobId) {
     const data = event.data || {};
     if (event.type === "metrics" || event.type === "eval") {
       for (const key of ["loss", "eval_loss", "learning_rate"]) if (key in data) chart.add(key, data.step, data[key]);
+      if ("rewards/margins" in data) {
+        dpoPanel.hidden = false;
+        for (const key of ["rewards/margins", "rewards/accuracies"]) if (key in data) dpoChart.add(key, data.step, data[key]);
+      }
       if (event.type === "metrics") return;
     }
     eventsList.append(h("li", { class: event.level }, h("time", { datetime: event.time }, formatTime(event.time)), " ",
@@ -157,6 +170,7 @@ export function jobView(jobId) {
     // A rate appears with the first logged step: until then a running job is measuring it.
     const rate = (value) => value == null && job.status === "running" ? "measuring…" : formatNumber(value);
     chart.setXMax(progress.max_steps);
+    dpoChart.setXMax(progress.max_steps);
     const item = (label, value) => [h("div", {}, h("dt", {}, label), h("dd", {}, value))];
     details.replaceChildren(
       ...item("Progress", progressCell(job, { withEta: false })),
@@ -167,6 +181,9 @@ export function jobView(jobId) {
       ...item("Loss", formatNumber(metrics.loss ?? result.train_loss)),
       ...item("Eval loss", formatNumber(metrics.eval_loss ?? result.eval_loss)),
       ...item("Learning rate", formatNumber(metrics.learning_rate)),
+      ...(job.config.method === "dpo" ? [...item("Method", `dpo (beta ${job.config.beta}, ${job.config.loss_type})`),
+        ...item("Reward margin", formatNumber(metrics["rewards/margins"])),
+        ...item("Reward accuracy", formatNumber(metrics["rewards/accuracies"]))] : []),
       ...item("Base model", job.config.base_model),
       ...item("Dataset", datasetLabel(job.config.dataset_name)),
       ...item("Created", formatTime(job.created_at)),
@@ -365,6 +382,6 @@ export function jobView(jobId) {
 
   return {
     element,
-    cleanup: () => { closed = true; clearInterval(timer); if (source) source.abort(); chart.destroy(); },
+    cleanup: () => { closed = true; clearInterval(timer); if (source) source.abort(); chart.destroy(); dpoChart.destroy(); },
   };
 }

@@ -6,7 +6,7 @@ import { planPanel } from "./plan.js";
 import { api, h } from "./util.js";
 import { parseConfigText } from "./yaml.js";
 
-const BASIC = ["base_model", "dataset_name", "max_steps", "num_train_epochs", "learning_rate",
+const BASIC = ["base_model", "dataset_name", "method", "max_steps", "num_train_epochs", "learning_rate",
   "per_device_train_batch_size", "max_length", "use_lora", "lora_r", "save_steps"];
 
 /** The field's own schema without the "or null" branch; ``nullable`` says whether it had one. */
@@ -290,7 +290,9 @@ export function newJobView(params) {
         h("p", { class: "muted" }, "Examples as the model sees them; the highlighted part is trained on."),
         ...p.examples.map((example, i) => h("figure", {},
           h("figcaption", {}, `Example ${i + 1} (${example.tokens} tokens)`),
-          h("pre", { class: "rendered" }, ...example.segments.map((seg) => seg.trained ? h("mark", {}, seg.text) : seg.text))))));
+          h("pre", { class: "rendered" }, ...example.segments.flatMap((seg) => [
+            ...(seg.label ? [h("strong", { class: `pair-${seg.label}` }, `\n[${seg.label}] `)] : []),
+            seg.trained ? h("mark", {}, seg.text) : seg.text]))))));
     } catch (error) {
       previewOut.replaceChildren();
       showError(error);
