@@ -30,6 +30,10 @@ from .models import (
     JobStatusResponse,
     MergeResponse,
     ModelInfo,
+    Preference,
+    PreferenceListResponse,
+    PreferencesDeleted,
+    PreferenceTrainResponse,
     StopResponse,
     WebhookAttempt,
     WebhookDelivery,
@@ -58,10 +62,13 @@ Webhook = WebhookEndpoint
 WebhookCreated = WebhookEndpointCreated
 Delivery = WebhookDelivery
 DeliveryAttempt = WebhookAttempt
+PreferencePage = PreferenceListResponse
+PreferenceJob = PreferenceTrainResponse
 
 __all__ = [
     "JOB_STATUSES", "TERMINAL_STATUSES", "Attempt", "Checkpoint", "ConfigSaved", "Evaluation", "Event", "EventPage", "Export", "ExportFormats",
     "Generation", "GpuMemory", "Health", "Job", "JobConfig", "JobError", "JobList", "JobResult", "JobStart",
     "JobStatusName", "Merge", "ModelInfo", "Progress", "SavedConfig", "Score", "StopResult",
     "Webhook", "WebhookCreated", "Delivery", "DeliveryAttempt",
+    "Preference", "PreferencePage", "PreferencesDeleted", "PreferenceJob",
 ]
