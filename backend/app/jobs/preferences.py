@@ -103,12 +103,12 @@ class ScopedPreferences:
         self.user = jobs.user
         self.store = jobs.manager.store
 
-    def _tuned_job(self, job_id: str, *, field: str = "job_id") -> SFTJob:
+    def _tuned_job(self, job_id: str) -> SFTJob:
         """The caller's completed job (JobNotFound for another user's, as for a missing one)."""
         job = self.jobs.get(job_id)
         if job.status is not JobStatus.COMPLETED:
-            raise JobConflict(f"{field}: job {job_id} is {job.status.value}; preferences are kept for a completed "
-                              "job's answers")
+            raise JobConflict(f"Job {job_id} is {job.status.value}; preferences are kept for a completed job's "
+                              "answers")
         return job
 
     def add(self, *, job_id: str, prompt: list[dict[str, str]], chosen: str, rejected: str,
