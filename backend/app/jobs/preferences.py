@@ -118,12 +118,15 @@ class ScopedPreferences:
         Raises:
             JobNotFound: no such job of the caller's. JobConflict: the job has not completed, or the caller keeps
                 MAX_PREFERENCES_PER_OWNER preferences already.
-            InvalidPreference: an empty or too long answer, the same answer chosen and rejected, an unknown source,
+            InvalidPreference: a chosen answer without text, an empty rejected one, a too long one, the same answer chosen and rejected, an unknown source,
                 no message with text in the prompt.
         """
+        # A rejected answer may be blank (a model's answer of newlines is one to reject); a chosen one says something.
+        if not chosen.strip():
+            raise InvalidPreference("chosen", "no text; the preferred answer must say something")
+        if not rejected:
+            raise InvalidPreference("rejected", "empty; give the answer that is worse")
         for name, text in (("chosen", chosen), ("rejected", rejected)):
-            if not text.strip():
-                raise InvalidPreference(name, "empty; write the answer")
             if len(text) > MAX_ANSWER_CHARS:
                 raise InvalidPreference(name, f"{len(text):,} characters, more than the {MAX_ANSWER_CHARS:,} a "
                                         "preference keeps")

@@ -120,8 +120,8 @@ def test_users_never_see_each_others_preferences(w):
 
 
 @pytest.mark.parametrize(("fields", "field", "message"), [
-    ({"chosen": "  "}, "chosen", "empty; write the answer"),
-    ({"rejected": ""}, "rejected", "empty; write the answer"),
+    ({"chosen": " \n"}, "chosen", "no text; the preferred answer must say something"),
+    ({"rejected": ""}, "rejected", "empty; give the answer that is worse"),
     ({"rejected": GOOD + " "}, "chosen", "the same answer as rejected; a preference needs two different answers"),
     ({"prompt": [{"role": "user", "content": " "}]}, "prompt", "no message has any text"),
 ])
@@ -141,6 +141,11 @@ def test_a_malformed_preference_is_a_422_naming_its_field(w, fields, field):
     assert answer.status_code == 422, answer.text
     assert answer.json()["errors"][0]["field"] == field
     error_detail(answer)
+
+
+def test_a_blank_answer_is_one_to_reject(w):
+    answer = add(w, "alice", w.alice_job, rejected="\n\n\n")
+    assert answer.status_code == 201 and answer.json()["rejected"] == "\n\n\n"
 
 
 def test_preferences_are_kept_for_a_completed_job_only(w):

@@ -73,7 +73,7 @@ def test_sft_preferences_add_list_download_delete(served, capsys, tmp_path):
     assert json.loads(target.read_text())["prompt"] == kept["prompt"]
     code, _, err = sft(capsys, base_url, "preferences", "add", job_id, "--prompt", "p", "--chosen", " ",
                        "--rejected", "r")
-    assert code == 2 and "chosen: empty; write the answer" in err
+    assert code == 2 and "chosen: no text; the preferred answer must say something" in err
     code, _, err = sft(capsys, base_url, "preferences", "delete")
     assert code == 2 and "needs one preference ID or --job JOB_ID" in err
     code, out, _ = sft(capsys, base_url, "preferences", "delete", "--job", job_id)
