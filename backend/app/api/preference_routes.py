@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from ..jobs.preferences import MAX_ANSWER_CHARS
 from .deps import UserPreferences
@@ -25,6 +26,17 @@ from .schemas import (
 )
 
 router = APIRouter(prefix="/api/sft/preferences", tags=["preferences"], responses=ERROR_RESPONSES)
+
+
+
+class PreferenceId(StringConvertor):
+    """A preference id in a path: any segment but this router's own (``download``, ``train``), so that
+    ``DELETE /preferences/download`` is a 405 as for any method a path does not have, not a missing preference."""
+
+    regex = r"(?!(?:download|train)$)[^/]+"
+
+
+register_url_convertor("preference_id", PreferenceId())
 
 JobFilter = Annotated[str | None, Query(min_length=1, max_length=200, description="Only this job's preferences.")]
 
@@ -89,7 +101,7 @@ def download_preferences(preferences: UserPreferences, job_id: JobFilter = None)
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-@router.delete("/{preference_id}", response_model=Preference)
+@router.delete("/{preference_id:preference_id}", response_model=Preference)
 def delete_preference(preference_id: str, preferences: UserPreferences) -> dict:
     """Delete one of your preferences; returns it as it was."""
     return preferences.delete(preference_id)

@@ -118,8 +118,8 @@ class ScopedPreferences:
         Raises:
             JobNotFound: no such job of the caller's. JobConflict: the job has not completed, or the caller keeps
                 MAX_PREFERENCES_PER_OWNER preferences already.
-            InvalidPreference: a chosen answer without text, an empty rejected one, a too long one, the same answer chosen and rejected, an unknown source,
-                no message with text in the prompt.
+            InvalidPreference: a chosen answer without text, an empty rejected one, a too long one, the same answer
+                chosen and rejected, an unknown source, no message with text in the prompt.
         """
         # A rejected answer may be blank (a model's answer of newlines is one to reject); a chosen one says something.
         if not chosen.strip():
@@ -164,8 +164,16 @@ class ScopedPreferences:
         return public_preference(record)
 
     def delete_for_job(self, job_id: str) -> int:
-        """Delete the caller's preferences of ``job_id`` (an admin's: everyone's); return how many went."""
-        return self.store.delete_preferences(owner=self.user.scope, job_id=job_id)
+        """Delete the caller's preferences of ``job_id`` (an admin's: everyone's); return how many went.
+
+        Raises:
+            JobNotFound: the caller has none for ``job_id`` and no such job of theirs exists (a deleted job's
+                preferences are still theirs to delete).
+        """
+        deleted = self.store.delete_preferences(owner=self.user.scope, job_id=job_id)
+        if not deleted:
+            self.jobs.get(job_id)
+        return deleted
 
     def train(self, job_id: str, overrides: dict[str, Any] | None = None) -> tuple[SFTJob, dict[str, Any], int]:
         """Write the caller's preferences of ``job_id`` into their uploads and submit a DPO job from the job.

@@ -91,6 +91,9 @@ def test_add_list_download_and_delete_ones_own_preferences(w):
     assert again.status_code == 404 and error_detail(again) == f"Preference {kept['id']} not found"
     cleared = w.as_("alice", "DELETE", "/api/sft/preferences", params={"job_id": job_id})
     assert cleared.json() == {"job_id": job_id, "deleted": 1}
+    again = w.as_("alice", "DELETE", "/api/sft/preferences", params={"job_id": job_id})
+    assert again.status_code == 200 and again.json()["deleted"] == 0
+    assert w.as_("alice", "DELETE", "/api/sft/preferences/download").status_code == 405
     assert w.as_("alice", "GET", "/api/sft/preferences", params={"job_id": job_id}).json()["total"] == 0
     assert other["id"] in [p["id"] for p in w.as_("alice", "GET", "/api/sft/preferences").json()["preferences"]]
 
@@ -110,12 +113,16 @@ def test_users_never_see_each_others_preferences(w):
     theirs, nothing = (w.as_("bob", "DELETE", f"/api/sft/preferences/{i}") for i in (alices["id"], "pref_nothing"))
     assert theirs.status_code == nothing.status_code == 404
     assert error_detail(theirs).replace(alices["id"], "X") == error_detail(nothing).replace("pref_nothing", "X")
-    assert w.as_("bob", "DELETE", "/api/sft/preferences", params={"job_id": w.alice_job}).json()["deleted"] == 0
+    cleared, none = (w.as_("bob", "DELETE", "/api/sft/preferences", params={"job_id": job})
+                     for job in (w.alice_job, "nope"))
+    assert cleared.status_code == none.status_code == 404
+    assert error_detail(cleared).replace(w.alice_job, "X") == error_detail(none).replace("nope", "X")
     trained = w.as_("bob", "POST", "/api/sft/preferences/train", json={"job_id": w.alice_job})
     assert trained.status_code == 404
     # Alice still has hers; the admin sees both.
     assert alices["id"] in [p["id"] for p in w.as_("alice", "GET", "/api/sft/preferences").json()["preferences"]]
-    seen = {p["id"] for p in w.as_("root", "GET", "/api/sft/preferences", params={"limit": 10_000}).json()["preferences"]}
+    everyones = w.as_("root", "GET", "/api/sft/preferences", params={"limit": 10_000}).json()["preferences"]
+    seen = {p["id"] for p in everyones}
     assert {alices["id"], bobs["id"]} <= seen
 
 

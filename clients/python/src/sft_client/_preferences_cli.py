@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from ._commands import command_group
 from ._display import Output, when
 from .client import SFTClient
 
@@ -18,18 +19,10 @@ SHOWN = 40
 def add_preference_commands(commands: Any, add_common: Callable[..., None], *,
                             add_interrupt: Callable[[argparse.ArgumentParser], None]) -> None:
     """``sft preferences [list | add | download | delete | train]`` on the command parser's subparsers."""
-    help_text = "Preferences (chosen/rejected answers of a tuned job): list, add, download, delete, train."
-    p = commands.add_parser("preferences", help=help_text, description=help_text)
-    add_common(p, suppress=True)
-    p.set_defaults(run=cmd_list, job=None, limit=100)
-    actions = p.add_subparsers(title="actions", metavar="ACTION")
-
-    def action(name: str, run: Callable[..., int], help: str) -> argparse.ArgumentParser:
-        a = actions.add_parser(name, help=help, description=help)
-        add_common(a, suppress=True)
-        a.set_defaults(run=run)
-        return a
-
+    group, action = command_group(
+        commands, "preferences", "Preferences (chosen/rejected answers of a tuned job): list, add, download, delete, "
+        "train.", add_common, run=cmd_list)
+    group.set_defaults(job=None, limit=100)
     a = action("list", cmd_list, "List your preferences, oldest first.")
     a.add_argument("--job", metavar="JOB_ID", help="Only this job's.")
     a.add_argument("--limit", type=int, default=100, help="At most this many (default 100).")

@@ -64,7 +64,8 @@ export function preferencesPanel(jobId) {
     pickBase.disabled = !(compared && base.trim());
     saveCorrection.disabled = tuned === "";
     correction.value = "";
-    message.textContent = compared ? "" : "Compare with the base model to pick between two answers, or write a corrected one.";
+    message.textContent = compared ? ""
+      : "Compare with the base model to pick between two answers, or write a corrected one.";
   }
 
   function clear() {
@@ -77,7 +78,11 @@ export function preferencesPanel(jobId) {
     const { messages, tuned, base } = exchange;
     const [chosen, rejected] = source === "picked_tuned" ? [tuned, base]
       : source === "picked_base" ? [base, tuned] : [correction.value, tuned];
-    if (source === "corrected" && !chosen.trim()) { message.textContent = "Write the corrected answer first."; correction.focus(); return; }
+    if (source === "corrected" && !chosen.trim()) {
+      message.textContent = "Write the corrected answer first.";
+      correction.focus();
+      return;
+    }
     try {
       await api(PREFERENCES, { method: "POST", body: { job_id: jobId, prompt: messages, chosen, rejected, source } });
       message.textContent = source === "corrected" ? "Kept your answer over the fine-tuned one."
