@@ -19,7 +19,7 @@ def generate(page, prompt: str) -> tuple[str, str]:
 
 def test_picks_in_try_it_become_preferences_and_a_dpo_job_that_completes(page, server):
     # A job trained hard enough that its answers differ from the random base model's.
-    config = {"base_model": server.model, "dataset_name": server.dataset, "max_steps": 20, "learning_rate": 5e-2,
+    config = {"base_model": server.model, "dataset_name": server.dataset, "max_steps": 8, "learning_rate": 5e-2,
               "per_device_train_batch_size": 4, "lora_dropout": 0.0}
     job_id = server.api("POST", "/api/sft/train", json={"config": config}).json()["job_id"]
     wait_for(lambda: server.api("GET", f"/api/sft/jobs/{job_id}").json()["status"] in ("completed", "failed"),
@@ -75,4 +75,6 @@ def test_picks_in_try_it_become_preferences_and_a_dpo_job_that_completes(page, s
     dpo_id = page.url.rsplit("/", 1)[1]
     config = server.api("GET", f"/api/sft/jobs/{dpo_id}").json()["config"]
     assert (config["method"], config["base_model"], config["max_steps"]) == ("dpo", f"job:{job_id}", 2)
-    page.locator("#job-status [data-status='completed']").wait_for(timeout=120_000)
+    ended = page.locator("#job-status [data-status='completed'], #job-status [data-status='failed']")
+    ended.wait_for(timeout=120_000)
+    assert ended.get_attribute("data-status") == "completed", page.inner_text("#job-failure")
