@@ -115,7 +115,12 @@ def save_upload(source: BinaryIO, *, filename: str | None, purpose: str, store: 
 def save_generated(content: bytes, *, filename: str, rows: int, fmt: str, store: SQLiteStore, settings: Settings,
                    owner: str | None) -> dict[str, Any]:
     """Keep a fine-tuning file the service wrote itself (its rows well-formed by construction) as ``owner``'s
-    upload: listed with their files, readable by their jobs, and by no other user's."""
+    upload: listed with their files, readable by their jobs, and by no other user's. At most
+    ``settings.max_upload_bytes``, as an upload (FileTooLarge naming ``filename`` otherwise)."""
+    if len(content) > settings.max_upload_bytes:
+        raise FileTooLarge(f"{filename} would be {len(content):,} bytes, larger than this server accepts "
+                           f"({settings.max_upload_bytes:,} bytes; set SFT_MAX_UPLOAD_BYTES to change it)",
+                           field=None, code="file_too_large")
     folder = settings.resolved_files_dir
     folder.mkdir(parents=True, exist_ok=True)
     file_id = f"file-{uuid.uuid4().hex[:24]}"

@@ -39,3 +39,22 @@ def test_a_row_is_trls_conversational_preference():
     assert trl_row({"prompt": prompt, "chosen": "Hello.", "rejected": "Good day to you."}) == {
         "prompt": prompt, "chosen": [{"role": "assistant", "content": "Hello."}],
         "rejected": [{"role": "assistant", "content": "Good day to you."}]}
+
+
+def test_the_preference_file_is_an_upload_of_the_users_within_the_upload_limit(tmp_path):
+    from app.core.settings import Settings
+    from app.jobs.files import FileTooLarge, save_generated
+    from app.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "x.db")
+    settings = Settings(data_dir=tmp_path / "data", max_upload_bytes=1024)
+    record = save_generated(b'{"prompt": []}\n', filename="p.jsonl", rows=1, fmt="preference", store=store,
+                            settings=settings, owner="alice")
+    assert store.load_files(owner="alice") == [store.get_file(record["file_id"])]
+    assert open(record["path"], "rb").read() == b'{"prompt": []}\n'
+    with pytest.raises(FileTooLarge, match=r"^p.jsonl would be 1,025 bytes, larger than this server accepts"):
+        save_generated(b"x" * 1025, filename="p.jsonl", rows=1, fmt="preference", store=store, settings=settings,
+                       owner="alice")
+    assert len(store.load_files()) == 1 and sorted(p.name for p in settings.resolved_files_dir.iterdir()) == [
+        f"{record['file_id']}.jsonl"]
+    store.close()
