@@ -39,6 +39,7 @@ def test_picks_in_try_it_become_preferences_and_a_dpo_job_that_completes(page, s
     page.click("#pref-pick-tuned")
     page.locator("#pref-count", has_text="1 preference").wait_for()
     assert page.is_disabled("#pref-pick-tuned") and page.is_disabled("#pref-save-correction")
+    assert page.inner_text("#pref-train") == "Train DPO on this 1 preference"
 
     tuned2, _ = generate(page, "hello <b>5</b>")  # shown as text, kept as text
     page.fill("#pref-correction", '{"name": "Ada", "age": 37}')
@@ -54,6 +55,7 @@ def test_picks_in_try_it_become_preferences_and_a_dpo_job_that_completes(page, s
     page.click("#pref-details summary")
     assert page.locator("#pref-list li").count() == 2
     assert page.locator("#pref-list li b").count() == 0 and "hello <b>5</b>" in page.inner_text("#pref-list")
+    assert "over (a blank answer)" in page.inner_text("#pref-list li >> nth=0")
 
     with page.expect_download() as download:
         page.click("#pref-download")

@@ -41,7 +41,8 @@ export function preferencesPanel(jobId) {
       h("strong", {}, preference.source.replace("_", " ")), ": ",
       h("span", { class: "pref-prompt" }, preference.prompt[preference.prompt.length - 1].content), " → ",
       h("span", { class: "pref-chosen" }, preference.chosen), " over ",
-      h("span", { class: "pref-rejected" }, preference.rejected), " ", remove);
+      h("span", { class: "pref-rejected" }, preference.rejected.trim() ? preference.rejected : "(a blank answer)"),
+      " ", remove);
   }
 
   async function refresh() {
@@ -49,7 +50,7 @@ export function preferencesPanel(jobId) {
       const page = await api(`${PREFERENCES}?${query}&limit=1000`);
       const n = page.total;
       count.textContent = `${n} preference${n === 1 ? "" : "s"}`;
-      trainButton.textContent = `Train DPO on these ${n} preference${n === 1 ? "" : "s"}`;
+      trainButton.textContent = n === 1 ? "Train DPO on this 1 preference" : `Train DPO on these ${n} preferences`;
       trainButton.disabled = n === 0;
       list.replaceChildren(...page.preferences.map(row));
     } catch (error) { message.textContent = `Could not read the preferences: ${error.message}`; }
