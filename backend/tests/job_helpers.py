@@ -93,3 +93,18 @@ def error_detail(response) -> str:
     assert "; ".join(clauses) == detail, body
     assert all(isinstance(e["type"], str) and e["type"] for e in body["errors"]), body
     return detail
+
+
+def lora_adapter_saver(model_dir: Path) -> Callable[[SFTJob, Callable], None]:
+    """A GateRunner ``before_return`` that saves a real (untrained) LoRA adapter of ``model_dir`` where a job's
+    adapter goes: for tests of what starts from a job's model (``job:<id>``) without training one."""
+
+    def save(job: SFTJob, emit: Callable) -> None:
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
+                               LoraConfig(r=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+        model.save_pretrained(Path(job.output_dir) / "adapter")
+
+    return save

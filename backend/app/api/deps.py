@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from ..core.errors import ServiceBusy
 from ..jobs.manager import SFTJobManager, get_sft_job_manager
 from ..jobs.models import SFTJob
+from ..jobs.preferences import ScopedPreferences
 from ..jobs.scoped import ScopedJobs
 from ..jobs.webhooks import ScopedWebhooks
 from ..sft.model_cache import ModelCache
@@ -91,6 +92,14 @@ def get_user_webhooks(manager: ManagerDep, user: CurrentUser) -> ScopedWebhooks:
 
 #: The caller's webhook endpoints: their own (an admin's: everyone's).
 UserWebhooks = Annotated[ScopedWebhooks, Depends(get_user_webhooks)]
+
+
+def get_user_preferences(jobs: UserJobs) -> ScopedPreferences:
+    return ScopedPreferences(jobs)
+
+
+#: The caller's preferences picked in "Try it": their own (an admin's: everyone's).
+UserPreferences = Annotated[ScopedPreferences, Depends(get_user_preferences)]
 
 
 def visible_job(manager: SFTJobManager, user: Principal, job_id: str) -> SFTJob:

@@ -251,6 +251,11 @@ def _documented_methods(app: FastAPI, path: str) -> set[str]:
         for template, operations in app.openapi()["paths"].items():
             regex = "^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"
             methods = {m.upper() for m in operations if m in _HTTP_METHODS}
-            patterns.append((re.compile(regex), methods | ({"HEAD"} if "GET" in methods else set())))
+            patterns.append((re.compile(regex), template.count("{"),
+                             methods | ({"HEAD"} if "GET" in methods else set())))
         app.state.path_methods = patterns
-    return set().union(*(methods for regex, methods in patterns if regex.match(path)))
+    matches = [(params, methods) for regex, params, methods in patterns if regex.match(path)]
+    # The templates with the fewest parameters are the path's: /preferences/download is that route's, not a
+    # /preferences/{preference_id} (whose route never takes "download" as an id).
+    fewest = min((params for params, _ in matches), default=0)
+    return set().union(*(methods for params, methods in matches if params == fewest))

@@ -254,9 +254,11 @@ class Settings(BaseSettings):
     @property
     def resolved_model_roots(self) -> list[Path]:
         """Where local models may be read from: ``model_roots`` (default the data directory), the shared
-        roots, and the model cache (last)."""
+        roots, the jobs' output root (a job's model is the base of a job that starts from it: ``job:<id>``;
+        a user's key still names only that user's own outputs) and the model cache (last)."""
         roots = [Path(root).resolve() for root in [*(self.model_roots or [self.data_dir]), *(self.shared_roots or [])]]
-        return [*roots, self.resolved_model_cache_dir]
+        output_root = self.resolved_output_root
+        return [*roots, *([] if any(output_root.is_relative_to(root) for root in roots) else [output_root]), self.resolved_model_cache_dir]
 
 
 settings = Settings()

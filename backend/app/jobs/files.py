@@ -112,8 +112,36 @@ def save_upload(source: BinaryIO, *, filename: str | None, purpose: str, store: 
         os.replace(staging, path)
     finally:
         staging.unlink(missing_ok=True)
-    record = {"file_id": file_id, "filename": filename, "purpose": purpose, "bytes": size,
-              "created_at": int(time.time()), "path": str(path), "details": {"rows": rows, "format": fmt}, "owner": owner}
+    return _record(store, file_id=file_id, filename=filename, size=size, path=path,
+                   details={"rows": rows, "format": fmt}, owner=owner)
+
+
+def save_generated(content: bytes, *, filename: str, rows: int, fmt: str, store: SQLiteStore, settings: Settings,
+                   owner: str | None) -> dict[str, Any]:
+    """Keep a fine-tuning file the service wrote itself (its rows well-formed by construction) as ``owner``'s
+    upload: listed with their files, readable by their jobs, and by no other user's. At most
+    ``settings.max_upload_bytes``, as an upload (FileTooLarge naming ``filename`` otherwise)."""
+    if len(content) > settings.max_upload_bytes:
+        raise FileTooLarge(f"{filename} would be {len(content):,} bytes, larger than this server accepts "
+                           f"({settings.max_upload_bytes:,} bytes; set SFT_MAX_UPLOAD_BYTES to change it)",
+                           field=None, code="file_too_large")
+    folder = settings.resolved_files_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    file_id = f"file-{uuid.uuid4().hex[:24]}"
+    staging, path = folder / f".{file_id}.part", folder / f"{file_id}.jsonl"
+    try:
+        staging.write_bytes(content)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+    return _record(store, file_id=file_id, filename=filename, size=len(content), path=path,
+                   details={"rows": rows, "format": fmt}, owner=owner)
+
+
+def _record(store: SQLiteStore, *, file_id: str, filename: str, size: int, path: Path, details: dict[str, Any],
+            owner: str | None) -> dict[str, Any]:
+    record = {"file_id": file_id, "filename": filename, "purpose": FINE_TUNE, "bytes": size,
+              "created_at": int(time.time()), "path": str(path), "details": details, "owner": owner}
     store.insert_file(record)
     return record
 

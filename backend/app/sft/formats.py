@@ -123,7 +123,9 @@ def _split_conversation(messages: list[dict[str, str]]) -> dict[str, Any]:
     return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
-def _turns(row: dict[str, Any], field: str, role_key: str, text_key: str, roles: dict[str, str]) -> list:
+def _turns(row: dict[str, Any], field: str, role_key: str, text_key: str, roles: dict[str, str], *,
+           blank: bool = False) -> list:
+    """The turns of ``field``; ``blank``: a turn's text may be whitespace (a rejected answer may be just that)."""
     turns = row.get(field)
     if turns is None:
         raise _RowError(f"missing field '{field}'")
@@ -139,7 +141,7 @@ def _turns(row: dict[str, Any], field: str, role_key: str, text_key: str, roles:
                 f"{field}[{n}] has {role_key} {role!r}; expected one of {', '.join(sorted(roles))}"
             )
         text = turn.get(text_key)
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str) or not (text if blank else text.strip()):
             raise _RowError(f"{field}[{n}] ({role}) has empty or missing '{text_key}'")
         messages.append({"role": roles[role], "content": text})
     return messages
@@ -198,7 +200,7 @@ def _pair(prompt: list[dict[str, str]], row: dict[str, Any], chosen: str, reject
     """TRL's conversational preference row: the prompt, and one assistant turn for each answer."""
     answers = []
     for field in (chosen, rejected):
-        turns = _turns(row, field, "role", "content", {"assistant": "assistant"})
+        turns = _turns(row, field, "role", "content", {"assistant": "assistant"}, blank=field == rejected)
         if len(turns) != 1:
             raise _RowError(f"field '{field}' must hold exactly one assistant turn, got {len(turns)}")
         answers.append(turns)

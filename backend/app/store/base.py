@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 @runtime_checkable
 class JobStore(Protocol):
-    """Durable records of jobs, saved configs, job events, metrics, files, exports, API keys and webhooks.
+    """Durable records of jobs, saved configs, job events, metrics, files, exports, API keys, webhooks and preferences.
 
     ``outbox``: the webhook deliveries a write causes (rows of ``store.webhooks.DELIVERY_FIELDS``), stored
     in the same transaction as the write itself.
@@ -118,3 +118,19 @@ class JobStore(Protocol):
     def update_webhook_delivery(self, delivery_id: str, *, attempt: dict[str, Any] | None = None,
                                 **fields: Any) -> bool:
         """Set a delivery's ``fields`` and record ``attempt`` in one transaction; False: no such delivery."""
+
+    # Preferences picked in "Try it" (rows of ``store.preferences.PREFERENCE_FIELDS``)
+
+    def insert_preference(self, record: dict[str, Any]) -> None: ...
+
+    def preferences(self, *, owner: str | None = None, job_id: str | None = None, limit: int | None = None,
+                    offset: int = 0) -> list[dict[str, Any]]:
+        """Preferences of ``owner`` (None: everyone's), of one job or all, oldest first."""
+
+    def count_preferences(self, *, owner: str | None = None, job_id: str | None = None) -> int: ...
+
+    def get_preference(self, preference_id: str) -> dict[str, Any] | None: ...
+
+    def delete_preferences(self, *, preference_id: str | None = None, owner: str | None = None,
+                           job_id: str | None = None) -> int:
+        """Delete one preference (``preference_id``) or all of ``owner``'s for ``job_id``; return how many went."""

@@ -1,5 +1,6 @@
 """SQLite persistence for jobs, saved configs, job events, metrics and exports; uploaded files, the
-OpenAI-compatible API's extra job data, and the webhooks (``webhooks.py``: endpoints and the outbox).
+OpenAI-compatible API's extra job data, the webhooks (``webhooks.py``: endpoints and the outbox) and the
+preferences picked in "Try it" (``preferences.py``).
 
 One connection shared by the API and the worker threads behind a lock; WAL mode and a commit on
 every change, so a record survives ``kill -9`` of the server the moment the call returns.
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..sft.jsontext import loads_stored
+from .preferences import PREFERENCE_SCHEMA, PreferenceTables
 from .webhooks import WEBHOOK_SCHEMA, WebhookTables
 
 SCHEMA = """
@@ -140,8 +142,9 @@ EXPORT_FIELDS = (
 )
 
 
-class SQLiteStore(WebhookTables):
-    """Durable records of jobs, configs, events, metrics, files, exports, API keys and webhooks (a ``JobStore``)."""
+class SQLiteStore(WebhookTables, PreferenceTables):
+    """Durable records of jobs, configs, events, metrics, files, exports, API keys, webhooks and preferences
+    (a ``JobStore``)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -155,7 +158,7 @@ class SQLiteStore(WebhookTables):
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 # WAL + NORMAL: a commit survives a killed process (not a power cut) without an fsync each.
                 self._conn.execute("PRAGMA synchronous=NORMAL")
-                self._conn.executescript(SCHEMA + WEBHOOK_SCHEMA)
+                self._conn.executescript(SCHEMA + WEBHOOK_SCHEMA + PREFERENCE_SCHEMA)
                 self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise DatabaseUnavailable(

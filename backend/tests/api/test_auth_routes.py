@@ -166,6 +166,27 @@ def _delete_export(w: World) -> Call:
     return Call("DELETE", f"/api/sft/jobs/{w.trained}/exports/{export_id}", target=w.trained)
 
 
+def _preference(w: World) -> dict[str, Any]:
+    return {"job_id": w.trained, "prompt": [{"role": "user", "content": "hi"}], "chosen": "hello", "rejected": "hi",
+            "source": "corrected"}
+
+
+def _delete_preference(w: World) -> Call:
+    answer = w.as_("alice", Call("POST", "/api/sft/preferences", json=_preference(w)))
+    assert answer.status_code == 201, answer.text
+    preference_id = answer.json()["id"]
+    return Call("DELETE", f"/api/sft/preferences/{preference_id}", target=preference_id)
+
+
+def _train_on_preferences(w: World) -> Call:
+    """A DPO job (needs the dpo branch) on A's preferences of her job, stopped once submitted."""
+    assert w.as_("alice", Call("POST", "/api/sft/preferences", json=_preference(w))).status_code == 201
+    call = Call("POST", "/api/sft/preferences/train", json={"job_id": w.trained, "overrides": {"max_steps": 1}},
+                target=w.trained)
+    call.cleanup = lambda: [w.stop_quietly(j.job_id) for j in list(w.manager.jobs.values())]
+    return call
+
+
 #: A receiver address nobody listens on: the cases' deliveries fail quietly (the world allows private addresses).
 HOOK_URL = "http://127.0.0.1:9/hook"
 
@@ -287,6 +308,14 @@ CASES: dict[tuple[str, str], Case] = {
     ("DELETE", "/api/webhooks/{webhook_id}"): Case(_webhook(method="DELETE")),
     ("GET", "/api/webhooks/{webhook_id}/deliveries"): Case(_webhook("/deliveries")),
     ("POST", "/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): Case(_redeliver, status=202),
+    ("POST", "/api/sft/preferences"): Case(
+        lambda w: Call("POST", "/api/sft/preferences", json=_preference(w), target=w.trained), status=201),
+    ("GET", "/api/sft/preferences"): Case(lambda w: Call("GET", "/api/sft/preferences"), kind="list"),
+    ("GET", "/api/sft/preferences/download"): Case(lambda w: Call("GET", "/api/sft/preferences/download"), kind="list"),
+    ("DELETE", "/api/sft/preferences/{preference_id}"): Case(_delete_preference),
+    ("DELETE", "/api/sft/preferences"): Case(
+        lambda w: Call("DELETE", f"/api/sft/preferences?job_id={w.trained}", target=w.trained)),
+    ("POST", "/api/sft/preferences/train"): Case(_train_on_preferences, status=201),
 }
 
 

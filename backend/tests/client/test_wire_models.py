@@ -44,6 +44,11 @@ READS: dict[tuple[str, str], Any] = {
     ("get", "/api/webhooks"): models.WebhookListResponse,
     ("get", "/api/webhooks/{webhook_id}/deliveries"): models.WebhookDeliveryListResponse,
     ("post", "/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): types.Delivery,
+    ("post", "/api/sft/preferences"): types.Preference,
+    ("get", "/api/sft/preferences"): types.PreferencePage,
+    ("delete", "/api/sft/preferences/{preference_id}"): types.Preference,
+    ("delete", "/api/sft/preferences"): types.PreferencesDeleted,
+    ("post", "/api/sft/preferences/train"): types.PreferenceJob,
 }
 
 

@@ -28,6 +28,10 @@ from .types import (
     MemoryPlan,
     Merge,
     ModelInfo,
+    Preference,
+    PreferenceJob,
+    PreferencePage,
+    PreferencesDeleted,
     SavedConfig,
     StopResult,
     Webhook,
@@ -253,3 +257,38 @@ def webhook_deliveries(webhook_id: str, *, limit: int) -> Call[list[Delivery]]:
 def redeliver(webhook_id: str, delivery_id: str) -> Call[Delivery]:
     return Call("POST", _webhook(webhook_id, f"/deliveries/{quote(delivery_id, safe='')}/redeliver"),
                 Delivery.from_dict)
+
+
+PREFERENCES = f"{PREFIX}/preferences"
+
+
+def add_preference(job_id: str, *, prompt: list[dict[str, str]], chosen: str, rejected: str,
+                   source: str) -> Call[Preference]:
+    return Call("POST", PREFERENCES, Preference.from_dict,
+                json={"job_id": job_id, "prompt": prompt, "chosen": chosen, "rejected": rejected, "source": source})
+
+
+def list_preferences(*, job_id: str | None, limit: int, offset: int) -> Call[PreferencePage]:
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if job_id is not None:
+        params["job_id"] = job_id
+    return Call("GET", PREFERENCES, PreferencePage.from_dict, params=params, repeatable=True)
+
+
+def preferences_download_path(job_id: str | None) -> str:
+    return f"{PREFERENCES}/download" + (f"?job_id={quote(job_id, safe='')}" if job_id is not None else "")
+
+
+def delete_preference(preference_id: str) -> Call[Preference]:
+    return Call("DELETE", f"{PREFERENCES}/{quote(preference_id, safe='')}", Preference.from_dict)
+
+
+def delete_preferences(job_id: str) -> Call[PreferencesDeleted]:
+    return Call("DELETE", PREFERENCES, PreferencesDeleted.from_dict, params={"job_id": job_id})
+
+
+def train_on_preferences(job_id: str, *, overrides: dict[str, Any] | None) -> Call[PreferenceJob]:
+    body: dict[str, Any] = {"job_id": job_id}
+    if overrides:
+        body["overrides"] = overrides
+    return Call("POST", f"{PREFERENCES}/train", PreferenceJob.from_dict, json=body)

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from ._commands import command_group
 from ._display import Output, when
 from .client import SFTClient
 
@@ -14,18 +15,8 @@ EXIT_OK = 0
 
 def add_webhook_commands(commands: Any, add_common: Callable[..., None]) -> None:
     """``sft webhooks [list | add | rm | deliveries | redeliver]`` on the command parser's subparsers."""
-    help_text = "Webhook endpoints: list, add, rm, deliveries, redeliver."
-    p = commands.add_parser("webhooks", help=help_text, description=help_text)
-    add_common(p, suppress=True)
-    p.set_defaults(run=cmd_list)
-    actions = p.add_subparsers(title="actions", metavar="ACTION")
-
-    def action(name: str, run: Callable[..., int], help: str) -> argparse.ArgumentParser:
-        a = actions.add_parser(name, help=help, description=help)
-        add_common(a, suppress=True)
-        a.set_defaults(run=run)
-        return a
-
+    _, action = command_group(commands, "webhooks", "Webhook endpoints: list, add, rm, deliveries, redeliver.",
+                              add_common, run=cmd_list)
     action("list", cmd_list, "List your webhook endpoints (an admin's: everyone's).")
     a = action("add", cmd_add, "Register URL; prints the endpoint's id and its signing secret (shown once).")
     a.add_argument("hook_url", metavar="URL")  # not "url": that is the server's (--url)

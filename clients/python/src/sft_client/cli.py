@@ -31,6 +31,7 @@ from ._display import (
     when,
 )
 from ._transfer import check_destination
+from ._preferences_cli import add_preference_commands
 from ._webhooks_cli import add_webhook_commands
 from .client import DEFAULT_URL, SFTClient, __version__
 from .errors import APIConnectionError, APIStatusError, ConflictError, DownloadError, SFTError
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(run=cmd_configs_rm)
 
     add_webhook_commands(commands, add_common)
+    add_preference_commands(commands, add_common, add_interrupt=add_interrupt)
     command("models", cmd_models, "Models the server can train offline.")
     command("health", cmd_health, "Check that the server answers.")
     return parser

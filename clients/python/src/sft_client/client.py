@@ -35,6 +35,10 @@ from .types import (
     MemoryPlan,
     Merge,
     ModelInfo,
+    Preference,
+    PreferenceJob,
+    PreferencePage,
+    PreferencesDeleted,
     SavedConfig,
     StopResult,
     Webhook,
@@ -445,6 +449,37 @@ class SFTClient(_Base):
         """Send a delivery again now (same webhook-id)."""
         return self._run(_api.redeliver(webhook_id, delivery_id))
 
+    # Preferences picked in "Try it"
+
+    def add_preference(self, job_id: str, *, prompt: list[dict[str, str]], chosen: str, rejected: str,
+                       source: str) -> Preference:
+        """Keep a preference for your completed job: ``chosen`` over ``rejected`` as answers to ``prompt`` (chat
+        messages); ``source``: picked_tuned, picked_base or corrected."""
+        return self._run(_api.add_preference(job_id, prompt=prompt, chosen=chosen, rejected=rejected, source=source))
+
+    def list_preferences(self, *, job_id: str | None = None, limit: int = 100, offset: int = 0) -> PreferencePage:
+        """A page of your preferences (of one job, or all), oldest first, with their ``total``."""
+        return self._run(_api.list_preferences(job_id=job_id, limit=limit, offset=offset))
+
+    def delete_preference(self, preference_id: str) -> Preference:
+        """Delete one preference; returns it as it was."""
+        return self._run(_api.delete_preference(preference_id))
+
+    def delete_preferences(self, job_id: str) -> PreferencesDeleted:
+        """Delete all your preferences of ``job_id``."""
+        return self._run(_api.delete_preferences(job_id))
+
+    def train_on_preferences(self, job_id: str, *, overrides: dict[str, Any] | None = None) -> PreferenceJob:
+        """Submit a DPO job on your preferences of ``job_id``, starting from that job (``overrides``: config fields
+        such as max_steps or beta). The preferences become a file of yours (``file_id``)."""
+        return self._run(_api.train_on_preferences(job_id, overrides=overrides))
+
+    def download_preferences(self, path: str | Path, *, job_id: str | None = None) -> Path:
+        """Save your preferences (of one job, or all) to ``path`` as TRL prompt/chosen/rejected JSONL."""
+        path = Path(path)
+        self._save(_api.preferences_download_path(job_id), path, None)
+        return path
+
 
 class _BuildOnly:
     """Stands in for a client when a sync method is asked only for its request: ``_run`` hands back the
@@ -594,6 +629,11 @@ class AsyncSFTClient(_Base):
         finally:
             await response.aclose()
 
+    async def download_preferences(self, path: str | Path, *, job_id: str | None = None) -> Path:
+        path = Path(path)
+        await self._save(_api.preferences_download_path(job_id), path, None)
+        return path
+
     async def wait_export(self, job_id: str, export_id: str, *, poll_seconds: float = 1.0) -> Export:
         while (export := await self.get_export(job_id, export_id)).status not in EXPORT_ENDED:
             await asyncio.sleep(poll_seconds)
@@ -643,3 +683,8 @@ class AsyncSFTClient(_Base):
     delete_webhook = _awaited(SFTClient.delete_webhook)
     webhook_deliveries = _awaited(SFTClient.webhook_deliveries)
     redeliver = _awaited(SFTClient.redeliver)
+    add_preference = _awaited(SFTClient.add_preference)
+    list_preferences = _awaited(SFTClient.list_preferences)
+    delete_preference = _awaited(SFTClient.delete_preference)
+    delete_preferences = _awaited(SFTClient.delete_preferences)
+    train_on_preferences = _awaited(SFTClient.train_on_preferences)

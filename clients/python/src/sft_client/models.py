@@ -570,6 +570,45 @@ class WebhookDeliveryListResponse(WireModel):
     deliveries: list[WebhookDelivery] = Field(..., description="Newest first.")
 
 
+# Preferences picked in "Try it"
+
+#: How a preference was made: the tuned answer picked over the base one, the base over the tuned, or a corrected
+#: answer written over the tuned one.
+PreferenceSourceName = Literal["picked_tuned", "picked_base", "corrected"]
+
+
+class PromptMessage(WireModel):
+    role: Literal["system", "user", "assistant", "tool"] = Field(..., description="Who speaks.")
+    content: str = Field(..., description="What is said.")
+
+
+class Preference(WireModel):
+    id: str = Field(..., description="The preference's id (pref_...).")
+    job_id: str = Field(..., description="The tuned job whose answer it judges.")
+    prompt: list[PromptMessage] = Field(..., description="The chat the answers reply to.")
+    chosen: str = Field(..., description="The better answer.")
+    rejected: str = Field(..., description="The worse answer.")
+    source: PreferenceSourceName = Field(..., description="picked_tuned, picked_base or corrected.")
+    owner: str | None = Field(..., description="The key name that kept it (null with keys off).")
+    created_at: str = Field(..., description="ISO 8601, UTC.")
+
+
+class PreferenceListResponse(WireModel):
+    preferences: list[Preference] = Field(..., description="This page, oldest first.")
+    total: int = Field(..., description="Preferences matching the filter, over all pages.")
+
+
+class PreferencesDeleted(WireModel):
+    job_id: str
+    deleted: int = Field(..., description="How many preferences were deleted.")
+
+
+class PreferenceTrainResponse(JobStartResponse):
+    file_id: str = Field(..., description="The uploaded file (TRL prompt/chosen/rejected JSONL) the DPO job trains on.")
+    preferences: int = Field(..., description="How many preferences it holds.")
+    base_job_id: str = Field(..., description="The tuned job the DPO job starts from (base_model job:<id>).")
+
+
 # Errors
 
 

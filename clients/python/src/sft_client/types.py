@@ -32,6 +32,10 @@ from .models import (
     MemoryReport,
     MergeResponse,
     ModelInfo,
+    Preference,
+    PreferenceListResponse,
+    PreferencesDeleted,
+    PreferenceTrainResponse,
     StopResponse,
     WebhookAttempt,
     WebhookDelivery,
@@ -60,6 +64,8 @@ Webhook = WebhookEndpoint
 WebhookCreated = WebhookEndpointCreated
 Delivery = WebhookDelivery
 DeliveryAttempt = WebhookAttempt
+PreferencePage = PreferenceListResponse
+PreferenceJob = PreferenceTrainResponse
 
 __all__ = [
     "JOB_STATUSES", "TERMINAL_STATUSES", "Attempt", "Checkpoint", "ConfigSaved", "Evaluation", "Event", "EventPage", "Export", "ExportFormats",
@@ -67,4 +73,5 @@ __all__ = [
     "JobStatusName", "MemoryPlan", "MemoryReport", "Merge", "ModelInfo", "Progress", "SavedConfig", "Score",
     "StopResult",
     "Webhook", "WebhookCreated", "Delivery", "DeliveryAttempt",
+    "Preference", "PreferencePage", "PreferencesDeleted", "PreferenceJob",
 ]

@@ -5,6 +5,7 @@ import { api, authFetch, datasetLabel, downloadLink, h, etaText, formatNumber, f
 import { LineChart } from "./chart.js";
 import { exportPanel } from "./exports.js";
 import { memoryItems } from "./plan.js";
+import { preferencesPanel } from "./preferences.js";
 
 const EVENT_TYPES = ["created", "queued", "started", "model_loaded", "dataset_ready", "metrics", "eval",
   "checkpoint_saved", "efficiency", "stopping", "resumed", "interrupted", "completed", "failed", "stopped", "message"];
@@ -282,21 +283,25 @@ export function jobView(jobId) {
     const evalDataset = h("input", { id: "eval-dataset", value: "bundled:json-extract", size: 30 });
     const evalSplit = h("input", { id: "eval-split", value: "eval", size: 8 });
     const evalSamples = h("input", { id: "eval-samples", type: "number", min: 1, max: 10000, value: 50 });
+    const preferences = preferencesPanel(jobId);
 
     async function send(event) {
       event.preventDefault();
       if (!prompt.value.trim()) { tryError.textContent = "Write a message first."; prompt.focus(); return; }
       tryError.textContent = ""; sendButton.disabled = true;
       tuned.textContent = "…"; baseAnswer.textContent = compare.checked ? "…" : "(not asked)";
+      preferences.clear();
+      const messages = [{ role: "user", content: prompt.value }];
       try {
         const answer = await api(`${base}/generate`, { method: "POST", body: {
-          messages: [{ role: "user", content: prompt.value }], max_new_tokens: Number(maxTokens.value), compare_base: compare.checked } });
+          messages, max_new_tokens: Number(maxTokens.value), compare_base: compare.checked } });
         tuned.textContent = answer.completion;
         tunedMeta.textContent = `${answer.completion_tokens} tokens in ${answer.latency_ms.toFixed(0)} ms`;
         if (answer.base_completion !== null && answer.base_completion !== undefined) {
           baseAnswer.textContent = answer.base_completion;
           baseMeta.textContent = `${answer.base_completion_tokens} tokens in ${answer.base_latency_ms.toFixed(0)} ms`;
         } else baseMeta.textContent = "";
+        preferences.offer(messages, answer.completion, answer.base_completion);
       } catch (error) {
         tuned.textContent = ""; baseAnswer.textContent = "";
         tryError.textContent = error.message;
@@ -350,6 +355,7 @@ export function jobView(jobId) {
       h("div", { class: "cols" },
         h("div", {}, h("h4", {}, "Fine-tuned"), tuned, tunedMeta),
         h("div", {}, h("h4", {}, "Base model"), baseAnswer, baseMeta)),
+      preferences.element,
       h("h3", {}, "Take it away"),
       h("div", { class: "toolbar" },
         downloadLink(`${base}/adapter`, `${jobId}-adapter.tar.gz`, "Download adapter",
