@@ -99,8 +99,7 @@ def _python(grader: PythonGrader, samples: list[dict[str, Any]], items: list[dic
     results = []
     for outcome in outcomes:
         if "error" in outcome:
-            results.append(GradeResult().fail("python_grader_runtime_error", outcome["error"],
-                                              details_key="python_grader_runtime_error_details"))
+            results.append(GradeResult().fail("python_grader_runtime_error", outcome["error"]))
         else:
             results.append(GradeResult(score=outcome["score"]))
     return results
