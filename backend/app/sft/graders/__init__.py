@@ -23,6 +23,16 @@ def parse_grader(data: Any) -> Grader:
     return GRADER.validate_python(data)
 
 
+def unique_grader_names(graders: list[Grader]) -> list[Grader]:
+    """``graders`` if no two share a name (a name is a score's key), else ValueError naming it."""
+    seen: set[str] = set()
+    for grader in graders:
+        if grader.name in seen:
+            raise ValueError(f"two graders are named {grader.name!r}: each name keys a score, so names must differ")
+        seen.add(grader.name)
+    return graders
+
+
 def json_match_grader(name: str = "json_match") -> StringCheckGrader:
     """JSON equality: the answer parses as JSON equal to the reference (``item.reference_json``). Templates
     render JSON values with sorted keys, so equal values compare equal as text; an answer that is not JSON
@@ -54,5 +64,5 @@ __all__ = [
     "ERROR_FLAGS", "GRADER", "GRADERS", "GradeResult", "Grader", "GradingContext", "JudgeEndpoint", "MultiGrader",
     "PythonGrader", "SandboxLimits", "ScoreModelGrader", "StringCheckGrader", "TextSimilarityGrader",
     "exact_match_grader", "grade_samples", "json_match_grader", "make_sample", "mean_scores", "no_errors",
-    "parse_grader", "reference_item",
+    "parse_grader", "reference_item", "unique_grader_names",
 ]

@@ -328,6 +328,8 @@ class EvaluationScore(WireModel):
 
     exact_match: float = Field(..., description="Fraction of rows answered exactly (or as equal JSON).")
     n: int = Field(..., description="Rows scored.")
+    scores: dict[str, float] = Field(
+        default_factory=dict, description="Each requested grader's mean score over the rows, by grader name.")
     examples: list[dict[str, Any]] = Field(default_factory=list, description="A few prompts, answers, predictions.")
     misses: list[dict[str, Any]] = Field(
         default_factory=list, description="The rows answered wrong (the first 100): row (0-based), prompt, reference, "
