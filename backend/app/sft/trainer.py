@@ -15,6 +15,7 @@ from .checkpoints import eval_loss_at
 from .config import SFTConfig
 from .data import PreparedData, prepare_datasets
 from .errors import ConfigError
+from .grading import GradingCallback
 from .model_card import write_artifact_card
 from .events import EventKind, EventSink, TrainingEvent
 from .models import (
@@ -75,6 +76,8 @@ class SFTResult:
     peak_gpu_memory_mb: float | None = None
     #: The loss path trained with: "cross_entropy" or "trl" (SFTConfig.loss_path, resolved for the device).
     loss_path: str | None = None
+    #: The graders' scores (config.graders): every eval's, the base's (step 0), the checkpoint kept (keep), eval time.
+    graders: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -163,9 +166,12 @@ class SFTTrainer:
         if self.stop_event.is_set():
             return self._stopped_before_training(started, data)
 
+        grading = GradingCallback.for_run(cfg, data.eval, self.output_dir)
         with model_load_lock:
-            trainer, loss_path = self._build_trainer(model, tokenizer, data)
+            trainer, loss_path = self._build_trainer(model, tokenizer, data, [grading] if grading else [])
         del model
+        if grading:
+            grading.attach(trainer)
         self._emit(EventKind.PHASE, {"phase": "training"})
         stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopCallback))
         try:
@@ -175,8 +181,10 @@ class SFTTrainer:
             self._emit(EventKind.PHASE, {"phase": "saving"})
             artifact_dir = self.output_dir / ("adapter" if cfg.use_lora else "model")
             trainer.save_model(str(artifact_dir))
-            tokenizer.save_pretrained(str(artifact_dir))
             state = trainer.state
+            if grading:
+                grading.keep_best(artifact_dir, state.global_step)
+            tokenizer.save_pretrained(str(artifact_dir))
             eval_loss = None
             if data.eval is not None:
                 eval_loss = eval_loss_at(state.log_history, state.global_step)
@@ -204,6 +212,7 @@ class SFTTrainer:
                 precision=precision,
                 peak_gpu_memory_mb=_peak_gpu_memory_mb(self.device),
                 loss_path=loss_path,
+                graders=grading.summary() if grading else None,
             )
             write_artifact_card(artifact_dir, cfg, result.to_dict())
             return result
@@ -225,7 +234,7 @@ class SFTTrainer:
             model.config.pad_token_id = tokenizer.pad_token_id
         return model, tokenizer
 
-    def _build_trainer(self, model, tokenizer, data: PreparedData):
+    def _build_trainer(self, model, tokenizer, data: PreparedData, extra_callbacks: list[Any]):
         """The HF trainer for this run, and the loss path it trains with ("cross_entropy" or "trl")."""
         import trl
         from transformers import PrinterCallback, set_seed
@@ -247,7 +256,7 @@ class SFTTrainer:
                 task_type="CAUSAL_LM",
             )
         callbacks = [StopCallback(self.stop_event),
-                     ReportingCallback(self.output_dir / "log.jsonl", self.on_event), *self.callbacks]
+                     ReportingCallback(self.output_dir / "log.jsonl", self.on_event), *self.callbacks, *extra_callbacks]
         loss_path = cfg.resolve_loss_path(self.device)
         problem = plain_head_problem(model) if loss_path == "cross_entropy" else None
         if problem:
