@@ -24,7 +24,7 @@ def graded_run(tiny_model_dir, tmp_path_factory):
     config = SFTConfig.model_validate({
         "base_model": str(tiny_model_dir), "dataset_name": str(write_jsonl(tmp / "chat.jsonl", contact_rows(32))),
         "per_device_train_batch_size": 4, "logging_steps": 1, "max_steps": 5, "validation_split": 0.25, "eval_steps": 2, "learning_rate": 2e-2,
-        "graders": [FUZZY, JSON_MATCH], "keep": {"metric": "fuzzy", "mode": "max"}, "eval_max_rows": 4,
+        "graders": [FUZZY, JSON_MATCH], "keep": {"metric": "fuzzy", "mode": "min"}, "eval_max_rows": 4,
         "eval_max_new_tokens": 12, "output_dir": str(tmp / "out")})
     events = []
     result = SFTTrainer(config, model_cache_dir=tmp / "cache", on_event=events.append).train()
@@ -49,13 +49,18 @@ def test_scores_at_step_zero_every_eval_steps_and_the_last(graded_run):
 def test_keep_best_makes_the_best_checkpoint_the_final_adapter(graded_run):
     result, _ = graded_run
     history = result.graders["history"]
-    best = max(history, key=lambda entry: entry["fuzzy"])  # the first of equal scores, as keep best takes it
+    best = min(history, key=lambda entry: entry["fuzzy"])  # the first of equal scores, as keep best takes it
     kept = result.graders["kept"]
-    assert (kept["step"], kept["metric"], kept["mode"]) == (best["step"], "fuzzy", "max")
+    assert (kept["step"], kept["metric"], kept["mode"]) == (best["step"], "fuzzy", "min")
     assert kept["value"] == pytest.approx(best["fuzzy"])
     adapter = Path(result.adapter_path) / "adapter_model.safetensors"
     best_copy = Path(result.output_dir) / "best" / "adapter_model.safetensors"
     assert adapter.read_bytes() == best_copy.read_bytes()
+    if kept["step"] == 0:  # the base scored lowest: the kept adapter is the untrained one (LoRA B all zeros)
+        from safetensors.torch import load_file
+
+        weights = load_file(adapter)
+        assert all(not tensor.any() for name, tensor in weights.items() if "lora_B" in name)
 
 
 @pytest.mark.parametrize(("extra", "words"), [
