@@ -58,9 +58,8 @@ def ask_judge(grader: Any, messages: list[dict[str, str]], endpoint: JudgeEndpoi
             body["max_tokens"] = params.max_completions_tokens
     headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
     try:
-        response = httpx.post(f"{base_url.rstrip('/')}/chat/completions", json=body, headers=headers,
-                              timeout=endpoint.timeout_seconds)
-    except httpx.HTTPError as exc:
+        response = send(f"{base_url.rstrip('/')}/chat/completions", body, headers, endpoint.timeout_seconds)
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:  # unreachable, timed out, or no usable URL
         raise JudgeError(f"the judge at {base_url} could not be reached ({type(exc).__name__}: {exc})",
                          kind="server") from None
     if response.status_code != 200:
@@ -73,6 +72,13 @@ def ask_judge(grader: Any, messages: list[dict[str, str]], endpoint: JudgeEndpoi
         raise JudgeError(f"the judge at {base_url} did not answer as a chat completion", kind="server") from None
     usage = (answer.get("usage") or {}).get("total_tokens")
     return read_score(text, grader.range), usage
+
+
+def send(url: str, body: dict[str, Any], headers: dict[str, str], timeout_seconds: float) -> Any:
+    """POST ``body`` to the judge (the one network call of graders; the API fuzz replaces it)."""
+    import httpx
+
+    return httpx.post(url, json=body, headers=headers, timeout=httpx.Timeout(timeout_seconds, connect=10.0))
 
 
 def read_score(text: str, score_range: list[float]) -> float:
