@@ -29,7 +29,7 @@ BUNDLED_DATASET = "bundled:json-extract"
 TRAIN_JSONL = ROOT / "backend" / "app" / "demo" / "json_extract" / "train.jsonl"
 DEFAULT_GPU_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
-SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu", "page", "chat", "auth", "ray")
+SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu", "page", "chat", "auth", "ray", "eval")
 #: The Plan counts that a command-line option (--pairs, --memory-jobs...) overrides.
 COUNT_OPTIONS = ("pairs", "steps", "memory_jobs", "memory_steps", "knob_steps", "latency_idle_requests",
                  "scale_submits", "scale_lists", "chat_rounds", "auth_requests", "ray_steps")
@@ -56,6 +56,12 @@ class Plan:
     chat_tokens: int = 32
     auth_requests: int = 2000
     ray_steps: int = 10
+    #: The eval section (bench/eval_bench.py): the demo job's steps, an eval every eval_every of them, on eval_rows
+    #: held-out rows with eval_new_tokens each.
+    eval_train_steps: int = 40
+    eval_every: int = 10
+    eval_rows: int = 50
+    eval_new_tokens: int = 48
     #: None: wait for a job by following its SSE event stream; seconds: poll GET /jobs/{id} that often.
     poll: float | None = None
     sections: tuple[str, ...] = SECTIONS
@@ -64,7 +70,8 @@ class Plan:
 def smoke_plan() -> Plan:
     return Plan(mode="smoke", pairs=1, steps=2, latency_idle_requests=15, latency_interval=0.01,
                 memory_jobs=2, memory_steps=8, knob_steps=2, scale_levels=(0, 5, 10), scale_submits=3,
-                scale_lists=5, chat_rounds=2, chat_tokens=8, auth_requests=40, ray_steps=4)
+                scale_lists=5, chat_rounds=2, chat_tokens=8, auth_requests=40, ray_steps=4,
+                eval_train_steps=4, eval_every=2, eval_rows=4, eval_new_tokens=8)
 
 
 # Set-up

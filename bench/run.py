@@ -15,7 +15,9 @@ Measures, against a real ``uvicorn`` server started the way ``make run`` starts 
    against POST /api/sft/jobs/{id}/generate, same model and prompt;
 9. what API keys cost: p50 of GET /api/sft/jobs/{id} on a server without keys and on one with keys;
 10. the same job on the thread executor and on a local Ray (SFT_EXECUTOR=ray): steps/s, time to result and
-   Ray's start-up cost (``bench/ray_bench.py``).
+   Ray's start-up cost (``bench/ray_bench.py``);
+11. the demo job with and without per-checkpoint eval by a JSON-equality grader: training steps/s, the eval's own
+   time, the score from the base to the last eval and the checkpoint kept (``bench/eval_bench.py``).
 
 and writes ``docs/benchmarks.md`` (machine, one table per section, each target met or missed).
 Full mode uses the bundled SmolLM2-135M-Instruct on the bundled json-extract data; ``--smoke`` uses a
@@ -41,6 +43,7 @@ from typing import Any
 
 from .auth import auth_section
 from .chat import chat_section
+from .eval_bench import eval_section
 from .gpu import gpu_section
 from .harness import (BUNDLED_DATASET, BUNDLED_MODEL, COUNT_OPTIONS, DEFAULT_GPU_MODEL, ROOT, SECTIONS, TRAIN_JSONL,
                       Bench, Plan, base_env, log, prepare_bundled_model, smoke_plan)
@@ -175,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             results["auth"] = timed("auth", auth_section, bench)
         if "ray" in plan.sections:
             results["ray"] = timed("ray", ray_section, bench)
+        if "eval" in plan.sections:
+            results["eval"] = timed("eval", eval_section, bench)
     finally:
         if args.keep_work:
             log(f"work directory kept: {work}")

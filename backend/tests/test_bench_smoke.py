@@ -57,7 +57,7 @@ def test_smoke_report_has_every_section_and_target(smoke):
     assert "Not run: not run in smoke mode." in report  # the GPU section says why it did not run
 
     sections = {t["section"] for t in results["targets"]}
-    assert sections == {"overhead", "latency", "scale", "memory", "chat", "auth", "ray"}
+    assert sections == {"overhead", "latency", "scale", "memory", "chat", "auth", "ray", "eval"}
     keys = {t["key"] for t in results["targets"]}
     assert {"steps_ratio", "steps_vs_limit", "ttr", "ttr_vs_bare", "rss_vs_bare", "p99_job", "p99_list",
             "p99_factor_job", "p99_factor_list", "list_top", "rss", "chat_ratio",

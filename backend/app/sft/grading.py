@@ -54,6 +54,7 @@ class GradingCallback(TrainerCallback):
         self.trainer: Trainer | None = None
         self.history: list[dict[str, Any]] = []
         self.seconds = 0.0
+        self.loss_seconds = 0.0
         self.best: dict[str, Any] | None = self._saved_best()
 
     @classmethod
@@ -74,6 +75,9 @@ class GradingCallback(TrainerCallback):
         step = state.global_step
         if step % self.config.eval_steps == 0 or step == state.max_steps:
             self._score(state, model, processing_class)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.loss_seconds += float((metrics or {}).get("eval_runtime", 0.0))
 
     # Scoring and keeping
 
@@ -118,7 +122,9 @@ class GradingCallback(TrainerCallback):
                 shutil.copy2(path, artifact_dir / path.name)
 
     def summary(self) -> dict[str, Any]:
-        """For the run's result: every eval's scores, the base's (step 0), the best kept, the eval time."""
+        """For the run's result: every eval's scores, the base's (step 0), the best kept, the time spent scoring
+        (``eval_seconds``: generation and graders) and computing the eval loss (``eval_loss_seconds``)."""
         base = next((entry for entry in self.history if entry["step"] == 0), None)
         return {"history": self.history, "base": base, "final": self.history[-1] if self.history else None,
-                "kept": self.best, "eval_seconds": round(self.seconds, 3), "eval_rows": len(self.prompts)}
+                "kept": self.best, "eval_seconds": round(self.seconds, 3),
+                "eval_loss_seconds": round(self.loss_seconds, 3), "eval_rows": len(self.prompts)}
