@@ -177,6 +177,9 @@ class JobResult(OpenRecord):
     precision: str | None = Field(None, description="What the run trained in ('auto' resolved for the device).")
     peak_gpu_memory_mb: float | None = Field(None, description="Peak CUDA memory of the process during the run.")
     loss_path: str | None = Field(None, description="cross_entropy or trl.")
+    graders: dict[str, Any] | None = Field(
+        None, description="With config.graders: history (each eval's step and mean score per grader), base (step 0), "
+        "final, kept (keep best: step, metric, mode, value), eval_seconds, eval_loss_seconds, eval_rows.")
 
 
 class Attempt(OpenRecord):
