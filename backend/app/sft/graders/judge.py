@@ -41,8 +41,8 @@ def judge_messages(grader: Any, sample: dict[str, Any], item: dict[str, Any]) ->
     return messages
 
 
-def ask_judge(grader: Any, messages: list[dict[str, str]], endpoint: JudgeEndpoint) -> tuple[float, int | None]:
-    """The judge's score and the tokens it used (None when the endpoint does not say)."""
+def ask_judge(grader: Any, messages: list[dict[str, str]], endpoint: JudgeEndpoint) -> tuple[str, int | None]:
+    """The judge's reply and the tokens it used (None when the endpoint does not say); ``read_score`` reads it."""
     import httpx
 
     base_url = grader.base_url or endpoint.base_url
@@ -71,7 +71,7 @@ def ask_judge(grader: Any, messages: list[dict[str, str]], endpoint: JudgeEndpoi
     except (ValueError, KeyError, IndexError, TypeError):
         raise JudgeError(f"the judge at {base_url} did not answer as a chat completion", kind="server") from None
     usage = (answer.get("usage") or {}).get("total_tokens")
-    return read_score(text, grader.range), usage
+    return text, usage
 
 
 def send(url: str, body: dict[str, Any], headers: dict[str, str], timeout_seconds: float) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import metrics
 from .formula import FormulaError, evaluate
-from .judge import JudgeEndpoint, JudgeError, ask_judge, judge_messages
+from .judge import JudgeEndpoint, JudgeError, ask_judge, judge_messages, read_score
 from .sandbox import SandboxError, SandboxLimits, run_python_grader
 from .specs import MultiGrader, PythonGrader, ScoreModelGrader, StringCheckGrader, TextSimilarityGrader
 from .templates import TemplateError, render
@@ -75,7 +75,8 @@ def _one(grader: Any, sample: dict[str, Any], item: dict[str, Any], context: Gra
     result = GradeResult()
     try:
         if isinstance(grader, ScoreModelGrader):
-            result.score, result.token_usage = ask_judge(grader, judge_messages(grader, sample, item), context.judge)
+            reply, result.token_usage = ask_judge(grader, judge_messages(grader, sample, item), context.judge)
+            result.score = read_score(reply, grader.range)
             return result
         text, reference = render(grader.input, sample, item), render(grader.reference, sample, item)
     except TemplateError as exc:

@@ -68,3 +68,16 @@ def test_invalid_graders_are_400_naming_the_field(live, grader, param, words):
     assert error["param"] == param and words in error["message"], error
     with pytest.raises(openai.BadRequestError):
         live.client.fine_tuning.alpha.graders.run(grader=grader, model_sample="x")
+
+
+def test_score_model_judged_by_this_servers_own_v1_chat(live, tiny_model_dir):
+    """The judge is this service's /v1 chat on a base model: the request goes through end to end; the tiny random
+    model answers no score, which the grader reports as the judge's parse error (not a server error)."""
+    grader = {"type": "score_model", "name": "self_judge", "model": str(tiny_model_dir), "base_url": f"{live.url}/v1",
+              "sampling_params": {"max_completions_tokens": 4, "temperature": 0},
+              "input": [{"role": "user", "content": "Score {{sample.output_text}} from 0 to 1."}]}
+    result = live.client.fine_tuning.alpha.graders.run(grader=grader, model_sample="Paris")
+    errors = result.metadata.errors
+    assert not errors.api_model_grader_server_error, errors.api_model_grader_server_error_details
+    assert errors.api_model_grader_parse_error and "holds no score" in errors.api_model_grader_server_error_details
+    assert result.metadata.token_usage is not None and result.metadata.token_usage > 0
