@@ -20,7 +20,8 @@ SECTION_TITLES = {
     "chat": "8. Chat latency: OpenAI-compatible /v1/chat/completions vs /generate",
     "auth": "9. What API keys cost",
     "ray": "10. Executors: the same job on threads and on a local Ray",
-    "eval": "11. Eval during training: the demo job with and without per-checkpoint graders",
+    "planner": "11. The fit planner against these runs' measured peaks",
+    "eval": "12. Eval during training: the demo job with and without per-checkpoint graders",
 }
 
 
@@ -49,6 +50,7 @@ def render(results: dict[str, Any]) -> str:
     _chat(w, results)
     _auth(w, results)
     _ray(w, results)
+    _planner(w, results)
     _eval(w, results)
     _method(w, results)
     return "\n".join(out) + "\n"
@@ -486,6 +488,30 @@ def _ray(w, results: dict) -> None:
       "does not pay.")
     w("")
     _targets_of(w, results, "ray")
+
+
+def _planner(w, results: dict) -> None:
+    r = _section(w, results, "planner")
+    if r is None:
+        return
+    if r.get("status") != "run":
+        w(f"Not run: {r.get('reason')}.")
+        w("")
+        return
+    w(f"Each training run above ({r['model']}, CPU) against `app.sft.planner`: its peak RSS (the script's, or the "
+      "server's during the job) beside the estimate a submit makes — every row `max_length` tokens, the worst case "
+      "a dataset can reach — and the same arithmetic at the tokens per row the run trained (tokens per step ÷ "
+      "batch). The demo rows are much shorter than `max_length` except when packed, so the submit estimate sits "
+      "above the unpacked runs: that margin is what keeps a job that passes from failing later on longer rows. "
+      "The limit loop's process imports neither TRL nor datasets, so it runs below the planner's process overhead: "
+      "shown, not held to the target.")
+    w("")
+    _table(w, ["Run", "Loss path", "Measured peak (MiB)", "Submit estimate (MiB)", "vs measured",
+               "Tokens per row", "Estimate at those rows (MiB)", "Error"],
+           [[x["run"], x["loss_path"], _f(x["measured_mb"], 0), _f(x["submit_estimate_mb"], 0),
+             f"{x['submit_error']:+.0%}", x["tokens_per_row"] or "—", _f(x["estimate_mb"], 0),
+             "—" if x["error"] is None else f"{x['error']:+.0%}"] for x in r["runs"]])
+    _targets_of(w, results, "planner")
 
 
 def _eval(w, results: dict) -> None:

@@ -16,7 +16,8 @@ Measures, against a real ``uvicorn`` server started the way ``make run`` starts 
 9. what API keys cost: p50 of GET /api/sft/jobs/{id} on a server without keys and on one with keys;
 10. the same job on the thread executor and on a local Ray (SFT_EXECUTOR=ray): steps/s, time to result and
    Ray's start-up cost (``bench/ray_bench.py``);
-11. the demo job with and without per-checkpoint eval by a JSON-equality grader: training steps/s, the eval's own
+11. the fit planner's estimates against the peaks these runs measured (``bench/planner_error.py``);
+12. the demo job with and without per-checkpoint eval by a JSON-equality grader: training steps/s, the eval's own
    time, the score from the base to the last eval and the checkpoint kept (``bench/eval_bench.py``).
 
 and writes ``docs/benchmarks.md`` (machine, one table per section, each target met or missed).
@@ -52,6 +53,7 @@ from .latency import memory_and_latency
 from .machine import cuda_info, machine_info
 from .overhead import overhead_pairs
 from .page import page_section
+from .planner_error import planner_error
 from .ray_bench import ray_section
 from .report import render
 from .scale import scale_section
@@ -178,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             results["auth"] = timed("auth", auth_section, bench)
         if "ray" in plan.sections:
             results["ray"] = timed("ray", ray_section, bench)
+        if {"overhead", "knobs"} & set(plan.sections):
+            results["planner"] = planner_error(bench, results)  # no runs of its own: the runs above
         if "eval" in plan.sections:
             results["eval"] = timed("eval", eval_section, bench)
     finally:

@@ -24,6 +24,7 @@ TARGET_RSS_FACTOR = 1.1
 TARGET_CHAT_RATIO = 1.1
 TARGET_AUTH_P50_MS = 1.0  # GET /jobs/{id} p50 with a key minus without keys
 TARGET_RAY_STEPS_RATIO = 0.9  # Ray executor ÷ thread executor steps/s, same job (issue 13)
+TARGET_PLANNER_ERROR = 0.25  # |planner estimate ÷ measured peak - 1| on each CPU run (issue 25)
 
 #: Causes found by profiling (py-spy) for targets this harness has missed on the reference machine.
 #: Appended to a missed target's "why" line; the measured figures come first.
@@ -203,6 +204,18 @@ def targets(results: dict) -> list[dict[str, Any]]:
             f"≥ {TARGET_RAY_STEPS_RATIO}", r["ratio_steps_per_s"] >= TARGET_RAY_STEPS_RATIO,
             f"Ray {ray['steps_per_s']:.3f} vs thread {thread['steps_per_s']:.3f} steps/s; time to result "
             f"{ray['ttr_s']:.1f} vs {thread['ttr_s']:.1f} s.")
+    p = results.get("planner")
+    if p and p.get("status") == "run" and p.get("max_abs_error") is not None:
+        worst = max((r for r in p["runs"] if r["in_target"] and r["error"] is not None), key=lambda r: abs(r["error"]))
+        add("planner_error", "planner",
+            "planner estimate vs measured peak RSS, worst service or bare TRL run (at its rows)",
+            f"{p['max_abs_error']:.0%}", f"≤ {TARGET_PLANNER_ERROR:.0%}", p["max_abs_error"] <= TARGET_PLANNER_ERROR,
+            f"worst: {worst['run']}, estimated {worst['estimate_mb']:.0f} MiB vs measured {worst['measured_mb']:.0f} "
+            "MiB.")
+        add("planner_submit_safe", "planner", "submit estimate ÷ measured peak, lowest run",
+            f"{1 + p['min_submit_error']:.2f}×", f"≥ {1 - TARGET_PLANNER_ERROR:.2f}×",
+            p["min_submit_error"] >= -TARGET_PLANNER_ERROR,
+            "a submit estimate below the measured peak lets a job through that may not fit.")
     e = results.get("eval")
     if e:
         plain, graded = e["runs"]["plain"], e["runs"]["graded"]

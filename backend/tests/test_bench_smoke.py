@@ -31,6 +31,7 @@ SECTION_HEADINGS = [
     "## 8. Chat latency: OpenAI-compatible /v1/chat/completions vs /generate",
     "## 9. What API keys cost",
     "## 10. Executors: the same job on threads and on a local Ray",
+    "## 11. The fit planner against these runs' measured peaks",
 ]
 
 
@@ -57,11 +58,11 @@ def test_smoke_report_has_every_section_and_target(smoke):
     assert "Not run: not run in smoke mode." in report  # the GPU section says why it did not run
 
     sections = {t["section"] for t in results["targets"]}
-    assert sections == {"overhead", "latency", "scale", "memory", "chat", "auth", "ray", "eval"}
+    assert sections == {"overhead", "latency", "scale", "memory", "chat", "auth", "ray", "planner", "eval"}
     keys = {t["key"] for t in results["targets"]}
     assert {"steps_ratio", "steps_vs_limit", "ttr", "ttr_vs_bare", "rss_vs_bare", "p99_job", "p99_list",
             "p99_factor_job", "p99_factor_list", "list_top", "rss", "chat_ratio",
-            "chat_stream_ratio", "auth_cost", "ray_steps_ratio"} <= keys
+            "chat_stream_ratio", "auth_cost", "ray_steps_ratio", "planner_error", "planner_submit_safe"} <= keys
     assert sum(k.startswith("submit_") for k in keys) == 3  # one per stored-job level
     for target in results["targets"]:
         assert isinstance(target["met"], bool)
@@ -92,6 +93,10 @@ def test_smoke_figures_are_sane(smoke):
     assert all(rss > 0 for rss in results["memory"]["after_mb"])
     assert [run["name"] for run in results["knobs"]["runs"]] == ["baseline", "packing", "gradient checkpointing"]
     assert all(run["train_tokens_per_second"] for run in results["knobs"]["runs"])
+    # The planner's error on every run above: 3 per overhead round and the 3 knobs runs, each measured.
+    planner = results["planner"]
+    assert len(planner["runs"]) == 3 * len(overhead["runs"]) + 3
+    assert all(run["measured_mb"] > 0 and run["submit_estimate_mb"] > 0 for run in planner["runs"])
     page = results["page"]
     if page.get("status") != "not run":  # not run where there is no browser (said in the report)
         assert page["points"] == 1000 and page["first_load"]["requests"] >= 3 and page["first_load"]["bytes"] > 0

@@ -28,6 +28,7 @@ from sft_client.models import (  # the response models the routes name
     JobStatusName,
     JobStatusResponse,
     LogsResponse,
+    MemoryPlan,
     MergeResponse,
     MetricsResponse,
     ModelInfo,

@@ -24,6 +24,7 @@ from .schemas import (
     JobStatusName,
     JobStatusResponse,
     LogsResponse,
+    MemoryPlan,
     MetricsResponse,
     StopResponse,
 )
@@ -45,6 +46,16 @@ def start_training(
         config = jobs.from_template(request.config_id, request.overrides)
     job = jobs.submit(config, idempotency_key=idempotency_key)
     return JobStartResponse(job_id=job.job_id, status=job.status.value, queue_position=job.queue_position)
+
+
+@router.post("/plan", response_model=MemoryPlan)
+def plan_training(request: JobStartRequest, jobs: UserJobs) -> dict:
+    """Estimate a config's peak memory per worker against this server's devices, without submitting it (a config
+    /train would refuse is refused the same way; one that cannot fit answers fits: false and what would)."""
+    config = request.config
+    if request.config_id is not None:
+        config = jobs.from_template(request.config_id, request.overrides)
+    return jobs.plan(config)
 
 
 @router.get("/jobs", response_model=JobListResponse)

@@ -129,6 +129,19 @@ class Settings(BaseSettings):
         "(they compete with training for the GPU; refused with 503 otherwise).",
     )
 
+    # Fit planner (app.sft.planner): a job whose estimated peak memory per worker exceeds its device is refused
+    fit_margin: float = Field(
+        1.10, ge=0.5, le=10,
+        description="Share of a device's memory a job's estimated peak may reach before submit refuses it (1.10: "
+        "10 % above it). The planner's estimates are within ±25 % of measured peaks; a margin above 1 refuses only "
+        "jobs clearly too large, a lower one keeps headroom. 10 turns the check off in practice.",
+    )
+    gpu_memory_gb: float | None = Field(
+        None, gt=0, le=100_000,
+        description="Memory of each GPU in the cluster, in GiB, for the fit planner. None: the thread executor reads "
+        "its GPU; the Ray executor asks each GPU node's nvidia-smi once (Ray's resources carry no GPU memory).",
+    )
+
     auth: Literal["off", "keys"] | None = Field(
         None,
         description="off: no keys (anyone who reaches the port is admin); keys: every API call needs an API key "

@@ -26,6 +26,7 @@ from ..store import JobStore, SQLiteStore
 from .events import EventLog, JobEventType
 from .executors import Executor, create_executor
 from .executors.training import train
+from .fit import check_fit, plan_job
 from .models import JobStatus, SFTJob
 from .preflight import create_output_dir, resolve_config
 from .records import JobRecords
@@ -140,7 +141,7 @@ class SFTJobManager:
                     _check_same_request(existing, idempotency_key, request_hash)
                     return existing.job_id
         job_id = str(uuid.uuid4())
-        resolved = self.validate_config(config, job_id=job_id)
+        resolved, memory_plan = self.plan_config(config, job_id=job_id)
         with self._lock:
             if idempotency_key is not None:
                 # Another request with this key may have been recorded while this one was validated.
@@ -157,6 +158,7 @@ class SFTJobManager:
             job.idempotency_key = idempotency_key
             job.request_hash = request_hash
             job.owner = owner
+            job.memory_plan = memory_plan
             self.records.add(job)
             self.records.emit(job, JobEventType.CREATED,
                               f"Job created: {resolved.base_model} on {resolved.dataset_name}")
@@ -164,18 +166,41 @@ class SFTJobManager:
 
     def validate_config(self, raw: dict[str, Any] | SFTConfig, *, job_id: str) -> SFTConfig:
         """``raw`` as the job will keep it: validated (unless it is an ``SFTConfig``), resolved,
-        pre-flighted, checked by the executor.
+        pre-flighted, checked by the executor, and by the fit planner against the executor's devices.
 
         Raises:
             InvalidConfig: with a detail naming the field (and file and line for a dataset).
         """
+        return self.plan_config(raw, job_id=job_id)[0]
+
+    def plan_config(self, raw: dict[str, Any] | SFTConfig, *, job_id: str) -> tuple[SFTConfig, dict[str, Any] | None]:
+        """``validate_config``'s config, and its memory plan (None without pre-flight, or when the model's
+        config cannot be read): what a job's record keeps. A job that cannot fit is refused here."""
         config = resolve_config(raw, job_id=job_id, settings=self.settings, preflight=self.preflight)
+        spec = self._checked_spec(job_id, config)
+        if not self.preflight:
+            return config, None
+        return check_fit(config, spec, settings=self.settings, executor=self.executor)
+
+    def plan(self, raw: dict[str, Any] | SFTConfig) -> dict[str, Any]:
+        """The memory plan of a config, checked like a submit but not submitted (``POST /api/sft/plan``).
+
+        Raises:
+            InvalidConfig: as ``create_job`` would, or when the model's config.json cannot be read.
+        """
+        job_id = f"plan-{uuid.uuid4()}"
+        config = resolve_config(raw, job_id=job_id, settings=self.settings, preflight=self.preflight)
+        return plan_job(config, self._checked_spec(job_id, config), settings=self.settings,
+                        executor=self.executor).as_dict()
+
+    def _checked_spec(self, job_id: str, config: SFTConfig):
+        spec = self.runs.spec_of(job_id, config, attempt=1, resume_from=None)
         try:
-            self.executor.check(self.runs.spec_of(job_id, config, attempt=1, resume_from=None))
+            self.executor.check(spec)
         except ConfigError as exc:
             field = f"config.{exc.field}" if exc.field else None
             raise InvalidConfig(f"{field}: {exc}" if field else f"config: {exc}", field=field) from None
-        return config
+        return spec
 
     def start_job(self, job_id: str) -> None:
         """Queue a pending job; it starts as soon as a training slot is free."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..core.errors import JobConflict
 from ..sft.config import SFTConfig
+from .fit import memory_report
 from .progress import public_progress
 
 INTERRUPTED_ERROR = "interrupted: the server stopped while this job was running"
@@ -123,6 +124,8 @@ class SFTJob:
         self.thread: threading.Thread | None = None
         #: Checkpoint the current attempt continues from (None: from the first step).
         self.resume_from: str | None = None
+        #: The fit planner's estimate made at submit (``FitPlan.as_dict``); None without pre-flight.
+        self.memory_plan: dict[str, Any] | None = None
 
     @cached_property
     def sft_config(self) -> SFTConfig:
@@ -148,6 +151,8 @@ class SFTJob:
             "progress": public_progress(self.progress) or None,
             "attempts": self.attempts,
             "config": self.config,
+            "memory_plan": self.memory_plan,
+            "memory": memory_report(self.memory_plan, self.result),
         }
 
     def record(self) -> dict[str, Any]:
@@ -171,6 +176,7 @@ class SFTJob:
             "handle": self.handle,
             "training_seq": self.training_seq,
             "owner": self.owner,
+            "memory_plan": self.memory_plan,
         }
 
     @classmethod
@@ -190,4 +196,5 @@ class SFTJob:
         job.handle = record.get("handle")
         job.training_seq = record.get("training_seq") or 0
         job.owner = record.get("owner")
+        job.memory_plan = record.get("memory_plan")
         return job

@@ -91,6 +91,11 @@ class ScopedJobs:
         return self.manager.submit(config, idempotency_key=self.idempotency_key(idempotency_key),
                                    owner=self.user.owner, max_active=self.quota)
 
+    def plan(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The memory plan of a config this user could submit (same checks as ``submit``), not submitted."""
+        check_submission(self.manager, self.user, config or {})
+        return self.manager.plan(config)
+
     def create(self, config: dict[str, Any] | SFTConfig) -> str:
         """Record a pending job of this user's (not queued yet: ``manager.start_job`` queues it)."""
         return self.manager.create_job(config, owner=self.user.owner, max_active=self.quota)

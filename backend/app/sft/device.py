@@ -8,6 +8,10 @@ import functools
 import gc
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .planner import DeviceMemory
 
 _stack_lock = threading.Lock()
 _stack_loaded = False
@@ -79,6 +83,29 @@ def gpu_memory() -> dict[str, float] | None:
         "memory_reserved_mb": round(torch.cuda.memory_reserved() / mib, 1),
         "max_memory_allocated_mb": round(torch.cuda.max_memory_allocated() / mib, 1),
     }
+
+
+def device_memory(gpu_memory_gb: float | None = None) -> DeviceMemory:
+    """What a job trained in this process has (the fit planner's device): the first GPU's total memory
+    (``gpu_memory_gb`` when given), or on CPU the memory still available plus what this process holds
+    already (the planner's overhead counts the process itself)."""
+    from .planner import GIB, DeviceMemory
+
+    if default_device() == "cuda":
+        import torch
+
+        props = torch.cuda.get_device_properties(0)
+        total = int(gpu_memory_gb * GIB) if gpu_memory_gb else int(props.total_memory)
+        return DeviceMemory("cuda", total, f"this GPU ({props.name})")
+    available = _meminfo_bytes("MemAvailable") + _meminfo_bytes("VmRSS", "/proc/self/status")
+    return DeviceMemory("cpu", available, "this machine's available memory")
+
+
+def _meminfo_bytes(key: str, path: str = "/proc/meminfo") -> int:
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _trim_heap() -> None:

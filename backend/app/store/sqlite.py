@@ -113,6 +113,8 @@ MIGRATIONS = (
     ("jobs", "owner", "TEXT"),
     ("configs", "owner", "TEXT"),
     ("files", "owner", "TEXT"),
+    # The fit planner's estimate made at submit (JSON).
+    ("jobs", "memory_plan", "TEXT"),
 )
 
 
@@ -124,11 +126,11 @@ class TerminalJob(ValueError):
     """A status change of a job whose record has ended, other than an explicit resume."""
 
 
-_JSON_JOB_FIELDS = ("config", "error_detail", "result", "progress", "attempts", "handle")
+_JSON_JOB_FIELDS = ("config", "error_detail", "result", "progress", "attempts", "handle", "memory_plan")
 JOB_FIELDS = (
     "job_id", "seq", "status", "config", "created_at", "started_at", "completed_at", "error",
     "error_detail", "result", "progress", "attempts", "idempotency_key", "request_hash",
-    "executor", "handle", "training_seq", "owner",
+    "executor", "handle", "training_seq", "owner", "memory_plan",
 )
 
 

@@ -201,6 +201,9 @@ def _revoke_key(w: World) -> Call:
 
 CASES: dict[tuple[str, str], Case] = {
     ("POST", "/api/sft/train"): Case(_train_from_config),
+    ("POST", "/api/sft/plan"): Case(lambda w: Call("POST", "/api/sft/plan", json={"config_id": w.config_id,
+                                                                             "overrides": w.tiny_config},
+                                                   target=w.config_id)),
     ("GET", "/api/sft/jobs"): Case(lambda w: Call("GET", "/api/sft/jobs"), kind="list"),
     ("GET", "/api/sft/jobs/{job_id}"): Case(_job()),
     ("DELETE", "/api/sft/jobs/{job_id}"): Case(

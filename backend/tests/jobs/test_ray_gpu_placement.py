@@ -116,3 +116,35 @@ def test_a_job_ray_kills_for_memory_fails_as_out_of_memory(nodes, executor, tiny
     detail = exited.payload["error_detail"]
     assert detail["category"] == "out_of_memory", detail
     assert detail["message"].startswith("out of memory: Ray killed the job's worker to keep its node alive")
+
+
+def test_the_fit_planner_reads_what_a_worker_has_and_auto_picks_fsdp_when_it_must(executor, tiny_config, tmp_path):
+    """Ray's resources carry no GPU memory: it is read from each GPU node (nvidia-smi, absent on this CPU machine's
+    declared GPUs: unknown, never a refusal) or taken from the setting; CPU workers get a node's memory."""
+    import json
+
+    from app.core.errors import InvalidConfig
+    from app.core.settings import Settings
+    from app.jobs.fit import check_fit
+    from app.sft.planner import GIB, REFERENCE_MODELS
+
+    assert executor.device_memory(spec_for(tiny_config, tmp_path, "job-gpu-memory")) is None
+    gpu = executor.device_memory(spec_for(tiny_config, tmp_path, "job-gpu-memory"), gpu_memory_gb=16)
+    assert (gpu.kind, gpu.bytes, gpu.max_workers) == ("cuda", 16 * GIB, 2)
+    cpu = executor.device_memory(spec_for(tiny_config, tmp_path, "job-cpu-memory", num_gpus_per_worker=0))
+    assert cpu.kind == "cpu" and cpu.bytes > 0
+
+    model = tmp_path / "llama-3.2-1b"  # Llama 3.2 1B's config.json only: full fine-tuning needs ~24 GiB on one GPU
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(REFERENCE_MODELS["meta-llama/Llama-3.2-1B"]))
+    settings = Settings(data_dir=tmp_path / "data", gpu_memory_gb=16, model_roots=[tmp_path])
+    job = {**tiny_config, "base_model": str(model), "use_lora": False, "max_length": 512,
+           "per_device_train_batch_size": 1, "gradient_checkpointing": True}
+    spec = spec_for(job, tmp_path, "job-auto", num_workers=2)
+    resolved, plan = check_fit(spec.config, spec, settings=settings, executor=executor)
+    assert resolved.distributed_strategy == "fsdp" and plan["fits"] and plan["estimate"]["strategy"] == "fsdp"
+    one = spec_for(job, tmp_path, "job-one")
+    with pytest.raises(InvalidConfig) as refused:
+        check_fit(one.config, one, settings=settings, executor=executor)
+    assert refused.value.detail.startswith("config.num_workers: needs ~24 GiB per GPU; each worker's 1 GPU(s): "
+                                           "16 GiB: use fsdp over 2 workers")

@@ -17,6 +17,7 @@ from ...sft.events import EventKind, TrainingEvent
 
 if TYPE_CHECKING:
     from ...sft.config import SFTConfig
+    from ...sft.planner import DeviceMemory
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,10 @@ class Executor(Protocol):
     def check(self, spec: JobSpec) -> None:
         """Refuse at submit what this executor can never run (e.g. more GPUs than the cluster has):
         raise ``app.sft.errors.ConfigError`` naming the field."""
+
+    def device_memory(self, spec: JobSpec, *, gpu_memory_gb: float | None = None) -> DeviceMemory | None:
+        """What one of the run's workers will have (the fit planner's device), or None when unknown.
+        ``gpu_memory_gb``: the settings' figure for each GPU, used instead of asking the GPU."""
 
     def start(self, spec: JobSpec, report: Report, *, callbacks: list[Any] | None = None) -> dict[str, Any]:
         """Start a run; return a JSON-safe handle the manager stores to re-attach later.

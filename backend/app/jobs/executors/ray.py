@@ -18,12 +18,15 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from ...core.errors import ServiceBusy
 from ...sft.errors import ConfigError, SFTError
 from .base import FailureCategory, JobFailure, JobSpec
+
+if TYPE_CHECKING:
+    from ...sft.planner import DeviceMemory
 from .remote import RemoteExecutor, RemoteRun, RunLost
 
 logger = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ class RayExecutor(RemoteExecutor):
         self.address = address.strip()
         self.error: str | None = None
         self._pending: dict[str, Any] = {}  # job id -> the ObjectRef of its actor's pull in flight
+        self._gpu_memory: dict[str, int | None] = {}  # node id -> its smallest GPU's memory in bytes
         self._connect()
 
     # Connection
@@ -159,6 +163,52 @@ class RayExecutor(RemoteExecutor):
         if fit < workers:
             raise ConfigError(f"{workers} workers of {_number(gpus)} GPUs and {_number(cpus)} CPUs asked, but {has}: "
                               f"{fit} such workers fit at once", field="num_workers")
+
+    # Memory (the fit planner's device)
+
+    def device_memory(self, spec: JobSpec, *, gpu_memory_gb: float | None = None) -> DeviceMemory | None:
+        """What one worker of ``spec`` gets: its GPUs' memory (``gpu_memory_gb`` each, or what the GPU nodes'
+        ``nvidia-smi`` says, the smallest), or on CPU the memory Ray schedules on the largest node shared by the
+        workers placed there. None when it cannot be told (the fit check is then skipped, never guessed).
+
+        Ray's resources carry no GPU memory, so it is read once per node by a task that holds no resource
+        (a task holding a GPU would wait behind the jobs training on it, and a submit with it).
+        """
+        from ...sft.planner import GIB, DeviceMemory
+
+        place = self.placement(spec)
+        nodes = [node for node in self._ray().nodes() if node.get("Alive")]
+        gpus, workers = place["num_gpus_per_worker"], place["num_workers"]
+        if gpus:
+            gpu_nodes = [node for node in nodes if node["Resources"].get("GPU", 0) >= gpus]
+            per_gpu = int(gpu_memory_gb * GIB) if gpu_memory_gb else self._smallest_gpu_memory(gpu_nodes)
+            if per_gpu is None:
+                return None
+            slots = sum(int(node["Resources"].get("GPU", 0) // gpus) for node in gpu_nodes)
+            return DeviceMemory("cuda", per_gpu * gpus, f"each worker's {_number(gpus)} GPU(s)", max_workers=slots)
+        memories = [int(node["Resources"].get("memory", 0)) for node in nodes]
+        if not any(memories):
+            return None
+        per_node = max(1, math.ceil(workers / len(nodes)))
+        slots = sum(int(node["Resources"].get("CPU", 0) // place["num_cpus_per_worker"]) for node in nodes)
+        return DeviceMemory("cpu", max(memories) // per_node, "the Ray node's schedulable memory per worker",
+                            max_workers=max(slots, 1))
+
+    def _smallest_gpu_memory(self, nodes: list[dict[str, Any]]) -> int | None:
+        ray = self._ray()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        for node in nodes:
+            if node["NodeID"] not in self._gpu_memory:
+                probe = ray.remote(num_cpus=0)(_gpu_memory_bytes).options(
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                try:
+                    self._gpu_memory[node["NodeID"]] = ray.get(probe.remote(), timeout=15)
+                except Exception as exc:  # noqa: BLE001 - no answer: unknown, never a refusal
+                    logger.warning("could not read the GPU memory of Ray node %s: %s", node["NodeID"], exc)
+                    return None
+        sizes = [self._gpu_memory[node["NodeID"]] for node in nodes]
+        return None if not sizes or None in sizes else min(sizes)
 
     # Runs (the hooks of RemoteExecutor)
 
@@ -300,6 +350,19 @@ def _unreachable(address: str) -> str | None:
             return None
     except OSError as exc:
         return f"nothing answers at {host}:{port} ({exc.strerror or exc})"
+
+
+def _gpu_memory_bytes() -> int | None:
+    """On a Ray node: its smallest GPU's total memory (nvidia-smi sees every GPU, whatever the task holds)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sizes = [int(float(line)) * 1024 * 1024 for line in out.split() if line.strip()]
+    return min(sizes) if sizes else None
 
 
 def _number(value: float) -> str:

@@ -134,6 +134,10 @@ class RemoteExecutor:
     def check(self, spec: JobSpec) -> None:
         """Anything the run's machine can train; a subclass refuses what its cluster cannot place."""
 
+    def device_memory(self, spec: JobSpec, *, gpu_memory_gb: float | None = None) -> Any:
+        """Unknown here (None: submit skips the fit check); a subclass that can see its workers says."""
+        return None
+
     def start(self, spec: JobSpec, report: Report, *, callbacks: list[Any] | None = None) -> dict[str, Any]:
         if callbacks:
             raise ConfigError(f"in-process Python callbacks cannot run on the {self.name} executor; use the thread "

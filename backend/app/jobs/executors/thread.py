@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.joblogs import JobLogRouter
+from ...sft.device import device_memory
 from ...sft.errors import ConfigError
+from ...sft.planner import DeviceMemory
 from ...sft.events import EventKind, TrainingEvent
 from .base import FailureCategory, JobFailure, JobSpec, Report, RunState
 from .training import run_to_exit, run_training
@@ -105,6 +107,10 @@ class LocalThreadExecutor:
         if gpus is not None and gpus > 1:
             raise ConfigError(f"{gpus} GPUs per worker need SFT_EXECUTOR=ray; the thread executor trains a job on "
                               "one device", field="num_gpus_per_worker")
+
+    def device_memory(self, spec: JobSpec, *, gpu_memory_gb: float | None = None) -> DeviceMemory:
+        """This process' GPU, or on CPU the memory this machine has available (a thread trains here)."""
+        return device_memory(gpu_memory_gb)
 
     def start(self, spec: JobSpec, report: Report, *, callbacks: list[Any] | None = None) -> dict[str, Any]:
         run = ThreadRun(spec, report, list(callbacks or []))

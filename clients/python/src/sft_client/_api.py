@@ -16,8 +16,8 @@ from .types import (
     Checkpoint,
     ConfigSaved,
     Delivery,
-    EventPage,
     Evaluation,
+    EventPage,
     Export,
     ExportFormats,
     Generation,
@@ -25,6 +25,7 @@ from .types import (
     Job,
     JobList,
     JobStart,
+    MemoryPlan,
     Merge,
     ModelInfo,
     SavedConfig,
@@ -75,6 +76,13 @@ def train(config: dict[str, Any] | None, *, config_id: str | None, overrides: di
     key = idempotency_key or str(uuid.uuid4())
     return Call("POST", f"{PREFIX}/train", JobStart.from_dict, json=body,
                 headers={"Idempotency-Key": key}, repeatable=True)
+
+
+def plan(config: dict[str, Any] | None, *, config_id: str | None, overrides: dict[str, Any] | None) -> Call[MemoryPlan]:
+    body: dict[str, Any] = {"config": config} if config_id is None else {"config_id": config_id}
+    if overrides is not None:
+        body["overrides"] = overrides
+    return Call("POST", f"{PREFIX}/plan", MemoryPlan.from_dict, json=body, repeatable=True)  # submits nothing
 
 
 def list_jobs(*, status: str | None, limit: int, offset: int, order: str) -> Call[JobList]:

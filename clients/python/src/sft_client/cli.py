@@ -99,16 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
+    def config_source(sub: argparse.ArgumentParser) -> None:
+        """CONFIG.yaml, --set and --from-config: the config ``train`` and ``plan`` read (``config_of``)."""
+        sub.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="Training config (SFTConfig fields).")
+        sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                         help="Override a field (value read as YAML: 10, 1e-3, true, [q_proj, v_proj]); repeatable.")
+        sub.add_argument("--from-config", metavar="NAME", help="Start from this saved config (name or id); "
+                         "CONFIG.yaml and --set then override its fields.")
+
     p = command("train", cmd_train, "Start a training job from a YAML config (or a saved config).")
-    p.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="Training config (SFTConfig fields).")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
-                   help="Override a field (value read as YAML: 10, 1e-3, true, [q_proj, v_proj]); repeatable.")
-    p.add_argument("--from-config", metavar="NAME", help="Start from this saved config (name or id); "
-                   "CONFIG.yaml and --set then override its fields.")
+    config_source(p)
     p.add_argument("-f", "--follow", action="store_true", help="Follow the job to its end.")
     p.add_argument("-q", "--quiet", action="store_true", help="Print only the job id.")
     p.add_argument("--idempotency-key", help="Retries of a submit with the same key return the same job.")
     add_interrupt(p)
+
+    p = command("plan", cmd_plan, "Estimate a config's peak memory per worker and whether it fits (submits nothing).")
+    config_source(p)
 
     p = command("jobs", cmd_jobs, "List jobs, newest first.")
     p.add_argument("--status", choices=JOB_STATUSES)
@@ -338,6 +345,32 @@ def cmd_train(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_plan(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
+    """Exit 0 when the config fits (or the server cannot tell), 1 when it does not."""
+    config = apply_sets(load_config(args.config) if args.config else {}, args.sets)
+    if args.from_config:
+        plan = client.plan(config_id=find_config(client, args.from_config).config_id, overrides=config or None)
+    elif args.config:
+        plan = client.plan(config)
+    else:
+        raise UsageError("plan needs CONFIG.yaml or --from-config NAME")
+    if out.json:
+        out.data(plan.raw)
+    else:
+        est = plan.estimate
+        out.line(plan.message, style="bold" if plan.fits is not False else "bold red")
+        rows = [[name, f"{value:,.0f}"] for name, value in (
+            ("weights", est.weights_mb), ("gradients", est.gradients_mb), ("optimizer", est.optimizer_mb),
+            ("activations", est.activations_mb), ("logits", est.logits_mb), ("overhead", est.overhead_mb),
+            ("loading", est.loading_mb),
+            ("total", est.total_mb))]
+        out.table(["TERM", "MiB"], rows)
+        out.note(f"{est.model}: {est.params / 1e9:.2f} B parameters, {est.trainable_params:,} trained ({est.method}, "
+                 f"{est.precision}, {est.strategy} over {est.num_workers} worker(s), {est.tokens_per_batch:,} tokens "
+                 "per batch)")
+    return EXIT_OK if plan.fits is not False else EXIT_JOB_FAILED
+
+
 def cmd_follow(client: SFTClient, args: argparse.Namespace, out: Output) -> int:
     return follow_job(client, args.job_id, out, stop_on_interrupt=args.stop_on_interrupt)
 
@@ -390,6 +423,11 @@ def show_job(out: Output, job: Job) -> None:
         rows.append(("error", job.error))
     if len(job.attempts) > 1:
         rows.append(("attempts", str(len(job.attempts))))
+    if job.memory is not None:
+        memory = job.memory
+        measured = (f", {memory.measured_peak_mb:,.0f} MiB measured ({memory.measured_from})"
+                    if memory.measured_peak_mb else "")
+        rows.append(("peak memory", f"~{memory.estimated_peak_mb:,.0f} MiB estimated{measured}"))
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         out.line(f"  {key:<{width}}  {value}")

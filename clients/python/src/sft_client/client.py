@@ -22,9 +22,9 @@ from .types import (
     Checkpoint,
     ConfigSaved,
     Delivery,
+    Evaluation,
     Event,
     EventPage,
-    Evaluation,
     Export,
     ExportFormats,
     Generation,
@@ -32,6 +32,7 @@ from .types import (
     Job,
     JobList,
     JobStart,
+    MemoryPlan,
     Merge,
     ModelInfo,
     SavedConfig,
@@ -212,6 +213,12 @@ class SFTClient(_Base):
         """
         return self._run(_api.train(config, config_id=config_id, overrides=overrides,
                                     idempotency_key=idempotency_key))
+
+    def plan(self, config: dict[str, Any] | None = None, *, config_id: str | None = None,
+             overrides: dict[str, Any] | None = None) -> MemoryPlan:
+        """A config's estimated peak memory per worker against the server's devices, and whether it fits
+        (what would, when it does not), without submitting it. A config ``train`` would refuse raises the same."""
+        return self._run(_api.plan(config, config_id=config_id, overrides=overrides))
 
     def list_jobs(self, *, status: str | None = None, limit: int = 100, offset: int = 0,
                   order: str = "desc") -> JobList:
@@ -608,6 +615,7 @@ class AsyncSFTClient(_Base):
     list_models = _awaited(SFTClient.list_models)
     config_schema = _awaited(SFTClient.config_schema)
     train = _awaited(SFTClient.train)
+    plan = _awaited(SFTClient.plan)
     list_jobs = _awaited(SFTClient.list_jobs)
     get_job = _awaited(SFTClient.get_job)
     stop_job = _awaited(SFTClient.stop_job)

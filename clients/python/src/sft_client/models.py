@@ -202,6 +202,65 @@ class JobConfig(OpenRecord):
     output_dir: str | None = Field(None, description="Where its adapter, checkpoints and logs go.")
 
 
+# Fit planner (POST /api/sft/plan; a job's memory_plan and memory)
+
+
+class MemoryEstimate(WireModel):
+    """One worker's estimated peak memory, term by term (MiB), from the model's config.json alone."""
+
+    model: str = Field(..., description="The model planned for.")
+    device: Literal["cuda", "cpu"] = Field(..., description="The kind of device the estimate is for.")
+    strategy: Literal["ddp", "fsdp"] = Field(..., description="How the workers share the model (auto resolved).")
+    num_workers: int = Field(..., description="Workers; fsdp divides weights, gradients and optimizer by them.")
+    precision: str = Field(..., description="The training precision assumed.")
+    method: Literal["lora", "qlora", "full"] = Field(..., description="What is trained.")
+    params: int = Field(..., description="The model's parameters.")
+    trainable_params: int = Field(..., description="Parameters trained (LoRA's adapters, or all).")
+    tokens_per_batch: int = Field(..., description="per_device_train_batch_size × max_length (every row full).")
+    weights_mb: float = Field(..., description="Weights in their load dtype (4-bit NF4 for QLoRA's linear layers).")
+    gradients_mb: float = Field(..., description="Gradients held at the peak (and the optimizer step's temporary).")
+    optimizer_mb: float = Field(..., description="AdamW's two moments of the trained parameters.")
+    activations_mb: float = Field(..., description="What autograd keeps for the backward pass at the peak.")
+    logits_mb: float = Field(..., description="The loss path's logits, log-softmax and their gradient.")
+    overhead_mb: float = Field(..., description="CUDA context and allocator slack, or the CPU process itself.")
+    loading_mb: float = Field(0, description="CPU: what loading the checkpoint adds where it peaks above training.")
+    total_mb: float = Field(..., description="The estimated peak: the sum of the terms.")
+
+
+class PlanDevice(WireModel):
+    kind: Literal["cuda", "cpu"] = Field(..., description="GPU or CPU memory.")
+    name: str = Field(..., description="Which memory (this GPU, the machine's available memory, a Ray node's).")
+    memory_mb: float = Field(..., description="What one worker has.")
+    max_workers: int = Field(..., description="Workers the executor can place at once.")
+
+
+class MemoryPlan(WireModel):
+    """A config's estimated peak memory per worker against what the executor's workers have."""
+
+    estimate: MemoryEstimate = Field(..., description="The estimate, term by term.")
+    estimated_peak_mb: float = Field(..., description="The estimated peak per worker.")
+    device: PlanDevice | None = Field(None, description="What a worker has; null when the server cannot tell.")
+    margin: float = Field(..., description="Share of the device an estimate may reach (SFT_FIT_MARGIN).")
+    fits: bool | None = Field(None, description="Whether it fits; null when the device is unknown.")
+    suggestions: list[str] = Field(default_factory=list, description="Single changes that fit, when it does not.")
+    message: str = Field(..., description="The plan in one sentence (what a refused submit says).")
+    field: str | None = Field(None, description="When it does not fit: the field a submit's 400 names (the first "
+                              "suggestion's, or config.base_model).")
+
+
+class MemoryReport(WireModel):
+    """A job's estimated peak memory (made at submit) against the peak its run measured."""
+
+    estimated_peak_mb: float = Field(..., description="The planner's estimate at submit.")
+    compared_estimate_mb: float = Field(..., description="The estimate compared: less the CUDA overhead when the "
+                                        "measure is torch's allocated peak.")
+    measured_peak_mb: float | None = Field(None, description="The run's measured peak; null until it has one.")
+    measured_from: str | None = Field(None, description="The result field measured: peak_gpu_memory_mb or "
+                                      "peak_rss_mb.")
+    error: float | None = Field(None, description="compared_estimate_mb / measured_peak_mb - 1.")
+    device_memory_mb: float | None = Field(None, description="What the worker's device had at submit.")
+
+
 class JobStatusResponse(WireModel):
     job_id: str = Field(..., description="Job id.")
     status: JobStatusName = Field(..., description="pending → running → completed | failed | stopped.",
@@ -219,6 +278,8 @@ class JobStatusResponse(WireModel):
     progress: JobProgress | None = Field(None, description="Live progress while it runs; last values after.")
     attempts: list[Attempt] = Field(default_factory=list, description="Each run of this job.")
     config: JobConfig = Field(..., description="The config as submitted, with its output_dir.")
+    memory_plan: MemoryPlan | None = Field(None, description="The fit planner's estimate made at submit.")
+    memory: MemoryReport | None = Field(None, description="Estimated vs measured peak memory.")
 
     @property
     def is_terminal(self) -> bool:

@@ -28,6 +28,8 @@ from .models import (
     JobStartResponse,
     JobStatusName,
     JobStatusResponse,
+    MemoryPlan,
+    MemoryReport,
     MergeResponse,
     ModelInfo,
     StopResponse,
@@ -62,6 +64,7 @@ DeliveryAttempt = WebhookAttempt
 __all__ = [
     "JOB_STATUSES", "TERMINAL_STATUSES", "Attempt", "Checkpoint", "ConfigSaved", "Evaluation", "Event", "EventPage", "Export", "ExportFormats",
     "Generation", "GpuMemory", "Health", "Job", "JobConfig", "JobError", "JobList", "JobResult", "JobStart",
-    "JobStatusName", "Merge", "ModelInfo", "Progress", "SavedConfig", "Score", "StopResult",
+    "JobStatusName", "MemoryPlan", "MemoryReport", "Merge", "ModelInfo", "Progress", "SavedConfig", "Score",
+    "StopResult",
     "Webhook", "WebhookCreated", "Delivery", "DeliveryAttempt",
 ]

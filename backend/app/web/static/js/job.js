@@ -4,6 +4,7 @@
 import { api, authFetch, datasetLabel, downloadLink, h, etaText, formatNumber, formatTime, progressCell, statusBadge, TERMINAL } from "./util.js";
 import { LineChart } from "./chart.js";
 import { exportPanel } from "./exports.js";
+import { memoryItems } from "./plan.js";
 
 const EVENT_TYPES = ["created", "queued", "started", "model_loaded", "dataset_ready", "metrics", "eval",
   "checkpoint_saved", "stopping", "resumed", "interrupted", "completed", "failed", "stopped", "message"];
@@ -206,7 +207,8 @@ export function jobView(jobId) {
       ...item("Dataset", datasetLabel(job.config.dataset_name)),
       ...item("Created", formatTime(job.created_at)),
       ...item("Finished", formatTime(job.completed_at)),
-      ...item("Output", job.config.output_dir));
+      ...item("Output", job.config.output_dir),
+      ...memoryItems(job, item));
     const detail = job.error_detail;
     failure.hidden = job.status !== "failed";
     if (job.status === "failed") {

@@ -2,6 +2,7 @@
 // a pasted YAML/JSON config, or a saved template with overrides; the dataset preview; a 400's
 // detail shown beside the field it names; Save as template.
 
+import { planPanel } from "./plan.js";
 import { api, h } from "./util.js";
 import { parseConfigText } from "./yaml.js";
 
@@ -167,6 +168,11 @@ export function newJobView(params) {
       h("div", {}, h("label", { for: "template-name" }, "Template name"), templateName),
       h("button", { type: "button", class: "secondary", id: "save-template", onclick: saveTemplate }, "Save as template")),
     formMessage, previewOut);
+  // The fit planner's estimate of what the form would submit, refreshed as it changes.
+  const plan = planPanel(() => requestBody());
+  form.append(plan.element);
+  form.addEventListener("input", plan.schedule);
+  form.addEventListener("change", plan.schedule);
 
   function clearErrors() {
     formError.replaceChildren();
@@ -209,22 +215,26 @@ export function newJobView(params) {
       if (key === "output_dir") continue;
       if (fields.has(key)) fields.get(key).set(value); else extra[key] = value;
     }
+    plan.schedule();
     return Object.keys(extra);
+  }
+
+  /** What /train (and /plan) get: the form's config, or the template's id with what the form changed. */
+  function requestBody() {
+    const config = collect();
+    if (!template) return { config };
+    const overrides = {};
+    for (const [key, value] of Object.entries(config)) {
+      if (JSON.stringify(template.config[key]) !== JSON.stringify(value)) overrides[key] = value;
+    }
+    return { config_id: template.config_id, overrides };
   }
 
   async function submit(event) {
     event.preventDefault();
     clearErrors();
     formMessage.textContent = "Submitting…";
-    const config = collect();
-    let body = { config };
-    if (template) {
-      const overrides = {};
-      for (const [key, value] of Object.entries(config)) {
-        if (JSON.stringify(template.config[key]) !== JSON.stringify(value)) overrides[key] = value;
-      }
-      body = { config_id: template.config_id, overrides };
-    }
+    const body = requestBody();
     try {
       const answer = await api("/api/sft/train", { method: "POST", body });
       formMessage.textContent = `Job ${answer.job_id} is ${answer.status}.`;
