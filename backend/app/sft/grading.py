@@ -86,15 +86,15 @@ class GradingCallback(TrainerCallback):
         answers = generate_answers(model, tokenizer, self.prompts, max_new_tokens=self.config.eval_max_new_tokens,
                                    batch_size=self.config.per_device_eval_batch_size)
         means, _ = mean_scores(self.config.graders, [make_sample(a) for a in answers], self.items, self.context)
-        seconds = time.perf_counter() - started
-        self.seconds += seconds
         step = state.global_step
+        if self.config.keep is not None:
+            self._keep_if_best(step, means[self.config.keep.metric])
+        seconds = time.perf_counter() - started  # generation, grading and keeping the best adapter
+        self.seconds += seconds
         self.history.append({"step": step, **means})
         logs = {f"{METRIC_PREFIX}{name}": round(value, 6) for name, value in means.items()}
         # Trainer.log, not TRL's override: that one would fold in and clear the pending train metrics.
         Trainer.log(self.trainer, {**logs, "eval_grading_seconds": round(seconds, 3)})
-        if self.config.keep is not None:
-            self._keep_if_best(step, means[self.config.keep.metric])
 
     def _keep_if_best(self, step: int, value: float) -> None:
         keep = self.config.keep
