@@ -30,7 +30,7 @@ TRAIN_JSONL = ROOT / "backend" / "app" / "demo" / "json_extract" / "train.jsonl"
 DEFAULT_GPU_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 
 SECTIONS = ("overhead", "latency", "scale", "memory", "knobs", "gpu", "page", "chat", "auth", "ray", "fsdp",
-            "efficiency", "dpo")
+            "efficiency", "dpo", "eval")
 #: Sections --smoke runs only when --sections names them: fsdp's smoke run would time little but Ray's start-up
 #: (the test suite trains FSDP jobs in backend/tests/api/test_api_fsdp.py).
 SMOKE_SKIPS = ("fsdp",)
@@ -63,6 +63,12 @@ class Plan:
     ray_steps: int = 10
     #: Steps of each job of the fsdp section (~150M parameters, full fine-tuning: a few seconds a step on CPU).
     fsdp_steps: int = 4
+    #: The eval section (bench/eval_bench.py): the demo job's steps, an eval every eval_every of them, on eval_rows
+    #: held-out rows with eval_new_tokens each.
+    eval_train_steps: int = 40
+    eval_every: int = 10
+    eval_rows: int = 50
+    eval_new_tokens: int = 48
     #: None: wait for a job by following its SSE event stream; seconds: poll GET /jobs/{id} that often.
     poll: float | None = None
     sections: tuple[str, ...] = SECTIONS
@@ -73,7 +79,7 @@ def smoke_plan() -> Plan:
     return Plan(mode="smoke", pairs=1, steps=2, latency_idle_requests=15, latency_interval=0.01,
                 memory_jobs=2, memory_steps=8, knob_steps=2, scale_levels=(0, 5, 10), scale_submits=3,
                 scale_lists=5, chat_rounds=2, chat_tokens=8, auth_requests=40, ray_steps=4, fsdp_steps=2,
-                dpo_steps=3)
+                dpo_steps=3, eval_train_steps=4, eval_every=2, eval_rows=4, eval_new_tokens=8)
 
 
 # Set-up

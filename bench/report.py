@@ -26,6 +26,7 @@ SECTION_TITLES = {
     "fsdp": "12. A model sharded across 2 Ray workers (FSDP) vs 1 worker",
     "efficiency": "13. Efficiency: precision auto vs fp32, service vs limit, MFU",
     "dpo": "14. Preference tuning (DPO): service vs bare TRL DPOTrainer vs a plain forward + backward",
+    "eval": "15. Eval during training: the demo job with and without per-checkpoint graders",
 }
 
 
@@ -58,6 +59,7 @@ def render(results: dict[str, Any]) -> str:
     _fsdp(w, results)
     efficiency_report(w, results, _table, _section, _targets_of)
     _dpo(w, results)
+    _eval(w, results)
     _method(w, results)
     return "\n".join(out) + "\n"
 
@@ -556,6 +558,29 @@ def _dpo(w, results: dict) -> None:
            [[i + 1, _f(r["a"]["steps_per_s"], 3), _f(r["b"]["steps_per_s"], 3), _f(r["c"]["steps_per_s"], 3),
              _f(r["ratio"], 3), _f(r["limit_ratio"], 3)] for i, r in enumerate(d["runs"])])
     _targets_of(w, results, "dpo")
+
+
+def _eval(w, results: dict) -> None:
+    e = _section(w, results, "eval")
+    if e is None:
+        return
+    w(f"The demo job, {e['steps']} steps, trained twice on one server (after a 1-step warm-up): plain, and with a "
+      f"JSON-equality grader scored at step 0 (the base model) and every {e['eval_every']} steps on {e['eval_rows']} "
+      f"held-out rows ({e['eval_new_tokens']} new tokens, greedy, batched), keep best. Eval runs in the training thread "
+      "between steps; *training* is `train_runtime` less the eval's own time (scoring and the eval loss).")
+    w("")
+    rows = []
+    for name in ("plain", "graded"):
+        run = e["runs"][name]
+        rows.append([name, _f(run["train_runtime_s"]), _f(run["eval_s"]), _f(run["training_s"]),
+                     _f(run["steps_per_s"], 3), _f(run["ttr_s"]), _f(run.get("other_cores"), 2)])
+    _table(w, ["Job", "Train runtime (s)", "Eval (s)", "Training (s)", "Training steps/s", "Time to result (s)",
+               "Other load (cores)"], rows)
+    scores = ", ".join(f"step {step}: {value:.0%}" for step, value in e["scores"])
+    w(f"Training steps/s with eval ÷ without: {e['ratio_training_steps_per_s']:.3f}×; each eval took "
+      f"{_f(e['eval_s_per_eval'], 1)} s. Scores: {scores}; kept: step {e['kept']['step']} ({e['kept']['value']:.0%}).")
+    w("")
+    _targets_of(w, results, "eval")
 
 
 def _method(w, results: dict) -> None:

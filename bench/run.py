@@ -22,7 +22,9 @@ Measures, against a real ``uvicorn`` server started the way ``make run`` starts 
 13. precision auto vs fp32 through the service and the limit, MFU against the device's peak, and the profile of a
    bf16 step (``bench/efficiency.py``);
 14. DPO: a DPO job's steps/s against a bare TRL ``DPOTrainer`` script and a plain forward + backward of the
-   same pairs (``bench/dpo.py``).
+   same pairs (``bench/dpo.py``);
+15. the demo job with and without per-checkpoint eval by a JSON-equality grader: training steps/s, the eval's own
+   time, the score from the base to the last eval and the checkpoint kept (``bench/eval_bench.py``).
 
 and writes ``docs/benchmarks.md`` (machine, one table per section, each target met or missed).
 Full mode uses the bundled SmolLM2-135M-Instruct on the bundled json-extract data; ``--smoke`` uses a
@@ -50,6 +52,7 @@ from .auth import auth_section
 from .chat import chat_section
 from .dpo import dpo_section
 from .efficiency import efficiency_section
+from .eval_bench import eval_section
 from .gpu import gpu_section
 from .fsdp_bench import fsdp_section
 from .harness import (BUNDLED_DATASET, BUNDLED_MODEL, COUNT_OPTIONS, DEFAULT_GPU_MODEL, ROOT, SECTIONS, SMOKE_SKIPS,
@@ -199,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         if "dpo" in plan.sections:
             with bench.server("dpo") as server:
                 results["dpo"] = timed("dpo", dpo_section, bench, server)
+        if "eval" in plan.sections:
+            results["eval"] = timed("eval", eval_section, bench)
     finally:
         if args.keep_work:
             log(f"work directory kept: {work}")

@@ -12,6 +12,8 @@ from .stats import median
 TARGET_STEPS_RATIO = 0.97  # service ÷ bare TRL steps/s on a CUDA GPU (issue 11 measured on CPU only)
 TARGET_STEPS_VS_BARE_CPU = 1.25  # on CPU the service trains with ordinary cross-entropy (loss_path auto)
 TARGET_STEPS_VS_LIMIT = 0.95
+TARGET_EVAL_TRAINING_RATIO = 0.95  # training steps/s with per-checkpoint eval ÷ without (issue 27)
+TARGET_DEMO_SCORE = 0.8  # the demo's JSON-equality score at the checkpoint kept (issue 27; full mode only)
 TARGET_TTR_VS_BARE = 0.8
 TARGET_RSS_VS_BARE = 1.0
 TARGET_EXTRA_TTR_S = 2.0
@@ -245,6 +247,17 @@ def targets(results: dict) -> list[dict[str, Any]]:
             f"≥ {TARGET_DPO_VS_LIMIT}", d["median_limit_ratio"] >= TARGET_DPO_VS_LIMIT,
             f"service {b:.3f} vs limit {c:.3f} steps/s: {(1 / b - 1 / c) * 1000:+.0f} ms per step "
             f"(bare TRL ÷ limit {d['median_trl_vs_limit']:.3f}).")
+    e = results.get("eval")
+    if e:
+        plain, graded = e["runs"]["plain"], e["runs"]["graded"]
+        add("eval_training_ratio", "eval", "training steps/s, with per-checkpoint eval ÷ without",
+            f"{e['ratio_training_steps_per_s']:.3f}", f"≥ {TARGET_EVAL_TRAINING_RATIO}",
+            e["ratio_training_steps_per_s"] >= TARGET_EVAL_TRAINING_RATIO,
+            f"graded {graded['steps_per_s']:.3f} vs plain {plain['steps_per_s']:.3f} steps/s outside eval.")
+        if results.get("mode") != "smoke":  # the tiny random model of smoke mode learns no JSON
+            add("eval_demo_score", "eval", "JSON-equality score of the checkpoint kept (base → kept)",
+                f"{e['scores'][0][1]:.0%} → {e['kept']['value']:.0%}", f"≥ {TARGET_DEMO_SCORE:.0%}",
+                e["kept"]["value"] >= TARGET_DEMO_SCORE, f"scores by step: {e['scores']}.")
     g = results.get("gpu")
     if g and g.get("status") == "run":
         add("gpu_ratio", "gpu", f"GPU steps/s, service ÷ bare ({g['model']})", f"{g['median_ratio']:.3f}",

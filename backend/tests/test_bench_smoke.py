@@ -34,6 +34,7 @@ SECTION_HEADINGS = [
     "## 11. The fit planner against these runs' measured peaks",
     "## 13. Efficiency: precision auto vs fp32, service vs limit, MFU",
     "## 14. Preference tuning (DPO): service vs bare TRL DPOTrainer vs a plain forward + backward",
+    "## 15. Eval during training: the demo job with and without per-checkpoint graders",
 ]
 
 
@@ -60,7 +61,8 @@ def test_smoke_report_has_every_section_and_target(smoke):
     assert "Not run: not run in smoke mode." in report  # the GPU section says why it did not run
 
     sections = {t["section"] for t in results["targets"]}
-    assert sections == {"overhead", "latency", "scale", "memory", "chat", "auth", "ray", "planner", "efficiency", "dpo"}
+    assert sections == {"overhead", "latency", "scale", "memory", "chat", "auth", "ray", "planner", "efficiency", "dpo",
+                        "eval"}
     keys = {t["key"] for t in results["targets"]}
     assert {"steps_ratio", "steps_vs_limit", "ttr", "ttr_vs_bare", "rss_vs_bare", "p99_job", "p99_list",
             "p99_factor_job", "p99_factor_list", "list_top", "rss", "chat_ratio",

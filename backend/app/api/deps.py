@@ -1,6 +1,6 @@
 """Typed dependencies: the manager, the generation model cache, the model request gate, the caller, the
 caller's view of the jobs (``UserJobs``), a job or config looked up once (404 naming the id, also when it is
-another user's), and whether a training slot is free for a model request."""
+another user's), whether a training slot is free for a model request, and the graders' context (``GradingDep``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ..jobs.models import SFTJob
 from ..jobs.preferences import ScopedPreferences
 from ..jobs.scoped import ScopedJobs
 from ..jobs.webhooks import ScopedWebhooks
+from ..sft.graders import GradingContext, JudgeEndpoint, SandboxLimits
 from ..sft.model_cache import ModelCache
 from ..store.keys import KeyStore
 from .auth import USER_SCOPE_KEY, AdminRequired, Principal, Unauthenticated
@@ -147,3 +148,17 @@ async def training_slot(manager: ManagerDep) -> TrainingSlot:
 
 
 TrainingSlotFree = Annotated[TrainingSlot, Depends(training_slot)]
+
+
+def grading_context(manager: ManagerDep) -> GradingContext:
+    """Graders' judge endpoint and python sandbox limits, from the server's settings."""
+    settings = manager.settings
+    return GradingContext(
+        judge=JudgeEndpoint(base_url=settings.judge_base_url, api_key=settings.judge_api_key,
+                            timeout_seconds=settings.request_timeout_seconds),
+        sandbox=SandboxLimits(seconds_per_sample=settings.python_grader_seconds,
+                              memory_bytes=settings.python_grader_memory_mb * 2**20),
+    )
+
+
+GradingDep = Annotated[GradingContext, Depends(grading_context)]

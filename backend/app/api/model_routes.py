@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse
 from ..jobs.access import models_on_hand
 from ..sft import artifacts, evaluation, generation
 from ..sft.budget import Budget
-from .deps import CacheDep, CurrentUser, GateDep, ManagerDep, TrainingSlotFree, UserJobs, ValidJob
+from .deps import CacheDep, CurrentUser, GateDep, GradingDep, ManagerDep, TrainingSlotFree, UserJobs, ValidJob
 from .schemas import (
     ERROR_RESPONSES,
     ErrorResponse,
@@ -72,8 +72,9 @@ async def merge(job: ValidJob, manager: ManagerDep, gate: GateDep, http: Request
 
 @router.post("/evaluate", response_model=EvaluateResponse)
 async def evaluate(request: EvaluateRequest, manager: ManagerDep, cache: CacheDep, gate: GateDep,
-                   http: Request, jobs: UserJobs, slot: TrainingSlotFree) -> dict:
-    """Exact-match score of the base model and of the job's model on a conversational dataset."""
+                   http: Request, jobs: UserJobs, slot: TrainingSlotFree, grading: GradingDep) -> dict:
+    """Exact-match score, and each grader's mean score, of the base model and of the job's model on a
+    conversational dataset."""
     job = jobs.get(request.job_id)
     settings = manager.settings
     jobs.paths.check_sources(dataset_name=request.dataset_name)
@@ -84,7 +85,8 @@ async def evaluate(request: EvaluateRequest, manager: ManagerDep, cache: CacheDe
         rows = evaluation.chat_rows(request.dataset_name, request.split, limit=request.max_samples,
                                               allowed_roots=settings.resolved_dataset_roots)
         return evaluation.evaluate(cache, artifact, rows, cache_dir=settings.resolved_model_cache_dir,
-                                   max_new_tokens=request.max_new_tokens, budget=budget)
+                                   max_new_tokens=request.max_new_tokens, budget=budget, graders=request.graders,
+                                   grading=grading)
 
     scores = await gate.run(http, work)
     return {"job_id": job.job_id, "dataset_name": request.dataset_name, "split": request.split, **scores}

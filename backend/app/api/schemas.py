@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from app.sft.graders import Grader, unique_grader_names
 from sft_client.models import (  # the response models the routes name
     CheckpointListResponse,
     ConfigResponse,
@@ -165,6 +166,17 @@ class EvaluateRequest(BaseModel):
     max_samples: int = Field(50, ge=1, le=10_000, description="Score at most this many rows (the first ones).")
     max_new_tokens: int = Field(64, ge=1, le=2048, description="Most tokens generated per answer.")
     checkpoint: str | None = Field(None, max_length=100, description="Score this checkpoint instead.")
+    graders: list[Grader] = Field(
+        default_factory=list, max_length=20,
+        description="Graders in OpenAI's shapes (string_check, text_similarity, python, score_model, multi), each "
+        "scored as its mean over the rows (scores.<name>); exact_match is always scored. Templates see "
+        "{{sample.output_text}}, {{sample.output_json}}, {{item.reference}}, {{item.reference_json}}, "
+        "{{item.messages}}.")
+
+    @field_validator("graders")
+    @classmethod
+    def _unique_names(cls, graders: list[Grader]) -> list[Grader]:
+        return unique_grader_names(graders)
 
 
 # Dataset preview

@@ -112,6 +112,17 @@ class Settings(BaseSettings):
     generation_cache_size: int = Field(
         2, ge=1, le=64, description="Models kept loaded for generation and evaluation (least recently used go)."
     )
+    # Graders: where score_model graders without a base_url ask their judge (/evaluate, /v1 graders run)
+    judge_base_url: str | None = Field(
+        None, pattern=r"^https?://",
+        description="OpenAI-compatible endpoint (…/v1) of score_model graders that give no base_url; this service's "
+        "own /v1 works.",
+    )
+    judge_api_key: str | None = Field(None, description="The key sent to judge_base_url (Bearer), when it needs one.")
+    python_grader_seconds: float = Field(
+        5.0, gt=0, le=300, description="Longest one grade(sample, item) call of a python grader may run.")
+    python_grader_memory_mb: int = Field(
+        512, ge=64, le=65_536, description="Address space of a python grader's process, in MiB.")
     generate_while_training: bool = Field(
         False,
         description="Serve generation and evaluation while every training slot is busy "

@@ -22,8 +22,9 @@ ETA_WINDOW = 7
 #: Steps a run must have made before an ETA is given ("estimating" until then): the first one carries warm-up.
 ETA_MIN_STEPS = 2
 
-#: Metric keys a metrics point keeps (what the chart and the API show).
+#: Metric keys a metrics point keeps (what the chart and the API show), and every grader's score (grader_<name>).
 METRIC_KEYS = ("loss", "learning_rate", "grad_norm", "eval_loss", "num_tokens", "epoch", *DPO_METRIC_KEYS)
+GRADER_PREFIX = "grader_"
 
 
 def advance(progress: dict[str, Any], event: TrainingEvent, *, now: float,
@@ -59,7 +60,7 @@ def advance(progress: dict[str, Any], event: TrainingEvent, *, now: float,
 def metric_point(progress: dict[str, Any], payload: dict[str, Any], *, now: float) -> dict[str, Any] | None:
     """The point a METRICS or EVAL event adds to the job's metrics series (None: nothing to chart,
     e.g. the trainer's end-of-run summary)."""
-    point = {k: payload[k] for k in METRIC_KEYS if k in payload}
+    point = {k: v for k, v in payload.items() if k in METRIC_KEYS or k.startswith(GRADER_PREFIX)}
     if not point or "train_runtime" in payload:
         return None
     point["step"] = int(payload.get("step", 0))

@@ -18,7 +18,7 @@ from ..sft.events import EventKind, TrainingEvent
 from .events import JobEventType
 from .executors.base import FailureCategory, JobFailure
 from .models import JobStatus, SFTJob
-from .progress import advance, metric_point
+from .progress import GRADER_PREFIX, advance, metric_point
 from .records import JobRecords
 
 #: Event kinds whose sequence number needs no write of its own: progress-only kinds write nothing (a
@@ -101,8 +101,9 @@ class ReportHandler:
         self.records.update(job, progress=progress, training_seq=job.training_seq)
         step = point["step"]
         if event.kind is EventKind.EVAL:
-            self.records.emit(job, JobEventType.EVAL,
-                              f"Step {step}: eval_loss {point.get('eval_loss', float('nan')):.4f}", data=point)
+            scores = [f"{key} {value:.4f}" for key, value in point.items() if key == "eval_loss"
+                      or key.startswith(GRADER_PREFIX)]
+            self.records.emit(job, JobEventType.EVAL, f"Step {step}: {', '.join(scores) or 'evaluated'}", data=point)
         else:
             loss = point.get("loss")
             text = f"Step {step}/{progress.get('max_steps', '?')}" + (f": loss {loss:.4f}" if loss is not None else "")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .device import cpu_bf16_units
 from .errors import ConfigError
 from .formats import PREFERENCE_FORMATS
+from .graders import Grader, ScoreModelGrader, unique_grader_names
 from .paths import check_path_text
 
 if TYPE_CHECKING:
@@ -35,6 +36,15 @@ TrainingMethod = Literal["sft", "dpo"]
 DPOLossType = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
                       "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"]
 DistributedStrategy = Literal["auto", "ddp", "fsdp"]
+
+
+class KeepBest(BaseModel):
+    """Which grader's score picks the checkpoint a job keeps, and whether higher or lower is better."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = Field(..., min_length=1, max_length=100, description="A grader's name (from graders).")
+    mode: Literal["max", "min"] = Field("max", description="max: the highest score is best; min: the lowest.")
 
 #: What loss_path "auto" trains with on a CUDA GPU. Measured by the GPU check on an H200 (docs/gpu.md):
 #: cross_entropy trained 1.10x the steps/s of TRL's fused head with the same peak memory and losses.
@@ -214,6 +224,19 @@ class SFTConfig(BaseModel):
         "one worker, else fsdp).",
     )
 
+    # Graders: scored on the eval set at every eval_steps, the base at step 0 (app/sft/grading.py)
+    graders: list[Grader] = Field(
+        default_factory=list, max_length=10,
+        description="Graders in OpenAI's shapes (string_check, text_similarity, python, score_model with a base_url, "
+        "multi) scored at step 0 (the base model) and every eval_steps on the eval set's first eval_max_rows rows: "
+        "greedy answers to each row's prompt, its answer as item.reference (item.reference_json when it is JSON). "
+        "Each mean score is the metric grader_<name>. Needs eval_steps and an eval set.",
+    )
+    eval_max_rows: int = Field(32, ge=1, le=2_000, description="Eval rows the graders score at each eval.")
+    eval_max_new_tokens: int = Field(64, ge=1, le=2_048, description="Most tokens generated per eval answer.")
+    keep: KeepBest | None = Field(
+        None, description="Keep best: the job's final adapter is the checkpoint with the best score of this grader.")
+
     @field_validator("base_model", "dataset_name", "eval_dataset_name", "output_dir")
     @classmethod
     def _usable_as_path(cls, value: str | None) -> str | None:
@@ -253,6 +276,7 @@ class SFTConfig(BaseModel):
         if self.loss_path == "trl" and self.token_metrics is False:
             raise ValueError("token_metrics=false needs loss_path cross_entropy or auto: TRL's fused head computes "
                              "entropy and token accuracy on every step")
+        self._check_graders()
         if self.lora_target_modules != "all-linear" and not self.lora_target_modules:
             raise ValueError("lora_target_modules must name at least one module, or be 'all-linear'")
         self._check_distributed_strategy()
@@ -280,6 +304,24 @@ class SFTConfig(BaseModel):
             raise ValueError(f"dataset_format {self.dataset_format!r} is a {kind} format; method "
                              f"{self.method!r} needs " + ("preference or openai_preference" if self.method == "dpo"
                                                           else "a supervised format (or auto)"))
+
+    def _check_graders(self) -> None:
+        if not self.graders:
+            if self.keep is not None:
+                raise ValueError("keep needs graders: it keeps the checkpoint with the best grader score")
+            return
+        unique_grader_names(self.graders)
+        if self.eval_steps is None:
+            raise ValueError("graders need eval_steps (and eval_dataset_name or validation_split): they score the "
+                             "eval set every eval_steps")
+        if self.num_workers > 1:
+            raise ValueError("graders score on one worker: set num_workers=1, or leave graders out")
+        judges = [g.name for g in self.graders if isinstance(g, ScoreModelGrader) and g.base_url is None]
+        if judges:
+            raise ValueError(f"graders: score_model grader {judges[0]!r} needs a base_url during training")
+        if self.keep is not None and self.keep.metric not in {g.name for g in self.graders}:
+            raise ValueError(f"keep.metric {self.keep.metric!r} is not a grader's name (graders: "
+                             f"{', '.join(g.name for g in self.graders)})")
 
     @property
     def has_eval_set(self) -> bool:

@@ -47,20 +47,18 @@ def is_match(prediction: str, reference: str) -> bool:
     return pred_ok and ref_ok and pred == ref
 
 
-def score_exact_match(
-    model: Any, tokenizer: Any, rows: list[dict], *, max_new_tokens: int = 64, batch_size: int = 8,
+def generate_answers(
+    model: Any, tokenizer: Any, prompts: list[Any], *, max_new_tokens: int = 64, batch_size: int = 8,
     budget: Any = None,
-) -> dict:
-    """Greedy-generate the last assistant turn of each row and score exact (JSON) match against it.
+) -> list[str]:
+    """Greedy answers (stripped) to ``prompts``: chat messages (rendered with the chat template and its generation
+    prompt) or raw text, generated ``batch_size`` at a time, left-padded.
 
     ``budget`` (an ``app.sft.budget.Budget``) stops generation at its next token when it runs out
     or is cancelled, and raises then.
     """
-    prompts = [
-        tokenizer.apply_chat_template(row["messages"][:-1], tokenize=False, add_generation_prompt=True)
-        for row in rows
-    ]
-    references = [row["messages"][-1]["content"] for row in rows]
+    texts = [prompt if isinstance(prompt, str) else
+             tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True) for prompt in prompts]
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     padding_side, was_training = tokenizer.padding_side, model.training
@@ -71,9 +69,9 @@ def score_exact_match(
 
     try:
         with torch.inference_mode():
-            for start in range(0, len(prompts), batch_size):
+            for start in range(0, len(texts), batch_size):
                 batch = tokenizer(
-                    prompts[start : start + batch_size],
+                    texts[start : start + batch_size],
                     return_tensors="pt",
                     padding=True,
                     add_special_tokens=False,
@@ -92,10 +90,31 @@ def score_exact_match(
     finally:
         tokenizer.padding_side = padding_side
         model.train(was_training)
+    return predictions
+
+
+def score_exact_match(
+    model: Any, tokenizer: Any, rows: list[dict], *, max_new_tokens: int = 64, batch_size: int = 8,
+    budget: Any = None, graders: list[Any] | None = None, grading: Any = None,
+) -> dict:
+    """Greedy-generate the last assistant turn of each row and score exact (JSON) match against it, and each of
+    ``graders`` (``app.sft.graders`` definitions; ``grading`` their ``GradingContext``) as its mean score."""
+    prompts = [row["messages"][:-1] for row in rows]
+    references = [row["messages"][-1]["content"] for row in rows]
+    predictions = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                   batch_size=batch_size, budget=budget)
+    prompts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     matches = [is_match(p, r) for p, r in zip(predictions, references)]
+    scores: dict[str, float] = {}
+    if graders:
+        from .graders import make_sample, mean_scores, reference_item
+
+        items = [reference_item(ref, messages=row["messages"][:-1]) for ref, row in zip(references, rows)]
+        scores, _ = mean_scores(graders, [make_sample(p) for p in predictions], items, grading)
     return {
         "exact_match": sum(matches) / len(matches) if matches else 0.0,
         "n": len(matches),
+        "scores": scores,
         "examples": [
             {"prompt": p, "reference": r, "prediction": pred, "match": m}
             for p, r, pred, m in list(zip(prompts, references, predictions, matches))[:3]
@@ -122,8 +141,9 @@ def chat_rows(dataset_name: str, split: str, *, limit: int | None,
 
 
 def evaluate(cache: ModelCache, artifact: Artifact, rows: list[dict[str, Any]], *, cache_dir: Path,
-             max_new_tokens: int = 64, device: str | None = None, budget: Budget | None = None) -> dict[str, Any]:
-    """Exact-match scores of the base model and of the job's model on ``rows``.
+             max_new_tokens: int = 64, device: str | None = None, budget: Budget | None = None,
+             graders: list[Any] | None = None, grading: Any = None) -> dict[str, Any]:
+    """Exact-match scores (and each of ``graders``' mean score) of the base model and of the job's model on ``rows``.
 
     Raises:
         RequestError: a row's prompt and ``max_new_tokens`` do not fit the model's context.
@@ -131,7 +151,8 @@ def evaluate(cache: ModelCache, artifact: Artifact, rows: list[dict[str, Any]], 
     """
     device = device or default_device()
     budget = budget or Budget()
-    score = functools.partial(score_exact_match, rows=rows, max_new_tokens=max_new_tokens, budget=budget)
+    score = functools.partial(score_exact_match, rows=rows, max_new_tokens=max_new_tokens, budget=budget,
+                              graders=graders, grading=grading)
     base = None
     with use_tuned(cache, artifact, cache_dir=cache_dir, device=device) as loaded:
         _check_rows_fit(loaded, rows, max_new_tokens=max_new_tokens)

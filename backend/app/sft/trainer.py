@@ -18,6 +18,7 @@ from .distributed import (ShardProbe, decoder_layer_classes, enable_fsdp, parall
                           training_strategy)
 from .efficiency import EfficiencyTracker
 from .errors import ConfigError
+from .grading import GradingCallback
 from .model_card import write_artifact_card
 from .events import EventKind, EventSink, TrainingEvent
 from .models import (
@@ -84,6 +85,8 @@ class SFTResult:
     parallelism: dict[str, Any] | None = None
     #: How efficiently the run trained: tokens/s, padding, peak memory, MFU, hints (sft/efficiency.py).
     efficiency: dict[str, Any] | None = None
+    #: The graders' scores (config.graders): every eval's, the base's (step 0), the checkpoint kept (keep), eval time.
+    graders: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,10 +178,13 @@ class SFTTrainer:
         if self.stop_event.is_set():
             return self._stopped_before_training(started, data)
 
+        grading = GradingCallback.for_run(cfg, data.eval, self.output_dir)
         with model_load_lock:
-            trainer, loss_path = self._build_trainer(model, tokenizer, data)
+            trainer, loss_path = self._build_trainer(model, tokenizer, data, [grading] if grading else [])
             efficiency = self._track_efficiency(trainer)
         del model
+        if grading:
+            grading.attach(trainer)
         self._emit(EventKind.PHASE, {"phase": "training"})
         stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopCallback))
         probe = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, shard_probe_class()))
@@ -190,8 +196,10 @@ class SFTTrainer:
             self._emit(EventKind.PHASE, {"phase": "saving"})
             artifact_dir = self.output_dir / ("adapter" if cfg.use_lora else "model")
             trainer.save_model(str(artifact_dir))
-            tokenizer.save_pretrained(str(artifact_dir))
             state = trainer.state
+            if grading:
+                grading.keep_best(artifact_dir, state.global_step)
+            tokenizer.save_pretrained(str(artifact_dir))
             eval_loss = None
             if data.eval is not None:
                 eval_loss = eval_loss_at(state.log_history, state.global_step)
@@ -221,6 +229,7 @@ class SFTTrainer:
                 loss_path=loss_path,
                 parallelism=parallelism,
                 efficiency=efficiency.report(),
+                graders=grading.summary() if grading else None,
             )
             self._emit(EventKind.EFFICIENCY, result.efficiency)
             write_artifact_card(artifact_dir, cfg, result.to_dict())
@@ -247,7 +256,7 @@ class SFTTrainer:
             model.config.pad_token_id = tokenizer.pad_token_id
         return model, tokenizer
 
-    def _build_trainer(self, model, tokenizer, data: PreparedData):
+    def _build_trainer(self, model, tokenizer, data: PreparedData, extra_callbacks: list[Any]):
         """The HF trainer for this run, and the loss path it trains with ("cross_entropy" or "trl")."""
         import trl
         from transformers import PrinterCallback, set_seed
@@ -270,7 +279,8 @@ class SFTTrainer:
                 task_type="CAUSAL_LM",
             )
         callbacks = [StopCallback(self.stop_event),
-                     ReportingCallback(self.output_dir / "log.jsonl", self.on_event), ShardProbe(), *self.callbacks]
+                     ReportingCallback(self.output_dir / "log.jsonl", self.on_event), ShardProbe(), *self.callbacks,
+                     *extra_callbacks]
         loss_path = cfg.resolve_loss_path(self.device)
         problem = plain_head_problem(model) if loss_path == "cross_entropy" and cfg.method == "sft" else None
         if problem:

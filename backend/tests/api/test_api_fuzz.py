@@ -35,6 +35,7 @@ from app.core.settings import Settings
 from app.main import create_app
 from app.sft import data, models
 from app.jobs import webhook_sender
+from app.sft.graders import judge
 from app.sft.errors import DatasetError, ModelError
 from app.store import SQLiteStore
 from factories import contact_rows, wait_for, write_jsonl
@@ -59,6 +60,13 @@ def _no_hub_dataset(name, split, *, limit):
 
 def _no_hub_model(repo_id):
     raise ModelError(f"model '{repo_id}' is not reachable in tests")
+
+
+def _no_judge(url, body, headers, timeout_seconds):
+    """A fuzzed score_model grader's judge is never asked: no DNS lookup of its host (~80 ms each)."""
+    import httpx
+
+    raise httpx.ConnectError(f"no network in tests ({url})")
 
 
 def _no_webhook_host(host, port):
@@ -111,6 +119,7 @@ def fuzz(tmp_path_factory, tiny_model_dir):
     patch.setattr(data, "_read_hub", _no_hub_dataset)
     patch.setattr(models, "_check_hub_has", _no_hub_model)
     patch.setattr(webhook_sender, "lookup", _no_webhook_host)
+    patch.setattr(judge, "send", _no_judge)
     manager = SFTJobManager(
         settings=Settings(data_dir=root / "data", dataset_roots=[root], model_cache_dir=root / "model-cache",
                         model_roots=[root, tiny_model_dir.parent]),

@@ -211,6 +211,27 @@ def test_evaluate(env):
     assert bad.status_code == 400 and "dataset_name" in bad.json()["detail"]
 
 
+def test_evaluate_with_graders(env):
+    exact = {"type": "multi", "name": "exact", "calculate_output": "max(text, json)", "graders": {
+        "text": {"type": "string_check", "name": "text", "operation": "eq", "input": "{{sample.output_text}}",
+                 "reference": "{{item.reference}}"},
+        "json": {"type": "string_check", "name": "json", "operation": "eq", "input": "{{sample.output_json}}",
+                 "reference": "{{item.reference_json}}"}}}
+    length = {"type": "python", "name": "short", "source": "def grade(sample, item):\n"
+              "    return float(len(sample['output_text']) <= len(item['reference']))"}
+    body = {"job_id": env.jobs["lora"], "dataset_name": str(env.data), "split": "train", "max_samples": 3,
+            "max_new_tokens": 16, "graders": [exact, length]}
+    response = env.client.post("/api/sft/evaluate", json=body)
+    assert response.status_code == 200, response.text
+    for side in ("base", "tuned"):
+        scores = response.json()[side]
+        assert set(scores["scores"]) == {"exact", "short"} and 0 <= scores["scores"]["short"] <= 1
+        assert scores["scores"]["exact"] == scores["exact_match"]  # exact match, as a grader
+    bad = env.client.post("/api/sft/evaluate", json={**body, "graders": [{**length, "source": "import os"}]})
+    assert bad.status_code == 422, bad.text
+    assert "graders.0.python.source" in bad.text and "grade(sample, item)" in bad.text
+
+
 def test_evaluate_defaults_to_the_bundled_dataset(env):
     response = env.client.post("/api/sft/evaluate", json={"job_id": env.jobs["lora"], "max_samples": 2,
                                                           "max_new_tokens": 4})

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ...sft.graders import Grader
+
 MAX_EPOCHS = 50
 MAX_BATCH_SIZE = 256
 MAX_LR_MULTIPLIER = 50.0
@@ -336,3 +338,39 @@ class ChatCompletion(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     system_fingerprint: str | None = None
+
+
+# Graders (/v1/fine_tuning/alpha/graders): OpenAI's request and response shapes
+
+
+class GraderValidateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grader: Grader = Field(..., description="string_check, text_similarity, python, score_model or multi.")
+
+
+class GraderRunRequest(GraderValidateRequest):
+    model_sample: str = Field(..., max_length=1_000_000, description="The model's answer: sample.output_text "
+                              "(and sample.output_json when it parses as JSON).")
+    item: Any = Field(None, description="The dataset row: the templates' item namespace.")
+
+
+class GraderValidateResponse(BaseModel):
+    grader: dict[str, Any] = Field(..., description="The grader as validated.")
+
+
+class GraderRunMetadata(BaseModel):
+    name: str
+    type: str
+    errors: dict[str, Any] = Field(..., description="OpenAI's error flags (and their details fields).")
+    execution_time: float = Field(..., description="Seconds the grading took.")
+    scores: dict[str, Any] = Field(..., description="The sub-graders' scores (multi), else this grader's.")
+    token_usage: int | None = Field(None, description="Tokens a score_model judge used.")
+    sampled_model_name: str | None = None
+
+
+class GraderRunResponse(BaseModel):
+    reward: float
+    metadata: GraderRunMetadata
+    sub_rewards: dict[str, Any]
+    model_grader_token_usage_per_model: dict[str, Any]

@@ -232,6 +232,9 @@ class JobResult(OpenRecord):
         "fsdp_active, and per rank its parameters, local_parameters (an fsdp shard's local size), sharded_tensors "
         "and peak_rss_mb.")
     efficiency: EfficiencyReport | None = Field(None, description="How efficiently it trained.")
+    graders: dict[str, Any] | None = Field(
+        None, description="With config.graders: history (each eval's step and mean score per grader), base (step 0), "
+        "final, kept (keep best: step, metric, mode, value), eval_seconds, eval_loss_seconds, eval_rows.")
 
 
 class Attempt(OpenRecord):
@@ -445,6 +448,8 @@ class EvaluationScore(WireModel):
 
     exact_match: float = Field(..., description="Fraction of rows answered exactly (or as equal JSON).")
     n: int = Field(..., description="Rows scored.")
+    scores: dict[str, float] = Field(
+        default_factory=dict, description="Each requested grader's mean score over the rows, by grader name.")
     examples: list[dict[str, Any]] = Field(default_factory=list, description="A few prompts, answers, predictions.")
     misses: list[dict[str, Any]] = Field(
         default_factory=list, description="The rows answered wrong (the first 100): row (0-based), prompt, reference, "

@@ -69,7 +69,22 @@ export function compareView(params) {
         row("train loss", jobs.map((job) => formatNumber(job.result?.train_loss))),
         row("last logged loss", jobs.map((job) => formatNumber(job.progress?.metrics?.loss))),
         row("eval loss", jobs.map((job) => formatNumber(job.result?.eval_loss ?? job.progress?.metrics?.eval_loss))),
-        row("runtime (s)", jobs.map((job) => formatNumber(job.result?.train_runtime))))));
+        row("runtime (s)", jobs.map((job) => formatNumber(job.result?.train_runtime))),
+        ...graderRows(jobs, metrics, row))));
+  }
+
+  /** One row per grader any job has: its base score (step 0) → its last score, and the checkpoint kept. */
+  function graderRows(jobs, metrics, row) {
+    const names = [...new Set(metrics.flatMap((answer) => answer.metrics.flatMap((point) => Object.keys(point))))]
+      .filter((key) => key.startsWith("grader_")).sort();
+    return names.map((key) => row(`grader ${key.slice(7)} (base → last)`, metrics.map((answer, i) => {
+      const points = answer.metrics.filter((point) => point[key] !== undefined);
+      if (!points.length) return "–";
+      const base = points.find((point) => point.step === 0), last = points[points.length - 1];
+      const kept = jobs[i].result?.graders?.kept;
+      return `${base ? formatNumber(base[key]) : "–"} → ${formatNumber(last[key])} (step ${last.step})` +
+        (kept && `grader_${kept.metric}` === key ? `, kept step ${kept.step}` : "");
+    })));
   }
 
   loadPicker().catch((error) => { message.textContent = `Could not load the jobs: ${error.message}`; });

@@ -39,6 +39,11 @@ export function jobView(jobId) {
   ], { title: "DPO reward margin and accuracy" });
   const dpoPanel = h("section", { class: "panel", id: "dpo-panel", hidden: true, "aria-labelledby": "dpo-title" },
     h("h3", { id: "dpo-title" }, "Preference (DPO)"), dpoChart.legend(), h("div", { class: "chart-box" }, dpoCanvas));
+  // Grader scores (config.graders): each grader's mean score at every eval, its base (step 0) as a dashed line.
+  const graderCanvas = h("canvas", { class: "chart", id: "grader-chart", role: "img", "aria-label": "Grader scores" });
+  const graderPanel = h("section", { class: "panel", id: "grader-panel", hidden: true, "aria-labelledby": "grader-title" });
+  const baseScores = {};
+  let graderChart = null, graderXMax = 0;
   const eventsList = h("ol", { class: "events", id: "events-list", "aria-live": "off" });
   const logBox = h("pre", { class: "log", id: "log-tail", tabindex: "0", "aria-label": "Log tail" });
   const follow = h("input", { type: "checkbox", id: "log-follow", checked: true });
@@ -58,6 +63,7 @@ export function jobView(jobId) {
     h("section", { class: "panel", "aria-labelledby": "chart-title" },
       h("h3", { id: "chart-title" }, "Loss"), chart.legend(), h("div", { class: "chart-box" }, canvas)),
     dpoPanel,
+    graderPanel,
     tryPanel,
     h("div", { class: "cols" },
       h("section", { "aria-labelledby": "events-title" }, h("h3", { id: "events-title" }, "Events"),
@@ -123,6 +129,7 @@ export function jobView(jobId) {
         dpoPanel.hidden = false;
         for (const key of ["rewards/margins", "rewards/accuracies"]) if (key in data) dpoChart.add(key, data.step, data[key]);
       }
+      addGraderScores(data);
       if (event.type === "metrics") return;
     }
     eventsList.append(h("li", { class: event.level }, h("time", { datetime: event.time }, formatTime(event.time)), " ",
@@ -133,6 +140,36 @@ export function jobView(jobId) {
       source.abort();
       source = null;
       afterTerminal();
+    }
+  }
+
+  function addGraderScores(data) {
+    const names = Object.keys(data).filter((key) => key.startsWith("grader_")).map((key) => key.slice(7));
+    if (!names.length) return;
+    if (!graderChart) {
+      graderChart = new LineChart(graderCanvas, names.flatMap((name, i) => [
+        { key: `grader_${name}`, label: name, color: `--series-${(i % 5) + 1}`, axis: "left", markers: true },
+        { key: `base_${name}`, label: `${name}: base`, color: `--series-${(i % 5) + 1}`, axis: "left", dash: [2, 4] },
+      ]), { title: "Grader scores" });
+      window.sftDashboard.graderChart = graderChart;
+      graderPanel.replaceChildren(h("h3", { id: "grader-title" }, "Grader scores"), graderChart.legend(),
+        h("div", { class: "chart-box" }, graderCanvas));
+      graderPanel.hidden = false;
+    }
+    for (const name of names) {
+      if (!graderChart.series.some((s) => s.key === `grader_${name}`)) continue;
+      graderChart.add(`grader_${name}`, data.step, data[`grader_${name}`]);
+      if (data.step === 0) baseScores[name] = data[`grader_${name}`];
+    }
+    graderXMax = Math.max(graderXMax, data.step);
+    drawBaseLines();
+  }
+
+  /** The base model's score (step 0) of each grader, across the chart. */
+  function drawBaseLines() {
+    for (const [name, value] of Object.entries(baseScores)) {
+      graderChart.add(`base_${name}`, 0, value);
+      graderChart.add(`base_${name}`, Math.max(graderXMax, 1), value);
     }
   }
 
@@ -172,6 +209,7 @@ export function jobView(jobId) {
     const rate = (value) => value == null && job.status === "running" ? "measuring…" : formatNumber(value);
     chart.setXMax(progress.max_steps);
     dpoChart.setXMax(progress.max_steps);
+    if (graderChart && progress.max_steps) { graderXMax = Math.max(graderXMax, progress.max_steps); graderChart.setXMax(graderXMax); drawBaseLines(); }
     const item = (label, value) => [h("div", {}, h("dt", {}, label), h("dd", {}, value))];
     details.replaceChildren(
       ...item("Progress", progressCell(job, { withEta: false })),
@@ -388,6 +426,6 @@ export function jobView(jobId) {
 
   return {
     element,
-    cleanup: () => { closed = true; clearInterval(timer); if (source) source.abort(); chart.destroy(); dpoChart.destroy(); },
+    cleanup: () => { closed = true; clearInterval(timer); if (source) source.abort(); chart.destroy(); dpoChart.destroy(); if (graderChart) graderChart.destroy(); },
   };
 }
