@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from ..core.errors import ServiceBusy
 from ..jobs.manager import SFTJobManager, get_sft_job_manager
+from ..jobs.grader_policy import judge_url_guard
 from ..jobs.models import SFTJob
 from ..jobs.preferences import ScopedPreferences
 from ..jobs.scoped import ScopedJobs
@@ -150,12 +151,14 @@ async def training_slot(manager: ManagerDep) -> TrainingSlot:
 TrainingSlotFree = Annotated[TrainingSlot, Depends(training_slot)]
 
 
-def grading_context(manager: ManagerDep) -> GradingContext:
-    """Graders' judge endpoint and python sandbox limits, from the server's settings."""
+def grading_context(manager: ManagerDep, user: CurrentUser) -> GradingContext:
+    """Graders' judge endpoint (and which judges this user may name) and python sandbox limits, from the
+    server's settings."""
     settings = manager.settings
     return GradingContext(
         judge=JudgeEndpoint(base_url=settings.judge_base_url, api_key=settings.judge_api_key,
-                            timeout_seconds=settings.request_timeout_seconds),
+                            timeout_seconds=settings.request_timeout_seconds,
+                            check_url=judge_url_guard(settings, user)),
         sandbox=SandboxLimits(seconds_per_sample=settings.python_grader_seconds,
                               memory_bytes=settings.python_grader_memory_mb * 2**20),
     )

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from ..jobs.access import models_on_hand
+from ..jobs.grader_policy import check_graders, listed
 from ..sft import artifacts, evaluation, generation
 from ..sft.budget import Budget
 from .deps import CacheDep, CurrentUser, GateDep, GradingDep, ManagerDep, TrainingSlotFree, UserJobs, ValidJob
@@ -78,6 +79,7 @@ async def evaluate(request: EvaluateRequest, manager: ManagerDep, cache: CacheDe
     job = jobs.get(request.job_id)
     settings = manager.settings
     jobs.paths.check_sources(dataset_name=request.dataset_name)
+    check_graders(listed(request.graders or [], "graders"), settings, jobs.user)
     artifact = artifacts.job_artifact(job, checkpoint=request.checkpoint, model_roots=settings.resolved_model_roots)
     slot.require()
 

@@ -119,6 +119,13 @@ class Settings(BaseSettings):
         "own /v1 works.",
     )
     judge_api_key: str | None = Field(None, description="The key sent to judge_base_url (Bearer), when it needs one.")
+    judge_allow_private: bool = Field(
+        False, description="With keys on, let a score_model grader's own base_url be a loopback, private or "
+        "link-local address (off: such judges are refused, so a user cannot make the server call its internal "
+        "network). judge_base_url, set by the admin, may always be private; with keys off every address is allowed.")
+    python_graders_for_users: bool = Field(
+        False, description="With keys on, let every key use python graders (off: admins only). A python grader runs "
+        "the user's code in a limited process whose guard is not a security boundary.")
     python_grader_seconds: float = Field(
         5.0, gt=0, le=300, description="Longest one grade(sample, item) call of a python grader may run.")
     python_grader_memory_mb: int = Field(

@@ -15,6 +15,7 @@ from ..sft.config import SFTConfig
 from . import files
 from .access import PathAccess, check_submission, path_access
 from .bases import resolve_job_base
+from .grader_policy import check_graders, listed
 from .manager import SFTJobManager
 from .models import SFTJob
 
@@ -90,6 +91,8 @@ class ScopedJobs:
         a retried key returns the same job. ``base_model: "job:<id>"`` starts from one of the user's jobs."""
         config = resolve_job_base(self, config)
         check_submission(self.manager, self.user, config or {})
+        if isinstance(config, dict) and isinstance(config.get("graders"), list):
+            check_graders(listed(config["graders"], "config.graders"), self.manager.settings, self.user)
         return self.manager.submit(config, idempotency_key=self.idempotency_key(idempotency_key),
                                    owner=self.user.owner, max_active=self.quota)
 

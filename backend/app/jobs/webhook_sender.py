@@ -97,7 +97,8 @@ def lookup(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
-def resolve(url: str, *, allow_private: bool) -> Target:
+def resolve(url: str, *, allow_private: bool,
+            policy: str = "webhooks go to public addresses only (SFT_WEBHOOKS_ALLOW_PRIVATE=true allows them)") -> Target:
     """The URL's target: its host resolved now, every address checked unless ``allow_private``.
 
     Raises:
@@ -112,8 +113,7 @@ def resolve(url: str, *, allow_private: bool) -> Target:
         refused = [address for address in addresses if not is_public(address)]
         if refused:
             raise UnsafeUrl(f"host {host} resolves to {refused[0]}, a loopback, private, link-local or metadata "
-                            "address; webhooks go to public addresses only (SFT_WEBHOOKS_ALLOW_PRIVATE=true allows "
-                            "them)")
+                            f"address; {policy}")
     return Target(scheme, host, port, path, addresses[0])
 
 

@@ -18,7 +18,6 @@ check it, so a version that changes them fails loudly instead of silently traini
 from __future__ import annotations
 
 import functools
-import resource
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -167,8 +166,11 @@ def local_parameter_counts(model: Any) -> dict[str, int]:
 
 
 def peak_rss_mb() -> float:
-    """This process' peak resident memory so far, in MiB (Linux counts ru_maxrss in KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    """This process' peak resident memory so far, in MiB (VmHWM: ru_maxrss keeps the peak of the process that
+    exec'd this one)."""
+    from .export import peak_rss_mb as vm_hwm_mb
+
+    return round(vm_hwm_mb(), 1)
 
 
 def parallelism_report(trainer: Any, probe: Any, strategy: Strategy | None) -> dict[str, Any]:

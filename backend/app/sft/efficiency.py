@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 
 from .config import CPU_BF16_MIN_HIDDEN_SIZE
 from .device import cpu_bf16_units, cpu_identity
+from .export import peak_rss_mb
 
 #: Dense (no sparsity) tensor-core peaks in TFLOP/s by dtype, from NVIDIA's datasheets: H100 / H200 (SXM; the
 #: H100 PCIe and NVL figures are lower), A100 (SXM and PCIe), L4, L40S, A10, and the Ada Lovelace whitepaper for
@@ -337,7 +337,7 @@ class EfficiencyTracker:
             memory["peak_cuda_reserved_mb"] = round(torch.cuda.max_memory_reserved() / _MIB, 1)
         else:
             memory["peak_rss_mb"] = round(self.peak_rss / _MIB, 1) if self.peak_rss else None
-            memory["process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            memory["process_peak_rss_mb"] = round(peak_rss_mb(), 1)  # VmHWM (ru_maxrss keeps an exec'ing parent's)
         total = _total_memory_mb(self.device)
         used = memory["peak_cuda_reserved_mb"] if self.device == "cuda" else memory["peak_rss_mb"]
         memory["device_memory_mb"] = round(total, 1) if total else None

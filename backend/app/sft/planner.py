@@ -4,7 +4,8 @@ Pure arithmetic — no weights are loaded and torch is not imported. For a model
 device it adds up what one worker holds at its peak (each term in bytes, named in ``MemoryEstimate``):
 
 - **weights**: every parameter in the dtype the trainer loads it in (trainer.py): the compute dtype for
-  LoRA on a GPU (bf16/fp16), fp32 for full fine-tuning (AMP keeps fp32 weights) and on CPU; QLoRA stores
+  LoRA in bf16/fp16 (a GPU, or a CPU with AMX), fp32 for full fine-tuning (AMP keeps fp32 weights) and for LoRA
+  in fp32; QLoRA stores
   the decoder's linear layers as 4-bit NF4 with double quantization (``NF4_BYTES_PER_PARAM``) and keeps the
   rest — embeddings, norms, the LM head — in the compute dtype.
 - **trainable state**: the trained parameters' gradients and AdamW's two moments in the parameter's dtype
@@ -199,12 +200,14 @@ def estimate(shape: ModelShape, config: SFTConfig, *, device: Device, num_worker
     """``config``'s peak memory per worker on ``device`` (see the module's docstring for each term).
 
     ``num_workers`` (default the config's) divides what FSDP shards; ``precision`` defaults to what
-    ``auto`` resolves to on ``device`` without asking a GPU (bf16 on CUDA, fp32 on CPU). ``tokens_per_row``
+    ``auto`` resolves to on ``device`` without asking a GPU (bf16 on CUDA; on a CPU what the trainer picks for
+    this CPU and the model's width: bf16 with AMX, else fp32). ``tokens_per_row``
     replaces the worst case (every row ``max_length`` tokens) where a run's rows are known (the bench).
     """
     workers = num_workers or config.num_workers
     if precision is None:
-        precision = config.precision if config.precision != "auto" else ("bf16" if device == "cuda" else "fp32")
+        precision = (config.precision if config.precision != "auto" else "bf16" if device == "cuda"
+                     else config.resolve_precision("cpu", hidden_size=shape.hidden_size))
     compute = 2 if precision in ("bf16", "fp16") else 4
     method: Literal["lora", "qlora", "full"] = (
         "qlora" if config.use_qlora else "lora" if config.use_lora else "full")
@@ -215,7 +218,7 @@ def estimate(shape: ModelShape, config: SFTConfig, *, device: Device, num_worker
         trainable, state_bytes = shape.params, 4
     else:
         trainable = shape.lora_params(config.lora_r, config.lora_target_modules)
-        base = compute if device == "cuda" else 4  # LoRA loads the base in the compute dtype on a GPU
+        base = compute if device == "cuda" or precision == "bf16" else 4  # LoRA loads the base in the compute dtype
         if method == "qlora":
             frozen = math.ceil(shape.linear_params() * NF4_BYTES_PER_PARAM) + shape.other_params() * base
             state_bytes = 2  # TRL casts QLoRA's adapters to bf16
@@ -231,7 +234,7 @@ def estimate(shape: ModelShape, config: SFTConfig, *, device: Device, num_worker
         # FSDP all-gathers one decoder layer's parameters to compute with (and prefetches the next).
         weights += 2 * math.ceil((weights * shard - shape.other_params() * compute) / max(shape.num_layers, 1))
     tokens = config.per_device_train_batch_size * min(tokens_per_row or config.max_length, config.max_length)
-    act_bytes = compute if device == "cuda" else 4
+    act_bytes = compute if device == "cuda" or precision == "bf16" else 4  # CPU autocast: bf16 matmul outputs
     activations = _activations(shape, config, tokens=tokens, act_bytes=act_bytes)
     path = loss_path or config.resolve_loss_path(device)
     logits = _logits(shape, tokens=tokens, act_bytes=act_bytes, loss_path=path)

@@ -220,6 +220,9 @@ def _revoke_key(w: World) -> Call:
     return Call("DELETE", f"/api/keys/{record.key_id}")
 
 
+_STRING_CHECK = {"type": "string_check", "name": "same", "operation": "eq", "input": "{{sample.output_text}}",
+                 "reference": "{{item.answer}}"}
+
 CASES: dict[tuple[str, str], Case] = {
     ("POST", "/api/sft/train"): Case(_train_from_config),
     ("POST", "/api/sft/plan"): Case(lambda w: Call("POST", "/api/sft/plan", json={"config_id": w.config_id,
@@ -316,6 +319,11 @@ CASES: dict[tuple[str, str], Case] = {
     ("DELETE", "/api/sft/preferences"): Case(
         lambda w: Call("DELETE", f"/api/sft/preferences?job_id={w.trained}", target=w.trained)),
     ("POST", "/api/sft/preferences/train"): Case(_train_on_preferences, status=201),
+    ("POST", "/v1/fine_tuning/alpha/graders/validate"): Case(
+        lambda w: Call("POST", "/v1/fine_tuning/alpha/graders/validate", json={"grader": _STRING_CHECK}), kind="any"),
+    ("POST", "/v1/fine_tuning/alpha/graders/run"): Case(
+        lambda w: Call("POST", "/v1/fine_tuning/alpha/graders/run",
+                       json={"grader": _STRING_CHECK, "model_sample": "x", "item": {"answer": "x"}}), kind="any"),
 }
 
 

@@ -66,20 +66,21 @@ def test_the_trained_logits_head_chunks_like_it_projects(tiny_model_dir):
 # trained tokens in chunks of 130 (64 MiB of logits), then in one piece (501 MiB of fp32 logits, held with their
 # log-softmax and gradient), in one process: its resident high-water mark above the same baseline after each.
 _PEAK_SCRIPT = textwrap.dedent("""
-    import json, resource
+    import json
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     from app.sft.loss import add_trained_logits_head, chunk_tokens_for
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=128_256, hidden_size=64, intermediate_size=128,
                                          num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4))
+    from app.sft.export import peak_rss_mb  # VmHWM: ru_maxrss would carry a big parent's peak across exec
     add_trained_logits_head(model)
     ids = torch.randint(0, 128_256, (4, 257))
-    before, out = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, {}
+    before, out = peak_rss_mb(), {}
     for kind, chunk_tokens in (("chunked", chunk_tokens_for(128_256, 64 * 2**20)), ("plain", None)):
         loss_sum, _, targets, _ = model(input_ids=ids, labels=ids, trained_logits=True, chunk_tokens=chunk_tokens)
         (loss_sum / targets.numel()).backward()
-        out[kind] = {"peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024,
+        out[kind] = {"peak_mb": peak_rss_mb() - before,
                      "loss": (loss_sum / targets.numel()).item(), "head_grad": model.lm_head.weight.grad.norm().item()}
         model.zero_grad(set_to_none=True)
     print(json.dumps(out))

@@ -59,7 +59,7 @@ def test_bundled_absolute_escape_to_a_real_data_directory(layout):
     _, outside = layout
     for name in (f"bundled:{outside}", f"bundled:../../../../../../..{outside}"):
         message = refusal(name, roots=[layout[0]])
-        assert message.endswith("(bundled: bundled:json-extract)")
+        assert message.endswith("(bundled: bundled:json-extract, bundled:json-extract-prefs)")
 
 
 @pytest.mark.parametrize("kind", ["absolute", "dotdot", "relative"])

@@ -315,7 +315,7 @@ def test_the_form_reads_the_structured_errors_of_an_answer(page, server):
     page.click("#submit-job")
     error = page.locator("#e-lora_alpha")
     error.wait_for()
-    page.wait_for_function("document.querySelector('#e-lora_alpha').textContent !== ''")
+    page.wait_for_function("() => document.querySelector('#e-lora_alpha').textContent !== ''")
     assert error.inner_text() == "must be at least lora_r"
     assert page.get_attribute("#f-lora_alpha", "aria-invalid") == "true"
     assert page.inner_text("#form-error") == "and one more thing"

@@ -33,7 +33,8 @@ def test_the_demo_from_the_form_to_a_gguf_that_answers_in_llama_cpp(page, demo_s
     server = demo_server
     page.goto(f"{server.url}/#/new")
     page.click("#demo-config")
-    page.wait_for_function("document.querySelector('#f-base_model').value === 'smollm2-135m-instruct'")
+    # A function, not an expression: the page's CSP (no unsafe-eval) refuses a polled expression string.
+    page.wait_for_function("() => document.querySelector('#f-base_model').value === 'smollm2-135m-instruct'")
     page.fill("#f-max_steps", "8")  # enough to move the answers; the demo's 40 are the README's
     page.click("#submit-job")
     page.wait_for_url(lambda url: "#/jobs/" in url, timeout=60_000)

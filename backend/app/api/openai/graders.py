@@ -7,9 +7,13 @@ import time
 
 from fastapi import APIRouter
 
-from ...sft.graders import MultiGrader, ScoreModelGrader, grade_samples, make_sample
-from ..deps import CurrentUser, GradingDep
-from .errors import OpenAIRoute, responses
+from ...sft.graders import Grader, MultiGrader, ScoreModelGrader, grade_samples, make_sample
+from ..auth import Principal
+from ...core.errors import InvalidConfig
+from ...jobs.grader_policy import check_graders
+from ...jobs.manager import SFTJobManager
+from ..deps import CurrentUser, GradingDep, ManagerDep
+from .errors import OpenAIRoute, invalid, responses
 from .schemas import GraderRunRequest, GraderRunResponse, GraderValidateRequest, GraderValidateResponse
 
 router = APIRouter(prefix="/v1/fine_tuning/alpha/graders", tags=["openai"], route_class=OpenAIRoute,
@@ -17,15 +21,17 @@ router = APIRouter(prefix="/v1/fine_tuning/alpha/graders", tags=["openai"], rout
 
 
 @router.post("/validate", response_model=GraderValidateResponse)
-def validate_grader(request: GraderValidateRequest, user: CurrentUser) -> dict:
-    """The grader, if this service can run it (else 400 naming the field)."""
+def validate_grader(request: GraderValidateRequest, user: CurrentUser, manager: ManagerDep) -> dict:
+    """The grader, if this service can run it for this user (else 400 naming the field)."""
+    _check_graders(request.grader, manager, user)
     return {"grader": request.grader.model_dump(exclude_none=True)}
 
 
 @router.post("/run", response_model=GraderRunResponse)
-def run_grader(request: GraderRunRequest, user: CurrentUser, grading: GradingDep) -> dict:
+def run_grader(request: GraderRunRequest, user: CurrentUser, manager: ManagerDep, grading: GradingDep) -> dict:
     """Grade ``model_sample`` against ``item``; a grader that cannot score says why in metadata.errors."""
     grader = request.grader
+    _check_graders(grader, manager, user)
     item = request.item if request.item is not None else {}
     started = time.perf_counter()
     result = grade_samples(grader, [make_sample(request.model_sample)], [item], grading)[0]
@@ -42,3 +48,11 @@ def run_grader(request: GraderRunRequest, user: CurrentUser, grading: GradingDep
                      "execution_time": round(time.perf_counter() - started, 4),
                      "scores": result.sub_rewards or {grader.name: result.score}, "token_usage": result.token_usage},
     }
+
+
+def _check_graders(grader: Grader, manager: SFTJobManager, user: Principal) -> None:
+    """A 400 naming the judge's base_url (``param``) that this user may not have the server call."""
+    try:
+        check_graders({"grader": grader}, manager.settings, user)
+    except InvalidConfig as exc:
+        raise invalid(exc.detail, param=exc.errors[0]["field"]) from None

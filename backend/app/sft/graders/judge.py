@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +19,16 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 @dataclass(frozen=True)
 class JudgeEndpoint:
-    """Where score_model graders without a ``base_url`` send their requests, and the key they send."""
+    """Where score_model graders without a ``base_url`` send their requests, and the key they send.
+
+    ``check_url``: raises ValueError for a grader's own ``base_url`` this server will not call (the caller's
+    address policy: on a server with keys, public addresses only); None calls any.
+    """
 
     base_url: str | None = None
     api_key: str | None = None
     timeout_seconds: float = 60.0
+    check_url: Callable[[str], None] | None = None
 
 
 class JudgeError(RuntimeError):
@@ -48,6 +54,11 @@ def ask_judge(grader: Any, messages: list[dict[str, str]], endpoint: JudgeEndpoi
     base_url = grader.base_url or endpoint.base_url
     if not base_url:
         raise JudgeError("no judge endpoint: give the grader a base_url or set SFT_JUDGE_BASE_URL", kind="server")
+    if grader.base_url and endpoint.check_url is not None:
+        try:
+            endpoint.check_url(grader.base_url)
+        except ValueError as exc:
+            raise JudgeError(f"base_url: {exc}", kind="server") from None
     body: dict[str, Any] = {"model": grader.model, "messages": messages}
     params = grader.sampling_params
     if params is not None:
