@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 from ._commands import command_group
 from ._display import Output, when
 from .client import SFTClient
+from .models import PreferenceSourceName
 
 EXIT_OK = 0
 #: Characters of an answer a listing shows.
@@ -32,7 +33,7 @@ def add_preference_commands(commands: Any, add_common: Callable[..., None], *,
     a.add_argument("--system", help="A system message before it.")
     a.add_argument("--chosen", required=True, help="The better answer.")
     a.add_argument("--rejected", required=True, help="The worse answer.")
-    a.add_argument("--source", choices=("picked_tuned", "picked_base", "corrected"), default="corrected",
+    a.add_argument("--source", choices=get_args(PreferenceSourceName), default="corrected",
                    help="How it was made (default corrected: you wrote CHOSEN).")
     a = action("download", cmd_download, "Save your preferences as TRL prompt/chosen/rejected JSONL.")
     a.add_argument("--job", metavar="JOB_ID", help="Only this job's.")
