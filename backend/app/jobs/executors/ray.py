@@ -209,7 +209,9 @@ class RayExecutor(RemoteExecutor):
                 try:
                     self._gpu_memory[node["NodeID"]] = ray.get(probe.remote(), timeout=15)
                 except Exception as exc:  # noqa: BLE001 - no answer: unknown, never a refusal
+                    # Kept as unknown: every later submit would otherwise wait the 15 s again.
                     logger.warning("could not read the GPU memory of Ray node %s: %s", node["NodeID"], exc)
+                    self._gpu_memory[node["NodeID"]] = None
                     return None
         sizes = [self._gpu_memory[node["NodeID"]] for node in nodes]
         return None if not sizes or None in sizes else min(sizes)
