@@ -187,3 +187,90 @@ class CrossEntropySFTTrainer(trl.SFTTrainer):
             self._pending_tokens = 0
         self._metrics["train" if self.model.training else "eval"]["num_tokens"] = [self._total_train_tokens]
         super().log(logs, start_time)
+
+
+# Preference tuning (method dpo): the same plain head, giving DPOTrainer the per-token outputs it reads.
+
+def _token_log_probs(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return -F.cross_entropy(head(hidden).float(), targets, reduction="none")
+
+
+def _token_statistics(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Entropy, mean logit and whether the target is the top-1 token, per row of ``logits`` (no gradient)."""
+    log_probs = logits.float().log_softmax(-1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    # argmax takes the first maximum, as TRL's is_top1: a tie with an earlier token is not a hit
+    return entropy, logits.float().mean(-1), logits.argmax(-1) == targets
+
+
+def trained_token_outputs(head: Any, hidden: torch.Tensor, targets: torch.Tensor,
+                          chunk_tokens: int | None) -> tuple[torch.Tensor, ...]:
+    """Per trained token: its log-probability (with gradient), and the entropy, mean logit and is-top-1 of its
+    next-token distribution (without). Above ``chunk_tokens`` tokens the logits are projected a chunk at a time,
+    each chunk recomputed for its backward, and once more (without gradient) for the statistics."""
+    from torch.utils.checkpoint import checkpoint
+
+    if chunk_tokens is None or targets.numel() <= chunk_tokens:
+        logits = head(hidden).float()
+        log_probs = -F.cross_entropy(logits, targets, reduction="none")
+        with torch.no_grad():
+            return (log_probs, *_token_statistics(logits.detach(), targets))
+    spans = [(start, start + chunk_tokens) for start in range(0, targets.numel(), chunk_tokens)]
+    log_probs = torch.cat([checkpoint(_token_log_probs, head, hidden[a:b], targets[a:b], use_reentrant=False)
+                           for a, b in spans])
+    with torch.no_grad():
+        stats = [_token_statistics(head(hidden[a:b].detach()), targets[a:b]) for a, b in spans]
+    return (log_probs, *(torch.cat(column) for column in zip(*stats, strict=True)))
+
+
+def add_answer_head(model: Any, chunk_tokens: int | None) -> None:
+    """Let ``DPOTrainer``'s ``model(..., labels=labels, fused_lm_head=True)`` project only the answer tokens.
+
+    TRL's fused head (``add_fused_lm_head``) returns the same per-token fields, but projects only the labelled
+    positions where Triton runs (CUDA, XPU); elsewhere it projects every position, prompt and padding included,
+    and computes its statistics for all of them. This replaces it on ``model`` (after TRL patched it) with the
+    plain head over the positions whose shifted label is not -100, returning TRL's ``FusedCausalLMOutput``
+    with zeros elsewhere, as TRL's compact path does. Without the flag the forward is TRL's.
+    """
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    replaced = model.forward
+
+    @functools.wraps(type(model).forward)  # generate() checks its kwargs against this signature
+    def forward(self, *args, fused_lm_head=False, labels=None, **kwargs):
+        if not fused_lm_head:
+            return replaced(*args, labels=labels, **kwargs)
+        kwargs["use_cache"] = False
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+        head = self.get_output_embeddings()
+        targets = labels[:, 1:].to(head.weight.device)
+        mask = targets != -100
+        outputs = trained_token_outputs(head, hidden.to(head.weight.device)[mask], targets[mask], chunk_tokens)
+        # masked_scatter keeps an all-prompt batch connected to the graph (a differentiable zero), as TRL's does
+        log_probs, entropy, mean_logits, is_top1 = (x.new_zeros(mask.shape).masked_scatter(mask, x) for x in outputs)
+        return FusedCausalLMOutput(loss=-log_probs.sum() / mask.sum().clamp(min=1), log_probs=log_probs,
+                                   entropy=entropy, mean_logits=mean_logits, is_top1=is_top1, label_mask=mask)
+
+    model.forward = types.MethodType(forward, model)
+
+
+class CrossEntropyDPOTrainer(trl.DPOTrainer):
+    """``trl.DPOTrainer`` whose policy and reference log-probabilities come from the plain head over the answer
+    tokens only (``add_answer_head``); TRL's loss, metrics, data and reference handling are unchanged. On the
+    2-core reference machine TRL's head made a bare DPO script 0.10 steps/s against 0.14 with only the answers
+    projected, the same per-step losses (bench section dpo).
+
+    Args:
+        chunk_logits: project more than ``chunk_tokens_for`` the vocabulary's tokens in chunks.
+        *args, **kwargs: as ``trl.DPOTrainer``.
+    """
+
+    def __init__(self, *args: Any, chunk_logits: bool = True, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        for model in (self.model, self.ref_model):
+            if model is None:
+                continue
+            model = self.accelerator.unwrap_model(model)
+            model = model.get_base_model() if isinstance(model, PeftModel) else model
+            head = model.get_output_embeddings()
+            add_answer_head(model, chunk_tokens_for(head.out_features) if chunk_logits else None)

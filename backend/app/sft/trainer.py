@@ -261,7 +261,7 @@ class SFTTrainer:
         import trl
         from transformers import PrinterCallback, set_seed
 
-        from .loss import CrossEntropySFTTrainer, plain_head_problem
+        from .loss import CrossEntropyDPOTrainer, CrossEntropySFTTrainer, plain_head_problem
 
         cfg = self.config
         args = cfg.to_trl(output_dir=self.output_dir / "checkpoints", device=self.device, precision=self.precision,
@@ -282,7 +282,7 @@ class SFTTrainer:
                      ReportingCallback(self.output_dir / "log.jsonl", self.on_event), ShardProbe(), *self.callbacks,
                      *extra_callbacks]
         loss_path = cfg.resolve_loss_path(self.device)
-        problem = plain_head_problem(model) if loss_path == "cross_entropy" and cfg.method == "sft" else None
+        problem = plain_head_problem(model) if loss_path == "cross_entropy" else None
         if problem:
             logger.warning("training with TRL's fused LM head instead of loss_path cross_entropy: %s", problem)
             loss_path = "trl"
@@ -290,7 +290,8 @@ class SFTTrainer:
         if cfg.method == "dpo":  # preference tuning: TRL's DPOTrainer and its reference model (sft/dpo.py)
             from .dpo import dpo_trainer_kwargs
 
-            trainer_cls, extra, loss_path = trl.DPOTrainer, dpo_trainer_kwargs(model, cfg.use_lora), "trl"
+            trainer_cls = CrossEntropyDPOTrainer if loss_path == "cross_entropy" else trl.DPOTrainer
+            extra = dpo_trainer_kwargs(model, cfg.use_lora)
         elif loss_path == "cross_entropy":
             trainer_cls, extra = CrossEntropySFTTrainer, {"token_metrics": cfg.resolve_token_metrics(self.device)}
         set_seed(cfg.seed)  # LoRA init draws from torch's global RNG; the setup lock keeps it ours

@@ -58,7 +58,7 @@ def test_method_fields_and_formats_are_checked_together():
     assert SFTConfig.model_validate({**base, "method": "dpo", "beta": 0.5}).beta == 0.5
     for bad, message in [({"beta": 0.5}, "beta do not apply with method='sft'"),
                          ({"method": "dpo", "packing": True}, "packing do not apply with method='dpo'"),
-                         ({"method": "dpo", "loss_path": "cross_entropy"}, "loss_path do not apply"),
+                         ({"method": "dpo", "token_metrics": True}, "token_metrics do not apply"),
                          ({"method": "dpo", "dataset_format": "messages"}, "'messages' is a supervised format"),
                          ({"dataset_format": "preference"}, "'preference' is a preference format"),
                          ({"method": "dpo", "loss_type": "nope"}, "loss_type"),
@@ -115,3 +115,39 @@ def test_dpo_resumes_from_a_checkpoint(tiny_model_dir, prefs_file, tmp_path):
                         resume_from_checkpoint=tmp_path / "out" / "checkpoints" / "checkpoint-2").train()
     assert result.global_step == 4
     assert [e["step"] for e in read_log(result.output_dir) if "rewards/margins" in e][-2:] == [3, 4]
+
+
+def test_both_loss_paths_train_the_same_dpo_steps(tiny_model_dir, prefs_file, tmp_path):
+    """loss_path cross_entropy (only the answer tokens projected) against TRL's fused head: the same losses,
+    rewards and token statistics, step by step (LoRA: the reference is the adapter disabled)."""
+    logs = {}
+    for path in ("trl", "cross_entropy"):
+        cfg = {"base_model": str(tiny_model_dir), "dataset_name": str(prefs_file), "method": "dpo", "max_steps": 3,
+               "per_device_train_batch_size": 4, "learning_rate": 5e-2, "logging_steps": 1, "loss_path": path,
+               "output_dir": str(tmp_path / path)}
+        result = SFTTrainer(cfg, model_cache_dir=tmp_path / "cache").train()
+        assert result.loss_path == path
+        logs[path] = [e for e in read_log(result.output_dir) if "rewards/margins" in e]
+    keys = ("loss", "rewards/margins", "rewards/chosen", "entropy", "logits/chosen", "mean_token_accuracy")
+    for trl_step, plain_step in zip(logs["trl"], logs["cross_entropy"], strict=True):
+        for key in keys:
+            assert plain_step[key] == pytest.approx(trl_step[key], rel=1e-4, abs=1e-5), (key, trl_step["step"])
+
+
+def test_answer_outputs_in_chunks_equal_one_piece():
+    import torch
+
+    from app.sft.loss import trained_token_outputs
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    hidden = torch.randn(13, 8, requires_grad=True)
+    targets = torch.randint(0, 50, (13,))
+    whole = trained_token_outputs(head, hidden, targets, None)
+    (grad_whole,) = torch.autograd.grad(whole[0].sum(), hidden)
+    chunked = trained_token_outputs(head, hidden, targets, 4)
+    (grad_chunked,) = torch.autograd.grad(chunked[0].sum(), hidden)
+    for a, b in zip(whole, chunked, strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+    assert torch.allclose(grad_whole, grad_chunked, atol=1e-6)
+    assert torch.allclose(whole[0], torch.log_softmax(head(hidden), -1).gather(1, targets[:, None])[:, 0], atol=1e-6)
