@@ -3,9 +3,11 @@ timed over a few steps and profiled with ``torch.profiler`` on one more.
 
 Setups (``--setup``):
   fp32      fp32 weights, no autocast (the service's CPU default before #28)
-  autocast  bf16 base weights, fp32 LoRA weights, ``torch.autocast(bf16)`` (the service's bf16 before #28)
+  autocast  bf16 base weights, fp32 LoRA weights, ``torch.autocast(bf16)``, attention in fp32 (the service's
+            bf16: TrainingArguments' bf16 is autocast; sft/attention.py)
+  autocast-bf16-attention  the same with attention in bf16 too (the service's bf16 before fp32 attention)
   bf16      bf16 base weights, fp32 LoRA weights, no autocast: PEFT casts the LoRA path's input to fp32 and its
-            output back, so the frozen matmuls run in bf16 with no per-op casts (the service's bf16 after #28)
+            output back, so the frozen matmuls run in bf16 with no per-op casts
 
 Prints one line, ``BENCH_RESULT {json}``: steps/s, per-step losses and the profile's top operator groups.
 """
@@ -25,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bare_sft import RESULT_PREFIX  # noqa: E402
 from bare_trl_demo import TRAIN_PATH, load_prompt_completion  # noqa: E402
-from limit_sft import batches, tokenize  # noqa: E402
+from limit_sft import attend_in_fp32, batches, tokenize  # noqa: E402
 
 #: Profiler operator names -> the group the report shows.
 _GROUPS = (("matmul", ("mm", "addmm", "bmm", "matmul", "linear")),
@@ -52,6 +54,8 @@ def run(model_dir: str, setup: str, steps: int, profile: bool) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dtype = torch.float32 if setup == "fp32" else torch.bfloat16
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    if setup == "autocast":
+        attend_in_fp32(model)
     examples = tokenize(load_prompt_completion(TRAIN_PATH), tokenizer, 256)
     set_seed(42)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
@@ -63,7 +67,7 @@ def run(model_dir: str, setup: str, steps: int, profile: bool) -> dict:
     backbone, head = causal_lm.base_model, causal_lm.get_output_embeddings()
 
     def step(batch):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setup == "autocast"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setup.startswith("autocast")):
             hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                               use_cache=False).last_hidden_state[:, :-1]
             targets = batch["labels"][:, 1:]
@@ -101,7 +105,7 @@ def run(model_dir: str, setup: str, steps: int, profile: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--setup", choices=["fp32", "autocast", "bf16"], required=True)
+    parser.add_argument("--setup", choices=["fp32", "autocast", "autocast-bf16-attention", "bf16"], required=True)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()

@@ -19,7 +19,8 @@ class EventKind(str, Enum):
 
     #: The run entered a phase: ``loading_model``, ``preparing_dataset``, ``training``, ``saving``.
     PHASE = "phase"
-    #: The base model is loaded: ``base_model``, ``parameters``.
+    #: The base model is loaded: ``base_model``, ``parameters``, ``attention`` (its attention implementation:
+    #: ``sdpa_fp32`` when a CPU trains in bf16, sft/attention.py).
     MODEL_LOADED = "model_loaded"
     #: The datasets are ready: ``dataset_format``, ``train_rows``, ``eval_rows``.
     DATASET_READY = "dataset_ready"

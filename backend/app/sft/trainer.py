@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .attention import use_fp32_attention
 from .callbacks import ReportingCallback, StopCallback
 from .checkpoints import eval_loss_at
 from .config import SFTConfig
@@ -167,7 +168,8 @@ class SFTTrainer:
                 return self._stopped_before_training(started)
             model, tokenizer = self._load()
         precision = self.precision  # auto on a CPU: refined by the model's width in _load
-        self._emit(EventKind.MODEL_LOADED, {"base_model": cfg.base_model, "parameters": model.num_parameters()})
+        self._emit(EventKind.MODEL_LOADED, {"base_model": cfg.base_model, "parameters": model.num_parameters(),
+                                            "attention": getattr(model.config, "_attn_implementation", None)})
         if self.stop_event.is_set():
             return self._stopped_before_training(started)
 
@@ -254,6 +256,8 @@ class SFTTrainer:
                            shard_4bit=self.strategy == "fsdp", trust_remote_code=cfg.trust_remote_code)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
+        if precision == "bf16" and self.device == "cpu":  # bf16 attention is slower than fp32 on CPUs
+            use_fp32_attention(model)
         return model, tokenizer
 
     def _build_trainer(self, model, tokenizer, data: PreparedData, extra_callbacks: list[Any]):

@@ -137,3 +137,33 @@ def test_hints_name_their_gain(tmp_path, monkeypatch):
     assert wide["hints"][0]["text"].startswith("40% of the tokens processed are padding")
     # A narrow model stays in fp32 under auto: no precision hint.
     assert [h["setting"] for h in report(64)["hints"]] == ["packing"]
+
+
+def test_bf16_on_a_cpu_attends_in_fp32(tiny_config, tmp_path):
+    """A bf16 run on a CPU attends in fp32 (sft/attention.py): the model_loaded event says so, the run trains,
+    and attention's output in bf16 autocast matches plain fp32 attention to bf16 rounding."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from app.sft.attention import FP32_SDPA, use_fp32_attention
+
+    attention = {}
+    for precision in ("bf16", "fp32"):
+        events = []
+        config = SFTConfig.model_validate({**tiny_config, "max_steps": 2, "precision": precision,
+                                           "output_dir": str(tmp_path / precision)})
+        result = SFTTrainer(config, model_cache_dir=tmp_path / "cache", on_event=events.append).train()
+        assert result.global_step == 2 and result.precision == precision
+        attention[precision] = next(e.payload["attention"] for e in events if e.kind is EventKind.MODEL_LOADED)
+    assert attention == {"bf16": FP32_SDPA, "fp32": "sdpa"}
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_config["base_model"], dtype=torch.float32)
+    ids = torch.randint(3, 300, (2, 24))
+    mask = torch.ones_like(ids)
+    mask[0, 18:] = 0
+    with torch.no_grad():
+        reference = model(input_ids=ids, attention_mask=mask).logits
+        assert use_fp32_attention(model) and not use_fp32_attention(model)  # once: it no longer attends with sdpa
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = model(input_ids=ids, attention_mask=mask).logits.float()
+    assert torch.allclose(autocast[mask.bool()], reference[mask.bool()], atol=0.05, rtol=0.05)
