@@ -381,7 +381,8 @@ class EventResponse(WireModel):
     time: str = Field(..., description="ISO 8601, UTC.")
     type: str = Field(
         ...,
-        description="created, queued, started, model_loaded, dataset_ready, metrics, eval, checkpoint_saved, "
+        description="created, queued, started, phase (merging_base, base_ready), model_loaded, dataset_ready, "
+        "metrics, eval, checkpoint_saved, "
         "stopping, resumed, completed, failed, stopped.",
     )
     level: Literal["info", "warning", "error"] = Field(..., description="Severity.")
