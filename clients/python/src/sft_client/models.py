@@ -126,7 +126,8 @@ class JobProgress(WireModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     phase: str | None = Field(
-        None, description="starting, loading_model, preparing_dataset, training, saving, or the final status."
+        None, description="starting, merging_base and base_ready (a base made from an earlier job), loading_model, "
+        "preparing_dataset, training, saving, or the final status."
     )
     current_step: int | None = Field(None, description="Optimizer steps done.")
     max_steps: int | None = Field(None, description="Steps the job trains for.")
