@@ -28,6 +28,9 @@ class JobEventType(str, Enum):
     QUEUED = "queued"
     #: An attempt began on the executor.
     STARTED = "started"
+    #: The run entered a phase it tells the user about: ``merging_base`` (an earlier job's adapter merged
+    #: into its base, the base this job trains), ``base_ready``.
+    PHASE = "phase"
     #: The run loaded the base model.
     MODEL_LOADED = "model_loaded"
     #: The run prepared its datasets.

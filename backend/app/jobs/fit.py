@@ -17,6 +17,7 @@ from ..core.settings import Settings
 from ..sft.config import SFTConfig
 from ..sft.errors import ModelError
 from ..sft.planner import FitPlan, PlanError, model_shape, plan
+from .bases import model_source
 from .executors.base import Executor, JobSpec
 
 def plan_job(config: SFTConfig, spec: JobSpec, *, settings: Settings, executor: Executor) -> FitPlan:
@@ -26,7 +27,7 @@ def plan_job(config: SFTConfig, spec: JobSpec, *, settings: Settings, executor: 
         InvalidConfig: the model's config.json cannot be had (naming ``config.base_model`` and why).
     """
     try:
-        shape = model_shape(config.base_model, cache_dir=settings.resolved_model_cache_dir,
+        shape = model_shape(model_source(config), cache_dir=settings.resolved_model_cache_dir,
                             allowed_roots=settings.resolved_model_roots)
     except (PlanError, ModelError) as exc:
         raise InvalidConfig(f"config.base_model: {exc}", field="config.base_model") from None

@@ -23,6 +23,7 @@ from ..sft.checkpoints import list_checkpoints
 from ..sft.config import SFTConfig
 from ..sft.errors import ConfigError
 from ..store import JobStore, SQLiteStore
+from .bases import check_deletable
 from .events import EventLog, JobEventType
 from .executors import Executor, create_executor
 from .executors.training import train
@@ -318,6 +319,7 @@ class SFTJobManager:
             job = self.records.get(job_id)
             if not job.status.is_terminal():
                 raise JobConflict(f"Job {job_id} is {job.status.value}; stop it before deleting it")
+            check_deletable(job, self.records.select())  # a job that starts from it still needs its model
             self.records.remove(job_id)
             self.logs.forget(job_id)
 

@@ -25,6 +25,7 @@ from ..sft.data import check_dataset
 from ..sft.errors import DatasetError, ModelError, SFTError
 from ..sft.formats import method_problem
 from ..sft.models import check_model, default_device, module_names
+from .bases import model_source
 
 #: Python packages each ``report_to`` target needs (any one of them).
 TRACKER_PACKAGES = {"wandb": ("wandb",), "tensorboard": ("tensorboard", "tensorboardX")}
@@ -78,7 +79,7 @@ def complete_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def check_model_and_data(config: SFTConfig, settings: Settings) -> None:
     try:
-        ref = check_model(config.base_model, cache_dir=settings.resolved_model_cache_dir,
+        ref = check_model(model_source(config), cache_dir=settings.resolved_model_cache_dir,
                           allowed_roots=settings.resolved_model_roots)
     except ModelError as exc:
         raise _refuse("base_model", str(exc)) from None

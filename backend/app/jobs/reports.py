@@ -39,7 +39,7 @@ class ReportHandler:
         self.logs = logs
         self.on_exit = on_exit
         self._dispatch: dict[EventKind, Callable[[SFTJob, TrainingEvent], None]] = {
-            EventKind.PHASE: self._progress,
+            EventKind.PHASE: self._phase,
             EventKind.STEP: self._progress,
             EventKind.TRAINING_STARTED: self._progress,
             EventKind.MODEL_LOADED: self._model_loaded,
@@ -68,6 +68,13 @@ class ReportHandler:
     def _progress(self, job: SFTJob, event: TrainingEvent) -> None:
         rows = _rows_per_step(job) if event.kind is EventKind.TRAINING_STARTED else None
         job.progress = advance(job.progress, event, now=time.monotonic(), rows_per_step=rows)
+
+    def _phase(self, job: SFTJob, event: TrainingEvent) -> None:
+        self._progress(job, event)
+        if message := event.payload.get("message"):  # a phase the user is told about (merging the base)
+            self.records.emit(job, JobEventType.PHASE, message, data=event.payload)
+            if event.seq is not None:
+                self.records.update(job, training_seq=event.seq)
 
     def _model_loaded(self, job: SFTJob, event: TrainingEvent) -> None:
         payload = event.payload

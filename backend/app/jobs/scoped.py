@@ -98,6 +98,7 @@ class ScopedJobs:
 
     def plan(self, config: dict[str, Any]) -> dict[str, Any]:
         """The memory plan of a config this user could submit (same checks as ``submit``), not submitted."""
+        config = resolve_job_base(self, config)
         check_submission(self.manager, self.user, config or {})
         return self.manager.plan(config)
 

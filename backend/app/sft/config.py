@@ -46,6 +46,21 @@ class KeepBest(BaseModel):
     metric: str = Field(..., min_length=1, max_length=100, description="A grader's name (from graders).")
     mode: Literal["max", "min"] = Field("max", description="max: the highest score is best; min: the lowest.")
 
+# Start from a job: what a job resolved from base_model 'job:<id>' records (set by the server, app/jobs/bases.py)
+class BaseJob(BaseModel):
+    """The earlier job a job starts from. A LoRA job's adapter is merged into its base when the new job starts
+    training (into ``base_model``'s directory); a full fine-tune's saved model is ``base_model`` itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(..., min_length=1, description="The earlier job this one starts from.")
+    adapter_path: str | None = Field(
+        None, description="That job's LoRA adapter, merged into adapter_base when this job starts (None: a full "
+        "fine-tune, base_model is its saved model).")
+    adapter_base: str | None = Field(None, description="The base model that adapter was trained on.")
+    trust_remote_code: bool = Field(False, description="Whether that base runs code shipped with it.")
+
+
 #: What loss_path "auto" trains with on a CUDA GPU. Measured by the GPU check on an H200 (docs/gpu.md):
 #: cross_entropy trained 1.10x the steps/s of TRL's fused head with the same peak memory and losses.
 CUDA_LOSS_PATH: Literal["cross_entropy", "trl"] = "cross_entropy"
@@ -87,6 +102,10 @@ class SFTConfig(BaseModel):
     trust_remote_code: bool = Field(
         False, description="Run code shipped with the model repo. Needs the server setting allow_remote_code."
     )
+    # Start from a job
+    base_job: BaseJob | None = Field(
+        None, description="Set by the server from base_model 'job:<id>' (a config sent again keeps it, checked "
+        "again): the earlier job this one starts from, and the adapter merged into its base when training starts.")
 
     # Data
     dataset_name: str = Field(

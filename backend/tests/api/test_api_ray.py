@@ -104,6 +104,20 @@ def test_a_job_trains_on_ray_and_generate_uses_its_adapter(server, tiny_config):
     logs = httpx.get(f"{server.url}/jobs/{job_id}/logs", timeout=5).json()
     assert any("running on Ray node" in line for line in logs["lines"])
     assert_generate_serves_the_adapter(server, job_id, tiny_config["base_model"], job["result"]["adapter_path"])
+    assert_a_job_from_it_merges_its_base_on_ray(server, job, tiny_config)
+
+
+def assert_a_job_from_it_merges_its_base_on_ray(server: Server, source: dict, config: dict) -> None:
+    """``job:<id>``: the submit only records the source; the Ray worker merges its adapter before training."""
+    merged = Path(source["config"]["output_dir"]) / "merged"
+    answer = server.submit({**config, "base_model": f"job:{source['job_id']}", "max_steps": 1})
+    assert answer.status_code == 200, answer.text
+    assert not merged.exists()
+    job = server.ended(answer.json()["job_id"])
+    assert job["status"] == "completed", job["error"]
+    assert job["config"]["base_model"] == str(merged) and (merged / "config.json").is_file()
+    events = httpx.get(f"{server.url}/jobs/{job['job_id']}/events", params={"limit": 1000}, timeout=5).json()
+    assert [e["data"]["phase"] for e in events["events"] if e["type"] == "phase"] == ["merging_base", "base_ready"]
 
 
 def assert_generate_serves_the_adapter(server: Server, job_id: str, base_model: str, adapter: str) -> None:

@@ -184,7 +184,7 @@ def test_training_needs_preferences_and_refuses_overriding_what_they_set(w):
 
 def test_train_writes_the_preferences_into_the_users_files_and_submits_dpo_from_the_job(w):
     """The tuned job holds a real LoRA adapter of the tiny model (the GateRunner trains nothing, so one is saved
-    for it): the DPO job's base is that job's model, merged once."""
+    for it): the DPO job's base is that job's model (merged when a real run starts)."""
     w.manager.runner.before_return = lora_adapter_saver(w.tiny_model_dir)
     try:
         job_id = w.job("alice", base_model=str(w.tiny_model_dir))
@@ -200,10 +200,10 @@ def test_train_writes_the_preferences_into_the_users_files_and_submits_dpo_from_
     dpo = w.manager.get_job(started["job_id"])
     assert dpo.owner == "alice"
     config = dpo.config
-    merged = Path(w.manager.get_job(job_id).output_dir) / "merged"  # job:<id> resolved at submit
+    merged = Path(w.manager.get_job(job_id).output_dir) / "merged"  # job:<id> resolved at submit, merged by the run
     assert (config["method"], config["base_model"], config["max_steps"], config["beta"]) == \
         ("dpo", str(merged), 2, 0.2)
-    assert (merged / "config.json").is_file()
+    assert config["base_job"]["job_id"] == job_id and not merged.exists()  # the GateRunner trains (merges) nothing
     assert (config["learning_rate"], config["lora_r"]) == (1e-3, 8)  # the tuned job's settings carried
     record = w.manager.store.get_file(started["file_id"])
     assert config["dataset_name"] == record["path"] and record["owner"] == "alice"

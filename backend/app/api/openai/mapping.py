@@ -14,7 +14,7 @@ from typing import Any
 
 from ...core.errors import InvalidConfig
 from ...jobs import files
-from ...jobs.bases import JOB_PREFIX, resolve_job_base
+from ...jobs.bases import JOB_PREFIX, model_source, resolve_job_base
 from ...jobs.preflight import build_config
 from ...jobs.scoped import ScopedJobs
 from ...sft.config import SFTConfig
@@ -57,7 +57,7 @@ def fine_tune(request: JobCreateRequest, scoped: ScopedJobs) -> FineTune:
     """
     _check_supported(request)
     settings = scoped.manager.settings
-    base_model = _start_model(request.model, scoped)
+    start = _start_model(request.model, scoped)
     train = _fine_tune_file(scoped, request.training_file, "training_file")
     validation = None
     if request.validation_file is not None:
@@ -78,10 +78,10 @@ def fine_tune(request: JobCreateRequest, scoped: ScopedJobs) -> FineTune:
     batch_size = jobs.auto_batch_size(examples) if asked.batch_size == "auto" else asked.batch_size
     multiplier = 1.0 if asked.learning_rate_multiplier == "auto" else asked.learning_rate_multiplier
     base_rate = jobs.base_learning_rate(jobs.estimate_parameters(
-        base_model, cache_dir=settings.resolved_model_cache_dir, allowed_roots=settings.resolved_model_roots))
+        model_source(start), cache_dir=settings.resolved_model_cache_dir, allowed_roots=settings.resolved_model_roots))
     steps_per_epoch = math.ceil(examples / batch_size)
     values: dict[str, Any] = {
-        "model": base_model,
+        "model": start["base_model"],
         "training_file": train["path"],
         "seed": request.seed if request.seed is not None else secrets.randbelow(2**31),
         "hyperparameters.n_epochs": n_epochs,
@@ -94,7 +94,7 @@ def fine_tune(request: JobCreateRequest, scoped: ScopedJobs) -> FineTune:
         beta = getattr(asked, "beta", "auto")  # legacy hyperparameters carry no beta
         values["hyperparameters.beta"] = hyperparameters["beta"] = AUTO_BETA if beta == "auto" else beta
     extra: dict[str, Any] = {"dataset_format": train["details"]["format"], "save_steps": steps_per_epoch,
-                             "save_total_limit": jobs.KEPT_CHECKPOINTS}
+                             "save_total_limit": jobs.KEPT_CHECKPOINTS, "base_job": start.get("base_job")}
     if validation is not None:
         values["validation_file"] = validation["path"]
         extra["eval_steps"] = steps_per_epoch
@@ -132,22 +132,23 @@ def _check_supported(request: JobCreateRequest) -> None:
                       "/api/sft)", param="integrations")
 
 
-def _start_model(model: str, scoped: ScopedJobs) -> str:
-    """The base the job trains: a base model as named, or an ``ft:`` model of this user's as its model
-    directory (``jobs/bases.py``: a LoRA fine-tune merged into its base); other users' read as missing."""
+def _start_model(model: str, scoped: ScopedJobs) -> dict[str, Any]:
+    """The config's ``base_model`` (and ``base_job``): a base model as named, or an ``ft:`` model of this user's
+    resolved as ``job:<id>`` is (``jobs/bases.py``: a LoRA fine-tune is merged into its base when the job
+    starts, not here); other users' read as missing."""
     if not model.startswith("ft:"):
         try:
             scoped.paths.check(model, kind="model")
         except PathRefused as exc:
             raise invalid(f"model: '{model}': {exc}", param="model") from None
-        return model
+        return {"base_model": model}
     parsed = jobs.parse_fine_tuned(model)
     job = scoped.find(parsed[0]) if parsed is not None and parsed[1] is None else None
     extras = jobs.extras_of(scoped.manager, job.job_id) if job is not None else {}
     if job is None or extras.get("model_deleted") or model != jobs.fine_tuned_name(job, extras):
         raise invalid(f"model: the model '{model}' does not exist", param="model", code="model_not_found")
     try:
-        return resolve_job_base(scoped, {"base_model": JOB_PREFIX + job.job_id})["base_model"]
+        return resolve_job_base(scoped, {"base_model": JOB_PREFIX + job.job_id})
     except InvalidConfig as exc:
         raise config_error(exc) from None
 

@@ -32,8 +32,13 @@ def train(spec: JobSpec, sink: EventSink, *, stop_event: threading.Event,
     """Train ``spec`` with ``SFTTrainer``; return its result dict (raises what the trainer raises)."""
     from pathlib import Path
 
-    from ...sft.trainer import SFTTrainer
+    from ...sft.trainer import DEFAULT_MODEL_CACHE_DIR, SFTTrainer
+    from ..bases import prepare_base
 
+    model_roots = [Path(p) for p in spec.model_roots] if spec.model_roots is not None else None
+    # A base made from an earlier job's adapter is merged here, in the run, never in the submit request.
+    prepare_base(spec.config, sink, cache_dir=Path(spec.model_cache_dir or DEFAULT_MODEL_CACHE_DIR),
+                 model_roots=model_roots)
     trainer = SFTTrainer(
         spec.config,
         callbacks=callbacks,
@@ -41,7 +46,7 @@ def train(spec: JobSpec, sink: EventSink, *, stop_event: threading.Event,
         on_event=sink,
         model_cache_dir=spec.model_cache_dir,
         allowed_dataset_roots=[Path(p) for p in spec.dataset_roots] if spec.dataset_roots is not None else None,
-        allowed_model_roots=[Path(p) for p in spec.model_roots] if spec.model_roots is not None else None,
+        allowed_model_roots=model_roots,
         resume_from_checkpoint=spec.resume_from,
         device=device,
     )

@@ -126,7 +126,8 @@ class JobProgress(WireModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     phase: str | None = Field(
-        None, description="starting, loading_model, preparing_dataset, training, saving, or the final status."
+        None, description="starting, merging_base and base_ready (a base made from an earlier job), loading_model, "
+        "preparing_dataset, training, saving, or the final status."
     )
     current_step: int | None = Field(None, description="Optimizer steps done.")
     max_steps: int | None = Field(None, description="Steps the job trains for.")
@@ -381,7 +382,8 @@ class EventResponse(WireModel):
     time: str = Field(..., description="ISO 8601, UTC.")
     type: str = Field(
         ...,
-        description="created, queued, started, model_loaded, dataset_ready, metrics, eval, checkpoint_saved, "
+        description="created, queued, started, phase (merging_base, base_ready), model_loaded, dataset_ready, "
+        "metrics, eval, checkpoint_saved, "
         "stopping, resumed, completed, failed, stopped.",
     )
     level: Literal["info", "warning", "error"] = Field(..., description="Severity.")
