@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from factories import free_port, greedy_text, wait_for
+from factories import free_port, greedy_text, preference_rows, wait_for, write_jsonl
 from ray_cluster import RUN_TIMEOUT
 
 pytestmark = pytest.mark.ray
@@ -90,7 +90,7 @@ def server(head, tiny_model_dir, tmp_path_factory):
     server.kill()
 
 
-def test_a_job_trains_on_ray_and_generate_uses_its_adapter(server, tiny_config):
+def test_a_job_trains_on_ray_and_generate_uses_its_adapter(server, tiny_config, tmp_path):
     health = httpx.get(f"{server.base}/health", timeout=5).json()["executor"]
     assert health["name"] == "ray" and health["status"] == "up" and health["cpus"] == 2
 
@@ -104,18 +104,23 @@ def test_a_job_trains_on_ray_and_generate_uses_its_adapter(server, tiny_config):
     logs = httpx.get(f"{server.url}/jobs/{job_id}/logs", timeout=5).json()
     assert any("running on Ray node" in line for line in logs["lines"])
     assert_generate_serves_the_adapter(server, job_id, tiny_config["base_model"], job["result"]["adapter_path"])
-    assert_a_job_from_it_merges_its_base_on_ray(server, job, tiny_config)
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", preference_rows(8))
+    assert_a_dpo_job_from_it_merges_its_base_on_ray(server, job, tiny_config, prefs)
 
 
-def assert_a_job_from_it_merges_its_base_on_ray(server: Server, source: dict, config: dict) -> None:
-    """``job:<id>``: the submit only records the source; the Ray worker merges its adapter before training."""
+def assert_a_dpo_job_from_it_merges_its_base_on_ray(server: Server, source: dict, config: dict, prefs: Path) -> None:
+    """SFT then DPO on Ray: ``job:<id>``'s submit only records the source; the Ray worker merges its adapter
+    before training, and the DPO job logs its rewards."""
     merged = Path(source["config"]["output_dir"]) / "merged"
-    answer = server.submit({**config, "base_model": f"job:{source['job_id']}", "max_steps": 1})
+    answer = server.submit({**config, "base_model": f"job:{source['job_id']}", "method": "dpo",
+                            "dataset_name": str(prefs), "max_steps": 2})
     assert answer.status_code == 200, answer.text
     assert not merged.exists()
     job = server.ended(answer.json()["job_id"])
     assert job["status"] == "completed", job["error"]
     assert job["config"]["base_model"] == str(merged) and (merged / "config.json").is_file()
+    metrics = httpx.get(f"{server.url}/jobs/{job['job_id']}/metrics", timeout=5).json()["metrics"]
+    assert [point["step"] for point in metrics if "rewards/margins" in point] == [1, 2]
     events = httpx.get(f"{server.url}/jobs/{job['job_id']}/events", params={"limit": 1000}, timeout=5).json()
     assert [e["data"]["phase"] for e in events["events"] if e["type"] == "phase"] == ["merging_base", "base_ready"]
 

@@ -72,12 +72,12 @@ def prefs_file(tmp_path_factory):
     return write_jsonl(tmp_path_factory.mktemp("prefs") / "prefs.jsonl", preference_rows(16))
 
 
-@pytest.mark.parametrize("mode", [{}, {"use_lora": False}], ids=["lora", "full"])
+@pytest.mark.parametrize("mode", [{}, {"use_qlora": True}, {"use_lora": False}], ids=["lora", "qlora", "full"])
 def test_dpo_runs_log_reward_metrics_and_save(tiny_model_dir, prefs_file, tmp_path, mode):
     events = []
     cfg = SFTConfig.model_validate({
         "base_model": str(tiny_model_dir), "dataset_name": str(prefs_file), "method": "dpo", "max_steps": 6,
-        "per_device_train_batch_size": 4, "learning_rate": 5e-3 if mode else 5e-2, "logging_steps": 1,
+        "per_device_train_batch_size": 4, "learning_rate": 5e-3 if "use_lora" in mode else 5e-2, "logging_steps": 1,
         "save_steps": 3, "output_dir": str(tmp_path / "out"), **mode})
     result = SFTTrainer(cfg, model_cache_dir=tmp_path / "cache", on_event=events.append).train()
     assert result.global_step == 6 and not result.stopped and result.dataset_format == "openai_preference"
@@ -88,8 +88,9 @@ def test_dpo_runs_log_reward_metrics_and_save(tiny_model_dir, prefs_file, tmp_pa
     assert log[-1]["rewards/accuracies"] == 1.0
     assert any(e.payload.get("rewards/margins") is not None for e in events)
     assert (tmp_path / "out" / "checkpoints" / "checkpoint-3").is_dir()
-    weights = "model.safetensors" if mode else "adapter_model.safetensors"
-    assert (tmp_path / "out" / ("model" if mode else "adapter") / weights).exists()
+    full = "use_lora" in mode
+    weights = "model.safetensors" if full else "adapter_model.safetensors"
+    assert (tmp_path / "out" / ("model" if full else "adapter") / weights).exists()
     if not mode:  # held-out scoring through the model cache: the adapter, and the base with it disabled
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
