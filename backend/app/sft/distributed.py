@@ -13,6 +13,18 @@ parameter. After the trainer is built, the accelerate state is told it is FSDP: 
 the first alone, a later ``AcceleratorState()`` copies ``MULTI_CPU`` back during ``train()`` and saving then fails
 on DTensors). It relies on accelerate internals: ``ShardProbe`` measures the sharding on every run, and the tests
 check it, so a version that changes them fails loudly instead of silently training DDP.
+
+Memory of an fsdp rank: every step, each decoder layer's parameters are all-gathered to compute with and freed,
+and its full gradients are built and reduce-scattered to this rank's shard and freed: tens of MB each, 4 of them
+a layer a step. glibc's malloc raises its mmap threshold to the size of each such block freed (up to 32 MiB), so
+after the first layer the rest come from the heap, which keeps what they leave as holes: measured on the bench's
+151M-parameter model (2 CPU ranks, fp32 full fine-tuning), each rank's RSS grew by ~0.5 GB over the first two
+steps and its peak was 2.3 GB against 1.7 GB of what it holds (its shard of the weights, gradients and AdamW
+state, and the imports). So when training starts, each rank pins the threshold at glibc's default 128 KiB
+(``device.pin_mmap_threshold``, ``mallopt`` in the rank's own process: Ray Train's workers are processes of the
+job alone) and hands back what loading the whole model before sharding it left (``release_memory``): the
+buffers are then mapped and unmapped each time, and the peak was 1.84 GB (0.59x the 1-worker job's 3.1 GB,
+against 0.75x). The 1-worker job, which frees no such buffers, keeps glibc's defaults.
 """
 
 from __future__ import annotations
@@ -134,9 +146,10 @@ def shard_probe_class():
         def on_train_begin(self, args, state, control, **kwargs):
             if args.fsdp_plugin_args is not None:
                 # Each rank loaded the whole model before it was sharded: give what it no longer holds back to the
-                # system (the allocator keeps freed memory otherwise, and the worker's peak with it).
-                from .device import release_memory
+                # system, and keep the layers' gathered parameters and gradients out of the heap (module doc).
+                from .device import pin_mmap_threshold, release_memory
 
+                pin_mmap_threshold()
                 release_memory()
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
