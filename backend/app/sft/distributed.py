@@ -143,18 +143,21 @@ def shard_probe_class():
 
     class ShardProbe(TrainerCallback):
         """Counts, after the first optimizer step, the parameters this rank really holds (a sharded DTensor's
-        local shard, a plain tensor whole); ``parallelism_report`` adds the process' peak resident memory."""
+        local shard, a plain tensor whole); ``parallelism_report`` adds the process' peak resident memory and the
+        mmap threshold an fsdp rank pinned (module doc)."""
 
         def __init__(self):
             self.counts: dict[str, int] | None = None
+            self.mmap_threshold: int | None = None
 
         def on_train_begin(self, args, state, control, **kwargs):
             if args.fsdp_plugin_args is not None:
                 # Each rank loaded the whole model before it was sharded: give what it no longer holds back to the
                 # system, and keep the layers' gathered parameters and gradients out of the heap (module doc).
-                from .device import pin_mmap_threshold, release_memory
+                from .device import DEFAULT_MMAP_THRESHOLD, pin_mmap_threshold, release_memory
 
-                pin_mmap_threshold()
+                if pin_mmap_threshold(DEFAULT_MMAP_THRESHOLD):
+                    self.mmap_threshold = DEFAULT_MMAP_THRESHOLD
                 release_memory()
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -198,7 +201,7 @@ def parallelism_report(trainer: Any, probe: Any, strategy: Strategy | None) -> d
     import torch.distributed as dist
 
     counts = probe.counts or local_parameter_counts(trainer.model)
-    mine = {**counts, "peak_rss_mb": peak_rss_mb()}
+    mine = {**counts, "peak_rss_mb": peak_rss_mb(), "mmap_threshold_bytes": probe.mmap_threshold}
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     ranks = [mine]
     if world > 1:
