@@ -26,7 +26,7 @@ at glibc's default 128 KiB (``device.pin_mmap_threshold``: ``mallopt`` in the ra
 starts for this job alone; no environment variable is involved) and hands back what loading the whole model
 before sharding it left (``release_memory``). Each such block is then its own mapping, unmapped when freed: peak
 1.92 GB per rank, 0.60x. The cost is page faults: the blocks' pages are faulted in afresh each step (~0.6 M more
-a step per rank here, ~1.15 us each on this machine: ~0.7 s of a ~7 s step), a trade fsdp makes because it is
+a step per rank here, ~1.15 us each on this machine: 0.5-0.8 s of a 6-9 s step), a trade fsdp makes as it is
 chosen when memory is what a job lacks. GPU ranks keep their tensors out of glibc; only host-side buffers (the
 gathered state dict at save) follow the setting. Other jobs keep glibc's defaults: a 1-worker job frees far fewer
 such blocks (pinned, the same 1-worker job peaked 8 % lower; an fsdp rank 18-21 % lower).
@@ -196,8 +196,9 @@ def peak_rss_mb() -> float:
 
 def release_optimizer_state(trainer: Any, strategy: Strategy | None) -> None:
     """Before an fsdp run's final save, drop this rank's AdamW moments: training is over and its checkpoints hold
-    them, while the save gathers the full weights on rank 0 beside everything the rank still holds (measured on the
-    bench's model: rank 0's peak at the save was above its training peak with them, below it without)."""
+    them, while the save gathers the full weights on rank 0 beside everything the rank still holds (the bench's
+    151M-parameter model on 2 CPU ranks: rank 0 peaked at 2.02 GB during the save with them, above its 1.84 GB
+    training peak, and at 1.46 GB without)."""
     if strategy != "fsdp" or trainer.optimizer is None:
         return
     optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate's wrapper, or torch's own
