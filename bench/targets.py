@@ -51,13 +51,12 @@ _POLLING = (
     "(identical runs ranged 0.23-0.28 steps/s) is as large as the target's margin."
 )
 _FSDP_PEAK = (
-    "Cause found by measuring RSS at each step on the ranks (torchrun, the same 151M-parameter job): a rank's steady "
-    "state after the first optimizer step is 1.69 GB against 2.8 GB for one worker (0.60x: 0.4 GB of imports plus 8 "
-    "of the 16 bytes a parameter), but its peak adds 0.4-0.6 GB during the second step that glibc's allocator keeps "
-    "after freeing (with MALLOC_MMAP_THRESHOLD_=1048576 the peaks were 1.99 vs 3.06 GB, 0.65x). Loading the whole "
-    "model on each rank before sharding peaks at 1.69 GB, below that. Not fixed: rank 0 loading alone and "
-    "broadcasting the shards (cpu_ram_efficient_loading) would not lower the training peak, and a lower mmap "
-    "threshold costs every step page faults."
+    "Each fsdp rank pins glibc's mmap threshold at 128 KiB when training starts (app/sft/distributed.py), because "
+    "the layers' gathered parameters and gradients, freed every step, otherwise stay as heap holes: 0.4-0.6 GB a "
+    "rank from the second step on (peaks 2.33 vs 3.19 GB, 0.73x, without it; 1.92 vs 3.17 GB, 0.60x, with it). "
+    "If missed, check each rank's mmap_threshold_bytes in the job's result.parallelism (null: not glibc, the pin "
+    "did not take) and where the rank's RSS grows between steps. Loading the whole model on each rank before "
+    "sharding peaks at 1.69 GB, below the training peak: rank 0 loading alone would not lower the per-worker peak."
 )
 KNOWN_CAUSES: dict[str, str] = {
     "fsdp_peak_ratio": _FSDP_PEAK,

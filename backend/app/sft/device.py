@@ -135,6 +135,27 @@ def _meminfo_bytes(key: str, path: str = "/proc/meminfo") -> int:
     return 0
 
 
+#: glibc's ``mallopt`` parameter for the size from which an allocation gets its own mapping (M_MMAP_THRESHOLD).
+_M_MMAP_THRESHOLD = -3
+#: glibc's initial mmap threshold (128 KiB): what ``pin_mmap_threshold`` keeps it at.
+DEFAULT_MMAP_THRESHOLD = 128 * 1024
+
+
+def pin_mmap_threshold(size: int = DEFAULT_MMAP_THRESHOLD) -> bool:
+    """Make every later allocation of ``size`` bytes or more in this process its own mapping, handed back to the
+    system as soon as it is freed; True when set (glibc), False elsewhere (macOS, musl: nothing to do).
+
+    glibc starts at 128 KiB but raises the threshold to the size of each mapped block that is freed (up to
+    32 MiB), so after a few frees most tensors come from the heap, whose freed holes it keeps and reuses only
+    for what fits them. Setting the threshold fixes it (and turns that adjustment off) for the whole process,
+    every thread's arena included. The cost: a fresh mapping's pages are faulted in again each time."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, size))
+
+
 def _trim_heap() -> None:
     # glibc keeps the heap a job freed (~1.5 GiB after the demo job) for reuse; malloc_trim hands it
     # back so an idle server is back near its import footprint. Not glibc (macOS, musl): nothing to do.

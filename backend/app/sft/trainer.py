@@ -15,8 +15,8 @@ from .callbacks import ReportingCallback, StopCallback
 from .checkpoints import eval_loss_at
 from .config import SFTConfig
 from .data import PreparedData, prepare_datasets
-from .distributed import (ShardProbe, decoder_layer_classes, enable_fsdp, parallelism_report, shard_probe_class,
-                          training_strategy)
+from .distributed import (ShardProbe, decoder_layer_classes, enable_fsdp, parallelism_report, release_optimizer_state,
+                          shard_probe_class, training_strategy)
 from .efficiency import EfficiencyTracker
 from .errors import ConfigError
 from .grading import GradingCallback
@@ -195,6 +195,7 @@ class SFTTrainer:
                 resume_from_checkpoint=str(self.resume_from_checkpoint) if self.resume_from_checkpoint else None
             )
             parallelism = parallelism_report(trainer, probe, self.strategy)  # every rank takes part
+            release_optimizer_state(trainer, self.strategy)
             self._emit(EventKind.PHASE, {"phase": "saving"})
             artifact_dir = self.output_dir / ("adapter" if cfg.use_lora else "model")
             trainer.save_model(str(artifact_dir))

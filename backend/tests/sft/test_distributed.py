@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from app.core.errors import InvalidConfig
 from app.sft.config import SFTConfig
-from app.sft.distributed import decoder_layer_classes, resolve_strategy, training_strategy
+from app.sft.distributed import decoder_layer_classes, release_optimizer_state, resolve_strategy, training_strategy
 
 BASE = {"base_model": "m", "dataset_name": "d", "max_steps": 1}
 
@@ -71,3 +71,23 @@ def test_the_decoder_layers_are_found_on_the_model_and_under_peft(tiny_model_dir
     assert decoder_layer_classes(model) == ["LlamaDecoderLayer"]
     peft = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
     assert decoder_layer_classes(peft) == ["LlamaDecoderLayer"]
+
+
+def test_an_fsdp_run_drops_its_optimizer_state_before_the_final_save_and_other_runs_keep_it():
+    from types import SimpleNamespace
+
+    import torch
+
+    def trained():
+        weight = torch.nn.Parameter(torch.ones(4, 4))
+        optimizer = torch.optim.AdamW([weight])
+        weight.sum().backward()
+        optimizer.step()
+        return optimizer
+
+    kept, dropped = trained(), trained()
+    release_optimizer_state(SimpleNamespace(optimizer=kept), "ddp")
+    wrapped = SimpleNamespace(optimizer=dropped)  # as accelerate's AcceleratedOptimizer holds torch's
+    release_optimizer_state(SimpleNamespace(optimizer=wrapped), "fsdp")
+    assert set(kept.state[kept.param_groups[0]["params"][0]]) >= {"exp_avg", "exp_avg_sq"}
+    assert not dropped.state

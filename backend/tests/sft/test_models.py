@@ -62,10 +62,10 @@ def test_tokenizer_gets_pad_token_and_chat_template(tiny_model_dir, tmp_path):
     assert loaded.chat_template == CHATML_TEMPLATE
 
 
-def _run_python(code: str) -> str:
+def _run_python(code: str, *args: str) -> str:
     backend = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(backend)}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -107,6 +107,44 @@ def test_release_memory_hands_the_freed_heap_back():
     """)
     freed, released = map(float, out.split())
     assert freed - released > 150
+
+
+_LAYER_BUFFERS = """
+    import ctypes, sys
+    from app.sft.device import pin_mmap_threshold
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+
+    def rss_mb():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+
+    def block(size):
+        address = libc.malloc(size)
+        libc.memset(address, 1, size)
+        return address
+
+    if sys.argv[1] == "pin":
+        assert pin_mmap_threshold()
+    libc.free(block(16 << 20))  # a freed 16 MiB mapping: glibc's own threshold rises to 16 MiB
+    before = rss_mb()
+    blocks = [block(4 << 20) for _ in range(40)]  # 160 MiB of an fsdp layer's gathered parameters and gradients
+    top = block(64 << 10)  # something still alive above them
+    for address in blocks:
+        libc.free(address)
+    print(rss_mb() - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_a_pinned_mmap_threshold_hands_each_freed_buffer_back():
+    # glibc's defaults keep the freed buffers as heap holes; pinned, each was its own mapping, unmapped when freed
+    assert float(_run_python(_LAYER_BUFFERS, "default")) > 120
+    assert float(_run_python(_LAYER_BUFFERS, "pin")) < 16
 
 
 def test_list_models(tmp_path, tiny_model_dir):

@@ -231,7 +231,7 @@ class JobResult(OpenRecord):
     parallelism: dict[str, Any] | None = Field(
         None, description="How the workers shared the model, measured on them: strategy (single, ddp, fsdp), world_size, "
         "fsdp_active, and per rank its parameters, local_parameters (an fsdp shard's local size), sharded_tensors "
-        "and peak_rss_mb.")
+        "peak_rss_mb and mmap_threshold_bytes (glibc's, pinned on fsdp ranks; null: its own adjusting default).")
     efficiency: EfficiencyReport | None = Field(None, description="How efficiently it trained.")
     graders: dict[str, Any] | None = Field(
         None, description="With config.graders: history (each eval's step and mean score per grader), base (step 0), "
