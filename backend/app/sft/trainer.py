@@ -15,8 +15,8 @@ from .callbacks import ReportingCallback, StopCallback
 from .checkpoints import eval_loss_at
 from .config import SFTConfig
 from .data import PreparedData, prepare_datasets
-from .distributed import (ShardProbe, decoder_layer_classes, enable_fsdp, parallelism_report, release_optimizer_state,
-                          shard_probe_class, training_strategy)
+from .distributed import (ShardProbe, decoder_layer_classes, enable_fsdp, parallelism_report,
+                          release_optimizer_state, shard_probe_class, training_strategy)
 from .efficiency import EfficiencyTracker
 from .errors import ConfigError
 from .grading import GradingCallback
