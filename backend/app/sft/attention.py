@@ -2,9 +2,10 @@
 
 Under ``torch.autocast`` on a CPU, ``scaled_dot_product_attention`` runs in bf16, and PyTorch's CPU attention
 kernels are slower in bf16 than in fp32 (they gain nothing from AMX, whose units only the matmuls use). On the
-2-core AMX Xeon the demo's autocast step (bench/step_profile.py) spent 409 ms in attention; with attention in fp32
-and everything else unchanged, 141 ms, and the step ran 1.29x the steps/s (one busy run; bench section 13 measures
-the service quietly). The matmuls stay bf16; attention's inputs are cast up and its output back down.
+2-core AMX Xeon, quiet, the demo's autocast step (bench/step_profile.py, 2 alternating rounds of 6 steps) spent
+390-397 ms of a step in bf16 attention and 126 ms in fp32 attention, everything else unchanged: 0.565 steps/s
+became 0.678 (1.20x), against 0.468 in fp32 (bf16 was 1.21x fp32, now 1.45x). The matmuls stay bf16;
+attention's inputs are cast up and its output back down.
 
 ``use_fp32_attention`` switches a model that attends with transformers' ``sdpa`` to ``sdpa_fp32``: the same
 function (``transformers.integrations.sdpa_attention``) and mask, called with autocast off and fp32 inputs.

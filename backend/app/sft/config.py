@@ -66,9 +66,10 @@ class BaseJob(BaseModel):
 CUDA_LOSS_PATH: Literal["cross_entropy", "trl"] = "cross_entropy"
 
 #: What precision "auto" trains in on a CPU, by its bf16 matmul units (sft/device.cpu_bf16_units); fp32 for any
-#: other. On an AMX Xeon (2 cores) the demo's step (limit loop, bench/step_profile.py, one busy run) trained 2.0x
-#: the steps/s in bf16 under autocast, per-step losses within bf16 rounding of fp32's; AVX-512 BF16 without AMX is
-#: untested: fp32 there.
+#: other. On an AMX Xeon (2 cores, quiet) the demo's step (limit loop, bench/step_profile.py) trained 1.45x the
+#: steps/s of fp32 in bf16 under autocast with attention in fp32 (sft/attention.py; 1.21x with bf16 attention), the
+#: service's job 1.58x its fp32 job (bench section 13), final loss within 1 % of fp32's; AVX-512 BF16 without AMX
+#: is untested: fp32 there.
 CPU_AUTO_PRECISION: dict[str | None, Literal["bf16", "fp32"]] = {"AMX": "bf16"}
 #: Narrower models train faster in fp32 even with AMX: their matmuls are too small to gain, and the casts remain
 #: (the tests' 32-wide model: 2.5x fewer steps/s in bf16 in the bench smoke run).
