@@ -16,7 +16,7 @@ import pytest
 
 from app.jobs.executors.training import run_training
 from app.sft.events import EventKind
-from factories import wait_for, write_jsonl
+from factories import preference_rows, wait_for, write_jsonl
 from ray_cluster import RUN_TIMEOUT, spec_for
 from test_api_ray import Server, assert_generate_serves_the_adapter, server_env
 
@@ -142,3 +142,26 @@ def test_qlora_under_fsdp_on_a_cluster_without_gpus_is_a_400_naming_the_field(li
         "config.use_qlora: use_qlora with distributed_strategy fsdp needs GPU workers and this cluster gives them "
         "none: bitsandbytes' 4-bit weights (bnb_4bit_quant_storage) are sharded on CUDA only; use LoRA or full "
         "fine-tuning, or a cluster with GPUs")
+
+
+def test_a_dpo_job_shards_with_fsdp_and_trains_a_one_worker_runs_losses(lived, base, tmp_path):
+    """DPO under fsdp: the policy and reference forwards (the adapter disabled) run on the sharded model, through
+    the answer-token head (loss_path cross_entropy on CPU); losses and reward margins are a 1-worker run's."""
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", preference_rows(8))
+    dpo = {**base, "dataset_name": str(prefs), "method": "dpo", "max_steps": 3, "learning_rate": 5e-2}
+    server = lived["server"]
+    submitted = server.submit({**dpo, "num_workers": 2, "distributed_strategy": "fsdp",
+                               "per_device_train_batch_size": 2})
+    assert submitted.status_code == 200, submitted.text
+    job = server.ended(submitted.json()["job_id"])
+    assert job["status"] == "completed", job["error"]
+    assert job["result"]["parallelism"]["fsdp_active"] and job["result"]["loss_path"] == "cross_entropy"
+    reference: list = []
+    run_training(spec_for({**dpo, "per_device_train_batch_size": 4}, tmp_path, "one-worker-dpo"), reference.append,
+                 stop_event=threading.Event())
+    one = [event.payload for event in reference if event.kind is EventKind.METRICS and "loss" in event.payload]
+    metrics = httpx.get(f"{server.url}/jobs/{job['job_id']}/metrics", timeout=5).json()["metrics"]
+    fsdp = [point for point in metrics if point.get("loss") is not None]
+    assert [point["step"] for point in fsdp] == [1, 2, 3]
+    for key in ("loss", "rewards/margins"):
+        assert [point[key] for point in fsdp] == pytest.approx([point[key] for point in one], rel=1e-4, abs=1e-6)
