@@ -52,7 +52,7 @@ def train_demo_job(work: Path, model_cache: Path, steps: int) -> str:
 def export_once(work: Path, model_cache: Path, job_id: str, fmt: str, gguf_type: str | None) -> dict[str, Any]:
     """Run one export in this process; its record plus this process' and its children's peak RSS."""
     from app.api.export_manager import ExportManager
-    from app.sft.export import peak_rss_mb
+    from app.sft.device import peak_rss_mb
 
     manager = _manager(work, model_cache)
     exports = ExportManager.of(manager)

@@ -135,6 +135,18 @@ def _meminfo_bytes(key: str, path: str = "/proc/meminfo") -> int:
     return 0
 
 
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """A process' peak resident set (VmHWM) in MiB; 0 when it is gone or the system has no /proc. (Not
+    ru_maxrss: it keeps the peak of the process that exec'd this one.)"""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
 #: glibc's ``mallopt`` parameter for the size from which an allocation gets its own mapping (M_MMAP_THRESHOLD).
 _M_MMAP_THRESHOLD = -3
 #: glibc's initial mmap threshold (128 KiB): what ``pin_mmap_threshold`` keeps it at.

@@ -186,14 +186,6 @@ def local_parameter_counts(model: Any) -> dict[str, int]:
     return {"parameters": total, "local_parameters": local, "sharded_tensors": sharded}
 
 
-def peak_rss_mb() -> float:
-    """This process' peak resident memory so far, in MiB (VmHWM: ru_maxrss keeps the peak of the process that
-    exec'd this one)."""
-    from .export import peak_rss_mb as vm_hwm_mb
-
-    return round(vm_hwm_mb(), 1)
-
-
 def release_optimizer_state(trainer: Any, strategy: Strategy | None) -> None:
     """Before an fsdp run's final save, drop this rank's AdamW moments: training is over and its checkpoints hold
     them, while the save gathers the full weights on rank 0 beside everything the rank still holds (the bench's
@@ -215,7 +207,9 @@ def parallelism_report(trainer: Any, probe: Any, strategy: Strategy | None) -> d
     import torch.distributed as dist
 
     counts = probe.counts or local_parameter_counts(trainer.model)
-    mine = {**counts, "peak_rss_mb": peak_rss_mb(), "mmap_threshold_bytes": probe.mmap_threshold}
+    from .device import peak_rss_mb
+
+    mine = {**counts, "peak_rss_mb": round(peak_rss_mb(), 1), "mmap_threshold_bytes": probe.mmap_threshold}
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     ranks = [mine]
     if world > 1:

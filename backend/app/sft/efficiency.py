@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import CPU_BF16_MIN_HIDDEN_SIZE
-from .device import cpu_bf16_units, cpu_identity
-from .export import peak_rss_mb
+from .device import cpu_bf16_units, cpu_identity, peak_rss_mb
 
 #: Dense (no sparsity) tensor-core peaks in TFLOP/s by dtype, from NVIDIA's datasheets: H100 / H200 (SXM; the
 #: H100 PCIe and NVL figures are lower), A100 (SXM and PCIe), L4, L40S, A10, and the Ada Lovelace whitepaper for

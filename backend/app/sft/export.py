@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import Artifact, dir_size, merge_adapter
+from .device import peak_rss_mb
 from .errors import ArtifactUnavailable, ModelError, RequestError
 from .export_files import archive_stream, model_card, ollama_modelfile
 from .models import CHATML_TEMPLATE, resolve_model
@@ -291,17 +292,6 @@ def run_tool(command: list[str], *, log_file: Path, what: str, env: dict[str, st
     if process.returncode != 0:
         raise ModelError(f"{what} failed (exit {process.returncode}): {_tool_error(log_file)}")
     return peak
-
-
-def peak_rss_mb(pid: int | str = "self") -> float:
-    """A process' peak resident set (VmHWM) in MiB; 0 when it is gone or the system has no /proc."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    return 0.0
 
 
 def _tool_error(log_file: Path) -> str:

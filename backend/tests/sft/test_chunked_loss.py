@@ -73,7 +73,7 @@ _PEAK_SCRIPT = textwrap.dedent("""
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=128_256, hidden_size=64, intermediate_size=128,
                                          num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4))
-    from app.sft.export import peak_rss_mb  # VmHWM: ru_maxrss would carry a big parent's peak across exec
+    from app.sft.device import peak_rss_mb  # VmHWM: ru_maxrss would carry a big parent's peak across exec
     add_trained_logits_head(model)
     ids = torch.randint(0, 128_256, (4, 257))
     before, out = peak_rss_mb(), {}
