@@ -9,8 +9,6 @@ Shared by the planner's tests and the bench (``planner_error``). Each run trains
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import json
 import subprocess
 import sys
@@ -48,22 +46,11 @@ def measure(cases: list[dict[str, Any]], *, model_cache_dir: str | Path, timeout
     return [{**case, **m} for case, m in zip(cases, measured, strict=True)]
 
 
-def settle_heap() -> None:
-    """Collect garbage and hand the heap's free pages back to the system (glibc ``malloc_trim``), so that a run's
-    measured peak starts from what is alive, not from what an earlier run or a model conversion freed and glibc
-    kept: on one CI machine that kept ~250 MB and a tiny model's peak read 826 MB against 587 estimated."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to hand back
-
-
 def _child(spec_path: str) -> None:
     import torch
 
     from app.sft.config import SFTConfig
-    from app.sft.device import load_ml_stack
+    from app.sft.device import load_ml_stack, release_memory
     from app.sft.models import ensure_converted, resolve_model
     from app.sft.planner import ModelShape, estimate, read_model_config
     from app.sft.trainer import SFTTrainer
@@ -80,7 +67,9 @@ def _child(spec_path: str) -> None:
         ensure_converted(ref)  # a bundled model is converted before the peak is reset: conversion is not training
         shape = ModelShape.from_config(read_model_config(ref.path), name=config.base_model)
         est = estimate(shape, config, device="cpu")
-        settle_heap()
+        # What an earlier run or a conversion freed and glibc kept is not this run's: hand it back first (CI once
+        # read a tiny model's peak at 826 MB against 587 estimated; here 575-650).
+        release_memory()
         before = rss_mb("self")
         reset_peak_rss("self")
         started = time.perf_counter()
