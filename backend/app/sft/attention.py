@@ -14,14 +14,10 @@ Registered with transformers' ``AttentionInterface``, so it is the model's own a
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 #: The attention implementation name registered with transformers.
 FP32_SDPA = "sdpa_fp32"
-
-_registered = False
-_lock = threading.Lock()
 
 
 def _sdpa_in_fp32(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any):
@@ -35,23 +31,15 @@ def _sdpa_in_fp32(module: Any, query: Any, key: Any, value: Any, attention_mask:
     return output.to(dtype), weights
 
 
-def _register() -> None:
-    global _registered
-    with _lock:
-        if _registered:
-            return
-        from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-        AttentionInterface.register(FP32_SDPA, _sdpa_in_fp32)
-        AttentionMaskInterface.register(FP32_SDPA, sdpa_mask)
-        _registered = True
-
-
 def use_fp32_attention(model: Any) -> bool:
     """Make ``model`` attend in fp32 (``FP32_SDPA``) when it attends with ``sdpa``; True when it now does."""
     if getattr(model.config, "_attn_implementation", None) != "sdpa":
         return False
-    _register()
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    # Registering again sets the same two entries: nothing to remember between models.
+    AttentionInterface.register(FP32_SDPA, _sdpa_in_fp32)
+    AttentionMaskInterface.register(FP32_SDPA, sdpa_mask)
     model.set_attn_implementation(FP32_SDPA)
     return model.config._attn_implementation == FP32_SDPA
