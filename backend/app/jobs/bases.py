@@ -103,8 +103,7 @@ def model_source(config: SFTConfig | Mapping[str, Any]) -> str:
     """The model a submit-time check reads for ``config``: the adapter's base when its base is a LoRA job's
     merge (not made yet; the merged model has the same architecture, tokenizer and size), else base_model."""
     if isinstance(config, SFTConfig):
-        config = {"base_model": config.base_model,
-                  "base_job": config.base_job.model_dump() if config.base_job else None}
+        return (config.base_job and config.base_job.adapter_base) or config.base_model
     return (config.get("base_job") or {}).get("adapter_base") or config["base_model"]
 
 
