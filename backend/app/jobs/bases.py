@@ -161,8 +161,7 @@ def _needs(other: Any, job_id: str) -> bool:
     config = other.config or {}
     if (config.get("base_job") or {}).get("job_id") != job_id:
         return False
-    status = getattr(other.status, "value", other.status)
-    return status != "completed" or bool(config.get("use_lora", True))
+    return other.status != "completed" or bool(config.get("use_lora", True))  # JobStatus is a str enum
 
 
 def _merged_is_fresh(merged: Path, adapter: Path) -> bool:
